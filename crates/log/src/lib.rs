@@ -1,0 +1,590 @@
+//! The storage engine: one [`Log`] per partition, a directory of segments.
+//!
+//! ```text
+//! <dir>/00000000000000000000.log        batches, offsets dense from the base offset
+//! <dir>/00000000000000000000.index      sparse offset index (sealed segments)
+//! <dir>/00000000000000000000.timeindex  sparse time index (sealed segments)
+//! <dir>/00000000000000052311.log        the active segment: the only one written
+//! <dir>/leader-epoch-checkpoint         epoch -> start offset
+//! ```
+//!
+//! Invariants:
+//! - Offsets are dense: each segment starts where the previous one ended, and the log
+//!   end offset is the active segment's end.
+//! - Only the active (last) segment is written; it always exists.
+//! - Every batch read from disk has its CRC checked before it is returned. A bad batch in
+//!   a sealed segment is an error naming the log, offset and file; it is never skipped.
+//! - On open, the active segment is scanned and a torn or corrupt tail is truncated and
+//!   reported ([`RecoveryReport`]). Sealed segments with missing indexes are rescanned.
+//! - Retention deletes whole sealed segments, oldest first, and asks a
+//!   [`DeletionGuard`] first (the cold tier vetoes segments not yet uploaded).
+//!
+//! The engine is synchronous and holds no locks: the broker wraps each log in its own
+//! lock, appends under a write lock and reads under a read lock.
+
+mod clock;
+mod epoch;
+mod error;
+mod segment;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use epoch::EpochCache;
+pub use error::{LogError, Result};
+use segment::Segment;
+use strata_record::{Batch, BatchHeader, BatchIter};
+
+/// Per-log settings (the Kafka topic configs that concern the storage engine).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Roll the active segment when an append would take it past this size.
+    pub segment_bytes: u64,
+    /// Roll the active segment when it is older than this.
+    pub segment_ms: i64,
+    /// Delete sealed segments whose newest record is older than this; -1 keeps forever.
+    pub retention_ms: i64,
+    /// Delete the oldest sealed segments while the log is larger than this; -1: no limit.
+    pub retention_bytes: i64,
+    /// fsync after this many records; `u64::MAX` leaves flushing to the OS.
+    pub flush_messages: u64,
+    /// fsync when the oldest unflushed append is this old; -1 (or `i64::MAX`) never.
+    pub flush_ms: i64,
+    /// Bytes of log between offset index entries.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// What recovery found and did when the log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the end of the active segment.
+    pub truncated_bytes: u64,
+    /// Offsets the cut bytes claimed to hold, when their header was readable.
+    pub dropped_offsets: Option<(i64, i64)>,
+    /// Why the tail was cut.
+    pub reason: Option<String>,
+    /// Log end offset after recovery.
+    pub log_end_offset: i64,
+    /// Sealed segments with a bad tail (reported, not modified): (file, offset, reason).
+    pub corrupt_sealed: Vec<(PathBuf, i64, String)>,
+}
+
+/// Decides whether a sealed segment may be deleted by retention.
+pub trait DeletionGuard {
+    /// `true` if the segment `[base_offset, next_offset)` may go.
+    fn may_delete(&self, base_offset: i64, next_offset: i64) -> bool;
+}
+
+/// Lets any segment go.
+pub struct AllowAll;
+impl DeletionGuard for AllowAll {
+    fn may_delete(&self, _: i64, _: i64) -> bool {
+        true
+    }
+}
+
+/// Offsets given to an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u32,
+    pub max_timestamp: i64,
+}
+
+/// Summary of one segment, for describe and the tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub path: PathBuf,
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    name: String,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    epochs: EpochCache,
+    clock: Arc<dyn Clock>,
+    unflushed: u64,
+    first_unflushed_ms: Option<i64>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. `name` (e.g. `orders-3`) labels errors and
+    /// reports.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        name: impl Into<String>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, RecoveryReport)> {
+        let dir = dir.as_ref().to_path_buf();
+        let name = name.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+            let fname = entry.file_name();
+            let fname = fname.to_string_lossy();
+            if let Some(stem) = fname.strip_suffix(".log")
+                && let Ok(base) = stem.parse::<i64>()
+            {
+                bases.push(base);
+            }
+            if fname.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        let now = clock.now_ms();
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        let n = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let active = i + 1 == n;
+            let (mut seg, scan) =
+                Segment::open(&dir, base, config.index_interval_bytes, now, !active)?;
+            if let Some(end) = scan
+                && let Some(reason) = end.error
+            {
+                if active {
+                    tracing::warn!(
+                        log = %name,
+                        segment = %seg.path().display(),
+                        valid_end_offset = seg.next_offset,
+                        truncated_bytes = end.bad_len,
+                        dropped_offsets = ?end.bad_offsets,
+                        %reason,
+                        "recovery: truncating the bad tail of the active segment"
+                    );
+                    seg.truncate_bytes(end.valid_len)?;
+                    report.truncated_bytes = end.bad_len;
+                    report.dropped_offsets = end.bad_offsets;
+                    report.reason = Some(reason);
+                } else {
+                    tracing::error!(
+                        log = %name,
+                        segment = %seg.path().display(),
+                        offset = seg.next_offset,
+                        %reason,
+                        "recovery: sealed segment has a corrupt tail; reads there will fail"
+                    );
+                    report
+                        .corrupt_sealed
+                        .push((seg.path(), seg.next_offset, reason));
+                }
+            } else if !active && !seg.is_empty() {
+                // Indexes were rebuilt by the scan: persist them.
+                seg.write_indexes()?;
+            }
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            segments.insert(
+                0,
+                Segment::create(&dir, 0, config.index_interval_bytes, now)?,
+            );
+        }
+        let epochs = EpochCache::open(&dir)?;
+        let mut log = Self {
+            dir,
+            name,
+            config,
+            segments,
+            epochs,
+            clock,
+            unflushed: 0,
+            first_unflushed_ms: None,
+        };
+        let end = log.log_end_offset();
+        log.epochs.truncate_from(end)?;
+        report.log_end_offset = end;
+        Ok((log, report))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The first offset still held.
+    pub fn log_start_offset(&self) -> i64 {
+        *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment")
+    }
+
+    /// The offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments.values().map(info).collect()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn label(&self, mut e: LogError) -> LogError {
+        if let LogError::Corrupt { log, .. } = &mut e {
+            *log = self.name.clone();
+        }
+        e
+    }
+
+    /// Appends batches (concatenated, already validated with [`Batch::validate`]) as
+    /// leader: rewrites each base offset from the log end and stamps `leader_epoch`.
+    pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        let mut next = self.log_end_offset();
+        let base = next;
+        let mut count = 0u32;
+        let mut max_ts = i64::MIN;
+        let mut pos = 0;
+        while pos < batches.len() {
+            let buf = &mut batches[pos..];
+            let h = BatchHeader::decode(buf)?;
+            strata_record::set_base_offset(buf, next);
+            strata_record::set_leader_epoch(buf, leader_epoch);
+            next += h.last_offset_delta as i64 + 1;
+            count += h.record_count as u32;
+            max_ts = max_ts.max(h.max_timestamp);
+            pos += h.total_len();
+        }
+        self.epochs.assign(leader_epoch, base)?;
+        self.write(batches, count)?;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: next - 1,
+            record_count: count,
+            max_timestamp: max_ts,
+        })
+    }
+
+    /// Appends batches that already carry offsets and epochs (a follower copying its
+    /// leader). The first must start at the log end offset and offsets must be dense.
+    pub fn append_replicated(&mut self, batches: &[u8]) -> Result<AppendInfo> {
+        let mut next = self.log_end_offset();
+        let base = next;
+        let mut count = 0u32;
+        let mut max_ts = i64::MIN;
+        for b in BatchIter::new(batches) {
+            let b = b?;
+            let h = b.header();
+            if h.base_offset != next {
+                return Err(LogError::NonSequential {
+                    log: self.name.clone(),
+                    expected: next,
+                    got: h.base_offset,
+                });
+            }
+            self.epochs.assign(h.leader_epoch, h.base_offset)?;
+            next = h.next_offset();
+            count += h.record_count as u32;
+            max_ts = max_ts.max(h.max_timestamp);
+        }
+        self.write(batches, count)?;
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: next - 1,
+            record_count: count,
+            max_timestamp: max_ts,
+        })
+    }
+
+    fn write(&mut self, batches: &[u8], records: u32) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let active = self.active();
+        let too_big = active.size + batches.len() as u64 > self.config.segment_bytes;
+        let too_old = now - active.created_ms >= self.config.segment_ms;
+        if !active.is_empty() && (too_big || too_old) {
+            self.roll(now)?;
+        }
+        self.active_mut().append(batches)?;
+        self.unflushed += records as u64;
+        self.first_unflushed_ms.get_or_insert(now);
+        if self.unflushed >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self, now: i64) -> Result<()> {
+        let end = self.log_end_offset();
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        active.sync()?;
+        active.write_indexes()?;
+        tracing::debug!(log = %self.name, base_offset = end, "rolled segment");
+        let seg = Segment::create(&self.dir, end, self.config.index_interval_bytes, now)?;
+        self.segments.insert(end, seg);
+        Ok(())
+    }
+
+    /// fsyncs the active segment.
+    pub fn flush(&mut self) -> Result<()> {
+        self.active().sync()?;
+        self.unflushed = 0;
+        self.first_unflushed_ms = None;
+        Ok(())
+    }
+
+    /// fsyncs if the oldest unflushed append is older than `flush.ms`, and rolls the
+    /// active segment if it is older than `segment.ms`. Called periodically.
+    pub fn tick(&mut self) -> Result<()> {
+        let now = self.clock.now_ms();
+        if let Some(first) = self.first_unflushed_ms
+            && self.config.flush_ms >= 0
+            && now - first >= self.config.flush_ms
+        {
+            self.flush()?;
+        }
+        if now - self.active().created_ms >= self.config.segment_ms {
+            self.roll(now)?;
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, offset: i64) -> Result<()> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                log: self.name.clone(),
+                requested: offset,
+                start,
+                end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// but always at least one batch when one exists (so a consumer never stalls on a
+    /// large batch). Every batch is CRC-checked. Empty at the log end.
+    /// The first batch may start before `offset`; callers skip records below it.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<u8>> {
+        self.check_range(offset)?;
+        let mut out: Vec<u8> = Vec::new();
+        let mut at = offset;
+        for seg in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+        {
+            let budget = max_bytes.saturating_sub(out.len());
+            if !out.is_empty() && budget < strata_record::HEADER_LEN {
+                break;
+            }
+            let (buf, pos) = seg.read(at, budget).map_err(|e| self.label(e))?;
+            if buf.is_empty() {
+                continue;
+            }
+            let reached_end = pos + buf.len() as u64 == seg.size;
+            if out.is_empty() {
+                out = buf;
+            } else if out.len() + buf.len() <= max_bytes {
+                out.extend_from_slice(&buf);
+            } else {
+                break;
+            }
+            // Stop short of the next segment unless this one was read to its end.
+            if !reached_end || out.len() >= max_bytes {
+                break;
+            }
+            at = seg.next_offset;
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record timestamp is >= `ts`, with that timestamp;
+    /// `None` if every record is older.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp < ts {
+                continue;
+            }
+            let mut at = seg.time_lookup(ts).max(seg.base_offset);
+            while at < seg.next_offset {
+                let (buf, _) = seg.read(at, 1 << 20).map_err(|e| self.label(e))?;
+                if buf.is_empty() {
+                    break;
+                }
+                for b in BatchIter::new(&buf) {
+                    let b = b?;
+                    if b.header().max_timestamp < ts {
+                        at = b.header().next_offset();
+                        continue;
+                    }
+                    for r in b.records() {
+                        let r = r?;
+                        if r.offset >= at && r.timestamp >= ts {
+                            return Ok(Some((r.offset, r.timestamp)));
+                        }
+                    }
+                    at = b.header().next_offset();
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes everything at and after `offset` (rounded down to a batch boundary);
+    /// used when a follower's log diverges from its leader's.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let start = self.log_start_offset();
+        let offset = offset.max(start);
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
+        for b in doomed {
+            if let Some(seg) = self.segments.remove(&b) {
+                seg.delete_files()?;
+            }
+        }
+        let now = self.clock.now_ms();
+        match self.segments.range_mut(..=offset).next_back() {
+            Some((_, seg)) => seg.truncate_to_offset(offset).map_err(|e| self.label(e))?,
+            None => {
+                let seg =
+                    Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
+                self.segments.insert(offset, seg);
+            }
+        }
+        // A truncated sealed segment becomes the active one: drop its stale index files.
+        let end = self.log_end_offset();
+        self.epochs.truncate_from(end)?;
+        tracing::info!(log = %self.name, offset = end, "truncated log");
+        Ok(())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` to sealed segments, oldest first,
+    /// stopping at the first one the guard keeps. Returns the deleted segments.
+    pub fn enforce_retention(&mut self, guard: &dyn DeletionGuard) -> Result<Vec<SegmentInfo>> {
+        let now = self.clock.now_ms();
+        let mut size = self.size_bytes() as i64;
+        let mut deleted = Vec::new();
+        while self.segments.len() > 1 {
+            let seg = self.segments.values().next().expect("non-empty");
+            let expired = self.config.retention_ms >= 0
+                && seg.max_timestamp != i64::MIN
+                && now - seg.max_timestamp > self.config.retention_ms;
+            let oversize = self.config.retention_bytes >= 0
+                && size - seg.size as i64 >= self.config.retention_bytes;
+            if !(expired || oversize) || !guard.may_delete(seg.base_offset, seg.next_offset) {
+                break;
+            }
+            let seg = self.segments.pop_first().expect("non-empty").1;
+            size -= seg.size as i64;
+            seg.delete_files()?;
+            tracing::info!(
+                log = %self.name,
+                base_offset = seg.base_offset,
+                next_offset = seg.next_offset,
+                bytes = seg.size,
+                reason = if expired { "retention.ms" } else { "retention.bytes" },
+                "deleted segment"
+            );
+            deleted.push(info(&seg));
+        }
+        Ok(deleted)
+    }
+
+    /// Validates the batches a producer sent, before they reach [`Log::append`]:
+    /// CRC, sizes, record count and offset deltas. Returns (batches, records).
+    pub fn validate(batches: &[u8]) -> Result<(usize, u32)> {
+        let mut pos = 0;
+        let mut n = 0;
+        let mut records = 0u32;
+        while pos < batches.len() {
+            let b = Batch::validate(&batches[pos..])?;
+            pos += b.len();
+            n += 1;
+            records += b.header().record_count as u32;
+        }
+        Ok((n, records))
+    }
+}
+
+fn info(s: &Segment) -> SegmentInfo {
+    SegmentInfo {
+        base_offset: s.base_offset,
+        next_offset: s.next_offset,
+        size: s.size,
+        max_timestamp: s.max_timestamp,
+        path: s.path(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+use super::*;
+use std::io::Write;
+use strata_record::BatchBuilder;
+
+fn batch(ts: i64, values: &[&str]) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ts, 256);
+    for (i, v) in values.iter().enumerate() {
+        b.append(ts + i as i64, Some(b"k"), Some(v.as_bytes()), &[]);
+    }
+    b.finish_vec()
+}
+
+fn small() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> (Log, RecoveryReport) {
+    Log::open(dir, "t-0", config, clock).unwrap()
+}
+
+fn values(log: &Log, from: i64) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let buf = log.read(at, 700).unwrap();
+        if buf.is_empty() {
+            return out;
+        }
+        for b in BatchIter::new(&buf) {
+            for r in b.unwrap().records() {
+                let r = r.unwrap();
+                if r.offset >= at {
+                    out.push((
+                        r.offset,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                }
+            }
+        }
+        at = out.last().unwrap().0 + 1;
+    }
+}
+
+/// Appends `n` batches of 3 records each; values are "v<offset>".
+fn fill(log: &mut Log, n: usize, ts: i64) {
+    for _ in 0..n {
+        let o = log.log_end_offset();
+        let vals: Vec<String> = (o..o + 3).map(|i| format!("v{i}")).collect();
+        let refs: Vec<&str> = vals.iter().map(|s| s.as_str()).collect();
+        let mut b = batch(ts, &refs);
+        Log::validate(&b).unwrap();
+        let info = log.append(&mut b, 1).unwrap();
+        assert_eq!(info.base_offset, o);
+        assert_eq!(info.last_offset, o + 2);
+    }
+}
+
+fn expected(range: std::ops::Range<i64>) -> Vec<(i64, String)> {
+    range.map(|i| (i, format!("v{i}"))).collect()
+}
+
+#[test]
+fn appends_roll_and_read_back_dense_offsets_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 100, 1000);
+    assert!(
+        log.segment_count() > 5,
+        "small segments roll: {}",
+        log.segment_count()
+    );
+    assert_eq!(log.log_end_offset(), 300);
+    assert_eq!(values(&log, 0), expected(0..300));
+    assert_eq!(values(&log, 151), expected(151..300));
+    // Reopen: sealed segments load their index files, the active one is scanned.
+    let segs = log.segment_count();
+    drop(log);
+    let (log, report) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.segment_count(), segs);
+    assert_eq!(log.log_end_offset(), 300);
+    assert_eq!(values(&log, 77), expected(77..300));
+}
+
+#[test]
+fn missing_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 60, 1000);
+    drop(log);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension()
+            .is_some_and(|x| x == "index" || x == "timeindex")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let (log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(values(&log, 0), expected(0..180));
+    assert!(dir.path().join("00000000000000000000.index").exists());
+}
+
+#[test]
+fn read_outside_the_log_says_the_valid_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 2, 1000);
+    let err = log.read(7, 100).unwrap_err();
+    assert!(matches!(
+        err,
+        LogError::OffsetOutOfRange {
+            requested: 7,
+            start: 0,
+            end: 6,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("0..=6"), "{err}");
+    assert!(log.read(6, 100).unwrap().is_empty());
+}
+
+fn active_path(log: &Log) -> PathBuf {
+    log.segments().last().unwrap().path.clone()
+}
+
+#[test]
+fn garbage_after_the_active_segment_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 10, 1000);
+    let path = active_path(&log);
+    let end = log.log_end_offset();
+    drop(log);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&[0xAB; 100]).unwrap();
+    drop(f);
+    let (log, report) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(report.truncated_bytes, 100);
+    assert!(report.reason.is_some());
+    assert_eq!(report.log_end_offset, end);
+    assert_eq!(values(&log, 0), expected(0..end));
+}
+
+#[test]
+fn half_written_batch_is_truncated_and_offsets_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 10, 1000);
+    let path = active_path(&log);
+    let end = log.log_end_offset();
+    let last_batch = log.read(end - 1, 10).unwrap();
+    drop(log);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let cut = last_batch.len() as u64 / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - cut)
+        .unwrap();
+    let (mut log, report) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(report.dropped_offsets, Some((end - 3, end - 1)));
+    assert_eq!(report.truncated_bytes, last_batch.len() as u64 - cut);
+    assert_eq!(log.log_end_offset(), end - 3);
+    fill(&mut log, 1, 1000);
+    assert_eq!(values(&log, 0), expected(0..end));
+}
+
+#[test]
+fn flipped_byte_in_a_sealed_segment_is_an_error_naming_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 40, 1000);
+    let sealed = log.segments()[1].clone();
+    drop(log);
+    let mut data = std::fs::read(&sealed.path).unwrap();
+    let at = data.len() - 5; // inside the last batch's records
+    data[at] ^= 0x01;
+    std::fs::write(&sealed.path, &data).unwrap();
+    let (log, report) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(
+        report.truncated_bytes, 0,
+        "sealed segments are never truncated"
+    );
+    let last = sealed.next_offset - 1;
+    let err = log.read(last, 1000).unwrap_err();
+    match &err {
+        LogError::Corrupt { log, offset, .. } => {
+            assert_eq!(log, "t-0");
+            assert_eq!(*offset, sealed.next_offset - 3);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(err.to_string().contains("CRC"), "{err}");
+    // Everything before the bad batch still reads, and stops short of it.
+    let good = values_until_error(&log, sealed.base_offset);
+    assert_eq!(good, expected(sealed.base_offset..sealed.next_offset - 3));
+}
+
+fn values_until_error(log: &Log, from: i64) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while let Ok(buf) = log.read(at, 100_000) {
+        if buf.is_empty() {
+            break;
+        }
+        for b in BatchIter::new(&buf) {
+            for r in b.unwrap().records() {
+                let r = r.unwrap();
+                out.push((
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+        at = out.last().unwrap().0 + 1;
+    }
+    out
+}
+
+struct Keep(i64);
+impl DeletionGuard for Keep {
+    fn may_delete(&self, _base: i64, next: i64) -> bool {
+        next <= self.0
+    }
+}
+
+#[test]
+fn retention_by_size_and_time_never_touches_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let cfg = LogConfig {
+        retention_ms: 10_000,
+        retention_bytes: 3000,
+        ..small()
+    };
+    let (mut log, _) = open(dir.path(), cfg, clock.clone());
+    fill(&mut log, 60, 1_000_000);
+    let before = log.size_bytes();
+    assert!(before > 3000);
+    // Size: a guard that keeps everything past offset 30 stops deletion there.
+    let deleted = log.enforce_retention(&Keep(30)).unwrap();
+    assert!(deleted.iter().all(|s| s.next_offset <= 30));
+    assert_eq!(
+        log.log_start_offset(),
+        deleted.last().map(|s| s.next_offset).unwrap_or(0)
+    );
+    log.enforce_retention(&AllowAll).unwrap();
+    assert!(
+        log.size_bytes() < 3000 + 1024,
+        "size retention ran: {}",
+        log.size_bytes()
+    );
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert_eq!(values(&log, start), expected(start..180));
+    assert!(matches!(
+        log.read(0, 10),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // Time: every record is now too old, but the active segment stays.
+    clock.advance(20_000);
+    log.enforce_retention(&AllowAll).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_end_offset(), 180);
+    assert_eq!(values(&log, log.log_start_offset()).last().unwrap().0, 179);
+}
+
+#[test]
+fn segment_ms_rolls_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let cfg = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = open(dir.path(), cfg, clock.clone());
+    fill(&mut log, 2, 0);
+    assert_eq!(log.segment_count(), 1);
+    clock.advance(1000);
+    fill(&mut log, 1, 0);
+    assert_eq!(log.segment_count(), 2);
+    clock.advance(1000);
+    log.tick().unwrap();
+    assert_eq!(log.segment_count(), 3);
+}
+
+#[test]
+fn truncate_and_replicated_append_keep_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 30, 1000); // epoch 1, offsets 0..90
+    let mut b = batch(2000, &["x", "y"]);
+    log.append(&mut b, 3).unwrap(); // epoch 3 from 90
+    assert_eq!(log.epochs().entries(), &[(1, 0), (3, 90)]);
+    assert_eq!(log.epochs().end_offset_for(2, 92), Some((1, 90)));
+    log.truncate_to(50).unwrap();
+    assert!(log.log_end_offset() <= 50 && log.log_end_offset() > 45);
+    assert_eq!(log.epochs().entries(), &[(1, 0)]);
+    // A follower appends the leader's batches, which carry offsets.
+    let end = log.log_end_offset();
+    let mut leader = batch(3000, &["a", "b", "c"]);
+    strata_record::set_base_offset(&mut leader, end);
+    strata_record::set_leader_epoch(&mut leader, 4);
+    log.append_replicated(&leader).unwrap();
+    assert_eq!(log.log_end_offset(), end + 3);
+    assert_eq!(log.epochs().latest_epoch(), Some(4));
+    let err = log.append_replicated(&leader).unwrap_err();
+    assert!(matches!(err, LogError::NonSequential { .. }));
+    drop(log);
+    let (log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(log.log_end_offset(), end + 3);
+    assert_eq!(log.epochs().entries(), &[(1, 0), (4, end)]);
+}
+
+#[test]
+fn finds_offsets_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    for i in 0..50 {
+        let mut b = batch(10_000 + i * 100, &["a", "b"]); // ts base, base+1
+        log.append(&mut b, 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 10_000)));
+    assert_eq!(log.offset_for_timestamp(10_001).unwrap(), Some((1, 10_001)));
+    assert_eq!(log.offset_for_timestamp(10_002).unwrap(), Some((2, 10_100)));
+    assert_eq!(
+        log.offset_for_timestamp(14_850).unwrap(),
+        Some((98, 14_900))
+    );
+    assert_eq!(log.offset_for_timestamp(20_000).unwrap(), None);
+}
+
+#[test]
+fn read_respects_max_bytes_but_returns_one_oversized_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), LogConfig::default(), Arc::new(SystemClock));
+    let big = "x".repeat(5000);
+    let mut b = batch(1, &[&big]);
+    log.append(&mut b, 0).unwrap();
+    fill(&mut log, 5, 1);
+    let buf = log.read(0, 100).unwrap();
+    assert_eq!(BatchIter::new(&buf).count(), 1);
+    let buf = log.read(1, 1_000_000).unwrap();
+    assert_eq!(BatchIter::new(&buf).count(), 5);
+}

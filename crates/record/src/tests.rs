@@ -1,0 +1,145 @@
+use super::*;
+use proptest::prelude::*;
+
+type OwnedRecord = (
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+fn build(records: &[OwnedRecord]) -> Vec<u8> {
+    let base_ts = records.first().map(|r| r.0).unwrap_or(0);
+    let mut b = BatchBuilder::new(base_ts, 128);
+    for (ts, k, v, hs) in records {
+        let hs: Vec<(&str, Option<&[u8]>)> =
+            hs.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let expected = b.size() + b.record_size(*ts, k.as_deref(), v.as_deref(), &hs);
+        b.append(*ts, k.as_deref(), v.as_deref(), &hs);
+        assert_eq!(
+            b.size(),
+            expected,
+            "record_size must predict the encoded size"
+        );
+    }
+    b.finish_vec()
+}
+
+fn record_strategy() -> impl Strategy<Value = OwnedRecord> {
+    (
+        0i64..4_000_000_000_000,
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+        proptest::collection::vec(
+            (
+                "[a-z]{0,8}",
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..10)),
+            ),
+            0..3,
+        ),
+    )
+}
+
+proptest! {
+    #[test]
+    fn batches_roundtrip(records in proptest::collection::vec(record_strategy(), 1..30),
+                         base in 0i64..1_000_000_000, epoch in 0i32..100) {
+        let mut bytes = build(&records);
+        set_base_offset(&mut bytes, base);
+        set_leader_epoch(&mut bytes, epoch);
+        let batch = Batch::validate(&bytes).unwrap();
+        prop_assert_eq!(batch.len(), bytes.len());
+        prop_assert_eq!(batch.header().base_offset, base);
+        prop_assert_eq!(batch.header().leader_epoch, epoch);
+        prop_assert_eq!(batch.header().record_count as usize, records.len());
+        prop_assert_eq!(batch.header().last_offset(), base + records.len() as i64 - 1);
+        let max_ts = records.iter().map(|r| r.0).max().unwrap();
+        prop_assert_eq!(batch.header().max_timestamp, max_ts);
+        for (i, (rec, want)) in batch.records().zip(&records).enumerate() {
+            let rec = rec.unwrap();
+            prop_assert_eq!(rec.offset, base + i as i64);
+            prop_assert_eq!(rec.timestamp, want.0);
+            prop_assert_eq!(rec.key, want.1.as_deref());
+            prop_assert_eq!(rec.value, want.2.as_deref());
+            let hs: Vec<_> = rec.headers().collect();
+            prop_assert_eq!(hs.len(), want.3.len());
+            for ((k, v), (wk, wv)) in hs.iter().zip(&want.3) {
+                prop_assert_eq!(*k, wk.as_bytes());
+                prop_assert_eq!(*v, wv.as_deref());
+            }
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_after_the_crc_is_detected(
+        records in proptest::collection::vec(record_strategy(), 1..5),
+        pos in any::<proptest::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = build(&records);
+        let i = CRC_START + pos.index(bytes.len() - CRC_START);
+        bytes[i] ^= 1 << bit;
+        prop_assert!(Batch::parse(&bytes).is_err());
+    }
+
+    #[test]
+    fn decoder_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Batch::validate(&bytes);
+        for b in BatchIter::new(&bytes) {
+            if let Ok(b) = b { for r in b.records() { let _ = r; } }
+        }
+    }
+}
+
+#[test]
+fn truncated_batch_is_reported_with_sizes() {
+    let bytes = build(&[(1, None, Some(b"hello".to_vec()), vec![])]);
+    let err = Batch::parse(&bytes[..bytes.len() - 3]).unwrap_err();
+    assert_eq!(
+        err,
+        RecordError::Truncated {
+            need: bytes.len(),
+            have: bytes.len() - 3
+        }
+    );
+}
+
+#[test]
+fn header_rewrite_keeps_crc_valid() {
+    let mut bytes = build(&[(5, Some(b"k".to_vec()), Some(b"v".to_vec()), vec![])]);
+    let crc_before = BatchHeader::decode(&bytes).unwrap().crc;
+    set_base_offset(&mut bytes, 42);
+    set_leader_epoch(&mut bytes, 7);
+    let b = Batch::parse(&bytes).unwrap();
+    assert_eq!(b.header().crc, crc_before);
+    assert_eq!(b.records().next().unwrap().unwrap().offset, 42);
+}
+
+#[test]
+fn count_mismatch_is_refused() {
+    let mut bytes = build(&[
+        (1, None, Some(b"a".to_vec()), vec![]),
+        (2, None, Some(b"b".to_vec()), vec![]),
+    ]);
+    // Claim 3 records and fix up the CRC so only the count is wrong.
+    bytes[57..61].copy_from_slice(&3i32.to_be_bytes());
+    bytes[23..27].copy_from_slice(&2i32.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[CRC_START..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        Batch::validate(&bytes),
+        Err(RecordError::Malformed { .. } | RecordError::CountMismatch { .. })
+    ));
+}
+
+#[test]
+fn iterates_concatenated_batches_and_stops_at_corruption() {
+    let a = build(&[(1, None, Some(b"a".to_vec()), vec![])]);
+    let b = build(&[(2, None, Some(b"b".to_vec()), vec![])]);
+    let mut all = [a.clone(), b.clone()].concat();
+    assert_eq!(BatchIter::new(&all).filter(|b| b.is_ok()).count(), 2);
+    let last = all.len() - 1;
+    all[last] ^= 0xff;
+    let results: Vec<_> = BatchIter::new(&all).collect();
+    assert_eq!(results.len(), 2);
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(RecordError::Crc { .. })));
+}
