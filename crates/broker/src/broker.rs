@@ -1,0 +1,714 @@
+//! Topics, partitions and the semantics of produce, fetch and admin requests.
+//!
+//! Data directory layout:
+//! ```text
+//! <data-dir>/.lock                       held while a broker runs on this directory
+//! <data-dir>/topics/<topic>/topic.json   name, partitions, replication factor, overrides
+//! <data-dir>/topics/<topic>/<n>/         partition n's log (see strata-log)
+//! <data-dir>/topics/.creating-<topic>    a create in progress (removed at start-up)
+//! <data-dir>/topics/.deleted-<topic>-<t> a delete in progress (removed at start-up)
+//! ```
+//! A topic appears by renaming a complete directory into place and disappears by
+//! renaming it away, so a crash never leaves half a topic.
+//!
+//! Each partition's log sits behind its own lock: appends take it for writing, reads for
+//! reading. The high watermark is published on a `watch` channel that long-poll fetches
+//! and subscriptions wait on.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use strata_log::{AllowAll, Clock, Log, LogError};
+use strata_record::BatchBuilder;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+use crate::metrics::Metrics;
+use crate::topic_config::{self, EffectiveConfig};
+
+/// Largest fetch answer, whatever the client asks for.
+pub const MAX_FETCH_BYTES: usize = 64 << 20;
+/// Fetch size when the client leaves it at 0.
+pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
+pub const MAX_PARTITIONS: i64 = 10_000;
+
+/// What is persisted about a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub configs: BTreeMap<String, String>,
+    pub created_ms: i64,
+}
+
+pub struct Topic {
+    meta: RwLock<TopicMeta>,
+    config: RwLock<EffectiveConfig>,
+    partitions: Vec<Arc<Partition>>,
+    dir: PathBuf,
+}
+
+impl Topic {
+    pub fn meta(&self) -> TopicMeta {
+        self.meta.read().clone()
+    }
+    pub fn config(&self) -> EffectiveConfig {
+        self.config.read().clone()
+    }
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub id: u32,
+    log: RwLock<Log>,
+    high_watermark: watch::Sender<i64>,
+    leader_epoch: i32,
+    deleted: AtomicBool,
+}
+
+/// A snapshot of one partition's state.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    pub partition: u32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+    pub segments: u32,
+    pub leader_epoch: i32,
+}
+
+impl Partition {
+    fn err(&self, source: LogError) -> BrokerError {
+        BrokerError::Log {
+            topic: self.topic.clone(),
+            partition: self.id,
+            source,
+        }
+    }
+
+    pub fn state(&self) -> PartitionState {
+        let log = self.log.read();
+        PartitionState {
+            partition: self.id,
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count() as u32,
+            leader_epoch: self.leader_epoch,
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// Waits until the high watermark moves past `offset`, the partition is deleted, or
+    /// the deadline passes.
+    pub async fn wait_beyond(&self, offset: i64, deadline: Option<tokio::time::Instant>) {
+        let mut rx = self.high_watermark.subscribe();
+        let wait = rx.wait_for(|&hw| hw > offset || self.deleted.load(Ordering::Relaxed));
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d, wait).await;
+            }
+            None => {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Relaxed)
+    }
+
+    /// Reads batches from `offset`; at most `max_bytes` but at least one batch.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64, i64)> {
+        if self.is_deleted() {
+            return Err(BrokerError::UnknownTopic(self.topic.clone()));
+        }
+        let log = self.log.read();
+        let buf = log.read(offset, max_bytes).map_err(|e| self.err(e))?;
+        Ok((
+            Bytes::from(buf),
+            log.log_end_offset(),
+            log.log_start_offset(),
+        ))
+    }
+}
+
+/// Result of a produce.
+#[derive(Debug, Clone, Copy)]
+pub struct Produced {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u32,
+    pub log_start_offset: i64,
+}
+
+/// Result of a fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub batches: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// A record in the plain (non-batch) form.
+#[derive(Debug, Clone, Default)]
+pub struct PlainRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// How to resolve an offset.
+#[derive(Debug, Clone, Copy)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+pub struct Broker {
+    config: BrokerConfig,
+    clock: Arc<dyn Clock>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    admin: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+    topics_dir: PathBuf,
+    _lock: File,
+}
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(BrokerError::InvalidTopicName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return bad("a topic name must not be empty");
+    }
+    if name.len() > 249 {
+        return bad("a topic name is at most 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not allowed");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("use only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec_pretty(value).expect("metadata serializes");
+    let ctx = |e| BrokerError::io(format!("writing {}", path.display()), e);
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).map_err(ctx)?;
+        f.write_all(&data).map_err(ctx)?;
+        f.sync_all().map_err(ctx)?;
+    }
+    std::fs::rename(&tmp, path).map_err(ctx)?;
+    sync_dir(path.parent().expect("has parent"))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BrokerError::io(format!("syncing {}", dir.display()), e))
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every topic's logs.
+    pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+        config.validate()?;
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data).map_err(|e| {
+            BrokerError::io(format!("creating data directory {}", data.display()), e)
+        })?;
+        let lock_path = data.join(".lock");
+        let lock = File::create(&lock_path)
+            .map_err(|e| BrokerError::io(format!("creating {}", lock_path.display()), e))?;
+        if lock.try_lock().is_err() {
+            return Err(BrokerError::InvalidConfig(format!(
+                "data directory {} is in use by another strata server; stop it or use another --data-dir",
+                data.display()
+            )));
+        }
+        let topics_dir = data.join("topics");
+        std::fs::create_dir_all(&topics_dir)
+            .map_err(|e| BrokerError::io(format!("creating {}", topics_dir.display()), e))?;
+        let broker = Self {
+            config,
+            clock,
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            metrics: Arc::new(Metrics::default()),
+            topics_dir,
+            _lock: lock,
+        };
+        broker.load_topics()?;
+        Ok(Arc::new(broker))
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    fn load_topics(&self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.topics_dir)
+            .map_err(|e| BrokerError::io(format!("listing {}", self.topics_dir.display()), e))?;
+        let mut topics = self.topics.write();
+        for entry in entries {
+            let entry = entry.map_err(|e| {
+                BrokerError::io(format!("listing {}", self.topics_dir.display()), e)
+            })?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.starts_with('.') {
+                // An unfinished create or delete: finish it by removing the directory.
+                tracing::info!(dir = %path.display(), "removing leftover of an interrupted create/delete");
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| BrokerError::io(format!("removing {}", path.display()), e))?;
+                continue;
+            }
+            let meta_path = path.join("topic.json");
+            let text = std::fs::read(&meta_path)
+                .map_err(|e| BrokerError::io(format!("reading {}", meta_path.display()), e))?;
+            let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
+                BrokerError::InvalidConfig(format!(
+                    "{} is not valid topic metadata: {e}",
+                    meta_path.display()
+                ))
+            })?;
+            let topic = self.open_topic(meta, path)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(topics = topics.len(), "loaded topics");
+        Ok(())
+    }
+
+    fn open_topic(&self, meta: TopicMeta, dir: PathBuf) -> Result<Topic> {
+        let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            let name = format!("{}-{p}", meta.name);
+            let (log, report) = Log::open(
+                dir.join(p.to_string()),
+                &name,
+                config.log_config(),
+                self.clock.clone(),
+            )
+            .map_err(|source| BrokerError::Log {
+                topic: meta.name.clone(),
+                partition: p,
+                source,
+            })?;
+            if report.truncated_bytes > 0 {
+                self.metrics.log_recovery_truncations.add(1);
+            }
+            let (hw, _) = watch::channel(log.log_end_offset());
+            partitions.push(Arc::new(Partition {
+                topic: meta.name.clone(),
+                id: p,
+                log: RwLock::new(log),
+                high_watermark: hw,
+                leader_epoch: 0,
+                deleted: AtomicBool::new(false),
+            }));
+        }
+        Ok(Topic {
+            meta: RwLock::new(meta),
+            config: RwLock::new(config),
+            partitions,
+            dir,
+        })
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        t.partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| BrokerError::PartitionOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                max: t.partitions.len() as u32 - 1,
+            })
+    }
+
+    pub fn list_topics(&self) -> Vec<TopicMeta> {
+        self.topics.read().values().map(|t| t.meta()).collect()
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i64,
+        replication_factor: i64,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(partitions));
+        }
+        let rf = if replication_factor == 0 {
+            1
+        } else {
+            replication_factor
+        };
+        if rf < 0 {
+            return Err(BrokerError::InvalidRequest(format!(
+                "replication factor {rf} is invalid: it must be at least 1"
+            )));
+        }
+        if rf > 1 {
+            return Err(BrokerError::ReplicationFactor {
+                requested: rf,
+                available: 1,
+            });
+        }
+        topic_config::validate_all(&configs)?;
+        let _admin = self.admin.lock().await;
+        if self.topics.read().contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions: partitions as u32,
+            replication_factor: rf as u32,
+            configs,
+            created_ms: self.clock.now_ms(),
+        };
+        let staging = self.topics_dir.join(format!(".creating-{name}"));
+        let dir = self.topics_dir.join(name);
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| BrokerError::io(format!("creating {}", staging.display()), e))?;
+        write_json_atomic(&staging.join("topic.json"), &meta)?;
+        std::fs::rename(&staging, &dir)
+            .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
+        sync_dir(&self.topics_dir)?;
+        let topic = Arc::new(self.open_topic(meta, dir)?);
+        self.topics.write().insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let topic = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        for p in &topic.partitions {
+            p.deleted.store(true, Ordering::Relaxed);
+            p.high_watermark.send_modify(|_| {});
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let grave = self.topics_dir.join(format!(".deleted-{name}-{nanos}"));
+        std::fs::rename(&topic.dir, &grave)
+            .map_err(|e| BrokerError::io(format!("deleting {}", topic.dir.display()), e))?;
+        sync_dir(&self.topics_dir)?;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&grave) {
+                tracing::warn!(dir = %grave.display(), error = %e, "could not remove deleted topic's files");
+            }
+        });
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Sets and removes topic config overrides; the change applies to the logs at once.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<Arc<Topic>> {
+        topic_config::validate_all(&set)?;
+        for k in &delete {
+            if !topic_config::KEYS.iter().any(|key| key.name == k) {
+                topic_config::validate(k, "")?;
+            }
+        }
+        if set.is_empty() && delete.is_empty() {
+            return Err(BrokerError::InvalidConfig(
+                "nothing to change: give at least one --config KEY=VALUE or --delete-config KEY"
+                    .into(),
+            ));
+        }
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        let mut meta = topic.meta();
+        for k in &delete {
+            meta.configs.remove(k);
+        }
+        meta.configs.extend(set);
+        write_json_atomic(&topic.dir.join("topic.json"), &meta)?;
+        let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
+        for p in &topic.partitions {
+            p.log.write().set_config(config.log_config());
+        }
+        *topic.config.write() = config;
+        *topic.meta.write() = meta;
+        Ok(topic)
+    }
+
+    /// Appends to one partition. `batches` holds producer-built batches; when it is empty,
+    /// `records` (the plain form) are built into one batch here.
+    pub fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        records: &[PlainRecord],
+    ) -> Result<Produced> {
+        let started = Instant::now();
+        let result = self.produce_inner(topic, partition, batches, records);
+        self.metrics.produce_requests.add(1);
+        match &result {
+            Ok(p) => self.metrics.produce_records.add(p.record_count as u64),
+            Err(_) => self.metrics.produce_errors.add(1),
+        }
+        self.metrics.produce_latency.observe(started.elapsed());
+        result
+    }
+
+    fn produce_inner(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        records: &[PlainRecord],
+    ) -> Result<Produced> {
+        let t = self.topic(topic)?;
+        let p = self.partition(topic, partition)?;
+        let max = t.config.read().max_message_bytes();
+        let mut buf = if batches.is_empty() {
+            if records.is_empty() {
+                return Err(BrokerError::InvalidRequest(
+                    "produce request holds no records: send batches or records".into(),
+                ));
+            }
+            BytesMut::from(&self.build_batch(records)[..])
+        } else {
+            BytesMut::from(batches)
+        };
+        let invalid = |source| BrokerError::InvalidBatch {
+            topic: topic.to_string(),
+            partition,
+            source,
+        };
+        // Check every batch before anything is written: all or nothing.
+        let mut pos = 0;
+        while pos < buf.len() {
+            let len = match strata_record::batch_total_len(&buf[pos..]) {
+                Some(r) => r.map_err(invalid)?,
+                None => {
+                    return Err(invalid(strata_record::RecordError::Truncated {
+                        need: strata_record::LENGTH_PREFIX,
+                        have: buf.len() - pos,
+                    }));
+                }
+            };
+            if len > max {
+                return Err(BrokerError::MessageTooLarge {
+                    topic: topic.to_string(),
+                    size: len,
+                    max,
+                });
+            }
+            strata_record::Batch::validate(&buf[pos..]).map_err(invalid)?;
+            pos += len;
+        }
+        let (info, start) = {
+            let mut log = p.log.write();
+            let info = log.append(&mut buf, p.leader_epoch).map_err(|e| p.err(e))?;
+            (info, log.log_start_offset())
+        };
+        self.metrics.produce_bytes.add(buf.len() as u64);
+        p.high_watermark.send_replace(info.last_offset + 1);
+        Ok(Produced {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            record_count: info.record_count,
+            log_start_offset: start,
+        })
+    }
+
+    fn build_batch(&self, records: &[PlainRecord]) -> Vec<u8> {
+        let now = self.clock.now_ms();
+        let ts = |r: &PlainRecord| {
+            if r.timestamp_ms > 0 {
+                r.timestamp_ms
+            } else {
+                now
+            }
+        };
+        let mut b = BatchBuilder::new(ts(&records[0]), 1024);
+        let mut headers = Vec::new();
+        for r in records {
+            headers.clear();
+            headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), Some(&v[..]))));
+            b.append(ts(r), r.key.as_deref(), r.value.as_deref(), &headers);
+        }
+        b.finish_vec()
+    }
+
+    /// Long-poll fetch: answers as soon as `min_bytes` are available (at least one
+    /// batch), or when `max_wait` passes with whatever there is.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        let started = Instant::now();
+        let result = self
+            .fetch_inner(topic, partition, offset, max_bytes, min_bytes, max_wait)
+            .await;
+        self.metrics.fetch_requests.add(1);
+        match &result {
+            Ok(f) => self.metrics.fetch_bytes.add(f.batches.len() as u64),
+            Err(e) => {
+                self.metrics.fetch_errors.add(1);
+                if e.code() == tonic::Code::DataLoss {
+                    self.metrics.log_corruptions.add(1);
+                }
+            }
+        }
+        self.metrics.fetch_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn fetch_inner(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched> {
+        let p = self.partition(topic, partition)?;
+        let max_bytes = fetch_size(max_bytes);
+        let min_bytes = min_bytes.clamp(1, max_bytes);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let (batches, hw, start) = p.read(offset, max_bytes)?;
+            let done = batches.len() >= min_bytes || tokio::time::Instant::now() >= deadline;
+            if done {
+                return Ok(Fetched {
+                    batches,
+                    high_watermark: hw,
+                    log_start_offset: start,
+                });
+            }
+            // Not enough yet: wait for the next append past what we have seen.
+            let seen = if batches.is_empty() { offset } else { hw };
+            p.wait_beyond(seen.max(offset), Some(deadline)).await;
+            if p.is_deleted() {
+                return Err(BrokerError::UnknownTopic(topic.to_string()));
+            }
+        }
+    }
+
+    pub fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<(i64, i64, i64, i64)> {
+        let p = self.partition(topic, partition)?;
+        let log = p.log.read();
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        let (offset, ts) = match query {
+            OffsetQuery::Earliest => (start, -1),
+            OffsetQuery::Latest => (end, -1),
+            OffsetQuery::Timestamp(t) => log
+                .offset_for_timestamp(t)
+                .map_err(|e| p.err(e))?
+                .unwrap_or((-1, -1)),
+        };
+        Ok((offset, ts, start, end))
+    }
+
+    /// Retention, `flush.ms` and `segment.ms` for every partition.
+    pub fn housekeeping(&self) {
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            for p in &t.partitions {
+                let mut log = p.log.write();
+                if let Err(e) = log.tick() {
+                    tracing::warn!(log = log.name(), error = %e, "flush/roll failed");
+                }
+                match log.enforce_retention(&AllowAll) {
+                    Ok(deleted) => self
+                        .metrics
+                        .retention_deleted_segments
+                        .add(deleted.len() as u64),
+                    Err(e) => tracing::warn!(log = log.name(), error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// fsyncs every partition (clean shutdown).
+    pub fn flush_all(&self) {
+        for t in self.topics.read().values() {
+            for p in &t.partitions {
+                if let Err(e) = p.log.write().flush() {
+                    tracing::warn!(topic = %t.meta().name, partition = p.id, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+}
+
+pub fn fetch_size(max_bytes: usize) -> usize {
+    if max_bytes == 0 {
+        DEFAULT_FETCH_BYTES
+    } else {
+        max_bytes.min(MAX_FETCH_BYTES)
+    }
+}

@@ -1,0 +1,103 @@
+//! Broker configuration: a TOML file (see `deploy/strata.toml`, the commented source of
+//! truth), then `STRATA_*` environment variables and flags (applied by the CLI), checked
+//! by [`BrokerConfig::validate`] with errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+use crate::topic_config;
+
+/// The address a broker listens on when not told otherwise; clients default to it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9292";
+/// Where `/metrics` is served by default.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9293";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id, shown as leader and replica in describe output.
+    pub node_id: u32,
+    /// Where partition logs and topic metadata live.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: String,
+    /// Prometheus `/metrics` listen address; empty disables it.
+    pub metrics_listen: String,
+    /// How often retention, `flush.ms` and `segment.ms` are checked.
+    pub housekeeping_interval_ms: u64,
+    /// Broker-wide defaults for topic configs, by Kafka name.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::from("strata-data"),
+            listen: DEFAULT_LISTEN.to_string(),
+            metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
+            housekeeping_interval_ms: 1000,
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, BrokerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BrokerError::io(format!("reading config file {}", path.display()), e))?;
+        toml::from_str(&text)
+            .map_err(|e| BrokerError::InvalidConfig(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Checks every setting; the error names the key and what is valid.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |m: String| Err(BrokerError::InvalidConfig(m));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "listen = {:?} is not a socket address; use HOST:PORT such as {DEFAULT_LISTEN}",
+                self.listen
+            ));
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "metrics_listen = {:?} is not a socket address; use HOST:PORT such as {DEFAULT_METRICS_LISTEN}, or \"\" to disable",
+                self.metrics_listen
+            ));
+        }
+        if self.housekeeping_interval_ms == 0 {
+            return bad("housekeeping_interval_ms must be at least 1".into());
+        }
+        for (k, v) in &self.topic_defaults {
+            topic_config::validate(k, v)
+                .map_err(|e| BrokerError::InvalidConfig(format!("topic_defaults: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = toml::from_str::<BrokerConfig>("listn = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "{e}");
+        let c: BrokerConfig = toml::from_str("listen = \"nowhere\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("HOST:PORT"), "{e}");
+        let c: BrokerConfig =
+            toml::from_str("[topic_defaults]\n\"retention.ms\" = \"-5\"").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("retention.ms"), "{e}");
+        BrokerConfig::default().validate().unwrap();
+    }
+}

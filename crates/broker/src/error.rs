@@ -1,0 +1,109 @@
+//! The broker's one error type and its mapping to gRPC status codes.
+
+use strata_log::LogError;
+use strata_record::RecordError;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic {0:?}; list topics with `strata topic list`")]
+    UnknownTopic(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    #[error("invalid partition count {0}: a topic needs at least 1 partition (at most 10000)")]
+    InvalidPartitions(i64),
+    #[error(
+        "partition {partition} does not exist in topic {topic:?}: valid partitions are 0..={max}"
+    )]
+    PartitionOutOfRange {
+        topic: String,
+        partition: u32,
+        max: u32,
+    },
+    #[error(
+        "replication factor {requested} needs {requested} brokers; this cluster has {available} (use --replication-factor 1)"
+    )]
+    ReplicationFactor { requested: i64, available: u32 },
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error(
+        "record batch of {size} bytes is larger than max.message.bytes={max} of topic {topic:?}; send smaller batches or raise max.message.bytes"
+    )]
+    MessageTooLarge {
+        topic: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("invalid record batch for {topic}-{partition}: {source}")]
+    InvalidBatch {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: RecordError,
+    },
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The log error names the partition (`topic-partition`) itself.
+    #[error("{source}")]
+    Log {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: LogError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("broker is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::UnknownTopic(_) => Code::NotFound,
+            Self::PartitionOutOfRange { .. } => Code::NotFound,
+            Self::TopicExists(_) => Code::AlreadyExists,
+            Self::InvalidTopicName { .. }
+            | Self::InvalidPartitions(_)
+            | Self::InvalidConfig(_)
+            | Self::MessageTooLarge { .. }
+            | Self::InvalidBatch { .. }
+            | Self::InvalidRequest(_) => Code::InvalidArgument,
+            Self::ReplicationFactor { .. } => Code::FailedPrecondition,
+            Self::Log { source, .. } => match source {
+                LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
+                LogError::Corrupt { .. } => Code::DataLoss,
+                LogError::InvalidBatch(_) => Code::InvalidArgument,
+                LogError::NonSequential { .. } => Code::FailedPrecondition,
+                LogError::Io { .. } => Code::Internal,
+            },
+            Self::Io { .. } => Code::Internal,
+            Self::ShuttingDown => Code::Unavailable,
+        }
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(e: BrokerError) -> Self {
+        let code = e.code();
+        if matches!(code, Code::Internal | Code::DataLoss) {
+            tracing::error!(error = %e, "request failed");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -1,0 +1,109 @@
+//! Running a broker: the gRPC server, the metrics endpoint and housekeeping, until a
+//! shutdown signal. Tests bind `127.0.0.1:0` and call [`run`] in-process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::v1::strata_server::StrataServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+use crate::service::Service;
+
+/// Largest gRPC message accepted or sent (a produce request or fetch answer).
+pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
+
+/// Serves `broker` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves,
+/// then flushes every log.
+pub async fn run(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
+    let metrics_task =
+        metrics.map(|l| tokio::spawn(serve_metrics(l, broker.metrics().clone(), stop_rx)));
+    let service = StrataServer::new(Service::new(broker.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .max_frame_size(Some((1 << 20) - 1))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = housekeeping.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+    tracing::info!("broker stopped");
+    result
+}
+
+async fn housekeeping(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().housekeeping_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
+    }
+}
+
+/// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (mut conn, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&req);
+            let (status, body) = if line.starts_with("GET /metrics ") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}

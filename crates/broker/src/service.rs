@@ -1,0 +1,391 @@
+//! The `strata.v1.Strata` gRPC service: translates requests to [`Broker`] calls and
+//! errors to status codes (in [`BrokerError`]'s `From` impl, the one place that maps them).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use strata_proto::v1 as pb;
+use strata_proto::v1::strata_server::Strata;
+use strata_record::BatchIter;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
+use crate::error::BrokerError;
+
+/// Longest long-poll wait a fetch may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub struct Service {
+    broker: Arc<Broker>,
+}
+
+impl Service {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+}
+
+fn plain_records(records: &[pb::Record]) -> Vec<PlainRecord> {
+    records
+        .iter()
+        .map(|r| PlainRecord {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            timestamp_ms: r.timestamp_ms,
+            headers: r
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
+fn produce_one(broker: &Broker, r: pb::ProduceRequest) -> Result<pb::ProduceResponse, BrokerError> {
+    let records = plain_records(&r.records);
+    let produced = broker.produce(&r.topic, r.partition, r.batches, &records)?;
+    let none = r.acks == pb::Acks::None as i32;
+    Ok(pb::ProduceResponse {
+        base_offset: if none { -1 } else { produced.base_offset },
+        last_offset: if none { -1 } else { produced.last_offset },
+        record_count: produced.record_count,
+        log_start_offset: produced.log_start_offset,
+        correlation_id: r.correlation_id,
+        error_code: 0,
+        error_message: String::new(),
+    })
+}
+
+/// Offset after the last batch in `batches`.
+fn next_offset(batches: &[u8], default: i64) -> i64 {
+    let mut next = default;
+    let mut pos = 0;
+    while pos < batches.len() {
+        match strata_record::BatchHeader::decode(&batches[pos..]) {
+            Ok(h) => {
+                next = h.next_offset();
+                pos += h.total_len();
+            }
+            Err(_) => break,
+        }
+    }
+    next
+}
+
+/// Decodes stored batches into plain records, skipping those before `from`.
+fn decode_records(batches: &[u8], from: i64) -> Result<Vec<pb::Record>, Status> {
+    let mut out = Vec::new();
+    for b in BatchIter::new(batches) {
+        let b = b.map_err(|e| Status::data_loss(e.to_string()))?;
+        for r in b.records() {
+            let r = r.map_err(|e| Status::data_loss(e.to_string()))?;
+            if r.offset < from {
+                continue;
+            }
+            out.push(pb::Record {
+                key: r.key.map(Bytes::copy_from_slice),
+                value: r.value.map(Bytes::copy_from_slice),
+                timestamp_ms: r.timestamp,
+                headers: r
+                    .headers()
+                    .map(|(k, v)| pb::Header {
+                        key: String::from_utf8_lossy(k).into_owned(),
+                        value: Bytes::copy_from_slice(v.unwrap_or_default()),
+                    })
+                    .collect(),
+                offset: r.offset,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn fetch_response(
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    batches: Bytes,
+    hw: i64,
+    start: i64,
+    format: i32,
+) -> Result<pb::FetchResponse, Status> {
+    let next = next_offset(&batches, offset);
+    let (batches, records) = if format == pb::Format::Records as i32 {
+        (Bytes::new(), decode_records(&batches, offset)?)
+    } else {
+        (batches, Vec::new())
+    };
+    Ok(pb::FetchResponse {
+        topic: topic.to_string(),
+        partition,
+        batches,
+        records,
+        high_watermark: hw,
+        log_start_offset: start,
+        next_offset: next,
+    })
+}
+
+fn describe(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
+    let meta = topic.meta();
+    let node = broker.config().node_id;
+    pb::TopicDescription {
+        name: meta.name.clone(),
+        replication_factor: meta.replication_factor,
+        configs: topic
+            .config()
+            .entries()
+            .map(|(name, value, is_default)| pb::ConfigEntry {
+                name: name.to_string(),
+                value: value.to_string(),
+                is_default,
+            })
+            .collect(),
+        partitions: topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let s = p.state();
+                pb::PartitionDescription {
+                    partition: s.partition,
+                    leader: node,
+                    replicas: vec![node],
+                    isr: vec![node],
+                    log_start_offset: s.log_start_offset,
+                    high_watermark: s.high_watermark,
+                    size_bytes: s.size_bytes,
+                    segments: s.segments,
+                    leader_epoch: s.leader_epoch,
+                }
+            })
+            .collect(),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Strata for Service {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
+        let resp = span.in_scope(|| produce_one(&self.broker, r))?;
+        Ok(Response::new(resp))
+    }
+
+    type ProduceStreamStream = BoxStream<pb::ProduceResponse>;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let broker = self.broker.clone();
+        let (tx, rx) = mpsc::channel(128);
+        tokio::spawn(
+            async move {
+                while let Some(msg) = inbound.next().await {
+                    let r = match msg {
+                        Ok(r) => r,
+                        Err(status) => {
+                            tracing::debug!(%status, "produce stream ended by client");
+                            break;
+                        }
+                    };
+                    let id = r.correlation_id;
+                    let resp = produce_one(&broker, r).unwrap_or_else(|e| {
+                        let status = Status::from(e);
+                        pb::ProduceResponse {
+                            base_offset: -1,
+                            last_offset: -1,
+                            correlation_id: id,
+                            error_code: status.code() as i32,
+                            error_message: status.message().to_string(),
+                            ..Default::default()
+                        }
+                    });
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("produce_stream")),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let r = request.into_inner();
+        let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
+        let f = self
+            .broker
+            .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, r.min_bytes as usize, wait)
+            .instrument(tracing::debug_span!("fetch", topic = %r.topic, partition = r.partition, offset = r.offset))
+            .await?;
+        let resp = fetch_response(
+            &r.topic,
+            r.partition,
+            r.offset,
+            f.batches,
+            f.high_watermark,
+            f.log_start_offset,
+            r.format,
+        )?;
+        Ok(Response::new(resp))
+    }
+
+    type SubscribeStream = BoxStream<pb::FetchResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let p = self.broker.partition(&r.topic, r.partition)?;
+        // Refuse a bad start offset up front, as a status rather than a stream item.
+        p.read(r.offset, 1)?;
+        let max_bytes = fetch_size(r.max_bytes as usize);
+        let metrics = self.broker.metrics().clone();
+        let (tx, rx) = mpsc::channel(4);
+        let span = tracing::debug_span!("subscribe", topic = %r.topic, partition = r.partition, offset = r.offset);
+        tokio::spawn(
+            async move {
+                let mut offset = r.offset;
+                loop {
+                    let read = p.read(offset, max_bytes);
+                    metrics.fetch_requests.add(1);
+                    let (batches, hw, start) = match read {
+                        Ok(x) => x,
+                        Err(e) => {
+                            metrics.fetch_errors.add(1);
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                    };
+                    if batches.is_empty() {
+                        tokio::select! {
+                            _ = p.wait_beyond(offset, None) => {}
+                            _ = tx.closed() => return,
+                        }
+                        continue;
+                    }
+                    metrics.fetch_bytes.add(batches.len() as u64);
+                    let resp =
+                        fetch_response(&r.topic, r.partition, offset, batches, hw, start, r.format);
+                    if let Ok(resp) = &resp {
+                        offset = resp.next_offset;
+                    }
+                    let failed = resp.is_err();
+                    if tx.send(resp).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let query = match pb::OffsetSpec::try_from(r.spec) {
+            Ok(pb::OffsetSpec::Earliest) => OffsetQuery::Earliest,
+            Ok(pb::OffsetSpec::Latest) => OffsetQuery::Latest,
+            Ok(pb::OffsetSpec::Timestamp) => OffsetQuery::Timestamp(r.timestamp_ms),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown offset spec {}",
+                    r.spec
+                )));
+            }
+        };
+        let (offset, ts, start, hw) = self.broker.list_offsets(&r.topic, r.partition, query)?;
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offset,
+            timestamp_ms: ts,
+            log_start_offset: start,
+            high_watermark: hw,
+        }))
+    }
+
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let r = request.into_inner();
+        let configs: BTreeMap<String, String> = r.configs.into_iter().collect();
+        let topic = self
+            .broker
+            .create_topic(
+                &r.name,
+                r.partitions as i64,
+                r.replication_factor as i64,
+                configs,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(describe(&self.broker, &topic)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.broker.delete_topic(&request.into_inner().name).await?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|m| pb::TopicSummary {
+                name: m.name,
+                partitions: m.partitions,
+                replication_factor: m.replication_factor,
+            })
+            .collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let topic = self.broker.topic(&request.into_inner().name)?;
+        Ok(Response::new(describe(&self.broker, &topic)))
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        request: Request<pb::AlterTopicConfigsRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let r = request.into_inner();
+        let topic = self
+            .broker
+            .alter_configs(&r.name, r.set.into_iter().collect(), r.delete)
+            .await?;
+        Ok(Response::new(describe(&self.broker, &topic)))
+    }
+}

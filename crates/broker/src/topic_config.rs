@@ -1,0 +1,236 @@
+//! Per-topic configuration under Kafka's names.
+//!
+//! Every key is checked against [`KEYS`]; values are parsed and range-checked with an
+//! error that names the key, the value and what is valid. A topic stores only the keys
+//! set on it; everything else comes from the broker defaults.
+
+use std::collections::BTreeMap;
+
+use strata_log::LogConfig;
+
+use crate::error::BrokerError;
+
+/// A config key: its name, default and a check of its value.
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+    check: fn(&str) -> Result<(), String>,
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.trim().parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        Ok(n) => Err(format!("must be at least {min}, got {n}")),
+        Err(_) => Err(format!("must be an integer >= {min}")),
+    }
+}
+
+fn check_retention(v: &str) -> Result<(), String> {
+    long_at_least(-1)(v)
+}
+fn check_positive(v: &str) -> Result<(), String> {
+    long_at_least(1)(v)
+}
+fn check_non_negative(v: &str) -> Result<(), String> {
+    long_at_least(0)(v)
+}
+fn check_segment_bytes(v: &str) -> Result<(), String> {
+    long_at_least(1024)(v)?;
+    match v.trim().parse::<i64>() {
+        Ok(n) if n <= i32::MAX as i64 => Ok(()),
+        _ => Err(format!("must be at most {}", i32::MAX)),
+    }
+}
+fn check_message_bytes(v: &str) -> Result<(), String> {
+    long_at_least(64)(v)?;
+    match v.trim().parse::<i64>() {
+        Ok(n) if n <= 128 * 1024 * 1024 => Ok(()),
+        _ => Err("must be at most 134217728 (128 MiB)".into()),
+    }
+}
+fn check_cleanup(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "delete" => Ok(()),
+        "compact" | "compact,delete" | "delete,compact" => {
+            Err("compaction is not supported yet; use cleanup.policy=delete".into())
+        }
+        _ => Err("must be delete".into()),
+    }
+}
+fn check_min_isr(v: &str) -> Result<(), String> {
+    long_at_least(1)(v)
+}
+
+/// Every topic config this broker knows.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "cleanup.policy",
+        default: "delete",
+        doc: "delete old segments (compact is not supported yet)",
+        check: check_cleanup,
+    },
+    Key {
+        name: "flush.messages",
+        default: "9223372036854775807",
+        doc: "fsync after this many records",
+        check: check_positive,
+    },
+    Key {
+        name: "flush.ms",
+        default: "9223372036854775807",
+        doc: "fsync when unflushed data is this old",
+        check: check_non_negative,
+    },
+    Key {
+        name: "max.message.bytes",
+        default: "1048588",
+        doc: "largest record batch accepted",
+        check: check_message_bytes,
+    },
+    Key {
+        name: "min.insync.replicas",
+        default: "1",
+        doc: "replicas that must have a record for acks=all",
+        check: check_min_isr,
+    },
+    Key {
+        name: "retention.bytes",
+        default: "-1",
+        doc: "largest partition size before old segments are deleted; -1 no limit",
+        check: check_retention,
+    },
+    Key {
+        name: "retention.ms",
+        default: "604800000",
+        doc: "age after which segments are deleted; -1 forever",
+        check: check_retention,
+    },
+    Key {
+        name: "segment.bytes",
+        default: "1073741824",
+        doc: "size at which the active segment rolls",
+        check: check_segment_bytes,
+    },
+    Key {
+        name: "segment.ms",
+        default: "604800000",
+        doc: "age at which the active segment rolls",
+        check: check_positive,
+    },
+];
+
+fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+fn unknown_key(name: &str) -> BrokerError {
+    let valid: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+    BrokerError::InvalidConfig(format!(
+        "unknown config key {name:?}; valid keys are: {}",
+        valid.join(", ")
+    ))
+}
+
+/// Checks one key and value.
+pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
+    let k = key(name).ok_or_else(|| unknown_key(name))?;
+    (k.check)(value).map_err(|why| {
+        BrokerError::InvalidConfig(format!("invalid value {value:?} for {name}: {why}"))
+    })
+}
+
+/// Checks a whole set of overrides.
+pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+    configs.iter().try_for_each(|(k, v)| validate(k, v))
+}
+
+/// The effective configuration of a topic: broker defaults overlaid by topic overrides.
+#[derive(Debug, Clone)]
+pub struct EffectiveConfig {
+    values: BTreeMap<&'static str, (String, bool)>,
+}
+
+impl EffectiveConfig {
+    pub fn new(defaults: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>) -> Self {
+        let mut values = BTreeMap::new();
+        for k in KEYS {
+            let (v, is_default) = match overrides.get(k.name) {
+                Some(v) => (v.clone(), false),
+                None => (
+                    defaults
+                        .get(k.name)
+                        .cloned()
+                        .unwrap_or_else(|| k.default.to_string()),
+                    true,
+                ),
+            };
+            values.insert(k.name, (v, is_default));
+        }
+        Self { values }
+    }
+
+    /// (name, value, is_default) for every key.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &str, bool)> {
+        self.values.iter().map(|(k, (v, d))| (*k, v.as_str(), *d))
+    }
+
+    fn get(&self, name: &str) -> &str {
+        &self.values[name].0
+    }
+
+    fn long(&self, name: &str) -> i64 {
+        self.get(name).trim().parse().expect("validated config")
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.long("max.message.bytes") as usize
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.long("segment.bytes") as u64,
+            segment_ms: self.long("segment.ms"),
+            retention_ms: self.long("retention.ms"),
+            retention_bytes: self.long("retention.bytes"),
+            flush_messages: self.long("flush.messages") as u64,
+            flush_ms: self.long("flush.ms"),
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_keys_and_values_name_what_is_valid() {
+        let e = validate("retention.hours", "1").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown config key \"retention.hours\"") && e.contains("retention.ms"),
+            "{e}"
+        );
+        let e = validate("retention.ms", "soon").unwrap_err().to_string();
+        assert!(
+            e.contains("retention.ms") && e.contains("integer >= -1"),
+            "{e}"
+        );
+        let e = validate("segment.bytes", "10").unwrap_err().to_string();
+        assert!(e.contains("at least 1024"), "{e}");
+        assert!(validate("cleanup.policy", "compact").is_err());
+        validate("retention.ms", "-1").unwrap();
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let defaults = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        let overrides = BTreeMap::from([("segment.bytes".to_string(), "2048".to_string())]);
+        let c = EffectiveConfig::new(&defaults, &overrides);
+        let lc = c.log_config();
+        assert_eq!(lc.retention_ms, 1000);
+        assert_eq!(lc.segment_bytes, 2048);
+        let seg = c.entries().find(|e| e.0 == "segment.bytes").unwrap();
+        assert!(!seg.2);
+    }
+}

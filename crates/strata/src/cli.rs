@@ -1,0 +1,610 @@
+//! Command-line parsing and the client and server commands.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use strata_broker::{Broker, BrokerConfig};
+use strata_client::{
+    Acks, Client, DEFAULT_BROKER, Producer, ProducerConfig, StartOffset, consumer, pb,
+};
+use tokio::net::TcpListener;
+
+use crate::bench;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a tiered-storage streaming platform"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BrokerArg {
+    /// Broker address (HOST:PORT).
+    #[arg(long, env = "STRATA_BROKER", default_value = DEFAULT_BROKER, global = true)]
+    pub broker: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker. With no flags: a single-node broker with data in ./strata-data.
+    Server(ServerArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
+    /// Produce one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records of a topic, one per line; follows the tail unless --max-records.
+    Consume(ConsumeArgs),
+    /// Load generator: produce or consume at full speed and report the rates.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Data directory (partition logs and metadata).
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:9292].
+    #[arg(long, env = "STRATA_LISTEN")]
+    listen: Option<String>,
+    /// Prometheus /metrics listen address ("" disables) [default: 127.0.0.1:9293].
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// TOML config file (see deploy/strata.toml); flags and STRATA_* variables win.
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        partitions: i64,
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        replication_factor: i64,
+        /// Topic config KEY=VALUE (Kafka names, e.g. retention.ms=3600000); repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show a topic's configs and partitions.
+    Describe {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Change topic configs.
+    Alter {
+        name: String,
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Return a key to its default; repeatable.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Delete a topic and all its data.
+    Delete { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordOutput {
+    Value,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProduceArgs {
+    topic: String,
+    /// Send every record to this partition (default: by key hash, or sticky without key).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Split each line into key and value at the first SEP.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// 0 (no offsets back), 1 (leader appended) or all (every in-sync replica).
+    #[arg(long, default_value = "1")]
+    acks: String,
+    /// Bytes per batch.
+    #[arg(long, default_value_t = 128 * 1024)]
+    batch_size: usize,
+    /// Longest wait before a partial batch is sent.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConsumeArgs {
+    topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    partition: Option<u32>,
+    /// earliest, latest or an offset.
+    #[arg(long, default_value = "latest", allow_negative_numbers = true)]
+    offset: String,
+    /// Start at the first record at or after this time (ms since the epoch).
+    #[arg(long, conflicts_with = "offset")]
+    timestamp: Option<i64>,
+    /// Stop after this many records (default: follow the tail).
+    #[arg(long)]
+    max_records: Option<u64>,
+    #[arg(long, value_enum, default_value_t = RecordOutput::Value)]
+    output: RecordOutput,
+    #[command(flatten)]
+    broker: BrokerArg,
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Server(a) => {
+            init_tracing("info");
+            server(a).await
+        }
+        Command::Topic { command, broker } => {
+            init_tracing("warn");
+            topic(command, &broker.broker).await
+        }
+        Command::Produce(a) => {
+            init_tracing("warn");
+            produce(a).await
+        }
+        Command::Consume(a) => {
+            init_tracing("warn");
+            consume(a).await
+        }
+        Command::Bench { command, broker } => {
+            init_tracing("warn");
+            bench::run(command, &broker.broker).await
+        }
+    }
+}
+
+async fn server(a: ServerArgs) -> Result<()> {
+    let mut config = match &a.config {
+        Some(path) => BrokerConfig::from_file(path)?,
+        None => BrokerConfig::default(),
+    };
+    if let Some(d) = a.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = a.listen {
+        config.listen = l;
+    }
+    if let Some(m) = a.metrics_listen {
+        config.metrics_listen = m;
+    }
+    config.validate()?;
+    let listener = TcpListener::bind(&config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another server running? use --listen)",
+            config.listen
+        )
+    })?;
+    let metrics = if config.metrics_listen.is_empty() {
+        None
+    } else {
+        Some(
+            TcpListener::bind(&config.metrics_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot serve metrics on {} (use --metrics-listen, or \"\" to disable)",
+                        config.metrics_listen
+                    )
+                })?,
+        )
+    };
+    let data_dir = config.data_dir.clone();
+    let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+    let broker = tokio::task::spawn_blocking(move || {
+        Broker::open(config, Arc::new(strata_log::SystemClock))
+    })
+    .await??;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        data_dir = %data_dir.display(),
+        metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        "strata server ready"
+    );
+    strata_broker::server::run(broker, listener, metrics, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+fn parse_configs(items: &[String]) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                anyhow!("malformed --config {kv:?}: use KEY=VALUE, e.g. retention.ms=3600000")
+            })?;
+            if k.trim().is_empty() {
+                bail!("malformed --config {kv:?}: the key is empty");
+            }
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
+    serde_json::json!({
+        "name": d.name,
+        "replication_factor": d.replication_factor,
+        "configs": d.configs.iter().map(|c| (c.name.clone(), serde_json::Value::String(c.value.clone()))).collect::<serde_json::Map<_, _>>(),
+        "partitions": d.partitions.iter().map(|p| serde_json::json!({
+            "partition": p.partition,
+            "leader": p.leader,
+            "replicas": p.replicas,
+            "isr": p.isr,
+            "leader_epoch": p.leader_epoch,
+            "log_start_offset": p.log_start_offset,
+            "high_watermark": p.high_watermark,
+            "size_bytes": p.size_bytes,
+            "segments": p.segments,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
+    let client = Client::connect(addr).await?;
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs = parse_configs(&configs)?;
+            let partitions = i32::try_from(partitions).map_err(|_| {
+                anyhow!("invalid partition count {partitions}: a topic needs 1..=10000 partitions")
+            })?;
+            let rf = i32::try_from(replication_factor)
+                .map_err(|_| anyhow!("invalid replication factor {replication_factor}"))?;
+            let d = client.create_topic(&name, partitions, rf, configs).await?;
+            println!(
+                "created topic {} with {} partitions",
+                d.name,
+                d.partitions.len()
+            );
+        }
+        TopicCommand::List { output } => {
+            let topics = client.list_topics().await?;
+            match output {
+                Output::Json => {
+                    let v: Vec<_> = topics
+                        .iter()
+                        .map(|t| serde_json::json!({"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}))
+                        .collect();
+                    println!("{}", serde_json::Value::Array(v));
+                }
+                Output::Text => {
+                    for t in topics {
+                        println!(
+                            "{}\tpartitions={}\treplication_factor={}",
+                            t.name, t.partitions, t.replication_factor
+                        );
+                    }
+                }
+            }
+        }
+        TopicCommand::Describe { name, output } => {
+            let d = client.describe_topic(&name).await?;
+            match output {
+                Output::Json => println!("{}", describe_json(&d)),
+                Output::Text => print_description(&d),
+            }
+        }
+        TopicCommand::Alter {
+            name,
+            configs,
+            delete,
+        } => {
+            let set = parse_configs(&configs)?;
+            let d = client.alter_configs(&name, set, delete).await?;
+            println!("updated configs of topic {}", d.name);
+        }
+        TopicCommand::Delete { name } => {
+            client.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+fn print_description(d: &pb::TopicDescription) {
+    println!(
+        "Topic: {}\tPartitions: {}\tReplicationFactor: {}",
+        d.name,
+        d.partitions.len(),
+        d.replication_factor
+    );
+    let overrides: Vec<String> = d
+        .configs
+        .iter()
+        .filter(|c| !c.is_default)
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect();
+    println!(
+        "Configs: {}",
+        if overrides.is_empty() {
+            "(defaults)".to_string()
+        } else {
+            overrides.join(",")
+        }
+    );
+    for p in &d.partitions {
+        println!(
+            "  Partition: {}\tLeader: {}\tReplicas: {:?}\tIsr: {:?}\tLogStart: {}\tHighWatermark: {}\tSize: {}\tSegments: {}",
+            p.partition,
+            p.leader,
+            p.replicas,
+            p.isr,
+            p.log_start_offset,
+            p.high_watermark,
+            p.size_bytes,
+            p.segments
+        );
+    }
+}
+
+/// Reads standard input on a thread, handing over chunks of whole lines.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let stdin = std::io::stdin();
+        let mut r = std::io::BufReader::with_capacity(1 << 20, stdin.lock());
+        loop {
+            let mut chunk = Vec::with_capacity(256 * 1024);
+            loop {
+                match r.read_until(b'\n', &mut chunk) {
+                    Ok(0) => break,
+                    Ok(_) if chunk.len() >= 256 * 1024 => break,
+                    Ok(_) => {
+                        // Hand over what we have when no more input is buffered, so an
+                        // interactive producer sends each line promptly.
+                        if r.buffer().is_empty() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if chunk.is_empty() || tx.blocking_send(Ok(chunk)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn produce(a: ProduceArgs) -> Result<()> {
+    let acks: Acks = a.acks.parse().map_err(|e: String| anyhow!(e))?;
+    if a.key_separator.as_deref() == Some("") {
+        bail!("--key-separator must not be empty");
+    }
+    let client = Client::connect(&a.broker.broker).await?;
+    let config = ProducerConfig {
+        batch_size: a.batch_size,
+        linger: Duration::from_millis(a.linger_ms),
+        acks,
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(client, config).await?;
+    let partitions = producer.partitions(&a.topic).await?;
+    if let Some(p) = a.partition
+        && p >= partitions
+    {
+        bail!(
+            "partition {p} does not exist in topic {:?}: valid partitions are 0..={}",
+            a.topic,
+            partitions - 1
+        );
+    }
+    let sep = a.key_separator.as_deref().map(str::as_bytes);
+    let started = Instant::now();
+    let mut lines = stdin_lines();
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    loop {
+        let deadline = producer.next_linger_deadline();
+        let chunk = tokio::select! {
+            c = lines.recv() => c,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
+                producer.poll_linger().await?;
+                continue;
+            }
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk.context("reading standard input")?;
+        for line in chunk.split_inclusive(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (key, value) = match sep {
+                Some(sep) => match line.windows(sep.len()).position(|w| w == sep) {
+                    Some(i) => (Some(&line[..i]), &line[i + sep.len()..]),
+                    None => (None, line),
+                },
+                None => (None, line),
+            };
+            producer
+                .send(&a.topic, a.partition, key, Some(value), &[])
+                .await?;
+            count += 1;
+            bytes += line.len() as u64;
+        }
+    }
+    let stats = producer.close().await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced {} records ({:.1} MB) to {} in {:.2} s: {:.0} records/s, {:.1} MB/s (acked {})",
+        count,
+        bytes as f64 / 1e6,
+        a.topic,
+        secs,
+        count as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        stats.records_acked
+    );
+    Ok(())
+}
+
+fn parse_start(offset: &str, timestamp: Option<i64>) -> Result<StartOffset> {
+    if let Some(ts) = timestamp {
+        return Ok(StartOffset::Timestamp(ts));
+    }
+    match offset {
+        "earliest" | "beginning" => Ok(StartOffset::Earliest),
+        "latest" | "end" => Ok(StartOffset::Latest),
+        n => match n.parse::<i64>() {
+            Ok(o) if o >= 0 => Ok(StartOffset::Offset(o)),
+            _ => bail!("invalid --offset {n:?}: use earliest, latest or a non-negative offset"),
+        },
+    }
+}
+
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    partition: u32,
+    offset: i64,
+    timestamp: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: Option<std::borrow::Cow<'a, str>>,
+}
+
+async fn consume(a: ConsumeArgs) -> Result<()> {
+    let start = parse_start(&a.offset, a.timestamp)?;
+    let client = Client::connect(&a.broker.broker).await?;
+    let d = client.describe_topic(&a.topic).await?;
+    let n = d.partitions.len() as u32;
+    let partitions: Vec<u32> = match a.partition {
+        Some(p) if p >= n => bail!(
+            "partition {p} does not exist in topic {:?}: valid partitions are 0..={}",
+            a.topic,
+            n - 1
+        ),
+        Some(p) => vec![p],
+        None => (0..n).collect(),
+    };
+    if a.max_records == Some(0) {
+        return Ok(());
+    }
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<consumer::Batches, strata_client::ClientError>>(16);
+    let mut streams = Vec::new();
+    for p in partitions {
+        // Subscribe first so a bad offset fails here, before anything is printed.
+        streams.push(consumer::subscribe(&client, &a.topic, p, start, 4 << 20).await?);
+    }
+    for mut s in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(b) = s.next().await {
+                let failed = b.is_err();
+                if tx.send(b).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let max = a.max_records.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    while let Some(batches) = rx.recv().await {
+        let batches = batches?;
+        for r in batches.records() {
+            let r = r.map_err(|e| anyhow!("partition {}: {e}", batches.partition))?;
+            match a.output {
+                RecordOutput::Value => {
+                    out.write_all(r.value.unwrap_or_default())?;
+                    out.write_all(b"\n")?;
+                }
+                RecordOutput::Json => {
+                    let rec = JsonRecord {
+                        partition: batches.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key.map(String::from_utf8_lossy),
+                        value: r.value.map(String::from_utf8_lossy),
+                    };
+                    serde_json::to_writer(&mut out, &rec)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            printed += 1;
+            if printed >= max {
+                out.flush()?;
+                return Ok(());
+            }
+        }
+        if rx.is_empty() {
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

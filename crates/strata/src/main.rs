@@ -1,0 +1,31 @@
+//! `strata`: run a broker, administer topics, produce, consume and generate load.
+//!
+//! Every failure exits non-zero with a one-line reason on stderr.
+
+mod bench;
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(cli::run(args));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Err(e) = result {
+        let mut msg = e.to_string();
+        // Keep the reason on one line: append causes that add something.
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("error: {}", msg.replace('\n', " "));
+        std::process::exit(1);
+    }
+}
