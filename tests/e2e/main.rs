@@ -1,1 +1,10 @@
+//! End-to-end tests: real brokers (in-process on an ephemeral port, or the `strata`
+//! binary as a child process for crash tests), real gRPC over loopback sockets.
 
+mod helpers;
+
+mod bad_input;
+mod cli_roundtrip;
+mod crash;
+mod long_poll;
+mod topics;

@@ -5,8 +5,8 @@
 //! <data-dir>/.lock                       held while a broker runs on this directory
 //! <data-dir>/topics/<topic>/topic.json   name, partitions, replication factor, overrides
 //! <data-dir>/topics/<topic>/<n>/         partition n's log (see strata-log)
-//! <data-dir>/topics/.creating-<topic>    a create in progress (removed at start-up)
-//! <data-dir>/topics/.deleted-<topic>-<t> a delete in progress (removed at start-up)
+//! <data-dir>/topics/.creating-<t>       a create in progress (removed at start-up)
+//! <data-dir>/topics/.deleted-<t>        a delete in progress (removed at start-up)
 //! ```
 //! A topic appears by renaming a complete directory into place and disappears by
 //! renaming it away, so a crash never leaves half a topic.
@@ -76,6 +76,7 @@ pub struct Partition {
     high_watermark: watch::Sender<i64>,
     leader_epoch: i32,
     deleted: AtomicBool,
+    closed: AtomicBool,
 }
 
 /// A snapshot of one partition's state.
@@ -118,7 +119,7 @@ impl Partition {
     /// the deadline passes.
     pub async fn wait_beyond(&self, offset: i64, deadline: Option<tokio::time::Instant>) {
         let mut rx = self.high_watermark.subscribe();
-        let wait = rx.wait_for(|&hw| hw > offset || self.deleted.load(Ordering::Relaxed));
+        let wait = rx.wait_for(|&hw| hw > offset || self.is_deleted() || self.is_closed());
         match deadline {
             Some(d) => {
                 let _ = tokio::time::timeout_at(d, wait).await;
@@ -129,8 +130,18 @@ impl Partition {
         }
     }
 
+    /// Fetches and subscriptions currently waiting for this partition to grow.
+    pub fn waiters(&self) -> usize {
+        self.high_watermark.receiver_count()
+    }
+
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Relaxed)
+    }
+
+    /// True once the broker is shutting down: waiters stop waiting.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Reads batches from `offset`; at most `max_bytes` but at least one batch.
@@ -189,6 +200,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
     topics_dir: PathBuf,
+    closing: watch::Sender<bool>,
     _lock: File,
 }
 
@@ -265,6 +277,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             metrics: Arc::new(Metrics::default()),
             topics_dir,
+            closing: watch::channel(false).0,
             _lock: lock,
         };
         broker.load_topics()?;
@@ -339,6 +352,7 @@ impl Broker {
                 high_watermark: hw,
                 leader_epoch: 0,
                 deleted: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
             }));
         }
         Ok(Topic {
@@ -412,7 +426,10 @@ impl Broker {
             configs,
             created_ms: self.clock.now_ms(),
         };
-        let staging = self.topics_dir.join(format!(".creating-{name}"));
+        // Staging names stay short: a topic name may be 249 characters.
+        let staging = self
+            .topics_dir
+            .join(format!(".creating-{}", unique_suffix()));
         let dir = self.topics_dir.join(name);
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
@@ -438,11 +455,9 @@ impl Broker {
             p.deleted.store(true, Ordering::Relaxed);
             p.high_watermark.send_modify(|_| {});
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let grave = self.topics_dir.join(format!(".deleted-{name}-{nanos}"));
+        let grave = self
+            .topics_dir
+            .join(format!(".deleted-{}", unique_suffix()));
         std::fs::rename(&topic.dir, &grave)
             .map_err(|e| BrokerError::io(format!("deleting {}", topic.dir.display()), e))?;
         sync_dir(&self.topics_dir)?;
@@ -650,6 +665,9 @@ impl Broker {
             if p.is_deleted() {
                 return Err(BrokerError::UnknownTopic(topic.to_string()));
             }
+            if p.is_closed() {
+                return Err(BrokerError::ShuttingDown);
+            }
         }
     }
 
@@ -693,6 +711,23 @@ impl Broker {
         }
     }
 
+    /// Starts a shutdown: long polls, subscriptions and produce streams end.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+        for t in self.topics.read().values() {
+            for p in &t.partitions {
+                p.closed.store(true, Ordering::Relaxed);
+                p.high_watermark.send_modify(|_| {});
+            }
+        }
+    }
+
+    /// Resolves once [`Broker::begin_shutdown`] has been called.
+    pub async fn closing(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|&c| c).await;
+    }
+
     /// fsyncs every partition (clean shutdown).
     pub fn flush_all(&self) {
         for t in self.topics.read().values() {
@@ -703,6 +738,15 @@ impl Broker {
             }
         }
     }
+}
+
+fn unique_suffix() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos}-{}", SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn fetch_size(max_bytes: usize) -> usize {

@@ -16,6 +16,8 @@ use crate::service::Service;
 
 /// Largest gRPC message accepted or sent (a produce request or fetch answer).
 pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
+/// How long a shutdown waits for open requests before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `broker` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves,
 /// then flushes every log.
@@ -33,13 +35,30 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
+    let b = broker.clone();
+    let serve = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(16 << 20))
         .max_frame_size(Some((1 << 20) - 1))
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            // End subscriptions, long polls and produce streams so connections drain.
+            b.begin_shutdown();
+            let _ = signalled_tx.send(());
+        });
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        _ = async {
+            let _ = signalled_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
     if let Some(t) = metrics_task {

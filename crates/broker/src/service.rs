@@ -194,7 +194,15 @@ impl Strata for Service {
         let (tx, rx) = mpsc::channel(128);
         tokio::spawn(
             async move {
-                while let Some(msg) = inbound.next().await {
+                loop {
+                    let msg = tokio::select! {
+                        m = inbound.next() => m,
+                        _ = broker.closing() => {
+                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            break;
+                        }
+                    };
+                    let Some(msg) = msg else { break };
                     let r = match msg {
                         Ok(r) => r,
                         Err(status) => {
@@ -279,6 +287,10 @@ impl Strata for Service {
                         tokio::select! {
                             _ = p.wait_beyond(offset, None) => {}
                             _ = tx.closed() => return,
+                        }
+                        if p.is_closed() {
+                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            return;
                         }
                         continue;
                     }

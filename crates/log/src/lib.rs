@@ -445,7 +445,12 @@ impl Log {
             if !out.is_empty() && budget < strata_record::HEADER_LEN {
                 break;
             }
-            let (buf, pos) = seg.read(at, budget).map_err(|e| self.label(e))?;
+            let (buf, pos) = match seg.read(at, budget) {
+                Ok(r) => r,
+                // Serve what was read; the next read starts at the bad batch and fails.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(self.label(e)),
+            };
             if buf.is_empty() {
                 continue;
             }

@@ -1,0 +1,295 @@
+//! Crashes and damaged files: kill -9 during produce, torn and garbage tails, flipped
+//! bytes in sealed segments.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use strata_client::{Client, Producer, ProducerConfig};
+
+use crate::helpers::*;
+
+fn seq_value(n: u64) -> Vec<u8> {
+    format!("seq-{n:010}-{}", "x".repeat(80)).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_produce_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(&data, &dir.path().join("server.log"));
+    let client = Client::connect(&server.addr).await.unwrap();
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "65536".to_string())]);
+    client.create_topic("crash", 1, 1, configs).await.unwrap();
+
+    let acked_records = Arc::new(AtomicU64::new(0));
+    let counter = acked_records.clone();
+    let producer = tokio::spawn(async move {
+        let config = ProducerConfig {
+            batch_size: 8 * 1024,
+            track_acks: true,
+            ..ProducerConfig::default()
+        };
+        let mut p = Producer::new(client, config).await.unwrap();
+        let mut n = 0u64;
+        let result: Result<(), strata_client::ClientError> = async {
+            loop {
+                p.send("crash", Some(0), None, Some(&seq_value(n)), &[])
+                    .await?;
+                n += 1;
+                if n % 500 == 0 {
+                    p.poll_linger().await?;
+                    counter.store(p.stats().records_acked, Ordering::Relaxed);
+                }
+            }
+        }
+        .await;
+        (result, p.acked())
+    });
+    wait_until(Duration::from_secs(60), "20k acknowledged records", || {
+        let n = acked_records.load(Ordering::Relaxed);
+        async move { n >= 20_000 }
+    })
+    .await;
+    server.kill();
+    let (result, acked) = producer.await.unwrap();
+    assert!(result.is_err(), "producing to a killed broker fails");
+    let last_acked = acked
+        .iter()
+        .map(|a| a.base_offset + a.record_count as i64 - 1)
+        .max()
+        .unwrap();
+    assert!(last_acked >= 19_999);
+
+    let server = ServerProcess::start(&data, &dir.path().join("server2.log"));
+    let client = Client::connect(&server.addr).await.unwrap();
+    let records = read_all(&client, "crash", 0, 0).await;
+    assert!(
+        records.len() as i64 > last_acked,
+        "acknowledged offsets up to {last_acked} are served"
+    );
+    for (i, (offset, _, value)) in records.iter().enumerate() {
+        assert_eq!(*offset, i as i64, "offsets are dense");
+        assert_eq!(
+            value,
+            &seq_value(i as u64),
+            "offset {offset} holds the record sent at that position"
+        );
+    }
+    // Offsets continue after the last stored record: no gap, no reuse.
+    let mut p = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            track_acks: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.send("crash", Some(0), None, Some(b"after restart"), &[])
+        .await
+        .unwrap();
+    p.flush().await.unwrap();
+    assert_eq!(p.acked()[0].base_offset, records.len() as i64);
+}
+
+async fn produce_n(client: &Client, topic: &str, n: u64, batch_size: usize) {
+    let mut p = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..n {
+        p.send(topic, Some(0), None, Some(&seq_value(i)), &[])
+            .await
+            .unwrap();
+    }
+    p.close().await.unwrap();
+}
+
+fn active_segment(data: &std::path::Path, topic: &str) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(data.join("topics").join(topic).join("0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_or_a_torn_batch_at_the_tail_is_cut_and_reported() {
+    for damage in ["garbage", "half-batch"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut server = ServerProcess::start(&data, &dir.path().join("a.log"));
+        let client = Client::connect(&server.addr).await.unwrap();
+        client
+            .create_topic("torn", 1, 1, Default::default())
+            .await
+            .unwrap();
+        produce_n(&client, "torn", 1000, 4096).await;
+        let before = read_all(&client, "torn", 0, 0).await;
+        server.kill();
+
+        let seg = active_segment(&data, "torn");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let expect_end = match damage {
+            "garbage" => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+                f.write_all(&[0x5a; 333]).unwrap();
+                1000
+            }
+            _ => {
+                // Cut the last batch in half.
+                let last_batch = client_free_last_batch_len(&seg);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&seg)
+                    .unwrap()
+                    .set_len(len - last_batch / 2)
+                    .unwrap();
+                before.len() as i64 - last_batch_records(&seg, len)
+            }
+        };
+        let server = ServerProcess::start(&data, &dir.path().join("b.log"));
+        let log = server.log_text();
+        assert!(
+            log.contains("truncating the bad tail"),
+            "{damage}: recovery is logged: {log}"
+        );
+        assert!(
+            log.contains("torn-0"),
+            "{damage}: the log names topic-partition: {log}"
+        );
+        let client = Client::connect(&server.addr).await.unwrap();
+        let after = read_all(&client, "torn", 0, 0).await;
+        assert_eq!(
+            after.len() as i64,
+            expect_end,
+            "{damage}: only the bad tail is dropped"
+        );
+        assert_eq!(
+            &after[..],
+            &before[..after.len()],
+            "{damage}: everything before it is served"
+        );
+    }
+}
+
+/// Length of the last batch in a segment file, found by walking the batch headers.
+fn client_free_last_batch_len(seg: &std::path::Path) -> u64 {
+    let data = std::fs::read(seg).unwrap();
+    let mut pos = 0;
+    let mut last = 0;
+    while pos < data.len() {
+        let len = strata_record::batch_total_len(&data[pos..])
+            .unwrap()
+            .unwrap();
+        last = len;
+        pos += len;
+    }
+    last as u64
+}
+
+fn last_batch_records(seg: &std::path::Path, full_len: u64) -> i64 {
+    let data = std::fs::read(seg).unwrap();
+    let _ = full_len;
+    let mut pos = 0;
+    let mut count = 0;
+    while pos + strata_record::HEADER_LEN <= data.len() {
+        let h = strata_record::BatchHeader::decode(&data[pos..]).unwrap();
+        count = h.record_count as i64;
+        pos += h.total_len();
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_a_sealed_segment_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let broker = TestBroker::start(&data).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "16384".to_string())]);
+    client.create_topic("flip", 1, 1, configs).await.unwrap();
+    produce_n(&client, "flip", 2000, 2048).await;
+    broker.stop().await;
+
+    let dir0 = data.join("topics/flip/0");
+    let mut logs: Vec<_> = std::fs::read_dir(&dir0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    assert!(logs.len() > 3, "small segments rolled");
+    let second = &logs[1];
+    let second_base: i64 = second
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut bytes = std::fs::read(second).unwrap();
+    // Flip a byte in the first batch's records (past the 61-byte header).
+    bytes[100] ^= 0x40;
+    std::fs::write(second, &bytes).unwrap();
+
+    let broker = TestBroker::start(&data).await;
+    let client = broker.client().await;
+    let err = client
+        .fetch("flip", 0, second_base, 1 << 20, 1, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::DataLoss), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("flip-0")
+            && msg.contains(&format!("offset {second_base}"))
+            && msg.contains("CRC"),
+        "{msg}"
+    );
+    // The segment before it and the one after it still serve.
+    let first = read_all_until(&client, "flip", 0, second_base).await;
+    assert_eq!(first.len() as i64, second_base);
+    let third_base: i64 = logs[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rest = read_all(&client, "flip", 0, third_base).await;
+    assert_eq!(rest.first().unwrap().0, third_base);
+    assert_eq!(rest.last().unwrap().0, 1999);
+    broker.stop().await;
+}
+
+async fn read_all_until(client: &Client, topic: &str, partition: u32, end: i64) -> Vec<i64> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < end {
+        let r = client
+            .fetch(topic, partition, at, 4096, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        for b in strata_record::BatchIter::new(&r.batches) {
+            for rec in b.unwrap().records() {
+                let rec = rec.unwrap();
+                if rec.offset >= at && rec.offset < end {
+                    out.push(rec.offset);
+                }
+            }
+        }
+        at = r.next_offset;
+    }
+    out
+}

@@ -1,0 +1,204 @@
+//! Shared helpers: brokers in-process and as child processes, and record checks.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_broker::{Broker, BrokerConfig};
+use strata_client::Client;
+use tokio::net::TcpListener;
+
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A broker running inside the test process.
+pub struct TestBroker {
+    pub addr: String,
+    pub broker: Arc<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    pub async fn start_with(dir: &Path, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let mut config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            metrics_listen: String::new(),
+            ..BrokerConfig::default()
+        };
+        tweak(&mut config);
+        let broker = Broker::open(config, Arc::new(strata_log::SystemClock)).expect("broker opens");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let b = broker.clone();
+        let task = tokio::spawn(async move {
+            strata_broker::server::run(b, listener, None, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            broker,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.expect("connects")
+    }
+
+    /// Stops the server and waits for it to finish (logs flushed, lock released).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// The `strata server` binary as a child process, with its log in a file.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    pub fn start(data_dir: &Path, log: &Path) -> Self {
+        let mut child = Command::new(STRATA)
+            .args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts strata server");
+        // The server logs its address when ready; everything it logs goes to `log`.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_path = log.to_path_buf();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                if !sent && line.contains("strata server ready") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .map(str::to_string);
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start; log: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            });
+        Self {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record of a partition from `from` to its high watermark: (offset, key, value).
+pub async fn read_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Vec<(i64, Option<Vec<u8>>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let r = client
+            .fetch(topic, partition, at, 1 << 20, 1, Duration::from_millis(0))
+            .await
+            .expect("fetch");
+        if r.batches.is_empty() {
+            if at >= r.high_watermark {
+                return out;
+            }
+            panic!(
+                "empty fetch at {at} below the high watermark {}",
+                r.high_watermark
+            );
+        }
+        for b in strata_record::BatchIter::new(&r.batches) {
+            for rec in b.expect("valid batch").records() {
+                let rec = rec.expect("valid record");
+                if rec.offset >= at {
+                    out.push((
+                        rec.offset,
+                        rec.key.map(<[u8]>::to_vec),
+                        rec.value.unwrap_or_default().to_vec(),
+                    ));
+                }
+            }
+        }
+        at = r.next_offset;
+    }
+}
+
+pub fn strata() -> Command {
+    Command::new(STRATA)
+}

@@ -1,0 +1,261 @@
+//! Topic lifecycle: persistence, configs, retention, delete, offsets by timestamp and the
+//! plain record form.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use strata_client::{Producer, ProducerConfig, pb};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_configs_and_data_survive_a_restart_and_delete_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([("retention.ms".to_string(), "3600000".to_string())]);
+    client.create_topic("keep", 4, 1, configs).await.unwrap();
+    client
+        .create_topic("drop", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut p = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    for i in 0..100u32 {
+        p.send(
+            "keep",
+            Some(i % 4),
+            None,
+            Some(format!("v{i}").as_bytes()),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    p.close().await.unwrap();
+    broker.stop().await;
+
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let d = client.describe_topic("keep").await.unwrap();
+    assert_eq!(d.partitions.len(), 4);
+    assert!(d.partitions.iter().all(|p| p.high_watermark == 25));
+    let retention = d.configs.iter().find(|c| c.name == "retention.ms").unwrap();
+    assert_eq!(
+        (retention.value.as_str(), retention.is_default),
+        ("3600000", false)
+    );
+    let recs = read_all(&client, "keep", 1, 0).await;
+    let values: Vec<String> = recs
+        .iter()
+        .map(|r| String::from_utf8(r.2.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        (0..25)
+            .map(|j| format!("v{}", j * 4 + 1))
+            .collect::<Vec<_>>()
+    );
+
+    client.delete_topic("drop").await.unwrap();
+    let names: Vec<String> = client
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, vec!["keep".to_string()]);
+    wait_until(
+        Duration::from_secs(10),
+        "the deleted topic's files to go",
+        || {
+            let gone = std::fs::read_dir(dir.path().join("topics"))
+                .unwrap()
+                .count()
+                == 1;
+            async move { gone }
+        },
+    )
+    .await;
+    // The name is free again, and starts from offset 0.
+    client
+        .create_topic("drop", 1, 1, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.describe_topic("drop").await.unwrap().partitions[0].high_watermark,
+        0
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_retention_deletes_old_segments_but_never_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| c.housekeeping_interval_ms = 20).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "4096".to_string())]);
+    client.create_topic("ret", 1, 1, configs).await.unwrap();
+    let mut p = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size: 1024,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..2000u32 {
+        p.send(
+            "ret",
+            Some(0),
+            None,
+            Some(format!("record-{i:06}").as_bytes()),
+            &[],
+        )
+        .await
+        .unwrap();
+    }
+    p.close().await.unwrap();
+    let d = client.describe_topic("ret").await.unwrap();
+    assert!(d.partitions[0].segments > 5);
+    assert_eq!(d.partitions[0].log_start_offset, 0);
+
+    let set = BTreeMap::from([("retention.bytes".to_string(), "8192".to_string())]);
+    client.alter_configs("ret", set, vec![]).await.unwrap();
+    wait_until(Duration::from_secs(20), "size retention", || {
+        let c = client.clone();
+        async move {
+            let p = &c.describe_topic("ret").await.unwrap().partitions[0];
+            p.size_bytes <= 8192 + 4096 && p.log_start_offset > 0
+        }
+    })
+    .await;
+    let d = client.describe_topic("ret").await.unwrap();
+    let start = d.partitions[0].log_start_offset;
+    let recs = read_all(&client, "ret", 0, start).await;
+    assert_eq!(recs.last().unwrap().0, 1999, "the newest records stay");
+    assert_eq!(recs.len() as i64, 2000 - start);
+
+    // retention.ms = 0: everything is expired, yet the active segment stays.
+    let set = BTreeMap::from([("retention.ms".to_string(), "0".to_string())]);
+    client.alter_configs("ret", set, vec![]).await.unwrap();
+    wait_until(Duration::from_secs(20), "time retention", || {
+        let c = client.clone();
+        async move { c.describe_topic("ret").await.unwrap().partitions[0].segments == 1 }
+    })
+    .await;
+    let d = client.describe_topic("ret").await.unwrap();
+    assert_eq!(d.partitions[0].high_watermark, 2000);
+    assert!(
+        !read_all(&client, "ret", 0, d.partitions[0].log_start_offset)
+            .await
+            .is_empty()
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_records_and_offsets_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("plain", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut raw = pb::strata_client::StrataClient::connect(format!("http://{}", broker.addr))
+        .await
+        .unwrap();
+    let records: Vec<pb::Record> = (0..10)
+        .map(|i| pb::Record {
+            key: Some(format!("k{i}").into_bytes().into()),
+            value: Some(format!("v{i}").into_bytes().into()),
+            timestamp_ms: 1_000_000 + i * 1000,
+            headers: vec![pb::Header {
+                key: "h".into(),
+                value: format!("{i}").into_bytes().into(),
+            }],
+            offset: 0,
+        })
+        .collect();
+    let r = raw
+        .produce(pb::ProduceRequest {
+            topic: "plain".into(),
+            records: records.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.base_offset, r.last_offset, r.record_count), (0, 9, 10));
+    let f = raw
+        .fetch(pb::FetchRequest {
+            topic: "plain".into(),
+            offset: 3,
+            format: pb::Format::Records as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(f.records.len(), 7);
+    for (got, want) in f.records.iter().zip(&records[3..]) {
+        assert_eq!(
+            (&got.key, &got.value, got.timestamp_ms, &got.headers),
+            (&want.key, &want.value, want.timestamp_ms, &want.headers)
+        );
+    }
+    assert_eq!(f.records[0].offset, 3);
+    assert_eq!(f.next_offset, 10);
+
+    let at = |ts| {
+        let c = client.clone();
+        async move {
+            c.list_offsets("plain", 0, pb::OffsetSpec::Timestamp, ts)
+                .await
+                .unwrap()
+                .offset
+        }
+    };
+    assert_eq!(at(0).await, 0);
+    assert_eq!(at(1_004_000).await, 4);
+    assert_eq!(at(1_004_001).await, 5);
+    assert_eq!(at(2_000_000).await, -1);
+    let latest = client
+        .list_offsets("plain", 0, pb::OffsetSpec::Latest, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            latest.offset,
+            latest.high_watermark,
+            latest.log_start_offset
+        ),
+        (10, 10, 0)
+    );
+
+    // The CLI's --timestamp starts at the same place.
+    let out = strata()
+        .args([
+            "consume",
+            "plain",
+            "--timestamp",
+            "1004000",
+            "--max-records",
+            "2",
+            "--broker",
+            &broker.addr,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v4\nv5\n");
+    broker.stop().await;
+}
