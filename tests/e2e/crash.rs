@@ -38,7 +38,7 @@ async fn kill_9_during_produce_loses_no_acknowledged_record() {
                 p.send("crash", Some(0), None, Some(&seq_value(n)), &[])
                     .await?;
                 n += 1;
-                if n % 500 == 0 {
+                if n.is_multiple_of(500) {
                     p.poll_linger().await?;
                     counter.store(p.stats().records_acked, Ordering::Relaxed);
                 }

@@ -100,4 +100,16 @@ mod tests {
         assert!(e.contains("retention.ms"), "{e}");
         BrokerConfig::default().validate().unwrap();
     }
+
+    #[test]
+    fn the_example_config_file_is_valid_and_matches_the_defaults() {
+        let text = include_str!("../../../deploy/strata.toml");
+        let c: BrokerConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let d = BrokerConfig::default();
+        assert_eq!(
+            (c.listen, c.metrics_listen, c.data_dir),
+            (d.listen, d.metrics_listen, d.data_dir)
+        );
+    }
 }
