@@ -267,7 +267,8 @@ impl Strata for Service {
         p.read(r.offset, 1)?;
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
-        let (tx, rx) = mpsc::channel(4);
+        // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
+        let (tx, rx) = mpsc::channel(2);
         let span = tracing::debug_span!("subscribe", topic = %r.topic, partition = r.partition, offset = r.offset);
         tokio::spawn(
             async move {

@@ -284,6 +284,44 @@ impl Segment {
         }
     }
 
+    /// Replaces `buf`'s contents with `len` bytes read at `pos`, without zeroing the
+    /// buffer first (reads are the hot path of fetch; zeroing cost as much as the copy).
+    fn read_into(&self, buf: &mut Vec<u8>, len: usize, pos: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        buf.clear();
+        buf.reserve_exact(len);
+        let fd = self.file.as_raw_fd();
+        let mut done = 0usize;
+        while done < len {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: the pointer and length describe the vector's spare capacity, which
+            // pread only writes to; no reference to uninitialised bytes is created.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    spare.as_mut_ptr().add(done).cast(),
+                    len - done,
+                    (pos + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(LogError::io(format!("reading {}", self.path().display()), e));
+            }
+            if n == 0 {
+                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shorter than expected");
+                return Err(LogError::io(format!("reading {}", self.path().display()), e));
+            }
+            done += n as usize;
+        }
+        // SAFETY: pread initialised the first `len` bytes of the spare capacity.
+        unsafe { buf.set_len(len) };
+        Ok(())
+    }
+
     fn read_exact(&self, buf: &mut [u8], pos: u64) -> Result<()> {
         self.file
             .read_exact_at(buf, pos)
@@ -335,8 +373,8 @@ impl Segment {
             pos += h.total_len() as u64;
         }
         let want = (max_bytes.max(strata_record::HEADER_LEN) as u64).min(self.size - pos) as usize;
-        let mut buf = vec![0u8; want];
-        self.read_exact(&mut buf, pos)?;
+        let mut buf = Vec::new();
+        self.read_into(&mut buf, want, pos)?;
         // Keep whole batches; make sure the first batch is complete even if large.
         let mut end = 0usize;
         let mut expect = Expect::Holding(offset);
@@ -358,8 +396,7 @@ impl Segment {
                         let reason = "batch runs past the end of the segment".to_string();
                         return Err(self.corrupt(offset, pos, reason));
                     }
-                    buf.resize(total, 0);
-                    self.read_exact(&mut buf, pos)?;
+                    self.read_into(&mut buf, total, pos)?;
                     end = total;
                     self.check(&buf, 0, expect, pos)?;
                 }

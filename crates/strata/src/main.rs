@@ -7,6 +7,11 @@ mod cli;
 
 use clap::Parser;
 
+// Large fetch and produce buffers come and go per request; mimalloc reuses their pages
+// instead of mapping and zeroing fresh ones each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = cli::Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
