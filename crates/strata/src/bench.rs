@@ -50,8 +50,8 @@ pub enum BenchCommand {
         /// Stop after this many records (default: everything up to the current end).
         #[arg(long)]
         records: Option<u64>,
-        /// Bytes per fetch.
-        #[arg(long, default_value_t = 4 << 20)]
+        /// Bytes per fetch answer. Answers near the CPU cache size copy fastest.
+        #[arg(long, default_value_t = 256 * 1024)]
         fetch_size: u32,
     },
 }

@@ -556,7 +556,7 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     let mut streams = Vec::new();
     for p in partitions {
         // Subscribe first so a bad offset fails here, before anything is printed.
-        streams.push(consumer::subscribe(&client, &a.topic, p, start, 4 << 20).await?);
+        streams.push(consumer::subscribe(&client, &a.topic, p, start, 1 << 20).await?);
     }
     for mut s in streams {
         let tx = tx.clone();
