@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::groups::OFFSETS_TOPIC;
 use crate::metrics::Metrics;
 use crate::topic_config::{self, EffectiveConfig};
 
@@ -201,6 +202,7 @@ pub struct Broker {
     metrics: Arc<Metrics>,
     topics_dir: PathBuf,
     closing: watch::Sender<bool>,
+    pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
 }
 
@@ -278,14 +280,27 @@ impl Broker {
             metrics: Arc::new(Metrics::default()),
             topics_dir,
             closing: watch::channel(false).0,
+            groups: parking_lot::Mutex::new(Default::default()),
             _lock: lock,
         };
         broker.load_topics()?;
+        if broker.topic(OFFSETS_TOPIC).is_err() {
+            let configs = BTreeMap::from([
+                ("retention.ms".to_string(), "-1".to_string()),
+                ("segment.bytes".to_string(), (64 << 20).to_string()),
+            ]);
+            broker.create_topic_now(OFFSETS_TOPIC, 1, 1, configs)?;
+        }
+        broker.load_groups()?;
         Ok(Arc::new(broker))
     }
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -416,6 +431,17 @@ impl Broker {
         }
         topic_config::validate_all(&configs)?;
         let _admin = self.admin.lock().await;
+        self.create_topic_now(name, partitions, rf, configs)
+    }
+
+    /// Creates a topic; the caller holds the admin lock (or is still opening).
+    fn create_topic_now(
+        &self,
+        name: &str,
+        partitions: i64,
+        rf: i64,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>> {
         if self.topics.read().contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
@@ -427,9 +453,7 @@ impl Broker {
             created_ms: self.clock.now_ms(),
         };
         // Staging names stay short: a topic name may be 249 characters.
-        let staging = self
-            .topics_dir
-            .join(format!(".creating-{}", unique_suffix()));
+        let staging = self.topics_dir.join(format!(".creating-{}", unique_suffix()));
         let dir = self.topics_dir.join(name);
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
@@ -445,6 +469,11 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} is internal (it holds consumer group offsets) and cannot be deleted; use `strata group delete`"
+            )));
+        }
         let _admin = self.admin.lock().await;
         let topic = self
             .topics
@@ -466,6 +495,7 @@ impl Broker {
                 tracing::warn!(dir = %grave.display(), error = %e, "could not remove deleted topic's files");
             }
         });
+        self.forget_topic_offsets(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -533,6 +563,20 @@ impl Broker {
         batches: Bytes,
         records: &[PlainRecord],
     ) -> Result<Produced> {
+        if topic == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} is internal: it is written by the group coordinator only"
+            )));
+        }
+        self.append(topic, partition, batches, records)
+    }
+
+    /// Appends plain records to an internal topic (partition 0).
+    pub(crate) fn append_internal(&self, topic: &str, records: &[PlainRecord]) -> Result<Produced> {
+        self.append(topic, 0, Bytes::new(), records)
+    }
+
+    fn append(&self, topic: &str, partition: u32, batches: Bytes, records: &[PlainRecord]) -> Result<Produced> {
         let t = self.topic(topic)?;
         let p = self.partition(topic, partition)?;
         let max = t.config.read().max_message_bytes();
@@ -691,8 +735,9 @@ impl Broker {
         Ok((offset, ts, start, end))
     }
 
-    /// Retention, `flush.ms` and `segment.ms` for every partition.
+    /// Retention, `flush.ms` and `segment.ms` for every partition; expired group members.
     pub fn housekeeping(&self) {
+        self.expire_members();
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in &t.partitions {

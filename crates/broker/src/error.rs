@@ -61,6 +61,31 @@ pub enum BrokerError {
     },
     #[error("broker is shutting down")]
     ShuttingDown,
+    #[error("unknown group {0:?}; list groups with `strata group list`")]
+    UnknownGroup(String),
+    #[error("unknown member {member:?} of group {group:?} (its session may have expired); rejoin with member_epoch 0")]
+    UnknownMember { group: String, member: String },
+    #[error("group {group:?} has {members} live member(s); stop them before you {action}")]
+    GroupNotEmpty {
+        group: String,
+        members: usize,
+        action: &'static str,
+    },
+    #[error("member {member:?} of group {group:?} does not own {topic}-{partition}; its commit is refused")]
+    NotOwner {
+        group: String,
+        member: String,
+        topic: String,
+        partition: u32,
+    },
+    #[error("offset {offset} is out of range for {topic}-{partition}: valid offsets are {start}..={end}")]
+    InvalidOffset {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        start: i64,
+        end: i64,
+    },
 }
 
 impl BrokerError {
@@ -92,6 +117,9 @@ impl BrokerError {
             },
             Self::Io { .. } => Code::Internal,
             Self::ShuttingDown => Code::Unavailable,
+            Self::UnknownGroup(_) | Self::UnknownMember { .. } => Code::NotFound,
+            Self::GroupNotEmpty { .. } | Self::NotOwner { .. } => Code::FailedPrecondition,
+            Self::InvalidOffset { .. } => Code::OutOfRange,
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Owns topics and partitions ([`broker`]), the semantics of produce, fetch, list-offsets
 //! and admin requests, per-topic configs under Kafka's names ([`topic_config`]), broker
-//! configuration ([`config`]), metrics ([`metrics`]) and the gRPC service ([`service`]),
-//! run by [`server::run`].
+//! configuration ([`config`]), consumer groups and committed offsets ([`groups`]),
+//! metrics ([`metrics`]) and the gRPC service ([`service`]), run by [`server::run`].
 //!
 //! Storage is delegated to `strata-log`: one log per partition. The broker validates
 //! every produced batch (CRC, sizes, record count, `max.message.bytes`) before anything
@@ -13,6 +13,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod metrics;
 pub mod server;
 pub mod service;

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
 use crate::error::BrokerError;
+use crate::groups::ResetTo;
 
 /// Longest long-poll wait a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -401,4 +402,156 @@ impl Strata for Service {
             .await?;
         Ok(Response::new(describe(&self.broker, &topic)))
     }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<pb::GroupHeartbeatRequest>,
+    ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let span = tracing::debug_span!("group_heartbeat", group = %r.group, member = %r.member_id);
+        let owned = r
+            .owned
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+            .collect();
+        let a = span.in_scope(|| {
+            self.broker.group_heartbeat(
+                &r.group,
+                &r.member_id,
+                r.member_epoch,
+                r.topics,
+                owned,
+                &r.assignor,
+                r.session_timeout_ms,
+            )
+        })?;
+        Ok(Response::new(pb::GroupHeartbeatResponse {
+            member_id: a.member_id,
+            member_epoch: a.member_epoch,
+            heartbeat_interval_ms: a.heartbeat_interval_ms,
+            assignment: topic_partitions(a.assignment),
+        }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let offsets = r.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
+        self.broker.commit_offsets(&r.group, &r.member_id, offsets)?;
+        Ok(Response::new(pb::CommitOffsetsResponse {}))
+    }
+
+    async fn fetch_committed_offsets(
+        &self,
+        request: Request<pb::FetchCommittedOffsetsRequest>,
+    ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let wanted = r
+            .partitions
+            .iter()
+            .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+            .collect();
+        let offsets = self.broker.committed_offsets(&r.group, wanted)?;
+        Ok(Response::new(pb::FetchCommittedOffsetsResponse {
+            offsets: offset_entries(offsets),
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let groups = self
+            .broker
+            .list_groups()
+            .into_iter()
+            .map(|(group, state, members)| pb::GroupSummary {
+                group,
+                state: state.to_string(),
+                members: members as u32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::GroupDescription>, Status> {
+        let d = self.broker.describe_group(&request.into_inner().group)?;
+        Ok(Response::new(pb::GroupDescription {
+            group: d.group,
+            state: d.state.to_string(),
+            assignor: d.assignor,
+            group_epoch: d.group_epoch,
+            members: d
+                .members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.member_id,
+                    member_epoch: m.member_epoch,
+                    topics: m.topics,
+                    assignments: topic_partitions(m.assignment),
+                })
+                .collect(),
+            offsets: d
+                .offsets
+                .into_iter()
+                .map(|o| pb::PartitionLag {
+                    topic: o.topic,
+                    partition: o.partition,
+                    committed_offset: o.committed_offset,
+                    high_watermark: o.high_watermark,
+                    lag: o.lag,
+                    metadata: o.metadata,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reset_group_offsets(
+        &self,
+        request: Request<pb::ResetGroupOffsetsRequest>,
+    ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
+        let r = request.into_inner();
+        let to = match (r.offset, pb::OffsetSpec::try_from(r.spec)) {
+            (Some(o), _) => ResetTo::Offset(o),
+            (None, Ok(pb::OffsetSpec::Earliest)) => ResetTo::Earliest,
+            (None, Ok(pb::OffsetSpec::Latest)) => ResetTo::Latest,
+            (None, Ok(pb::OffsetSpec::Timestamp)) => ResetTo::Timestamp(r.timestamp_ms),
+            (None, Err(_)) => return Err(Status::invalid_argument(format!("unknown offset spec {}", r.spec))),
+        };
+        let offsets = self.broker.reset_group_offsets(&r.group, &r.topic, to, r.partitions)?;
+        Ok(Response::new(pb::ResetGroupOffsetsResponse {
+            offsets: offset_entries(offsets),
+        }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.broker.delete_group(&request.into_inner().group)?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+}
+
+fn topic_partitions(map: BTreeMap<String, Vec<u32>>) -> Vec<pb::TopicPartitions> {
+    map.into_iter()
+        .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
+        .collect()
+}
+
+fn offset_entries(offsets: Vec<(String, u32, i64, String)>) -> Vec<pb::OffsetEntry> {
+    offsets
+        .into_iter()
+        .map(|(topic, partition, offset, metadata)| pb::OffsetEntry {
+            topic,
+            partition,
+            offset,
+            metadata,
+        })
+        .collect()
 }

@@ -6,12 +6,15 @@
 //!   (batch size, linger), picks partitions (key hash or sticky), and pipelines them to
 //!   the broker over one ordered stream with a bounded in-flight window.
 //! - [`consumer`]: fetch loops and subscriptions that hand out batches and records.
+//! - [`group::GroupConsumer`]: a member of a consumer group: the broker assigns it
+//!   partitions, it reads them and commits its positions.
 //!
 //! The client shares the batch codec (`strata-record`) with the broker but never the
 //! storage engine.
 
 pub mod consumer;
 mod error;
+pub mod group;
 pub mod partitioner;
 mod producer;
 
@@ -257,5 +260,72 @@ impl Client {
             .await
             .map_err(|s| self.err(s))?;
         Ok(r.into_inner())
+    }
+
+    pub async fn group_heartbeat(&self, req: pb::GroupHeartbeatRequest) -> Result<pb::GroupHeartbeatResponse> {
+        let r = self.raw().group_heartbeat(req).await.map_err(|s| self.err(s))?;
+        Ok(r.into_inner())
+    }
+
+    /// Commits offsets for a group; `member_id` empty commits outside membership (only
+    /// allowed while the group has no live members).
+    pub async fn commit_offsets(&self, group: &str, member_id: &str, offsets: Vec<pb::OffsetEntry>) -> Result<()> {
+        self.raw()
+            .commit_offsets(pb::CommitOffsetsRequest {
+                group: group.to_string(),
+                member_id: member_id.to_string(),
+                offsets,
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(())
+    }
+
+    /// Committed offsets of `group` for `partitions` (all committed ones if empty).
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<pb::TopicPartitions>,
+    ) -> Result<Vec<pb::OffsetEntry>> {
+        let r = self
+            .raw()
+            .fetch_committed_offsets(pb::FetchCommittedOffsetsRequest {
+                group: group.to_string(),
+                partitions,
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().offsets)
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<pb::GroupSummary>> {
+        let r = self
+            .raw()
+            .list_groups(pb::ListGroupsRequest {})
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().groups)
+    }
+
+    pub async fn describe_group(&self, group: &str) -> Result<pb::GroupDescription> {
+        let r = self
+            .raw()
+            .describe_group(pb::DescribeGroupRequest { group: group.to_string() })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner())
+    }
+
+    pub async fn reset_group_offsets(&self, req: pb::ResetGroupOffsetsRequest) -> Result<Vec<pb::OffsetEntry>> {
+        let r = self.raw().reset_group_offsets(req).await.map_err(|s| self.err(s))?;
+        Ok(r.into_inner().offsets)
+    }
+
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.raw()
+            .delete_group(pb::DeleteGroupRequest { group: group.to_string() })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(())
     }
 }

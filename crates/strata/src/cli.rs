@@ -50,6 +50,13 @@ enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic, one per line; follows the tail unless --max-records.
     Consume(ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
     /// Load generator: produce or consume at full speed and report the rates.
     Bench {
         #[command(subcommand)]
@@ -112,6 +119,41 @@ enum TopicCommand {
     Delete { name: String },
 }
 
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// List groups with their state and member count.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Members, assigned partitions, committed offsets, high watermarks and lag.
+    Describe {
+        group: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Move a group's committed offsets for a topic (only while the group has no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (repeatable; default: all).
+        #[arg(long = "partition")]
+        partitions: Vec<u32>,
+        #[arg(long, group = "to", required = true)]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to", value_name = "N", allow_negative_numbers = true)]
+        to_offset: Option<i64>,
+        /// The first record at or after this time (ms since the epoch).
+        #[arg(long, group = "to", value_name = "MS")]
+        to_timestamp: Option<i64>,
+    },
+    /// Delete a group and its committed offsets (only while it has no members).
+    Delete { group: String },
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Output {
     Text,
@@ -163,6 +205,16 @@ struct ConsumeArgs {
     max_records: Option<u64>,
     #[arg(long, value_enum, default_value_t = RecordOutput::Value)]
     output: RecordOutput,
+    /// Consume as a member of this group: partitions are assigned by the broker and
+    /// positions committed; --offset earliest|latest applies where nothing is committed.
+    #[arg(long, conflicts_with_all = ["partition", "timestamp"])]
+    group: Option<String>,
+    /// With --group: the broker reassigns this member's partitions if it is silent this long.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u32,
+    /// With --group: range or roundrobin.
+    #[arg(long, default_value = "range")]
+    assignor: String,
     #[command(flatten)]
     broker: BrokerArg,
 }
@@ -194,6 +246,10 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Consume(a) => {
             init_tracing("warn");
             consume(a).await
+        }
+        Command::Group { command, broker } => {
+            init_tracing("warn");
+            group(command, &broker.broker).await
         }
         Command::Bench { command, broker } => {
             init_tracing("warn");
@@ -535,6 +591,9 @@ struct JsonRecord<'a> {
 }
 
 async fn consume(a: ConsumeArgs) -> Result<()> {
+    if a.group.is_some() {
+        return consume_group(a).await;
+    }
     let start = parse_start(&a.offset, a.timestamp)?;
     let client = Client::connect(&a.broker.broker).await?;
     let d = client.describe_topic(&a.topic).await?;
@@ -576,30 +635,11 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     let mut printed = 0u64;
     while let Some(batches) = rx.recv().await {
         let batches = batches?;
-        for r in batches.records() {
-            let r = r.map_err(|e| anyhow!("partition {}: {e}", batches.partition))?;
-            match a.output {
-                RecordOutput::Value => {
-                    out.write_all(r.value.unwrap_or_default())?;
-                    out.write_all(b"\n")?;
-                }
-                RecordOutput::Json => {
-                    let rec = JsonRecord {
-                        partition: batches.partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                        key: r.key.map(String::from_utf8_lossy),
-                        value: r.value.map(String::from_utf8_lossy),
-                    };
-                    serde_json::to_writer(&mut out, &rec)?;
-                    out.write_all(b"\n")?;
-                }
-            }
-            printed += 1;
-            if printed >= max {
-                out.flush()?;
-                return Ok(());
-            }
+        let (_, done) = print_records(&mut out, &batches, a.output, max - printed)?;
+        printed += done;
+        if printed >= max {
+            out.flush()?;
+            return Ok(());
         }
         if rx.is_empty() {
             out.flush()?;
@@ -607,4 +647,180 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Prints up to `limit` records; returns (offset after the last printed, count).
+fn print_records(out: &mut impl Write, batches: &consumer::Batches, output: RecordOutput, limit: u64) -> Result<(i64, u64)> {
+    let mut n = 0;
+    let mut next = batches.from;
+    for r in batches.records() {
+        if n >= limit {
+            break;
+        }
+        let r = r.map_err(|e| anyhow!("partition {}: {e}", batches.partition))?;
+        match output {
+            RecordOutput::Value => {
+                out.write_all(r.value.unwrap_or_default())?;
+                out.write_all(b"\n")?;
+            }
+            RecordOutput::Json => {
+                let rec = JsonRecord {
+                    partition: batches.partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key.map(String::from_utf8_lossy),
+                    value: r.value.map(String::from_utf8_lossy),
+                };
+                serde_json::to_writer(&mut *out, &rec)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        n += 1;
+        next = r.offset + 1;
+    }
+    if n < limit {
+        next = batches.next_offset;
+    }
+    Ok((next, n))
+}
+
+async fn consume_group(a: ConsumeArgs) -> Result<()> {
+    let group = a.group.clone().expect("checked");
+    let reset = match parse_start(&a.offset, None)? {
+        s @ (StartOffset::Earliest | StartOffset::Latest) => s,
+        _ => bail!("with --group, --offset must be earliest or latest (where the group has no committed offset); use `strata group reset-offsets` to move a group"),
+    };
+    let client = Client::connect(&a.broker.broker).await?;
+    let config = strata_client::group::GroupConfig {
+        session_timeout: Duration::from_millis(a.session_timeout_ms as u64),
+        assignor: a.assignor.clone(),
+        auto_offset_reset: reset,
+        auto_commit_interval: Some(Duration::from_secs(1)),
+        ..strata_client::group::GroupConfig::new(&group, &[&a.topic])
+    };
+    let mut member = strata_client::group::GroupConsumer::join(client, config).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let max = a.max_records.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let polled = tokio::select! {
+            p = member.poll(Duration::from_millis(500)) => p?,
+            _ = &mut stop => break,
+        };
+        for ((topic, partition), batches) in polled {
+            let (next, done) = print_records(&mut out, &batches, a.output, max - printed)?;
+            printed += done;
+            if printed >= max {
+                // Commit exactly what was printed, not the rest of the batch.
+                member.seek(&topic, partition, next);
+                break;
+            }
+        }
+        out.flush()?;
+        if printed >= max {
+            break;
+        }
+    }
+    out.flush()?;
+    member.close().await?;
+    Ok(())
+}
+
+async fn group(cmd: GroupCommand, addr: &str) -> Result<()> {
+    let client = Client::connect(addr).await?;
+    match cmd {
+        GroupCommand::List { output } => {
+            let groups = client.list_groups().await?;
+            match output {
+                Output::Json => {
+                    let v: Vec<_> = groups
+                        .iter()
+                        .map(|g| serde_json::json!({"group": g.group, "state": g.state, "members": g.members}))
+                        .collect();
+                    println!("{}", serde_json::Value::Array(v));
+                }
+                Output::Text => {
+                    for g in groups {
+                        println!("{}\tstate={}\tmembers={}", g.group, g.state, g.members);
+                    }
+                }
+            }
+        }
+        GroupCommand::Describe { group, output } => {
+            let d = client.describe_group(&group).await?;
+            match output {
+                Output::Json => println!("{}", group_json(&d)),
+                Output::Text => {
+                    println!("Group: {}\tState: {}\tAssignor: {}\tEpoch: {}", d.group, d.state, d.assignor, d.group_epoch);
+                    for m in &d.members {
+                        let parts: Vec<String> =
+                            m.assignments.iter().map(|tp| format!("{}:{:?}", tp.topic, tp.partitions)).collect();
+                        println!("  Member: {}\tEpoch: {}\tAssigned: {}", m.member_id, m.member_epoch, parts.join(" "));
+                    }
+                    println!("  {:<30} {:>9} {:>16} {:>16} {:>10}", "TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG");
+                    for o in &d.offsets {
+                        let committed = if o.committed_offset < 0 { "-".to_string() } else { o.committed_offset.to_string() };
+                        println!("  {:<30} {:>9} {:>16} {:>16} {:>10}", o.topic, o.partition, committed, o.high_watermark, o.lag);
+                    }
+                }
+            }
+        }
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            partitions,
+            to_earliest: _,
+            to_latest,
+            to_offset,
+            to_timestamp,
+        } => {
+            let (spec, ts) = match (to_latest, to_timestamp) {
+                (true, _) => (pb::OffsetSpec::Latest, 0),
+                (_, Some(t)) => (pb::OffsetSpec::Timestamp, t),
+                _ => (pb::OffsetSpec::Earliest, 0),
+            };
+            let offsets = client
+                .reset_group_offsets(pb::ResetGroupOffsetsRequest {
+                    group: group.clone(),
+                    topic,
+                    spec: spec as i32,
+                    timestamp_ms: ts,
+                    offset: to_offset,
+                    partitions,
+                })
+                .await?;
+            for o in offsets {
+                println!("{}\t{}\t{}\t{}", group, o.topic, o.partition, o.offset);
+            }
+        }
+        GroupCommand::Delete { group } => {
+            client.delete_group(&group).await?;
+            println!("deleted group {group}");
+        }
+    }
+    Ok(())
+}
+
+pub fn group_json(d: &pb::GroupDescription) -> serde_json::Value {
+    serde_json::json!({
+        "group": d.group,
+        "state": d.state,
+        "assignor": d.assignor,
+        "group_epoch": d.group_epoch,
+        "members": d.members.iter().map(|m| serde_json::json!({
+            "member_id": m.member_id,
+            "member_epoch": m.member_epoch,
+            "topics": m.topics,
+            "assignments": m.assignments.iter().map(|tp| serde_json::json!({"topic": tp.topic, "partitions": tp.partitions})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "offsets": d.offsets.iter().map(|o| serde_json::json!({
+            "topic": o.topic,
+            "partition": o.partition,
+            "committed_offset": o.committed_offset,
+            "high_watermark": o.high_watermark,
+            "lag": o.lag,
+        })).collect::<Vec<_>>(),
+    })
 }

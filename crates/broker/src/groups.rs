@@ -1,0 +1,870 @@
+//! Consumer groups: membership, server-side assignment and committed offsets.
+//!
+//! The protocol follows Kafka's KIP-848. Members heartbeat with their subscription and
+//! the partitions they own; the coordinator computes a target assignment for the group
+//! (range or round-robin) and answers each member with what it should own now:
+//! - a partition the member owns but should not is dropped from its answer (revoked);
+//!   the member stops reading it, commits, and heartbeats without it;
+//! - a partition is added to a member's answer only when no other member has it in its
+//!   assignment or still reports owning it.
+//!
+//! So no partition is ever owned by two members at once, provided members stop reading
+//! a partition before they heartbeat without it. Members that miss heartbeats for their
+//! session timeout are dropped by housekeeping and their partitions move on.
+//!
+//! State is kept in memory and made durable in the internal topic `__consumer_offsets`
+//! (one partition), so it is replicated and tiered like any data when those arrive.
+//! Every change is appended before it is applied; at start-up the topic is replayed.
+//! Records are JSON: key `{"type":"offset","group","topic","partition"}` with value
+//! `{"offset","metadata","commit_ms"}`; key `{"type":"member","group","member"}` with
+//! the member's subscription and assignment; key `{"type":"group","group"}` with the
+//! group's assignor. A null value deletes the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{Broker, OffsetQuery, PlainRecord};
+use crate::error::{BrokerError, Result};
+
+/// The internal topic holding group state and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Assignors a group may use.
+pub const ASSIGNORS: &[&str] = &["range", "roundrobin"];
+const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+const MIN_SESSION_TIMEOUT_MS: u32 = 500;
+const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+
+type Tp = (String, u32);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Key {
+    Offset { group: String, topic: String, partition: u32 },
+    Member { group: String, member: String },
+    Group { group: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OffsetValue {
+    offset: i64,
+    metadata: String,
+    commit_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MemberValue {
+    epoch: i32,
+    topics: Vec<String>,
+    session_timeout_ms: u32,
+    assigned: Vec<Tp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupValue {
+    assignor: String,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    epoch: i32,
+    topics: Vec<String>,
+    session_timeout_ms: u32,
+    last_seen_ms: i64,
+    /// What the coordinator last told the member to own.
+    assigned: BTreeSet<Tp>,
+    /// What the member last reported owning.
+    owned: BTreeSet<Tp>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Group {
+    assignor: String,
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+    offsets: BTreeMap<Tp, (i64, String)>,
+}
+
+/// All groups; lives in the broker behind one lock.
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: BTreeMap<String, Group>,
+    next_member: u64,
+}
+
+/// A member's answer from a heartbeat.
+#[derive(Debug, Clone)]
+pub struct HeartbeatAnswer {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+/// One row of `group describe`'s offsets.
+#[derive(Debug, Clone)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed_offset: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub topics: Vec<String>,
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: &'static str,
+    pub assignor: String,
+    pub group_epoch: i32,
+    pub members: Vec<MemberDescription>,
+    pub offsets: Vec<PartitionLag>,
+}
+
+fn group_map(set: &BTreeSet<Tp>) -> BTreeMap<String, Vec<u32>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (t, p) in set {
+        out.entry(t.clone()).or_default().push(*p);
+    }
+    out
+}
+
+fn validate_group_name(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 249 || group.chars().any(char::is_control) {
+        return Err(BrokerError::InvalidRequest(format!(
+            "invalid group name {group:?}: use 1 to 249 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Group {
+    fn state(&self, targets: &BTreeMap<String, BTreeSet<Tp>>) -> &'static str {
+        if self.members.is_empty() {
+            return "Empty";
+        }
+        let settled = self.members.iter().all(|(id, m)| {
+            let target = targets.get(id).cloned().unwrap_or_default();
+            m.assigned == target && m.owned == target
+        });
+        if settled { "Stable" } else { "Reconciling" }
+    }
+}
+
+/// The target assignment: member id -> partitions, from sorted members and partitions.
+fn compute_targets(group: &Group, partitions_of: &dyn Fn(&str) -> u32) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut targets: BTreeMap<String, BTreeSet<Tp>> =
+        group.members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    let topics: BTreeSet<&String> = group.members.values().flat_map(|m| m.topics.iter()).collect();
+    if group.assignor == "roundrobin" {
+        // Deal every subscribed partition in turn to the members subscribed to its topic.
+        let mut turn = 0usize;
+        for topic in topics {
+            let subscribers: Vec<&String> =
+                group.members.iter().filter(|(_, m)| m.topics.contains(topic)).map(|(id, _)| id).collect();
+            for p in 0..partitions_of(topic) {
+                let id = subscribers[turn % subscribers.len()];
+                targets.get_mut(id).expect("member").insert((topic.clone(), p));
+                turn += 1;
+            }
+        }
+    } else {
+        // Range: per topic, contiguous blocks; the first members get one extra.
+        for topic in topics {
+            let subscribers: Vec<&String> =
+                group.members.iter().filter(|(_, m)| m.topics.contains(topic)).map(|(id, _)| id).collect();
+            let n = partitions_of(topic) as usize;
+            let (each, extra) = (n / subscribers.len(), n % subscribers.len());
+            let mut p = 0;
+            for (i, id) in subscribers.iter().enumerate() {
+                let take = each + usize::from(i < extra);
+                for q in p..p + take {
+                    targets.get_mut(*id).expect("member").insert((topic.clone(), q as u32));
+                }
+                p += take;
+            }
+        }
+    }
+    targets
+}
+
+impl Broker {
+    fn partitions_of(&self, topic: &str) -> u32 {
+        self.topic(topic).map(|t| t.partitions().len() as u32).unwrap_or(0)
+    }
+
+    fn targets(&self, group: &Group) -> BTreeMap<String, BTreeSet<Tp>> {
+        compute_targets(group, &|t| self.partitions_of(t))
+    }
+
+    /// Appends state changes to the offsets topic; `None` values delete keys.
+    fn persist(&self, entries: Vec<(Key, Option<Vec<u8>>)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock().now_ms();
+        let records: Vec<PlainRecord> = entries
+            .into_iter()
+            .map(|(k, v)| PlainRecord {
+                key: Some(Bytes::from(serde_json::to_vec(&k).expect("key serializes"))),
+                value: v.map(Bytes::from),
+                timestamp_ms: now,
+                headers: Vec::new(),
+            })
+            .collect();
+        self.append_internal(OFFSETS_TOPIC, &records)?;
+        Ok(())
+    }
+
+    fn member_record(group: &str, id: &str, m: &Member) -> (Key, Option<Vec<u8>>) {
+        let v = MemberValue {
+            epoch: m.epoch,
+            topics: m.topics.clone(),
+            session_timeout_ms: m.session_timeout_ms,
+            assigned: m.assigned.iter().cloned().collect(),
+        };
+        (
+            Key::Member {
+                group: group.to_string(),
+                member: id.to_string(),
+            },
+            Some(serde_json::to_vec(&v).expect("member serializes")),
+        )
+    }
+
+    /// Rebuilds group state from the offsets topic (start-up).
+    pub(crate) fn load_groups(&self) -> Result<()> {
+        let p = self.partition(OFFSETS_TOPIC, 0)?;
+        let now = self.clock().now_ms();
+        let mut groups = self.groups.lock();
+        let mut at = p.state().log_start_offset;
+        let mut applied = 0u64;
+        loop {
+            let (buf, hw, _) = p.read(at, 4 << 20)?;
+            if buf.is_empty() {
+                break;
+            }
+            for b in strata_record::BatchIter::new(&buf) {
+                let b = b.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
+                for r in b.records() {
+                    let r = r.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    if r.offset < at {
+                        continue;
+                    }
+                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok()) else {
+                        tracing::warn!(offset = r.offset, "skipping unreadable record in {OFFSETS_TOPIC}");
+                        continue;
+                    };
+                    groups.apply(key, r.value, now);
+                    applied += 1;
+                }
+                at = b.header().next_offset();
+            }
+            if at >= hw {
+                break;
+            }
+        }
+        tracing::info!(groups = groups.groups.len(), records = applied, "loaded consumer groups");
+        Ok(())
+    }
+
+    pub fn group_heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        topics: Vec<String>,
+        owned: BTreeSet<Tp>,
+        assignor: &str,
+        session_timeout_ms: u32,
+    ) -> Result<HeartbeatAnswer> {
+        validate_group_name(group_id)?;
+        let now = self.clock().now_ms();
+        let mut guard = self.groups.lock();
+        let groups = &mut *guard;
+        if member_epoch == -1 {
+            // Leave.
+            if let Some(g) = groups.groups.get_mut(group_id)
+                && g.members.contains_key(member_id)
+            {
+                self.persist(vec![(
+                    Key::Member {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                    },
+                    None,
+                )])?;
+                g.members.remove(member_id);
+                g.epoch += 1;
+                tracing::info!(group = group_id, member = member_id, "member left");
+            }
+            return Ok(HeartbeatAnswer {
+                member_id: member_id.to_string(),
+                member_epoch: -1,
+                heartbeat_interval_ms: 0,
+                assignment: BTreeMap::new(),
+            });
+        }
+        let mut topics = topics;
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "a group member must subscribe to at least one topic".into(),
+            ));
+        }
+        for t in &topics {
+            self.topic(t)?;
+        }
+        let assignor = if assignor.is_empty() { "range" } else { assignor };
+        if !ASSIGNORS.contains(&assignor) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "unknown assignor {assignor:?}: use one of {}",
+                ASSIGNORS.join(", ")
+            )));
+        }
+        let session_timeout_ms = match session_timeout_ms {
+            0 => DEFAULT_SESSION_TIMEOUT_MS,
+            t if (MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&t) => t,
+            t => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "session timeout {t} ms is out of range: use {MIN_SESSION_TIMEOUT_MS}..={MAX_SESSION_TIMEOUT_MS}"
+                )));
+            }
+        };
+        let mut changes = Vec::new();
+        if !groups.groups.contains_key(group_id) {
+            let v = GroupValue {
+                assignor: assignor.to_string(),
+            };
+            changes.push((
+                Key::Group {
+                    group: group_id.to_string(),
+                },
+                Some(serde_json::to_vec(&v).expect("group serializes")),
+            ));
+        }
+        let joining = member_epoch == 0 || member_id.is_empty();
+        let id = if member_id.is_empty() {
+            groups.next_member += 1;
+            format!("{group_id}-{:x}-{}", now, groups.next_member)
+        } else {
+            member_id.to_string()
+        };
+        let known = groups.groups.get(group_id).is_some_and(|g| g.members.contains_key(&id));
+        if !joining && !known {
+            return Err(BrokerError::UnknownMember {
+                group: group_id.to_string(),
+                member: id,
+            });
+        }
+        let group = groups.groups.entry(group_id.to_string()).or_insert_with(|| Group {
+            assignor: assignor.to_string(),
+            ..Group::default()
+        });
+        let mut membership_changed = false;
+        let member = group.members.entry(id.clone()).or_insert_with(|| {
+            membership_changed = true;
+            Member {
+                epoch: 0,
+                topics: Vec::new(),
+                session_timeout_ms,
+                last_seen_ms: now,
+                assigned: BTreeSet::new(),
+                owned: BTreeSet::new(),
+            }
+        });
+        if member.topics != topics || member.session_timeout_ms != session_timeout_ms {
+            member.topics = topics;
+            member.session_timeout_ms = session_timeout_ms;
+            membership_changed = true;
+        }
+        member.last_seen_ms = now;
+        // A member can only own what it was given; anything else it reports is ignored.
+        member.owned = owned.intersection(&member.assigned).cloned().collect();
+        if membership_changed {
+            group.epoch += 1;
+        }
+        let targets = compute_targets(group, &|t| self.partitions_of(t));
+        let target = targets.get(&id).cloned().unwrap_or_default();
+        let taken: BTreeSet<Tp> = group
+            .members
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .flat_map(|(_, m)| m.assigned.iter().chain(m.owned.iter()).cloned())
+            .collect();
+        let member = group.members.get_mut(&id).expect("inserted");
+        let next: BTreeSet<Tp> = target
+            .iter()
+            .filter(|tp| member.assigned.contains(*tp) || !taken.contains(*tp))
+            .cloned()
+            .collect();
+        if next != member.assigned || membership_changed {
+            if next != member.assigned {
+                member.epoch += 1;
+            }
+            member.assigned = next;
+            changes.push(Self::member_record(group_id, &id, member));
+        }
+        let answer = HeartbeatAnswer {
+            member_id: id.clone(),
+            member_epoch: member.epoch.max(1),
+            heartbeat_interval_ms: (member.session_timeout_ms / 5).clamp(100, 3000),
+            assignment: group_map(&member.assigned),
+        };
+        if let Err(e) = self.persist(changes) {
+            // Nothing durable changed: forget the in-memory change for a new member.
+            if membership_changed && joining {
+                group.members.remove(&id);
+            }
+            return Err(e);
+        }
+        if membership_changed {
+            tracing::info!(group = group_id, member = %id, epoch = group.epoch, "member joined or changed subscription");
+        }
+        Ok(answer)
+    }
+
+    /// Drops members whose session timed out (housekeeping).
+    pub fn expire_members(&self) {
+        let now = self.clock().now_ms();
+        let mut groups = self.groups.lock();
+        for (gid, g) in groups.groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| now - m.last_seen_ms > m.session_timeout_ms as i64)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                let key = Key::Member {
+                    group: gid.clone(),
+                    member: id.clone(),
+                };
+                if let Err(e) = self.persist(vec![(key, None)]) {
+                    tracing::warn!(group = %gid, member = %id, error = %e, "could not record member expiry");
+                    continue;
+                }
+                g.members.remove(&id);
+                g.epoch += 1;
+                tracing::info!(group = %gid, member = %id, "member session expired; its partitions move to others");
+            }
+        }
+    }
+
+    pub fn commit_offsets(&self, group_id: &str, member_id: &str, offsets: Vec<(String, u32, i64, String)>) -> Result<()> {
+        validate_group_name(group_id)?;
+        let now = self.clock().now_ms();
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.groups.get(group_id) {
+            if member_id.is_empty() {
+                if !g.members.is_empty() {
+                    return Err(BrokerError::GroupNotEmpty {
+                        group: group_id.to_string(),
+                        members: g.members.len(),
+                        action: "commit offsets outside the group",
+                    });
+                }
+            } else {
+                let m = g.members.get(member_id).ok_or_else(|| BrokerError::UnknownMember {
+                    group: group_id.to_string(),
+                    member: member_id.to_string(),
+                })?;
+                for (t, p, _, _) in &offsets {
+                    let tp = (t.clone(), *p);
+                    if !m.assigned.contains(&tp) && !m.owned.contains(&tp) {
+                        return Err(BrokerError::NotOwner {
+                            group: group_id.to_string(),
+                            member: member_id.to_string(),
+                            topic: t.clone(),
+                            partition: *p,
+                        });
+                    }
+                }
+            }
+        } else if !member_id.is_empty() {
+            return Err(BrokerError::UnknownMember {
+                group: group_id.to_string(),
+                member: member_id.to_string(),
+            });
+        }
+        for (t, p, o, _) in &offsets {
+            let part = self.partition(t, *p)?;
+            let s = part.state();
+            if *o < 0 || *o > s.high_watermark {
+                return Err(BrokerError::InvalidOffset {
+                    topic: t.clone(),
+                    partition: *p,
+                    offset: *o,
+                    start: s.log_start_offset,
+                    end: s.high_watermark,
+                });
+            }
+        }
+        let mut changes = Vec::new();
+        if !groups.groups.contains_key(group_id) {
+            let v = GroupValue {
+                assignor: "range".into(),
+            };
+            changes.push((
+                Key::Group {
+                    group: group_id.to_string(),
+                },
+                Some(serde_json::to_vec(&v).expect("serializes")),
+            ));
+        }
+        for (t, p, o, meta) in &offsets {
+            let v = OffsetValue {
+                offset: *o,
+                metadata: meta.clone(),
+                commit_ms: now,
+            };
+            changes.push((
+                Key::Offset {
+                    group: group_id.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                },
+                Some(serde_json::to_vec(&v).expect("serializes")),
+            ));
+        }
+        self.persist(changes)?;
+        let g = groups.groups.entry(group_id.to_string()).or_insert_with(|| Group {
+            assignor: "range".into(),
+            ..Group::default()
+        });
+        for (t, p, o, meta) in offsets {
+            g.offsets.insert((t, p), (o, meta));
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group: all of them, or those asked for (-1 where none).
+    pub fn committed_offsets(&self, group_id: &str, wanted: Vec<Tp>) -> Result<Vec<(String, u32, i64, String)>> {
+        let groups = self.groups.lock();
+        let g = groups.groups.get(group_id);
+        let get = |tp: &Tp| g.and_then(|g| g.offsets.get(tp)).cloned().unwrap_or((-1, String::new()));
+        if wanted.is_empty() {
+            return Ok(g
+                .map(|g| g.offsets.iter().map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone())).collect())
+                .unwrap_or_default());
+        }
+        Ok(wanted
+            .into_iter()
+            .map(|tp| {
+                let (o, m) = get(&tp);
+                (tp.0, tp.1, o, m)
+            })
+            .collect())
+    }
+
+    pub fn list_groups(&self) -> Vec<(String, &'static str, usize)> {
+        let groups = self.groups.lock();
+        groups
+            .groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.state(&self.targets(g)), g.members.len()))
+            .collect()
+    }
+
+    pub fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
+        let groups = self.groups.lock();
+        let g = groups
+            .groups
+            .get(group_id)
+            .ok_or_else(|| BrokerError::UnknownGroup(group_id.to_string()))?;
+        let targets = self.targets(g);
+        let mut tps: BTreeSet<Tp> = g.offsets.keys().cloned().collect();
+        for m in g.members.values() {
+            for t in &m.topics {
+                for p in 0..self.partitions_of(t) {
+                    tps.insert((t.clone(), p));
+                }
+            }
+        }
+        let mut offsets = Vec::new();
+        for (t, p) in tps {
+            let Ok(part) = self.partition(&t, p) else { continue };
+            let s = part.state();
+            let (committed, metadata) = g.offsets.get(&(t.clone(), p)).cloned().unwrap_or((-1, String::new()));
+            let lag = if committed >= 0 {
+                (s.high_watermark - committed).max(0)
+            } else {
+                s.high_watermark - s.log_start_offset
+            };
+            offsets.push(PartitionLag {
+                topic: t,
+                partition: p,
+                committed_offset: committed,
+                high_watermark: s.high_watermark,
+                lag,
+                metadata,
+            });
+        }
+        Ok(GroupDescription {
+            group: group_id.to_string(),
+            state: g.state(&targets),
+            assignor: g.assignor.clone(),
+            group_epoch: g.epoch,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    member_epoch: m.epoch,
+                    topics: m.topics.clone(),
+                    assignment: group_map(&m.assigned),
+                })
+                .collect(),
+            offsets,
+        })
+    }
+
+    /// Sets a group's committed offsets for a topic; refused while it has live members.
+    pub fn reset_group_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        to: ResetTo,
+        partitions: Vec<u32>,
+    ) -> Result<Vec<(String, u32, i64, String)>> {
+        validate_group_name(group_id)?;
+        let t = self.topic(topic)?;
+        let n = t.partitions().len() as u32;
+        let partitions = if partitions.is_empty() { (0..n).collect() } else { partitions };
+        let mut offsets = Vec::new();
+        for p in partitions {
+            let part = self.partition(topic, p)?;
+            let s = part.state();
+            let o = match to {
+                ResetTo::Earliest => s.log_start_offset,
+                ResetTo::Latest => s.high_watermark,
+                ResetTo::Timestamp(ts) => {
+                    let (o, ..) = self.list_offsets(topic, p, OffsetQuery::Timestamp(ts))?;
+                    if o < 0 { s.high_watermark } else { o }
+                }
+                ResetTo::Offset(o) => {
+                    if o < s.log_start_offset || o > s.high_watermark {
+                        return Err(BrokerError::InvalidOffset {
+                            topic: topic.to_string(),
+                            partition: p,
+                            offset: o,
+                            start: s.log_start_offset,
+                            end: s.high_watermark,
+                        });
+                    }
+                    o
+                }
+            };
+            offsets.push((topic.to_string(), p, o, String::new()));
+        }
+        {
+            let groups = self.groups.lock();
+            if let Some(g) = groups.groups.get(group_id)
+                && !g.members.is_empty()
+            {
+                return Err(BrokerError::GroupNotEmpty {
+                    group: group_id.to_string(),
+                    members: g.members.len(),
+                    action: "reset its offsets",
+                });
+            }
+        }
+        self.commit_offsets(group_id, "", offsets.clone())?;
+        Ok(offsets)
+    }
+
+    pub fn delete_group(&self, group_id: &str) -> Result<()> {
+        let mut groups = self.groups.lock();
+        let g = groups
+            .groups
+            .get(group_id)
+            .ok_or_else(|| BrokerError::UnknownGroup(group_id.to_string()))?;
+        if !g.members.is_empty() {
+            return Err(BrokerError::GroupNotEmpty {
+                group: group_id.to_string(),
+                members: g.members.len(),
+                action: "delete it",
+            });
+        }
+        let mut changes: Vec<(Key, Option<Vec<u8>>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    Key::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        changes.push((
+            Key::Group {
+                group: group_id.to_string(),
+            },
+            None,
+        ));
+        self.persist(changes)?;
+        groups.groups.remove(group_id);
+        tracing::info!(group = group_id, "deleted group");
+        Ok(())
+    }
+
+    /// Forgets every group's offsets for a deleted topic.
+    pub(crate) fn forget_topic_offsets(&self, topic: &str) {
+        let mut groups = self.groups.lock();
+        let mut changes = Vec::new();
+        for (gid, g) in &groups.groups {
+            for (t, p) in g.offsets.keys().filter(|(t, _)| t == topic) {
+                changes.push((
+                    Key::Offset {
+                        group: gid.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                ));
+            }
+        }
+        if let Err(e) = self.persist(changes) {
+            tracing::warn!(topic, error = %e, "could not forget committed offsets of a deleted topic");
+            return;
+        }
+        for g in groups.groups.values_mut() {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+    }
+}
+
+/// Where `reset_group_offsets` moves a group.
+#[derive(Debug, Clone, Copy)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+    Offset(i64),
+}
+
+impl Groups {
+    fn apply(&mut self, key: Key, value: Option<&[u8]>, now: i64) {
+        match key {
+            Key::Group { group } => match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
+                Some(v) => {
+                    self.groups.entry(group).or_default().assignor = v.assignor;
+                }
+                None => {
+                    self.groups.remove(&group);
+                }
+            },
+            Key::Offset { group, topic, partition } => {
+                let g = self.groups.entry(group).or_default();
+                match value.and_then(|v| serde_json::from_slice::<OffsetValue>(v).ok()) {
+                    Some(v) => {
+                        g.offsets.insert((topic, partition), (v.offset, v.metadata));
+                    }
+                    None => {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+            Key::Member { group, member } => {
+                let g = self.groups.entry(group).or_default();
+                match value.and_then(|v| serde_json::from_slice::<MemberValue>(v).ok()) {
+                    Some(v) => {
+                        let assigned: BTreeSet<Tp> = v.assigned.into_iter().collect();
+                        g.members.insert(
+                            member,
+                            Member {
+                                epoch: v.epoch,
+                                topics: v.topics,
+                                session_timeout_ms: v.session_timeout_ms,
+                                // A restarted broker gives every member a full session to
+                                // come back, and assumes it still owns what it was given.
+                                last_seen_ms: now,
+                                owned: assigned.clone(),
+                                assigned,
+                            },
+                        );
+                    }
+                    None => {
+                        g.members.remove(&member);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(assignor: &str, members: &[(&str, &[&str])]) -> Group {
+        let mut g = Group {
+            assignor: assignor.into(),
+            ..Group::default()
+        };
+        for (id, topics) in members {
+            g.members.insert(
+                id.to_string(),
+                Member {
+                    epoch: 1,
+                    topics: topics.iter().map(|t| t.to_string()).collect(),
+                    session_timeout_ms: 1000,
+                    last_seen_ms: 0,
+                    assigned: BTreeSet::new(),
+                    owned: BTreeSet::new(),
+                },
+            );
+        }
+        g
+    }
+
+    fn parts(t: &BTreeMap<String, BTreeSet<Tp>>, id: &str) -> Vec<(String, u32)> {
+        t[id].iter().cloned().collect()
+    }
+
+    #[test]
+    fn range_gives_contiguous_blocks_and_roundrobin_deals_in_turn() {
+        let g = group("range", &[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]);
+        let t = compute_targets(&g, &|_| 7);
+        assert_eq!(parts(&t, "a"), vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]);
+        assert_eq!(parts(&t, "b"), vec![("t".into(), 3), ("t".into(), 4)]);
+        assert_eq!(parts(&t, "c"), vec![("t".into(), 5), ("t".into(), 6)]);
+        let g = group("roundrobin", &[("a", &["t", "u"]), ("b", &["t"])]);
+        let t = compute_targets(&g, &|_| 2);
+        assert_eq!(parts(&t, "a"), vec![("t".into(), 0), ("u".into(), 0), ("u".into(), 1)]);
+        assert_eq!(parts(&t, "b"), vec![("t".into(), 1)]);
+    }
+
+    #[test]
+    fn every_partition_has_exactly_one_target_owner() {
+        for assignor in ASSIGNORS {
+            for members in 1..6 {
+                let ids: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+                let list: Vec<(&str, &[&str])> = ids.iter().map(|i| (i.as_str(), &["x", "y"][..])).collect();
+                let g = group(assignor, &list);
+                let t = compute_targets(&g, &|topic| if topic == "x" { 6 } else { 5 });
+                let all: Vec<&Tp> = t.values().flatten().collect();
+                let unique: BTreeSet<&Tp> = all.iter().cloned().collect();
+                assert_eq!(all.len(), 11, "{assignor} with {members}");
+                assert_eq!(unique.len(), 11);
+                let sizes: Vec<usize> = t.values().map(|s| s.len()).collect();
+                assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 2, "{sizes:?}");
+            }
+        }
+    }
+}
