@@ -6,5 +6,6 @@ mod helpers;
 mod bad_input;
 mod cli_roundtrip;
 mod crash;
+mod groups;
 mod long_poll;
 mod topics;

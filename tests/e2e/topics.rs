@@ -66,15 +66,19 @@ async fn topics_configs_and_data_survive_a_restart_and_delete_removes_them() {
         .into_iter()
         .map(|t| t.name)
         .collect();
-    assert_eq!(names, vec!["keep".to_string()]);
+    assert_eq!(
+        names,
+        vec!["__consumer_offsets".to_string(), "keep".to_string()]
+    );
     wait_until(
         Duration::from_secs(10),
         "the deleted topic's files to go",
         || {
+            // Left: keep and the internal offsets topic.
             let gone = std::fs::read_dir(dir.path().join("topics"))
                 .unwrap()
                 .count()
-                == 1;
+                == 2;
             async move { gone }
         },
     )

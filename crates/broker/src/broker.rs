@@ -453,7 +453,9 @@ impl Broker {
             created_ms: self.clock.now_ms(),
         };
         // Staging names stay short: a topic name may be 249 characters.
-        let staging = self.topics_dir.join(format!(".creating-{}", unique_suffix()));
+        let staging = self
+            .topics_dir
+            .join(format!(".creating-{}", unique_suffix()));
         let dir = self.topics_dir.join(name);
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
@@ -576,7 +578,13 @@ impl Broker {
         self.append(topic, 0, Bytes::new(), records)
     }
 
-    fn append(&self, topic: &str, partition: u32, batches: Bytes, records: &[PlainRecord]) -> Result<Produced> {
+    fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        records: &[PlainRecord],
+    ) -> Result<Produced> {
         let t = self.topic(topic)?;
         let p = self.partition(topic, partition)?;
         let max = t.config.read().max_message_bytes();

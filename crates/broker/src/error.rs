@@ -63,7 +63,9 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("unknown group {0:?}; list groups with `strata group list`")]
     UnknownGroup(String),
-    #[error("unknown member {member:?} of group {group:?} (its session may have expired); rejoin with member_epoch 0")]
+    #[error(
+        "unknown member {member:?} of group {group:?} (its session may have expired); rejoin with member_epoch 0"
+    )]
     UnknownMember { group: String, member: String },
     #[error("group {group:?} has {members} live member(s); stop them before you {action}")]
     GroupNotEmpty {
@@ -71,14 +73,18 @@ pub enum BrokerError {
         members: usize,
         action: &'static str,
     },
-    #[error("member {member:?} of group {group:?} does not own {topic}-{partition}; its commit is refused")]
+    #[error(
+        "member {member:?} of group {group:?} does not own {topic}-{partition}; its commit is refused"
+    )]
     NotOwner {
         group: String,
         member: String,
         topic: String,
         partition: u32,
     },
-    #[error("offset {offset} is out of range for {topic}-{partition}: valid offsets are {start}..={end}")]
+    #[error(
+        "offset {offset} is out of range for {topic}-{partition}: valid offsets are {start}..={end}"
+    )]
     InvalidOffset {
         topic: String,
         partition: u32,

@@ -41,9 +41,18 @@ type Tp = (String, u32);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Key {
-    Offset { group: String, topic: String, partition: u32 },
-    Member { group: String, member: String },
-    Group { group: String },
+    Offset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+    Member {
+        group: String,
+        member: String,
+    },
+    Group {
+        group: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +100,20 @@ struct Group {
 pub struct Groups {
     groups: BTreeMap<String, Group>,
     next_member: u64,
+}
+
+/// One heartbeat from a member (see `GroupHeartbeatRequest` in the proto).
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub group: String,
+    /// Empty to join.
+    pub member_id: String,
+    /// 0 to join, -1 to leave.
+    pub member_epoch: i32,
+    pub topics: Vec<String>,
+    pub owned: BTreeSet<Tp>,
+    pub assignor: String,
+    pub session_timeout_ms: u32,
 }
 
 /// A member's answer from a heartbeat.
@@ -162,34 +185,58 @@ impl Group {
 }
 
 /// The target assignment: member id -> partitions, from sorted members and partitions.
-fn compute_targets(group: &Group, partitions_of: &dyn Fn(&str) -> u32) -> BTreeMap<String, BTreeSet<Tp>> {
-    let mut targets: BTreeMap<String, BTreeSet<Tp>> =
-        group.members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
-    let topics: BTreeSet<&String> = group.members.values().flat_map(|m| m.topics.iter()).collect();
+fn compute_targets(
+    group: &Group,
+    partitions_of: &dyn Fn(&str) -> u32,
+) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut targets: BTreeMap<String, BTreeSet<Tp>> = group
+        .members
+        .keys()
+        .map(|id| (id.clone(), BTreeSet::new()))
+        .collect();
+    let topics: BTreeSet<&String> = group
+        .members
+        .values()
+        .flat_map(|m| m.topics.iter())
+        .collect();
     if group.assignor == "roundrobin" {
         // Deal every subscribed partition in turn to the members subscribed to its topic.
         let mut turn = 0usize;
         for topic in topics {
-            let subscribers: Vec<&String> =
-                group.members.iter().filter(|(_, m)| m.topics.contains(topic)).map(|(id, _)| id).collect();
+            let subscribers: Vec<&String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(topic))
+                .map(|(id, _)| id)
+                .collect();
             for p in 0..partitions_of(topic) {
                 let id = subscribers[turn % subscribers.len()];
-                targets.get_mut(id).expect("member").insert((topic.clone(), p));
+                targets
+                    .get_mut(id)
+                    .expect("member")
+                    .insert((topic.clone(), p));
                 turn += 1;
             }
         }
     } else {
         // Range: per topic, contiguous blocks; the first members get one extra.
         for topic in topics {
-            let subscribers: Vec<&String> =
-                group.members.iter().filter(|(_, m)| m.topics.contains(topic)).map(|(id, _)| id).collect();
+            let subscribers: Vec<&String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.topics.contains(topic))
+                .map(|(id, _)| id)
+                .collect();
             let n = partitions_of(topic) as usize;
             let (each, extra) = (n / subscribers.len(), n % subscribers.len());
             let mut p = 0;
             for (i, id) in subscribers.iter().enumerate() {
                 let take = each + usize::from(i < extra);
                 for q in p..p + take {
-                    targets.get_mut(*id).expect("member").insert((topic.clone(), q as u32));
+                    targets
+                        .get_mut(*id)
+                        .expect("member")
+                        .insert((topic.clone(), q as u32));
                 }
                 p += take;
             }
@@ -200,7 +247,9 @@ fn compute_targets(group: &Group, partitions_of: &dyn Fn(&str) -> u32) -> BTreeM
 
 impl Broker {
     fn partitions_of(&self, topic: &str) -> u32 {
-        self.topic(topic).map(|t| t.partitions().len() as u32).unwrap_or(0)
+        self.topic(topic)
+            .map(|t| t.partitions().len() as u32)
+            .unwrap_or(0)
     }
 
     fn targets(&self, group: &Group) -> BTreeMap<String, BTreeSet<Tp>> {
@@ -255,14 +304,21 @@ impl Broker {
                 break;
             }
             for b in strata_record::BatchIter::new(&buf) {
-                let b = b.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
+                let b =
+                    b.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
                 for r in b.records() {
-                    let r = r.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let r = r.map_err(|e| {
+                        BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}"))
+                    })?;
                     if r.offset < at {
                         continue;
                     }
-                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok()) else {
-                        tracing::warn!(offset = r.offset, "skipping unreadable record in {OFFSETS_TOPIC}");
+                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok())
+                    else {
+                        tracing::warn!(
+                            offset = r.offset,
+                            "skipping unreadable record in {OFFSETS_TOPIC}"
+                        );
                         continue;
                     };
                     groups.apply(key, r.value, now);
@@ -274,20 +330,26 @@ impl Broker {
                 break;
             }
         }
-        tracing::info!(groups = groups.groups.len(), records = applied, "loaded consumer groups");
+        tracing::info!(
+            groups = groups.groups.len(),
+            records = applied,
+            "loaded consumer groups"
+        );
         Ok(())
     }
 
-    pub fn group_heartbeat(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        member_epoch: i32,
-        topics: Vec<String>,
-        owned: BTreeSet<Tp>,
-        assignor: &str,
-        session_timeout_ms: u32,
-    ) -> Result<HeartbeatAnswer> {
+    pub fn group_heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+        let Heartbeat {
+            group: group_id,
+            member_id,
+            member_epoch,
+            topics,
+            owned,
+            assignor,
+            session_timeout_ms,
+        } = hb;
+        let (group_id, member_id, assignor) =
+            (group_id.as_str(), member_id.as_str(), assignor.as_str());
         validate_group_name(group_id)?;
         let now = self.clock().now_ms();
         let mut guard = self.groups.lock();
@@ -326,7 +388,11 @@ impl Broker {
         for t in &topics {
             self.topic(t)?;
         }
-        let assignor = if assignor.is_empty() { "range" } else { assignor };
+        let assignor = if assignor.is_empty() {
+            "range"
+        } else {
+            assignor
+        };
         if !ASSIGNORS.contains(&assignor) {
             return Err(BrokerError::InvalidRequest(format!(
                 "unknown assignor {assignor:?}: use one of {}",
@@ -361,17 +427,23 @@ impl Broker {
         } else {
             member_id.to_string()
         };
-        let known = groups.groups.get(group_id).is_some_and(|g| g.members.contains_key(&id));
+        let known = groups
+            .groups
+            .get(group_id)
+            .is_some_and(|g| g.members.contains_key(&id));
         if !joining && !known {
             return Err(BrokerError::UnknownMember {
                 group: group_id.to_string(),
                 member: id,
             });
         }
-        let group = groups.groups.entry(group_id.to_string()).or_insert_with(|| Group {
-            assignor: assignor.to_string(),
-            ..Group::default()
-        });
+        let group = groups
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group {
+                assignor: assignor.to_string(),
+                ..Group::default()
+            });
         let mut membership_changed = false;
         let member = group.members.entry(id.clone()).or_insert_with(|| {
             membership_changed = true;
@@ -462,7 +534,12 @@ impl Broker {
         }
     }
 
-    pub fn commit_offsets(&self, group_id: &str, member_id: &str, offsets: Vec<(String, u32, i64, String)>) -> Result<()> {
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        offsets: Vec<(String, u32, i64, String)>,
+    ) -> Result<()> {
         validate_group_name(group_id)?;
         let now = self.clock().now_ms();
         let mut groups = self.groups.lock();
@@ -476,10 +553,13 @@ impl Broker {
                     });
                 }
             } else {
-                let m = g.members.get(member_id).ok_or_else(|| BrokerError::UnknownMember {
-                    group: group_id.to_string(),
-                    member: member_id.to_string(),
-                })?;
+                let m = g
+                    .members
+                    .get(member_id)
+                    .ok_or_else(|| BrokerError::UnknownMember {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                    })?;
                 for (t, p, _, _) in &offsets {
                     let tp = (t.clone(), *p);
                     if !m.assigned.contains(&tp) && !m.owned.contains(&tp) {
@@ -539,10 +619,13 @@ impl Broker {
             ));
         }
         self.persist(changes)?;
-        let g = groups.groups.entry(group_id.to_string()).or_insert_with(|| Group {
-            assignor: "range".into(),
-            ..Group::default()
-        });
+        let g = groups
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group {
+                assignor: "range".into(),
+                ..Group::default()
+            });
         for (t, p, o, meta) in offsets {
             g.offsets.insert((t, p), (o, meta));
         }
@@ -550,13 +633,26 @@ impl Broker {
     }
 
     /// Committed offsets of a group: all of them, or those asked for (-1 where none).
-    pub fn committed_offsets(&self, group_id: &str, wanted: Vec<Tp>) -> Result<Vec<(String, u32, i64, String)>> {
+    pub fn committed_offsets(
+        &self,
+        group_id: &str,
+        wanted: Vec<Tp>,
+    ) -> Result<Vec<(String, u32, i64, String)>> {
         let groups = self.groups.lock();
         let g = groups.groups.get(group_id);
-        let get = |tp: &Tp| g.and_then(|g| g.offsets.get(tp)).cloned().unwrap_or((-1, String::new()));
+        let get = |tp: &Tp| {
+            g.and_then(|g| g.offsets.get(tp))
+                .cloned()
+                .unwrap_or((-1, String::new()))
+        };
         if wanted.is_empty() {
             return Ok(g
-                .map(|g| g.offsets.iter().map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone())).collect())
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone()))
+                        .collect()
+                })
                 .unwrap_or_default());
         }
         Ok(wanted
@@ -594,9 +690,15 @@ impl Broker {
         }
         let mut offsets = Vec::new();
         for (t, p) in tps {
-            let Ok(part) = self.partition(&t, p) else { continue };
+            let Ok(part) = self.partition(&t, p) else {
+                continue;
+            };
             let s = part.state();
-            let (committed, metadata) = g.offsets.get(&(t.clone(), p)).cloned().unwrap_or((-1, String::new()));
+            let (committed, metadata) = g
+                .offsets
+                .get(&(t.clone(), p))
+                .cloned()
+                .unwrap_or((-1, String::new()));
             let lag = if committed >= 0 {
                 (s.high_watermark - committed).max(0)
             } else {
@@ -641,7 +743,11 @@ impl Broker {
         validate_group_name(group_id)?;
         let t = self.topic(topic)?;
         let n = t.partitions().len() as u32;
-        let partitions = if partitions.is_empty() { (0..n).collect() } else { partitions };
+        let partitions = if partitions.is_empty() {
+            (0..n).collect()
+        } else {
+            partitions
+        };
         let mut offsets = Vec::new();
         for p in partitions {
             let part = self.partition(topic, p)?;
@@ -761,15 +867,21 @@ pub enum ResetTo {
 impl Groups {
     fn apply(&mut self, key: Key, value: Option<&[u8]>, now: i64) {
         match key {
-            Key::Group { group } => match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
-                Some(v) => {
-                    self.groups.entry(group).or_default().assignor = v.assignor;
+            Key::Group { group } => {
+                match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
+                    Some(v) => {
+                        self.groups.entry(group).or_default().assignor = v.assignor;
+                    }
+                    None => {
+                        self.groups.remove(&group);
+                    }
                 }
-                None => {
-                    self.groups.remove(&group);
-                }
-            },
-            Key::Offset { group, topic, partition } => {
+            }
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => {
                 let g = self.groups.entry(group).or_default();
                 match value.and_then(|v| serde_json::from_slice::<OffsetValue>(v).ok()) {
                     Some(v) => {
@@ -841,12 +953,18 @@ mod tests {
     fn range_gives_contiguous_blocks_and_roundrobin_deals_in_turn() {
         let g = group("range", &[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]);
         let t = compute_targets(&g, &|_| 7);
-        assert_eq!(parts(&t, "a"), vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]);
+        assert_eq!(
+            parts(&t, "a"),
+            vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]
+        );
         assert_eq!(parts(&t, "b"), vec![("t".into(), 3), ("t".into(), 4)]);
         assert_eq!(parts(&t, "c"), vec![("t".into(), 5), ("t".into(), 6)]);
         let g = group("roundrobin", &[("a", &["t", "u"]), ("b", &["t"])]);
         let t = compute_targets(&g, &|_| 2);
-        assert_eq!(parts(&t, "a"), vec![("t".into(), 0), ("u".into(), 0), ("u".into(), 1)]);
+        assert_eq!(
+            parts(&t, "a"),
+            vec![("t".into(), 0), ("u".into(), 0), ("u".into(), 1)]
+        );
         assert_eq!(parts(&t, "b"), vec![("t".into(), 1)]);
     }
 
@@ -855,7 +973,8 @@ mod tests {
         for assignor in ASSIGNORS {
             for members in 1..6 {
                 let ids: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
-                let list: Vec<(&str, &[&str])> = ids.iter().map(|i| (i.as_str(), &["x", "y"][..])).collect();
+                let list: Vec<(&str, &[&str])> =
+                    ids.iter().map(|i| (i.as_str(), &["x", "y"][..])).collect();
                 let g = group(assignor, &list);
                 let t = compute_targets(&g, &|topic| if topic == "x" { 6 } else { 5 });
                 let all: Vec<&Tp> = t.values().flatten().collect();
@@ -863,7 +982,10 @@ mod tests {
                 assert_eq!(all.len(), 11, "{assignor} with {members}");
                 assert_eq!(unique.len(), 11);
                 let sizes: Vec<usize> = t.values().map(|s| s.len()).collect();
-                assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 2, "{sizes:?}");
+                assert!(
+                    sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 2,
+                    "{sizes:?}"
+                );
             }
         }
     }

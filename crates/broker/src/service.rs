@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
 use crate::error::BrokerError;
-use crate::groups::ResetTo;
+use crate::groups::{Heartbeat, ResetTo};
 
 /// Longest long-poll wait a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -414,17 +414,16 @@ impl Strata for Service {
             .iter()
             .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
             .collect();
-        let a = span.in_scope(|| {
-            self.broker.group_heartbeat(
-                &r.group,
-                &r.member_id,
-                r.member_epoch,
-                r.topics,
-                owned,
-                &r.assignor,
-                r.session_timeout_ms,
-            )
-        })?;
+        let hb = Heartbeat {
+            group: r.group,
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            topics: r.topics,
+            owned,
+            assignor: r.assignor,
+            session_timeout_ms: r.session_timeout_ms,
+        };
+        let a = span.in_scope(|| self.broker.group_heartbeat(hb))?;
         Ok(Response::new(pb::GroupHeartbeatResponse {
             member_id: a.member_id,
             member_epoch: a.member_epoch,
@@ -438,8 +437,13 @@ impl Strata for Service {
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
         let r = request.into_inner();
-        let offsets = r.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
-        self.broker.commit_offsets(&r.group, &r.member_id, offsets)?;
+        let offsets = r
+            .offsets
+            .into_iter()
+            .map(|o| (o.topic, o.partition, o.offset, o.metadata))
+            .collect();
+        self.broker
+            .commit_offsets(&r.group, &r.member_id, offsets)?;
         Ok(Response::new(pb::CommitOffsetsResponse {}))
     }
 
@@ -521,9 +525,16 @@ impl Strata for Service {
             (None, Ok(pb::OffsetSpec::Earliest)) => ResetTo::Earliest,
             (None, Ok(pb::OffsetSpec::Latest)) => ResetTo::Latest,
             (None, Ok(pb::OffsetSpec::Timestamp)) => ResetTo::Timestamp(r.timestamp_ms),
-            (None, Err(_)) => return Err(Status::invalid_argument(format!("unknown offset spec {}", r.spec))),
+            (None, Err(_)) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown offset spec {}",
+                    r.spec
+                )));
+            }
         };
-        let offsets = self.broker.reset_group_offsets(&r.group, &r.topic, to, r.partitions)?;
+        let offsets = self
+            .broker
+            .reset_group_offsets(&r.group, &r.topic, to, r.partitions)?;
         Ok(Response::new(pb::ResetGroupOffsetsResponse {
             offsets: offset_entries(offsets),
         }))

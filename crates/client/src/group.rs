@@ -118,7 +118,9 @@ impl GroupConsumer {
         listener: Option<Box<dyn RebalanceListener>>,
     ) -> Result<Self> {
         if config.topics.is_empty() {
-            return Err(ClientError::Invalid("subscribe to at least one topic".into()));
+            return Err(ClientError::Invalid(
+                "subscribe to at least one topic".into(),
+            ));
         }
         let (tx, rx) = mpsc::channel(16);
         let mut c = Self {
@@ -150,7 +152,9 @@ impl GroupConsumer {
 
     /// The next offset to be delivered for an owned partition.
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
-        self.owned.get(&(topic.to_string(), partition)).map(|o| o.position)
+        self.owned
+            .get(&(topic.to_string(), partition))
+            .map(|o| o.position)
     }
 
     async fn heartbeat(&mut self) -> Result<()> {
@@ -185,10 +189,20 @@ impl GroupConsumer {
             .iter()
             .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
             .collect();
-        let revoked: Vec<TopicPartition> = self.owned.keys().filter(|tp| !target.contains(*tp)).cloned().collect();
-        let added: Vec<TopicPartition> = target.iter().filter(|tp| !self.owned.contains_key(*tp)).cloned().collect();
+        let revoked: Vec<TopicPartition> = self
+            .owned
+            .keys()
+            .filter(|tp| !target.contains(*tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = target
+            .iter()
+            .filter(|tp| !self.owned.contains_key(*tp))
+            .cloned()
+            .collect();
         if !revoked.is_empty() {
-            self.stop(&revoked, self.config.auto_commit_interval.is_some()).await?;
+            self.stop(&revoked, self.config.auto_commit_interval.is_some())
+                .await?;
         }
         if !added.is_empty() {
             self.start(&added).await?;
@@ -214,7 +228,10 @@ impl GroupConsumer {
         if commit {
             let entries = self.commit_entries(|tp| tps.contains(tp));
             if !entries.is_empty()
-                && let Err(e) = self.client.commit_offsets(&self.config.group, &self.member_id, entries).await
+                && let Err(e) = self
+                    .client
+                    .commit_offsets(&self.config.group, &self.member_id, entries)
+                    .await
             {
                 tracing::warn!(group = %self.config.group, error = %e, "commit on revocation failed");
             }
@@ -233,8 +250,10 @@ impl GroupConsumer {
             .client
             .committed_offsets(&self.config.group, grouped(tps.iter().cloned()))
             .await?;
-        let committed: BTreeMap<TopicPartition, i64> =
-            committed.into_iter().map(|e| ((e.topic, e.partition), e.offset)).collect();
+        let committed: BTreeMap<TopicPartition, i64> = committed
+            .into_iter()
+            .map(|e| ((e.topic, e.partition), e.offset))
+            .collect();
         if let Some(l) = self.listener.as_mut() {
             l.on_assigned(tps);
         }
@@ -243,7 +262,9 @@ impl GroupConsumer {
             let position = if c >= 0 {
                 c
             } else {
-                self.client.resolve_offset(&tp.0, tp.1, self.config.auto_offset_reset).await?
+                self.client
+                    .resolve_offset(&tp.0, tp.1, self.config.auto_offset_reset)
+                    .await?
             };
             self.owned.insert(
                 tp.clone(),
@@ -263,12 +284,21 @@ impl GroupConsumer {
     fn spawn_reader(&mut self, tp: &TopicPartition) {
         self.generation += 1;
         let generation = self.generation;
-        let Some(o) = self.owned.get_mut(tp) else { return };
+        let Some(o) = self.owned.get_mut(tp) else {
+            return;
+        };
         o.generation = generation;
-        let (client, tx, tp2, from, max_bytes) =
-            (self.client.clone(), self.tx.clone(), tp.clone(), o.position, self.config.max_bytes);
+        let (client, tx, tp2, from, max_bytes) = (
+            self.client.clone(),
+            self.tx.clone(),
+            tp.clone(),
+            o.position,
+            self.config.max_bytes,
+        );
         o.task = Some(tokio::spawn(async move {
-            let stream = consumer::subscribe(&client, &tp2.0, tp2.1, StartOffset::Offset(from), max_bytes).await;
+            let stream =
+                consumer::subscribe(&client, &tp2.0, tp2.1, StartOffset::Offset(from), max_bytes)
+                    .await;
             let mut stream = match stream {
                 Ok(s) => Box::pin(s),
                 Err(e) => {
@@ -322,8 +352,13 @@ impl GroupConsumer {
         if entries.is_empty() {
             return Ok(());
         }
-        let done: Vec<(TopicPartition, i64)> = entries.iter().map(|e| ((e.topic.clone(), e.partition), e.offset)).collect();
-        self.client.commit_offsets(&self.config.group, &self.member_id, entries).await?;
+        let done: Vec<(TopicPartition, i64)> = entries
+            .iter()
+            .map(|e| ((e.topic.clone(), e.partition), e.offset))
+            .collect();
+        self.client
+            .commit_offsets(&self.config.group, &self.member_id, entries)
+            .await?;
         for (tp, o) in done {
             if let Some(owned) = self.owned.get_mut(&tp) {
                 owned.committed = o;
@@ -336,7 +371,9 @@ impl GroupConsumer {
     /// the next commit commits it.
     pub fn seek(&mut self, topic: &str, partition: u32, offset: i64) {
         let tp = (topic.to_string(), partition);
-        let Some(o) = self.owned.get_mut(&tp) else { return };
+        let Some(o) = self.owned.get_mut(&tp) else {
+            return;
+        };
         o.position = offset;
         if let Some(t) = o.task.take() {
             t.abort();
@@ -368,7 +405,9 @@ impl GroupConsumer {
 
     fn accept(&mut self, d: Delivery, out: &mut Vec<(TopicPartition, Batches)>) -> Result<()> {
         let (tp, generation, b) = d;
-        let Some(o) = self.owned.get_mut(&tp) else { return Ok(()) };
+        let Some(o) = self.owned.get_mut(&tp) else {
+            return Ok(());
+        };
         if o.generation != generation || o.paused {
             return Ok(()); // read before a revocation or pause: never delivered
         }

@@ -262,14 +262,26 @@ impl Client {
         Ok(r.into_inner())
     }
 
-    pub async fn group_heartbeat(&self, req: pb::GroupHeartbeatRequest) -> Result<pb::GroupHeartbeatResponse> {
-        let r = self.raw().group_heartbeat(req).await.map_err(|s| self.err(s))?;
+    pub async fn group_heartbeat(
+        &self,
+        req: pb::GroupHeartbeatRequest,
+    ) -> Result<pb::GroupHeartbeatResponse> {
+        let r = self
+            .raw()
+            .group_heartbeat(req)
+            .await
+            .map_err(|s| self.err(s))?;
         Ok(r.into_inner())
     }
 
     /// Commits offsets for a group; `member_id` empty commits outside membership (only
     /// allowed while the group has no live members).
-    pub async fn commit_offsets(&self, group: &str, member_id: &str, offsets: Vec<pb::OffsetEntry>) -> Result<()> {
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        member_id: &str,
+        offsets: Vec<pb::OffsetEntry>,
+    ) -> Result<()> {
         self.raw()
             .commit_offsets(pb::CommitOffsetsRequest {
                 group: group.to_string(),
@@ -310,20 +322,31 @@ impl Client {
     pub async fn describe_group(&self, group: &str) -> Result<pb::GroupDescription> {
         let r = self
             .raw()
-            .describe_group(pb::DescribeGroupRequest { group: group.to_string() })
+            .describe_group(pb::DescribeGroupRequest {
+                group: group.to_string(),
+            })
             .await
             .map_err(|s| self.err(s))?;
         Ok(r.into_inner())
     }
 
-    pub async fn reset_group_offsets(&self, req: pb::ResetGroupOffsetsRequest) -> Result<Vec<pb::OffsetEntry>> {
-        let r = self.raw().reset_group_offsets(req).await.map_err(|s| self.err(s))?;
+    pub async fn reset_group_offsets(
+        &self,
+        req: pb::ResetGroupOffsetsRequest,
+    ) -> Result<Vec<pb::OffsetEntry>> {
+        let r = self
+            .raw()
+            .reset_group_offsets(req)
+            .await
+            .map_err(|s| self.err(s))?;
         Ok(r.into_inner().offsets)
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<()> {
         self.raw()
-            .delete_group(pb::DeleteGroupRequest { group: group.to_string() })
+            .delete_group(pb::DeleteGroupRequest {
+                group: group.to_string(),
+            })
             .await
             .map_err(|s| self.err(s))?;
         Ok(())

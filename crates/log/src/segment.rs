@@ -309,11 +309,20 @@ impl Segment {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(LogError::io(format!("reading {}", self.path().display()), e));
+                return Err(LogError::io(
+                    format!("reading {}", self.path().display()),
+                    e,
+                ));
             }
             if n == 0 {
-                let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shorter than expected");
-                return Err(LogError::io(format!("reading {}", self.path().display()), e));
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment shorter than expected",
+                );
+                return Err(LogError::io(
+                    format!("reading {}", self.path().display()),
+                    e,
+                ));
             }
             done += n as usize;
         }

@@ -249,9 +249,17 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
         let (partition, end) = (p.partition, p.high_watermark);
         tasks.push(tokio::spawn(async move {
             // A subscription: the broker streams batches ahead of the reader.
-            let stream = consumer::subscribe(&client, &topic, partition, StartOffset::Earliest, fetch_size).await?;
+            let stream = consumer::subscribe(
+                &client,
+                &topic,
+                partition,
+                StartOffset::Earliest,
+                fetch_size,
+            )
+            .await?;
             let mut stream = std::pin::pin!(stream);
-            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut hist =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut position = 0;
             let mut t = Instant::now();
             while position < end && count.load(Ordering::Relaxed) < want {
@@ -266,7 +274,8 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
                         break;
                     }
                     n += 1;
-                    sz += r.value.map(|v| v.len()).unwrap_or(0) as u64 + r.key.map(|k| k.len()).unwrap_or(0) as u64;
+                    sz += r.value.map(|v| v.len()).unwrap_or(0) as u64
+                        + r.key.map(|k| k.len()).unwrap_or(0) as u64;
                 }
                 position = b.next_offset;
                 count.fetch_add(n, Ordering::Relaxed);

@@ -650,7 +650,12 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
 }
 
 /// Prints up to `limit` records; returns (offset after the last printed, count).
-fn print_records(out: &mut impl Write, batches: &consumer::Batches, output: RecordOutput, limit: u64) -> Result<(i64, u64)> {
+fn print_records(
+    out: &mut impl Write,
+    batches: &consumer::Batches,
+    output: RecordOutput,
+    limit: u64,
+) -> Result<(i64, u64)> {
     let mut n = 0;
     let mut next = batches.from;
     for r in batches.records() {
@@ -688,7 +693,9 @@ async fn consume_group(a: ConsumeArgs) -> Result<()> {
     let group = a.group.clone().expect("checked");
     let reset = match parse_start(&a.offset, None)? {
         s @ (StartOffset::Earliest | StartOffset::Latest) => s,
-        _ => bail!("with --group, --offset must be earliest or latest (where the group has no committed offset); use `strata group reset-offsets` to move a group"),
+        _ => bail!(
+            "with --group, --offset must be earliest or latest (where the group has no committed offset); use `strata group reset-offsets` to move a group"
+        ),
     };
     let client = Client::connect(&a.broker.broker).await?;
     let config = strata_client::group::GroupConfig {
@@ -753,16 +760,37 @@ async fn group(cmd: GroupCommand, addr: &str) -> Result<()> {
             match output {
                 Output::Json => println!("{}", group_json(&d)),
                 Output::Text => {
-                    println!("Group: {}\tState: {}\tAssignor: {}\tEpoch: {}", d.group, d.state, d.assignor, d.group_epoch);
+                    println!(
+                        "Group: {}\tState: {}\tAssignor: {}\tEpoch: {}",
+                        d.group, d.state, d.assignor, d.group_epoch
+                    );
                     for m in &d.members {
-                        let parts: Vec<String> =
-                            m.assignments.iter().map(|tp| format!("{}:{:?}", tp.topic, tp.partitions)).collect();
-                        println!("  Member: {}\tEpoch: {}\tAssigned: {}", m.member_id, m.member_epoch, parts.join(" "));
+                        let parts: Vec<String> = m
+                            .assignments
+                            .iter()
+                            .map(|tp| format!("{}:{:?}", tp.topic, tp.partitions))
+                            .collect();
+                        println!(
+                            "  Member: {}\tEpoch: {}\tAssigned: {}",
+                            m.member_id,
+                            m.member_epoch,
+                            parts.join(" ")
+                        );
                     }
-                    println!("  {:<30} {:>9} {:>16} {:>16} {:>10}", "TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG");
+                    println!(
+                        "  {:<30} {:>9} {:>16} {:>16} {:>10}",
+                        "TOPIC", "PARTITION", "COMMITTED", "HIGH-WATERMARK", "LAG"
+                    );
                     for o in &d.offsets {
-                        let committed = if o.committed_offset < 0 { "-".to_string() } else { o.committed_offset.to_string() };
-                        println!("  {:<30} {:>9} {:>16} {:>16} {:>10}", o.topic, o.partition, committed, o.high_watermark, o.lag);
+                        let committed = if o.committed_offset < 0 {
+                            "-".to_string()
+                        } else {
+                            o.committed_offset.to_string()
+                        };
+                        println!(
+                            "  {:<30} {:>9} {:>16} {:>16} {:>10}",
+                            o.topic, o.partition, committed, o.high_watermark, o.lag
+                        );
                     }
                 }
             }
