@@ -627,3 +627,41 @@ async fn bad_group_requests_are_refused_and_change_nothing() {
     assert!(client.list_groups().await.unwrap().is_empty());
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_partitions_deliver_nothing_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("pausing", 2, 1, Default::default())
+        .await
+        .unwrap();
+    let mut m = GroupConsumer::join(client.clone(), config("g6", "pausing"))
+        .await
+        .unwrap();
+    assert_eq!(m.assignment().len(), 2);
+    m.pause("pausing", 0);
+    produce_values(&client, "pausing", 2, 0, 100).await;
+    // Partition 1 delivers all its 50 records; partition 0 nothing while paused.
+    let mut from = BTreeMap::<u32, usize>::new();
+    while from.get(&1).copied().unwrap_or(0) < 50 {
+        for ((_, p), b) in m.poll(Duration::from_millis(100)).await.unwrap() {
+            *from.entry(p).or_default() += b.records().count();
+        }
+    }
+    for ((_, p), _) in m.poll(Duration::from_millis(300)).await.unwrap() {
+        assert_ne!(p, 0, "paused partition delivered");
+    }
+    assert_eq!(from.get(&0), None);
+    assert_eq!(m.position("pausing", 0), Some(0));
+    m.resume("pausing", 0);
+    while from.get(&0).copied().unwrap_or(0) < 50 {
+        for ((_, p), b) in m.poll(Duration::from_millis(100)).await.unwrap() {
+            *from.entry(p).or_default() += b.records().count();
+        }
+    }
+    assert_eq!(from, BTreeMap::from([(0, 50), (1, 50)]));
+    m.close().await.unwrap();
+    broker.stop().await;
+}
