@@ -5,8 +5,8 @@
 //! <data-dir>/.lock                       held while a broker runs on this directory
 //! <data-dir>/topics/<topic>/topic.json   name, partitions, replication factor, overrides
 //! <data-dir>/topics/<topic>/<n>/         partition n's log (see strata-log)
-//! <data-dir>/topics/.creating-<t>       a create in progress (removed at start-up)
-//! <data-dir>/topics/.deleted-<t>        a delete in progress (removed at start-up)
+//! <data-dir>/staging/creating-<t>       a create in progress (removed at start-up)
+//! <data-dir>/staging/deleted-<t>        a delete in progress (removed at start-up)
 //! ```
 //! A topic appears by renaming a complete directory into place and disappears by
 //! renaming it away, so a crash never leaves half a topic.
@@ -201,6 +201,7 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
     topics_dir: PathBuf,
+    staging_dir: PathBuf,
     closing: watch::Sender<bool>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
@@ -272,6 +273,15 @@ impl Broker {
         let topics_dir = data.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", topics_dir.display()), e))?;
+        // Leftovers of an interrupted create or delete: finish them by removing them.
+        let staging_dir = data.join("staging");
+        if staging_dir.exists() {
+            tracing::info!(dir = %staging_dir.display(), "removing leftovers of interrupted creates/deletes");
+            std::fs::remove_dir_all(&staging_dir)
+                .map_err(|e| BrokerError::io(format!("removing {}", staging_dir.display()), e))?;
+        }
+        std::fs::create_dir_all(&staging_dir)
+            .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
         let broker = Self {
             config,
             clock,
@@ -279,6 +289,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             metrics: Arc::new(Metrics::default()),
             topics_dir,
+            staging_dir,
             closing: watch::channel(false).0,
             groups: parking_lot::Mutex::new(Default::default()),
             _lock: lock,
@@ -317,13 +328,6 @@ impl Broker {
             })?;
             let name = entry.file_name().to_string_lossy().to_string();
             let path = entry.path();
-            if name.starts_with('.') {
-                // An unfinished create or delete: finish it by removing the directory.
-                tracing::info!(dir = %path.display(), "removing leftover of an interrupted create/delete");
-                std::fs::remove_dir_all(&path)
-                    .map_err(|e| BrokerError::io(format!("removing {}", path.display()), e))?;
-                continue;
-            }
             let meta_path = path.join("topic.json");
             let text = std::fs::read(&meta_path)
                 .map_err(|e| BrokerError::io(format!("reading {}", meta_path.display()), e))?;
@@ -454,8 +458,8 @@ impl Broker {
         };
         // Staging names stay short: a topic name may be 249 characters.
         let staging = self
-            .topics_dir
-            .join(format!(".creating-{}", unique_suffix()));
+            .staging_dir
+            .join(format!("creating-{}", unique_suffix()));
         let dir = self.topics_dir.join(name);
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)
@@ -487,8 +491,8 @@ impl Broker {
             p.high_watermark.send_modify(|_| {});
         }
         let grave = self
-            .topics_dir
-            .join(format!(".deleted-{}", unique_suffix()));
+            .staging_dir
+            .join(format!("deleted-{}", unique_suffix()));
         std::fs::rename(&topic.dir, &grave)
             .map_err(|e| BrokerError::io(format!("deleting {}", topic.dir.display()), e))?;
         sync_dir(&self.topics_dir)?;
@@ -631,7 +635,15 @@ impl Broker {
             (info, log.log_start_offset())
         };
         self.metrics.produce_bytes.add(buf.len() as u64);
-        p.high_watermark.send_replace(info.last_offset + 1);
+        // Concurrent appends may publish out of order: the watermark only moves forward.
+        let hw = info.last_offset + 1;
+        p.high_watermark.send_if_modified(|v| {
+            let moved = hw > *v;
+            if moved {
+                *v = hw;
+            }
+            moved
+        });
         Ok(Produced {
             base_offset: info.base_offset,
             last_offset: info.last_offset,

@@ -123,7 +123,9 @@ impl BrokerError {
             },
             Self::Io { .. } => Code::Internal,
             Self::ShuttingDown => Code::Unavailable,
-            Self::UnknownGroup(_) | Self::UnknownMember { .. } => Code::NotFound,
+            Self::UnknownGroup(_) => Code::NotFound,
+            // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
+            Self::UnknownMember { .. } => Code::Aborted,
             Self::GroupNotEmpty { .. } | Self::NotOwner { .. } => Code::FailedPrecondition,
             Self::InvalidOffset { .. } => Code::OutOfRange,
         }

@@ -385,8 +385,12 @@ impl Broker {
                 "a group member must subscribe to at least one topic".into(),
             ));
         }
-        for t in &topics {
-            self.topic(t)?;
+        let joining = member_epoch == 0 || member_id.is_empty();
+        if joining {
+            // A topic deleted later is simply left out of the assignment.
+            for t in &topics {
+                self.topic(t)?;
+            }
         }
         let assignor = if assignor.is_empty() {
             "range"
@@ -409,7 +413,8 @@ impl Broker {
             }
         };
         let mut changes = Vec::new();
-        if !groups.groups.contains_key(group_id) {
+        let creating_group = !groups.groups.contains_key(group_id);
+        if creating_group {
             let v = GroupValue {
                 assignor: assignor.to_string(),
             };
@@ -420,7 +425,6 @@ impl Broker {
                 Some(serde_json::to_vec(&v).expect("group serializes")),
             ));
         }
-        let joining = member_epoch == 0 || member_id.is_empty();
         let id = if member_id.is_empty() {
             groups.next_member += 1;
             format!("{group_id}-{:x}-{}", now, groups.next_member)
@@ -462,8 +466,12 @@ impl Broker {
             membership_changed = true;
         }
         member.last_seen_ms = now;
-        // A member can only own what it was given; anything else it reports is ignored.
-        member.owned = owned.intersection(&member.assigned).cloned().collect();
+        // A member can only own what it was given (still assigned, or being revoked and
+        // not yet reported given up); anything else it reports is ignored. A retried
+        // heartbeat that still reports a revoked partition keeps it owned, so the
+        // partition is not handed on before its owner lets go.
+        let held: BTreeSet<Tp> = member.assigned.union(&member.owned).cloned().collect();
+        member.owned = owned.intersection(&held).cloned().collect();
         if membership_changed {
             group.epoch += 1;
         }
@@ -495,8 +503,10 @@ impl Broker {
             assignment: group_map(&member.assigned),
         };
         if let Err(e) = self.persist(changes) {
-            // Nothing durable changed: forget the in-memory change for a new member.
-            if membership_changed && joining {
+            // Nothing durable changed: forget a group or member that only memory knows.
+            if creating_group {
+                groups.groups.remove(group_id);
+            } else if membership_changed && joining {
                 group.members.remove(&id);
             }
             return Err(e);

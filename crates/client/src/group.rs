@@ -94,6 +94,7 @@ pub struct GroupConsumer {
     next_commit: Option<Instant>,
     generation: u64,
     listener: Option<Box<dyn RebalanceListener>>,
+    pending_error: Option<ClientError>,
 }
 
 fn grouped(tps: impl IntoIterator<Item = TopicPartition>) -> Vec<pb::TopicPartitions> {
@@ -136,6 +137,7 @@ impl GroupConsumer {
             heartbeat_interval: Duration::from_secs(1),
             generation: 0,
             listener,
+            pending_error: None,
         };
         c.heartbeat().await?;
         Ok(c)
@@ -169,7 +171,7 @@ impl GroupConsumer {
         };
         let resp = match self.client.group_heartbeat(req).await {
             Ok(r) => r,
-            Err(e) if e.code() == Some(tonic::Code::NotFound) && !self.member_id.is_empty() => {
+            Err(e) if e.code() == Some(tonic::Code::Aborted) && !self.member_id.is_empty() => {
                 // Our session expired: whatever we owned is someone else's now.
                 tracing::warn!(group = %self.config.group, member = %self.member_id, error = %e, "rejoining the group");
                 let all: Vec<TopicPartition> = self.owned.keys().cloned().collect();
@@ -318,7 +320,7 @@ impl GroupConsumer {
     fn commit_entries(&self, filter: impl Fn(&TopicPartition) -> bool) -> Vec<pb::OffsetEntry> {
         self.owned
             .iter()
-            .filter(|(tp, o)| filter(tp) && o.position > o.committed)
+            .filter(|(tp, o)| filter(tp) && o.position != o.committed)
             .map(|((t, p), o)| pb::OffsetEntry {
                 topic: t.clone(),
                 partition: *p,
@@ -403,18 +405,39 @@ impl GroupConsumer {
         }
     }
 
-    fn accept(&mut self, d: Delivery, out: &mut Vec<(TopicPartition, Batches)>) -> Result<()> {
+    /// Takes one delivery from a reader task. Errors never discard batches already
+    /// collected: they are kept for the next `poll` that has nothing else to return.
+    async fn accept(&mut self, d: Delivery, out: &mut Vec<(TopicPartition, Batches)>) {
         let (tp, generation, b) = d;
         let Some(o) = self.owned.get_mut(&tp) else {
-            return Ok(());
+            return;
         };
         if o.generation != generation || o.paused {
-            return Ok(()); // read before a revocation or pause: never delivered
+            return; // read before a revocation or pause: never delivered
         }
-        let b = b?;
-        o.position = b.next_offset;
-        out.push((tp, b));
-        Ok(())
+        match b {
+            Ok(b) => {
+                o.position = b.next_offset;
+                out.push((tp, b));
+            }
+            Err(e) if e.code() == Some(tonic::Code::OutOfRange) => {
+                // The position fell out of the retained range: apply auto_offset_reset.
+                let reset = self.config.auto_offset_reset;
+                match self.client.resolve_offset(&tp.0, tp.1, reset).await {
+                    Ok(at) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, reset_to = at, "position out of range; resetting");
+                        self.seek(&tp.0, tp.1, at);
+                    }
+                    Err(e) => {
+                        self.pending_error.get_or_insert(e);
+                    }
+                }
+            }
+            Err(e) => {
+                o.task = None;
+                self.pending_error.get_or_insert(e);
+            }
+        }
     }
 
     /// Waits up to `timeout` for batches from owned partitions, heartbeating and
@@ -433,10 +456,13 @@ impl GroupConsumer {
             }
             let mut out = Vec::new();
             while let Ok(d) = self.rx.try_recv() {
-                self.accept(d, &mut out)?;
+                self.accept(d, &mut out).await;
             }
             if !out.is_empty() {
                 return Ok(out);
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Err(e);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -449,7 +475,7 @@ impl GroupConsumer {
             tokio::select! {
                 d = self.rx.recv() => {
                     if let Some(d) = d {
-                        self.accept(d, &mut out)?;
+                        self.accept(d, &mut out).await;
                         if !out.is_empty() {
                             return Ok(out);
                         }

@@ -543,7 +543,7 @@ impl Log {
             let seg = self.segments.values().next().expect("non-empty");
             let expired = self.config.retention_ms >= 0
                 && seg.max_timestamp != i64::MIN
-                && now - seg.max_timestamp > self.config.retention_ms;
+                && now.saturating_sub(seg.max_timestamp) > self.config.retention_ms;
             let oversize = self.config.retention_bytes >= 0
                 && size - seg.size as i64 >= self.config.retention_bytes;
             if !(expired || oversize) || !guard.may_delete(seg.base_offset, seg.next_offset) {

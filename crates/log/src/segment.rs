@@ -143,9 +143,17 @@ impl Segment {
 
     /// Appends already-offset, validated batches (concatenated in `buf`).
     pub fn append(&mut self, buf: &[u8]) -> Result<()> {
-        (&*self.file)
-            .write_all(buf)
-            .map_err(|e| LogError::io(format!("appending to {}", self.path().display()), e))?;
+        if let Err(e) = (&*self.file).write_all(buf) {
+            // Cut whatever part of the write landed, so the file ends at a batch boundary
+            // again and the next append goes where the indexes expect it.
+            if let Err(cut) = self.file.set_len(self.size) {
+                tracing::error!(segment = %self.path().display(), error = %cut, "could not cut a partial write");
+            }
+            return Err(LogError::io(
+                format!("appending to {}", self.path().display()),
+                e,
+            ));
+        }
         let mut pos = 0usize;
         while pos < buf.len() {
             let h = BatchHeader::decode(&buf[pos..]).expect("validated batch");

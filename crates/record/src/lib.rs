@@ -260,13 +260,21 @@ impl<'a> Batch<'a> {
             return Err(malformed("last_offset_delta must equal record_count - 1"));
         }
         let mut actual = 0i32;
+        let mut max_ts = i64::MIN;
         let mut iter = batch.records();
         for rec in &mut iter {
             let rec = rec?;
             if rec.offset_delta != actual {
                 return Err(malformed("record offset deltas must be 0, 1, 2, ..."));
             }
+            max_ts = max_ts.max(rec.timestamp);
             actual += 1;
+        }
+        if actual > 0 && max_ts != h.max_timestamp {
+            // Retention and the time index trust max_timestamp: it must be the truth.
+            return Err(malformed(
+                "max_timestamp is not the largest record timestamp",
+            ));
         }
         if actual != h.record_count {
             return Err(RecordError::CountMismatch {

@@ -143,3 +143,16 @@ fn iterates_concatenated_batches_and_stops_at_corruption() {
     assert!(results[0].is_ok());
     assert!(matches!(results[1], Err(RecordError::Crc { .. })));
 }
+
+#[test]
+fn a_lying_max_timestamp_is_refused() {
+    let mut bytes = build(&[
+        (5, None, Some(b"a".to_vec()), vec![]),
+        (9, None, Some(b"b".to_vec()), vec![]),
+    ]);
+    bytes[35..43].copy_from_slice(&i64::MAX.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[CRC_START..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let e = Batch::validate(&bytes).unwrap_err();
+    assert!(e.to_string().contains("max_timestamp"), "{e}");
+}
