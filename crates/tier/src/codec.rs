@@ -1,0 +1,309 @@
+//! Segment batches <-> Parquet rows.
+//!
+//! One row per record: `offset` int64, `timestamp` timestamp(ms, UTC), `key` binary
+//! (nullable), `value` binary (nullable), `headers` list<struct<key utf8, value binary>>.
+//! Zstd, page statistics and the page index on; dictionary encoding off for the columns
+//! that are unique per row (offset, timestamp, value). Rows come back as record batches
+//! in the log's own format with the same offsets, timestamps, keys, values and headers
+//! (batch boundaries, producer ids and leader epochs are not kept).
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_array::builder::{
+    BinaryBuilder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow_array::{
+    Array, BinaryArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMillisecondArray,
+};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use strata_record::{BatchBuilder, BatchIter, RecordError};
+
+use crate::TierError;
+
+fn header_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ])
+}
+
+/// The Parquet/Arrow schema of a cold segment (see `docs/parquet-schema.md`).
+pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("offset", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new(
+            "headers",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(header_fields()),
+                true,
+            ))),
+            false,
+        ),
+    ]))
+});
+
+/// Writer settings: zstd, page statistics and index, row groups of `rows_per_group`.
+pub fn writer_properties(rows_per_group: usize) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(rows_per_group))
+        .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("value"), false)
+        .build()
+}
+
+/// Accumulates records into Arrow columns.
+pub struct RowsBuilder {
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: BinaryBuilder,
+    value: BinaryBuilder,
+    headers: ListBuilder<StructBuilder>,
+    rows: usize,
+}
+
+impl Default for RowsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RowsBuilder {
+    pub fn new() -> Self {
+        let fields = header_fields();
+        let header = StructBuilder::new(
+            fields.clone(),
+            vec![
+                Box::new(StringBuilder::new()),
+                Box::new(BinaryBuilder::new()),
+            ],
+        );
+        Self {
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            key: BinaryBuilder::new(),
+            value: BinaryBuilder::new(),
+            headers: ListBuilder::new(header).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Struct(fields),
+                true,
+            ))),
+            rows: 0,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends every record of `batches` (concatenated stored batches) at or after `from`.
+    pub fn append_batches(&mut self, batches: &[u8], from: i64) -> Result<(), RecordError> {
+        for b in BatchIter::new(batches) {
+            for r in b?.records() {
+                let r = r?;
+                if r.offset < from {
+                    continue;
+                }
+                self.offset.append_value(r.offset);
+                self.timestamp.append_value(r.timestamp);
+                self.key.append_option(r.key);
+                self.value.append_option(r.value);
+                let hs = self.headers.values();
+                for (k, v) in r.headers() {
+                    hs.field_builder::<StringBuilder>(0)
+                        .expect("key column")
+                        .append_value(String::from_utf8_lossy(k));
+                    hs.field_builder::<BinaryBuilder>(1)
+                        .expect("value column")
+                        .append_option(v);
+                    hs.append(true);
+                }
+                self.headers.append(true);
+                self.rows += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the rows built so far as one Arrow batch.
+    pub fn finish(&mut self) -> RecordBatch {
+        self.rows = 0;
+        RecordBatch::try_new(
+            SCHEMA.clone(),
+            vec![
+                Arc::new(self.offset.finish()),
+                Arc::new(self.timestamp.finish()),
+                Arc::new(self.key.finish()),
+                Arc::new(self.value.finish()),
+                Arc::new(self.headers.finish()),
+            ],
+        )
+        .expect("columns match the schema")
+    }
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, TierError> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| {
+            TierError::Format(format!("column {name:?} is missing or has the wrong type"))
+        })
+}
+
+/// Re-encodes Arrow rows as stored batches (one batch per `max_batch_bytes`), keeping
+/// only offsets in `[from, to)`.
+pub fn rows_to_batches(
+    batch: &RecordBatch,
+    from: i64,
+    to: i64,
+    max_batch_bytes: usize,
+) -> Result<Vec<u8>, TierError> {
+    let offsets: &Int64Array = column(batch, "offset")?;
+    let timestamps: &TimestampMillisecondArray = column(batch, "timestamp")?;
+    let keys: &BinaryArray = column(batch, "key")?;
+    let values: &BinaryArray = column(batch, "value")?;
+    let headers: &ListArray = column(batch, "headers")?;
+    let mut out = Vec::new();
+    let mut builder: Option<(BatchBuilder, i64, i64)> = None; // (builder, base offset, next)
+    let mut hs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    let flush = |b: Option<(BatchBuilder, i64, i64)>, out: &mut Vec<u8>| {
+        if let Some((b, base, _)) = b {
+            let mut bytes = b.finish_vec();
+            strata_record::set_base_offset(&mut bytes, base);
+            out.extend_from_slice(&bytes);
+        }
+    };
+    for i in 0..batch.num_rows() {
+        let offset = offsets.value(i);
+        if offset < from || offset >= to {
+            continue;
+        }
+        let ts = timestamps.value(i);
+        let key = (!keys.is_null(i)).then(|| keys.value(i));
+        let value = (!values.is_null(i)).then(|| values.value(i));
+        hs.clear();
+        if !headers.is_null(i) {
+            let list = headers.value(i);
+            let st = list
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| TierError::Format("headers are not a list of structs".into()))?;
+            let hk = st
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| TierError::Format("header keys are not utf8".into()))?;
+            let hv = st
+                .column(1)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| TierError::Format("header values are not binary".into()))?;
+            for j in 0..st.len() {
+                hs.push((
+                    hk.value(j).to_string(),
+                    (!hv.is_null(j)).then(|| hv.value(j).to_vec()),
+                ));
+            }
+        }
+        let href: Vec<(&str, Option<&[u8]>)> =
+            hs.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let fits = builder.as_ref().is_some_and(|(b, _, next)| {
+            *next == offset && b.size() + b.record_size(ts, key, value, &href) <= max_batch_bytes
+        });
+        if !fits {
+            flush(builder.take(), &mut out);
+            builder = Some((
+                BatchBuilder::new(ts, max_batch_bytes.min(1 << 20)),
+                offset,
+                offset,
+            ));
+        }
+        let (b, _, next) = builder.as_mut().expect("set above");
+        b.append(ts, key, value, &href);
+        *next = offset + 1;
+    }
+    flush(builder.take(), &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: i64, base: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new(1000, 4096);
+        for i in 0..n {
+            let k = format!("k{i}");
+            let v = format!("v{i}");
+            let h: Vec<(&str, Option<&[u8]>)> = if i % 3 == 0 {
+                vec![("h", Some(b"x".as_slice())), ("n", None)]
+            } else {
+                vec![]
+            };
+            let key = if i % 5 == 0 { None } else { Some(k.as_bytes()) };
+            b.append(1000 + i, key, Some(v.as_bytes()), &h);
+        }
+        let mut bytes = b.finish_vec();
+        strata_record::set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    #[test]
+    fn rows_round_trip_to_identical_records() {
+        let original = sample(50, 100);
+        let mut rows = RowsBuilder::new();
+        rows.append_batches(&original, 0).unwrap();
+        let batch = rows.finish();
+        assert_eq!(batch.num_rows(), 50);
+        let back = rows_to_batches(&batch, 0, i64::MAX, 300).unwrap();
+        let a: Vec<_> = BatchIter::new(&original)
+            .flat_map(|b| b.unwrap().records().map(|r| r.unwrap()).collect::<Vec<_>>())
+            .collect();
+        let b: Vec<_> = BatchIter::new(&back)
+            .flat_map(|b| b.unwrap().records().map(|r| r.unwrap()).collect::<Vec<_>>())
+            .collect();
+        assert!(
+            BatchIter::new(&back).count() > 1,
+            "split by max_batch_bytes"
+        );
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (x.offset, x.timestamp, x.key, x.value),
+                (y.offset, y.timestamp, y.key, y.value)
+            );
+            assert_eq!(
+                x.headers().collect::<Vec<_>>(),
+                y.headers().collect::<Vec<_>>()
+            );
+        }
+        let some = rows_to_batches(&batch, 120, 130, 1 << 20).unwrap();
+        let offs: Vec<i64> = BatchIter::new(&some)
+            .flat_map(|b| {
+                b.unwrap()
+                    .records()
+                    .map(|r| r.unwrap().offset)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(offs, (120..130).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,36 @@
+//! The cold tier: sealed segments rewritten as Parquet on object storage.
+//!
+//! This crate owns:
+//! - [`codec`]: segment batches <-> Parquet rows (schema in `docs/parquet-schema.md`);
+//! - [`store`]: building the `ObjectStore` from a URL (`file://`, `s3://`, `memory://`);
+//! - [`manifest`]: the per-partition manifest that lists every remote segment, so the
+//!   bucket alone is enough to find and serve a partition's history;
+//! - [`remote`]: writing a segment as one Parquet object and reading row groups back.
+//!
+//! Object keys are hive-style so query engines infer the partition column:
+//! `<prefix>/topics/<topic>/partition=<n>/<base:020>-<last:020>.parquet`, with the
+//! manifest at `<prefix>/topics/<topic>/partition=<n>/manifest.json`.
+//!
+//! Storage is reached only through `Arc<dyn ObjectStore>`.
+
+pub mod codec;
+pub mod manifest;
+pub mod remote;
+pub mod store;
+
+/// Everything the cold tier can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("invalid record data: {0}")]
+    Record(#[from] strata_record::RecordError),
+    #[error("{0}")]
+    Format(String),
+    #[error("invalid object store URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+pub type Result<T, E = TierError> = std::result::Result<T, E>;

@@ -1,0 +1,154 @@
+//! The per-partition manifest: `<prefix>/topics/<topic>/partition=<n>/manifest.json`.
+//!
+//! It lists every remote segment of the partition, oldest first, with what a reader
+//! needs to serve an offset without listing the bucket or reading footers first: offset
+//! and time ranges, size, the first offset of each row group, and a CRC-32 of the object.
+//! It is rewritten whole after each upload or deletion (format in `docs/manifest.md`).
+
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Bucket;
+use crate::{Result, TierError};
+
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSegment {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub records: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub size_bytes: u64,
+    /// Object key, relative to the bucket root.
+    pub key: String,
+    /// First offset of each row group, in order.
+    pub row_groups: Vec<i64>,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub topic: String,
+    pub partition: u32,
+    pub segments: Vec<RemoteSegment>,
+}
+
+impl Manifest {
+    pub fn new(topic: &str, partition: u32) -> Self {
+        Self {
+            version: MANIFEST_VERSION,
+            topic: topic.to_string(),
+            partition,
+            segments: Vec::new(),
+        }
+    }
+
+    /// Offset after the last remote record (the first offset not offloaded).
+    pub fn next_offset(&self) -> Option<i64> {
+        self.segments.last().map(|s| s.last_offset + 1)
+    }
+
+    /// The remote segment holding `offset`.
+    pub fn find(&self, offset: i64) -> Option<&RemoteSegment> {
+        let i = self.segments.partition_point(|s| s.last_offset < offset);
+        self.segments.get(i).filter(|s| s.base_offset <= offset)
+    }
+
+    /// Adds a segment; it must continue the manifest without a gap or overlap, or be one
+    /// already listed (an upload retried after it succeeded).
+    pub fn add(&mut self, seg: RemoteSegment) -> Result<bool> {
+        if self
+            .segments
+            .iter()
+            .any(|s| s.base_offset == seg.base_offset && s.last_offset == seg.last_offset)
+        {
+            return Ok(false);
+        }
+        if let Some(next) = self.next_offset()
+            && seg.base_offset != next
+        {
+            return Err(TierError::Format(format!(
+                "segment {}..={} does not follow the manifest's last offset {}",
+                seg.base_offset,
+                seg.last_offset,
+                next - 1
+            )));
+        }
+        self.segments.push(seg);
+        Ok(true)
+    }
+
+    pub async fn load(bucket: &Bucket, topic: &str, partition: u32) -> Result<Option<Self>> {
+        let key = bucket
+            .partition_dir(topic, partition)
+            .clone()
+            .join("manifest.json");
+        match bucket.store.get(&key).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                let m: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| TierError::Format(format!("manifest {key} is not valid: {e}")))?;
+                if m.version != MANIFEST_VERSION {
+                    return Err(TierError::Format(format!(
+                        "manifest {key} has version {}; this broker reads version {MANIFEST_VERSION}",
+                        m.version
+                    )));
+                }
+                Ok(Some(m))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn save(&self, bucket: &Bucket) -> Result<()> {
+        let key = bucket
+            .partition_dir(&self.topic, self.partition)
+            .clone()
+            .join("manifest.json");
+        let body = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        bucket.store.put(&key, PutPayload::from(body)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(base: i64, last: i64) -> RemoteSegment {
+        RemoteSegment {
+            base_offset: base,
+            last_offset: last,
+            records: (last - base + 1) as u64,
+            min_timestamp: 0,
+            max_timestamp: 0,
+            size_bytes: 1,
+            key: format!("k{base}"),
+            row_groups: vec![base],
+            crc32: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_must_be_contiguous_and_round_trip() {
+        let bucket = crate::store::open("memory://").unwrap();
+        assert_eq!(Manifest::load(&bucket, "t", 0).await.unwrap(), None);
+        let mut m = Manifest::new("t", 0);
+        assert!(m.add(seg(0, 9)).unwrap());
+        assert!(
+            !m.add(seg(0, 9)).unwrap(),
+            "a retried upload is not listed twice"
+        );
+        assert!(m.add(seg(11, 20)).is_err(), "a gap is refused");
+        assert!(m.add(seg(10, 20)).unwrap());
+        assert_eq!(m.find(15).unwrap().base_offset, 10);
+        assert_eq!(m.find(21), None);
+        m.save(&bucket).await.unwrap();
+        assert_eq!(Manifest::load(&bucket, "t", 0).await.unwrap(), Some(m));
+    }
+}
