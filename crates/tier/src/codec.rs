@@ -77,6 +77,8 @@ pub struct RowsBuilder {
     value: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     rows: usize,
+    /// Over everything appended: (first offset, last offset, min ts, max ts, records).
+    pub stats: Option<(i64, i64, i64, i64, u64)>,
 }
 
 impl Default for RowsBuilder {
@@ -106,6 +108,7 @@ impl RowsBuilder {
                 true,
             ))),
             rows: 0,
+            stats: None,
         }
     }
 
@@ -137,6 +140,11 @@ impl RowsBuilder {
                 }
                 self.headers.append(true);
                 self.rows += 1;
+                let st = self.stats.get_or_insert((r.offset, r.offset, r.timestamp, r.timestamp, 0));
+                st.1 = r.offset;
+                st.2 = st.2.min(r.timestamp);
+                st.3 = st.3.max(r.timestamp);
+                st.4 += 1;
             }
         }
         Ok(())

@@ -1,11 +1,16 @@
 //! Writing a sealed segment as one Parquet object, and reading offsets back from it.
 
-use arrow_array::{Array, Int64Array, TimestampMillisecondArray};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::async_writer::AsyncFileWriter;
 
 use crate::codec::{RowsBuilder, SCHEMA, rows_to_batches, writer_properties};
 use crate::manifest::RemoteSegment;
@@ -16,77 +21,120 @@ use crate::{Result, TierError};
 pub const DEFAULT_ROWS_PER_GROUP: usize = 8192;
 /// Footer bytes fetched with the first read, so the footer costs one GET.
 const FOOTER_HINT: usize = 64 * 1024;
+/// Bytes of segment file read at a time while uploading.
+const READ_CHUNK: usize = 4 << 20;
 
-/// Writes `batches` (a sealed segment's stored batches) as one Parquet object under the
-/// partition's directory and returns its manifest entry. Writing the same segment again
-/// writes the same key: uploads are idempotent.
-pub async fn upload_segment(
+/// Counts and checksums what the Parquet writer emits on its way to the store.
+struct Checksummed<W> {
+    inner: W,
+    sums: Arc<Mutex<(crc32fast::Hasher, u64)>>,
+}
+
+impl<W: AsyncFileWriter> AsyncFileWriter for Checksummed<W> {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        {
+            let mut s = self.sums.lock().expect("not poisoned");
+            s.0.update(&bs);
+            s.1 += bs.len() as u64;
+        }
+        self.inner.write(bs)
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        self.inner.complete()
+    }
+}
+
+/// Writes a sealed segment file as one Parquet object under the partition's directory,
+/// streaming: the file is read a few MiB at a time and row groups go up as multipart
+/// parts, so memory stays bounded whatever the segment size. Every batch's CRC is
+/// checked on the way. Writing the same segment again writes the same key: uploads are
+/// idempotent. Returns the manifest entry.
+pub async fn upload_segment_file(
     bucket: &Bucket,
     topic: &str,
     partition: u32,
-    batches: &[u8],
+    file: &std::path::Path,
     rows_per_group: usize,
 ) -> Result<RemoteSegment> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| TierError::Format(format!("cannot open {}: {e}", file.display())))?;
+    // The key names the offsets, which are known only after reading: write to a
+    // temporary key, then copy into place (a server-side copy) and delete it.
+    let dir = bucket.partition_dir(topic, partition);
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("segment").to_string();
+    let tmp = dir.clone().join(format!(".upload-{stem}.parquet"));
+    let sums = Arc::new(Mutex::new((crc32fast::Hasher::new(), 0u64)));
+    let sink = Checksummed {
+        inner: BufWriter::with_capacity(bucket.store.clone(), tmp.clone(), 8 << 20),
+        sums: sums.clone(),
+    };
+    let mut writer = AsyncArrowWriter::try_new(sink, SCHEMA.clone(), Some(writer_properties(rows_per_group)))?;
     let mut rows = RowsBuilder::new();
-    rows.append_batches(batches, 0)?;
-    let records = rows.rows();
-    if records == 0 {
-        return Err(TierError::Format("an empty segment is not uploaded".into()));
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut eof = false;
+    while !eof {
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let n = f
+            .read(&mut chunk)
+            .await
+            .map_err(|e| TierError::Format(format!("reading {}: {e}", file.display())))?;
+        eof = n == 0;
+        buf.extend_from_slice(&chunk[..n]);
+        // Hand over the complete batches; keep a partial one for the next read.
+        let mut whole = 0;
+        while let Some(Ok(len)) = strata_record::batch_total_len(&buf[whole..]) {
+            if whole + len > buf.len() {
+                break;
+            }
+            whole += len;
+        }
+        if eof && whole != buf.len() {
+            return Err(TierError::Format(format!("{} ends in a partial batch", file.display())));
+        }
+        rows.append_batches(&buf[..whole], 0)?;
+        buf.drain(..whole);
+        if rows.rows() >= rows_per_group || (eof && rows.rows() > 0) {
+            writer.write(&rows.finish()).await?;
+        }
     }
-    let batch = rows.finish();
-    let offsets = batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("offset column");
-    let timestamps = batch
-        .column(1)
-        .as_any()
-        .downcast_ref::<TimestampMillisecondArray>()
-        .expect("timestamp column");
-    let base = offsets.value(0);
-    let last = offsets.value(records - 1);
+    let Some((base, last, min_ts, max_ts, records)) = rows.stats else {
+        writer.close().await?;
+        let _ = bucket.store.delete(&tmp).await;
+        return Err(TierError::Format(format!("{} holds no records", file.display())));
+    };
     if last - base + 1 != records as i64 {
         return Err(TierError::Format(format!(
             "segment {base}..={last} holds {records} records: offsets are not dense"
         )));
     }
-    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    for i in 0..timestamps.len() {
-        min_ts = min_ts.min(timestamps.value(i));
-        max_ts = max_ts.max(timestamps.value(i));
-    }
-    let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(
-        &mut buf,
-        SCHEMA.clone(),
-        Some(writer_properties(rows_per_group)),
-    )?;
-    writer.write(&batch)?;
-    let meta = writer.close()?;
+    let meta = writer.close().await?;
     let mut row_groups = Vec::with_capacity(meta.num_row_groups());
     let mut first = base;
     for rg in meta.row_groups() {
         row_groups.push(first);
         first += rg.num_rows();
     }
-    let key = bucket
-        .partition_dir(topic, partition)
-        .clone()
-        .join(format!("{base:020}-{last:020}.parquet"));
-    let seg = RemoteSegment {
+    let key = dir.join(format!("{base:020}-{last:020}.parquet"));
+    bucket.store.copy(&tmp, &key).await?;
+    bucket.store.delete(&tmp).await?;
+    let (crc, size) = {
+        let s = sums.lock().expect("not poisoned");
+        (s.0.clone().finalize(), s.1)
+    };
+    Ok(RemoteSegment {
         base_offset: base,
         last_offset: last,
-        records: records as u64,
+        records,
         min_timestamp: min_ts,
         max_timestamp: max_ts,
-        size_bytes: buf.len() as u64,
+        size_bytes: size,
         key: key.to_string(),
         row_groups,
-        crc32: crc32fast::hash(&buf),
-    };
-    bucket.store.put(&key, PutPayload::from(buf)).await?;
-    Ok(seg)
+        crc32: crc,
+    })
 }
 
 /// Reads records from `from` on out of a remote segment, re-encoded as stored batches,
@@ -183,10 +231,12 @@ mod tests {
     #[tokio::test]
     async fn a_segment_uploads_and_reads_back_from_any_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let bucket = crate::store::open(&format!("file://{}", dir.path().display())).unwrap();
-        let seg = upload_segment(&bucket, "t", 2, &segment(1000, 5000), 1000)
-            .await
-            .unwrap();
+        let file = dir.path().join("00000000000000001000.log");
+        std::fs::write(&file, segment(1000, 5000)).unwrap();
+        let objects = dir.path().join("objects");
+        let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
+        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000).await.unwrap();
+        assert_eq!(seg.crc32, crc32fast::hash(&std::fs::read(objects.join(&seg.key)).unwrap()));
         assert_eq!(
             (seg.base_offset, seg.last_offset, seg.records),
             (1000, 5999, 5000)
@@ -196,7 +246,9 @@ mod tests {
             seg.key,
             "topics/t/partition=2/00000000000000001000-00000000000000005999.parquet"
         );
-        assert!(dir.path().join(&seg.key).exists());
+        assert!(objects.join(&seg.key).exists());
+        let leftovers = std::fs::read_dir(objects.join("topics/t/partition=2")).unwrap().count();
+        assert_eq!(leftovers, 1, "only the segment object, no temporary");
         let bytes = read_from(&bucket, &seg, 3500, 1).await.unwrap();
         let recs: Vec<(i64, Vec<u8>)> = BatchIter::new(&bytes)
             .flat_map(|b| {
