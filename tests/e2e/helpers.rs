@@ -33,7 +33,9 @@ impl TestBroker {
             ..BrokerConfig::default()
         };
         tweak(&mut config);
-        let broker = Broker::open(config, Arc::new(strata_log::SystemClock)).expect("broker opens");
+        let broker = Broker::open(config, Arc::new(strata_log::SystemClock))
+            .await
+            .expect("broker opens");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -160,13 +162,11 @@ where
     }
 }
 
-/// Every record of a partition from `from` to its high watermark: (offset, key, value).
-pub async fn read_all(
-    client: &Client,
-    topic: &str,
-    partition: u32,
-    from: i64,
-) -> Vec<(i64, Option<Vec<u8>>, Vec<u8>)> {
+/// A record read back: (offset, key, value).
+pub type ReadRecord = (i64, Option<Vec<u8>>, Vec<u8>);
+
+/// Every record of a partition from `from` to its high watermark.
+pub async fn read_all(client: &Client, topic: &str, partition: u32, from: i64) -> Vec<ReadRecord> {
     let mut out = Vec::new();
     let mut at = from;
     loop {

@@ -8,4 +8,6 @@ mod cli_roundtrip;
 mod crash;
 mod groups;
 mod long_poll;
+mod s3;
+mod tiered;
 mod topics;

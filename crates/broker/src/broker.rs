@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use strata_log::{AllowAll, Clock, Log, LogError};
+use strata_log::{Clock, Log, LogError};
 use strata_record::BatchBuilder;
 use tokio::sync::watch;
 
@@ -56,6 +56,8 @@ pub struct Topic {
     config: RwLock<EffectiveConfig>,
     partitions: Vec<Arc<Partition>>,
     dir: PathBuf,
+    /// False until the topic's metadata is stored in the bucket (after create/alter).
+    pub(crate) meta_in_bucket: AtomicBool,
 }
 
 impl Topic {
@@ -78,13 +80,25 @@ pub struct Partition {
     leader_epoch: i32,
     deleted: AtomicBool,
     closed: AtomicBool,
+    /// Remote segments in the cold tier (a copy of the bucket's manifest).
+    pub(crate) remote: RwLock<strata_tier::manifest::Manifest>,
+    pub(crate) tier: parking_lot::Mutex<crate::tiering::TierState>,
 }
 
 /// A snapshot of one partition's state.
 #[derive(Debug, Clone)]
 pub struct PartitionState {
     pub partition: u32,
+    /// First offset held in either tier.
     pub log_start_offset: i64,
+    /// First offset held on local disk.
+    pub local_log_start_offset: i64,
+    pub remote_segments: u32,
+    pub remote_bytes: u64,
+    /// Records below the high watermark not yet in the cold tier.
+    pub upload_lag: i64,
+    /// The last offload error, until an upload succeeds.
+    pub tier_error: Option<String>,
     pub high_watermark: i64,
     pub size_bytes: u64,
     pub segments: u32,
@@ -102,14 +116,31 @@ impl Partition {
 
     pub fn state(&self) -> PartitionState {
         let log = self.log.read();
+        let remote = self.remote.read();
+        let local_start = log.log_start_offset();
+        let start = remote
+            .segments
+            .first()
+            .map(|s| s.base_offset.min(local_start))
+            .unwrap_or(local_start);
+        let uploaded_to = remote.next_offset().unwrap_or(local_start);
         PartitionState {
             partition: self.id,
-            log_start_offset: log.log_start_offset(),
+            log_start_offset: start,
+            local_log_start_offset: local_start,
+            remote_segments: remote.segments.len() as u32,
+            remote_bytes: remote.segments.iter().map(|s| s.size_bytes).sum(),
+            upload_lag: (log.log_end_offset() - uploaded_to).max(0),
+            tier_error: self.tier.lock().last_error.clone(),
             high_watermark: log.log_end_offset(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count() as u32,
             leader_epoch: self.leader_epoch,
         }
+    }
+
+    pub(crate) fn log_read(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
+        self.log.read()
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -197,12 +228,13 @@ pub enum OffsetQuery {
 pub struct Broker {
     config: BrokerConfig,
     clock: Arc<dyn Clock>,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    pub(crate) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
     topics_dir: PathBuf,
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
+    pub(crate) bucket: strata_tier::store::Bucket,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
 }
@@ -254,9 +286,13 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 impl Broker {
-    /// Opens the data directory, recovering every topic's logs.
-    pub fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+    /// Opens the data directory, recovering every topic's logs, and the object store,
+    /// recovering topics that only the bucket still has.
+    pub async fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         config.validate()?;
+        let bucket =
+            crate::tiering::open_bucket(&config.object_store_url(), &config.object_store_options)
+                .await?;
         let data = &config.data_dir;
         std::fs::create_dir_all(data).map_err(|e| {
             BrokerError::io(format!("creating data directory {}", data.display()), e)
@@ -292,15 +328,21 @@ impl Broker {
             staging_dir,
             closing: watch::channel(false).0,
             groups: parking_lot::Mutex::new(Default::default()),
+            bucket,
             _lock: lock,
         };
         broker.load_topics()?;
+        broker.load_manifests().await?;
+        broker.recover_from_bucket().await?;
         if broker.topic(OFFSETS_TOPIC).is_err() {
             let configs = BTreeMap::from([
                 ("retention.ms".to_string(), "-1".to_string()),
                 ("segment.bytes".to_string(), (64 << 20).to_string()),
             ]);
-            broker.create_topic_now(OFFSETS_TOPIC, 1, 1, configs)?;
+            // Group state stays on local disk only: it is not offloaded.
+            let mut configs = configs;
+            configs.insert("remote.storage.enable".into(), "false".into());
+            broker.create_topic_now(broker.new_meta(OFFSETS_TOPIC, 1, 1, configs), &[])?;
         }
         broker.load_groups()?;
         Ok(Arc::new(broker))
@@ -337,23 +379,30 @@ impl Broker {
                     meta_path.display()
                 ))
             })?;
-            let topic = self.open_topic(meta, path)?;
+            let topic = self.open_topic(meta, path, &[])?;
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(topics = topics.len(), "loaded topics");
         Ok(())
     }
 
-    fn open_topic(&self, meta: TopicMeta, dir: PathBuf) -> Result<Topic> {
+    pub(crate) fn open_topic(
+        &self,
+        meta: TopicMeta,
+        dir: PathBuf,
+        starts: &[i64],
+    ) -> Result<Topic> {
         let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             let name = format!("{}-{p}", meta.name);
-            let (log, report) = Log::open(
+            let start = starts.get(p as usize).copied().unwrap_or(0);
+            let (log, report) = Log::open_from(
                 dir.join(p.to_string()),
                 &name,
                 config.log_config(),
                 self.clock.clone(),
+                start,
             )
             .map_err(|source| BrokerError::Log {
                 topic: meta.name.clone(),
@@ -372,6 +421,8 @@ impl Broker {
                 leader_epoch: 0,
                 deleted: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
+                remote: RwLock::new(strata_tier::manifest::Manifest::new(&meta.name, p)),
+                tier: parking_lot::Mutex::new(Default::default()),
             }));
         }
         Ok(Topic {
@@ -379,6 +430,7 @@ impl Broker {
             config: RwLock::new(config),
             partitions,
             dir,
+            meta_in_bucket: AtomicBool::new(false),
         })
     }
 
@@ -435,27 +487,34 @@ impl Broker {
         }
         topic_config::validate_all(&configs)?;
         let _admin = self.admin.lock().await;
-        self.create_topic_now(name, partitions, rf, configs)
+        self.create_topic_now(self.new_meta(name, partitions, rf, configs), &[])
     }
 
     /// Creates a topic; the caller holds the admin lock (or is still opening).
-    fn create_topic_now(
+    pub(crate) fn new_meta(
         &self,
         name: &str,
         partitions: i64,
         rf: i64,
         configs: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>> {
-        if self.topics.read().contains_key(name) {
-            return Err(BrokerError::TopicExists(name.to_string()));
-        }
-        let meta = TopicMeta {
+    ) -> TopicMeta {
+        TopicMeta {
             name: name.to_string(),
             partitions: partitions as u32,
             replication_factor: rf as u32,
             configs,
             created_ms: self.clock.now_ms(),
-        };
+        }
+    }
+
+    /// Creates a topic whose partition logs start at `starts` (0 where not given).
+    pub(crate) fn create_topic_now(&self, meta: TopicMeta, starts: &[i64]) -> Result<Arc<Topic>> {
+        let name = meta.name.clone();
+        let name = name.as_str();
+        let partitions = meta.partitions;
+        if self.topics.read().contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
         // Staging names stay short: a topic name may be 249 characters.
         let staging = self
             .staging_dir
@@ -468,7 +527,7 @@ impl Broker {
         std::fs::rename(&staging, &dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         sync_dir(&self.topics_dir)?;
-        let topic = Arc::new(self.open_topic(meta, dir)?);
+        let topic = Arc::new(self.open_topic(meta, dir, starts)?);
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -502,6 +561,7 @@ impl Broker {
             }
         });
         self.forget_topic_offsets(name);
+        self.delete_topic_objects(name).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -539,6 +599,7 @@ impl Broker {
         }
         *topic.config.write() = config;
         *topic.meta.write() = meta;
+        topic.meta_in_bucket.store(false, Ordering::Relaxed);
         Ok(topic)
     }
 
@@ -714,7 +775,7 @@ impl Broker {
         let min_bytes = min_bytes.clamp(1, max_bytes);
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
-            let (batches, hw, start) = p.read(offset, max_bytes)?;
+            let (batches, hw, start) = self.read_any(&p, offset, max_bytes).await?;
             let done = batches.len() >= min_bytes || tokio::time::Instant::now() >= deadline;
             if done {
                 return Ok(Fetched {
@@ -735,22 +796,28 @@ impl Broker {
         }
     }
 
-    pub fn list_offsets(
+    /// Resolves an offset over both tiers: (offset, its timestamp or -1, log start, hw).
+    pub async fn list_offsets(
         &self,
         topic: &str,
         partition: u32,
         query: OffsetQuery,
     ) -> Result<(i64, i64, i64, i64)> {
         let p = self.partition(topic, partition)?;
-        let log = p.log.read();
-        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        let s = p.state();
+        let (start, end) = (s.log_start_offset, s.high_watermark);
         let (offset, ts) = match query {
             OffsetQuery::Earliest => (start, -1),
             OffsetQuery::Latest => (end, -1),
-            OffsetQuery::Timestamp(t) => log
-                .offset_for_timestamp(t)
-                .map_err(|e| p.err(e))?
-                .unwrap_or((-1, -1)),
+            OffsetQuery::Timestamp(t) => match self.remote_offset_for_timestamp(&p, t).await? {
+                Some(found) => found,
+                None => p
+                    .log
+                    .read()
+                    .offset_for_timestamp(t)
+                    .map_err(|e| p.err(e))?
+                    .unwrap_or((-1, -1)),
+            },
         };
         Ok((offset, ts, start, end))
     }
@@ -760,12 +827,20 @@ impl Broker {
         self.expire_members();
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         for t in topics {
+            let remote = t.config().remote_enabled();
             for p in &t.partitions {
+                // With the cold tier on, only what it already holds may leave the disk.
+                let guard = crate::tiering::Uploaded {
+                    upto: remote.then(|| {
+                        let m = p.remote.read();
+                        m.next_offset().unwrap_or(i64::MIN)
+                    }),
+                };
                 let mut log = p.log.write();
                 if let Err(e) = log.tick() {
                     tracing::warn!(log = log.name(), error = %e, "flush/roll failed");
                 }
-                match log.enforce_retention(&AllowAll) {
+                match log.enforce_retention(&guard) {
                     Ok(deleted) => self
                         .metrics
                         .retention_deleted_segments

@@ -27,6 +27,12 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Prometheus `/metrics` listen address; empty disables it.
     pub metrics_listen: String,
+    /// Cold tier: `file:///PATH`, `s3://BUCKET/PREFIX` (AWS_* variables) or `memory://`;
+    /// empty means `file://<data_dir>/objects`.
+    pub object_store: String,
+    /// Options for the object store (object_store's keys, e.g. `aws_endpoint`,
+    /// `aws_allow_http`); they win over the AWS_* environment variables.
+    pub object_store_options: BTreeMap<String, String>,
     /// How often retention, `flush.ms` and `segment.ms` are checked.
     pub housekeeping_interval_ms: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
@@ -40,6 +46,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("strata-data"),
             listen: DEFAULT_LISTEN.to_string(),
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
+            object_store: String::new(),
+            object_store_options: BTreeMap::new(),
             housekeeping_interval_ms: 1000,
             topic_defaults: BTreeMap::new(),
         }
@@ -53,6 +61,15 @@ impl BrokerConfig {
             .map_err(|e| BrokerError::io(format!("reading config file {}", path.display()), e))?;
         toml::from_str(&text)
             .map_err(|e| BrokerError::InvalidConfig(format!("config file {}: {e}", path.display())))
+    }
+
+    /// The object store URL, with the default filled in.
+    pub fn object_store_url(&self) -> String {
+        if !self.object_store.is_empty() {
+            return self.object_store.clone();
+        }
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        format!("file://{}", dir.join("objects").display())
     }
 
     /// Checks every setting; the error names the key and what is valid.

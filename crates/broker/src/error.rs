@@ -61,6 +61,13 @@ pub enum BrokerError {
     },
     #[error("broker is shutting down")]
     ShuttingDown,
+    #[error("cold tier of {topic}-{partition}: {reason}")]
+    Remote {
+        topic: String,
+        partition: u32,
+        corrupt: bool,
+        reason: String,
+    },
     #[error("unknown group {0:?}; list groups with `strata group list`")]
     UnknownGroup(String),
     #[error(
@@ -124,6 +131,8 @@ impl BrokerError {
             Self::Io { .. } => Code::Internal,
             Self::ShuttingDown => Code::Unavailable,
             Self::UnknownGroup(_) => Code::NotFound,
+            Self::Remote { corrupt: true, .. } => Code::DataLoss,
+            Self::Remote { corrupt: false, .. } => Code::Unavailable,
             // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
             Self::UnknownMember { .. } => Code::Aborted,
             Self::GroupNotEmpty { .. } | Self::NotOwner { .. } => Code::FailedPrecondition,

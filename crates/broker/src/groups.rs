@@ -743,7 +743,7 @@ impl Broker {
     }
 
     /// Sets a group's committed offsets for a topic; refused while it has live members.
-    pub fn reset_group_offsets(
+    pub async fn reset_group_offsets(
         &self,
         group_id: &str,
         topic: &str,
@@ -766,7 +766,9 @@ impl Broker {
                 ResetTo::Earliest => s.log_start_offset,
                 ResetTo::Latest => s.high_watermark,
                 ResetTo::Timestamp(ts) => {
-                    let (o, ..) = self.list_offsets(topic, p, OffsetQuery::Timestamp(ts))?;
+                    let (o, ..) = self
+                        .list_offsets(topic, p, OffsetQuery::Timestamp(ts))
+                        .await?;
                     if o < 0 { s.high_watermark } else { o }
                 }
                 ResetTo::Offset(o) => {

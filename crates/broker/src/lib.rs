@@ -17,6 +17,7 @@ pub mod groups;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod tiering;
 pub mod topic_config;
 
 pub use broker::{Broker, validate_topic_name};

@@ -97,6 +97,13 @@ metrics! {
     Counter log_recovery_truncations "strata_log_recovery_truncations_total" "Active segments whose bad tail was cut at start-up.";
     Counter log_corruptions "strata_log_corruptions_total" "Corrupt batches detected on read.";
     Counter retention_deleted_segments "strata_retention_deleted_segments_total" "Segments deleted by retention.";
+    Counter uploads "strata_tier_uploads_total" "Segments offloaded to the object store.";
+    Counter upload_failures "strata_tier_upload_failures_total" "Failed offload attempts (retried with backoff).";
+    Counter upload_bytes "strata_tier_upload_bytes_total" "Parquet bytes offloaded.";
+    Histogram upload_latency "strata_tier_upload_seconds" "Time to offload one segment.";
+    Counter remote_reads "strata_tier_remote_reads_total" "Fetches served from the cold tier.";
+    Counter remote_read_bytes "strata_tier_remote_read_bytes_total" "Batch bytes served from the cold tier.";
+    Counter remote_deleted_segments "strata_tier_remote_deleted_segments_total" "Remote segments deleted by retention.";
 }
 
 #[cfg(test)]

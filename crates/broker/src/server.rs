@@ -29,6 +29,7 @@ pub async fn run(
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
+    let tiering = tokio::spawn(tiering(broker.clone(), stop_rx.clone()));
     let metrics_task =
         metrics.map(|l| tokio::spawn(serve_metrics(l, broker.metrics().clone(), stop_rx)));
     let service = StrataServer::new(Service::new(broker.clone()))
@@ -61,6 +62,7 @@ pub async fn run(
     };
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
+    let _ = tiering.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
@@ -82,6 +84,24 @@ async fn housekeeping(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receive
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
+    }
+}
+
+/// Offload and remote retention, on the housekeeping interval; never blocks produce.
+async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().housekeeping_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = broker.tier_tick() => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

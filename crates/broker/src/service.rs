@@ -164,6 +164,11 @@ fn describe(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
                     size_bytes: s.size_bytes,
                     segments: s.segments,
                     leader_epoch: s.leader_epoch,
+                    local_log_start_offset: s.local_log_start_offset,
+                    remote_segments: s.remote_segments,
+                    remote_bytes: s.remote_bytes,
+                    upload_lag: s.upload_lag,
+                    tier_error: s.tier_error.unwrap_or_default(),
                 }
             })
             .collect(),
@@ -265,7 +270,8 @@ impl Strata for Service {
         let r = request.into_inner();
         let p = self.broker.partition(&r.topic, r.partition)?;
         // Refuse a bad start offset up front, as a status rather than a stream item.
-        p.read(r.offset, 1)?;
+        let broker = self.broker.clone();
+        broker.read_any(&p, r.offset, 1).await?;
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
         // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
@@ -275,7 +281,7 @@ impl Strata for Service {
             async move {
                 let mut offset = r.offset;
                 loop {
-                    let read = p.read(offset, max_bytes);
+                    let read = broker.read_any(&p, offset, max_bytes).await;
                     metrics.fetch_requests.add(1);
                     let (batches, hw, start) = match read {
                         Ok(x) => x,
@@ -329,7 +335,10 @@ impl Strata for Service {
                 )));
             }
         };
-        let (offset, ts, start, hw) = self.broker.list_offsets(&r.topic, r.partition, query)?;
+        let (offset, ts, start, hw) = self
+            .broker
+            .list_offsets(&r.topic, r.partition, query)
+            .await?;
         Ok(Response::new(pb::ListOffsetsResponse {
             offset,
             timestamp_ms: ts,
@@ -534,7 +543,8 @@ impl Strata for Service {
         };
         let offsets = self
             .broker
-            .reset_group_offsets(&r.group, &r.topic, to, r.partitions)?;
+            .reset_group_offsets(&r.group, &r.topic, to, r.partitions)
+            .await?;
         Ok(Response::new(pb::ResetGroupOffsetsResponse {
             offsets: offset_entries(offsets),
         }))

@@ -58,6 +58,15 @@ fn check_cleanup(v: &str) -> Result<(), String> {
         _ => Err("must be delete".into()),
     }
 }
+fn check_local_retention(v: &str) -> Result<(), String> {
+    long_at_least(-2)(v).map_err(|e| format!("{e} (-2: same as the total retention, -1: no limit)"))
+}
+fn check_bool(v: &str) -> Result<(), String> {
+    match v.trim() {
+        "true" | "false" => Ok(()),
+        _ => Err("must be true or false".into()),
+    }
+}
 fn check_min_isr(v: &str) -> Result<(), String> {
     long_at_least(1)(v)
 }
@@ -83,6 +92,18 @@ pub const KEYS: &[Key] = &[
         check: check_non_negative,
     },
     Key {
+        name: "local.retention.bytes",
+        default: "-2",
+        doc: "largest local size before uploaded segments leave the disk; -2 same as retention.bytes",
+        check: check_local_retention,
+    },
+    Key {
+        name: "local.retention.ms",
+        default: "-2",
+        doc: "age after which uploaded segments leave the disk; -2 same as retention.ms",
+        check: check_local_retention,
+    },
+    Key {
         name: "max.message.bytes",
         default: "1048588",
         doc: "largest record batch accepted",
@@ -93,6 +114,12 @@ pub const KEYS: &[Key] = &[
         default: "1",
         doc: "replicas that must have a record for acks=all",
         check: check_min_isr,
+    },
+    Key {
+        name: "remote.storage.enable",
+        default: "true",
+        doc: "seal old segments to the object store as Parquet",
+        check: check_bool,
     },
     Key {
         name: "retention.bytes",
@@ -187,12 +214,36 @@ impl EffectiveConfig {
         self.long("max.message.bytes") as usize
     }
 
+    pub fn remote_enabled(&self) -> bool {
+        self.get("remote.storage.enable").trim() == "true"
+    }
+
+    /// Total retention (both tiers): (retention.ms, retention.bytes).
+    pub fn total_retention(&self) -> (i64, i64) {
+        (self.long("retention.ms"), self.long("retention.bytes"))
+    }
+
+    /// What the local log keeps: local.retention.* with the cold tier on (-2 falls back
+    /// to the total retention), the total retention without it.
+    fn local_retention(&self) -> (i64, i64) {
+        let (ms, bytes) = self.total_retention();
+        if !self.remote_enabled() {
+            return (ms, bytes);
+        }
+        let pick = |local: i64, total: i64| if local == -2 { total } else { local };
+        (
+            pick(self.long("local.retention.ms"), ms),
+            pick(self.long("local.retention.bytes"), bytes),
+        )
+    }
+
     pub fn log_config(&self) -> LogConfig {
+        let (retention_ms, retention_bytes) = self.local_retention();
         LogConfig {
             segment_bytes: self.long("segment.bytes") as u64,
             segment_ms: self.long("segment.ms"),
-            retention_ms: self.long("retention.ms"),
-            retention_bytes: self.long("retention.bytes"),
+            retention_ms,
+            retention_bytes,
             flush_messages: self.long("flush.messages") as u64,
             flush_ms: self.long("flush.ms"),
             ..LogConfig::default()

@@ -140,6 +140,18 @@ impl Log {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(Self, RecoveryReport)> {
+        Self::open_from(dir, name, config, clock, 0)
+    }
+
+    /// As [`Log::open`]; a log with no segments yet starts at `start_offset` (a broker
+    /// rebuilding a partition whose history lives in the cold tier).
+    pub fn open_from(
+        dir: impl AsRef<Path>,
+        name: impl Into<String>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        start_offset: i64,
+    ) -> Result<(Self, RecoveryReport)> {
         let dir = dir.as_ref().to_path_buf();
         let name = name.into();
         std::fs::create_dir_all(&dir)
@@ -205,10 +217,8 @@ impl Log {
             segments.insert(base, seg);
         }
         if segments.is_empty() {
-            segments.insert(
-                0,
-                Segment::create(&dir, 0, config.index_interval_bytes, now)?,
-            );
+            let seg = Segment::create(&dir, start_offset, config.index_interval_bytes, now)?;
+            segments.insert(start_offset, seg);
         }
         let epochs = EpochCache::open(&dir)?;
         let mut log = Self {

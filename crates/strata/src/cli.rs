@@ -77,6 +77,10 @@ struct ServerArgs {
     /// Prometheus /metrics listen address ("" disables) [default: 127.0.0.1:9293].
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Cold tier: file:///PATH, s3://BUCKET/PREFIX (AWS_* variables) or memory://
+    /// [default: file://<data-dir>/objects].
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    object_store: Option<String>,
     /// TOML config file (see deploy/strata.toml); flags and STRATA_* variables win.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
@@ -272,6 +276,9 @@ async fn server(a: ServerArgs) -> Result<()> {
     if let Some(m) = a.metrics_listen {
         config.metrics_listen = m;
     }
+    if let Some(o) = a.object_store {
+        config.object_store = o;
+    }
     config.validate()?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| {
         format!(
@@ -295,10 +302,7 @@ async fn server(a: ServerArgs) -> Result<()> {
     };
     let data_dir = config.data_dir.clone();
     let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
-    let broker = tokio::task::spawn_blocking(move || {
-        Broker::open(config, Arc::new(strata_log::SystemClock))
-    })
-    .await??;
+    let broker = Broker::open(config, Arc::new(strata_log::SystemClock)).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -356,6 +360,11 @@ pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
             "high_watermark": p.high_watermark,
             "size_bytes": p.size_bytes,
             "segments": p.segments,
+            "local_log_start_offset": p.local_log_start_offset,
+            "remote_segments": p.remote_segments,
+            "remote_bytes": p.remote_bytes,
+            "upload_lag": p.upload_lag,
+            "tier_error": if p.tier_error.is_empty() { serde_json::Value::Null } else { serde_json::Value::String(p.tier_error.clone()) },
         })).collect::<Vec<_>>(),
     })
 }

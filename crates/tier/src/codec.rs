@@ -140,7 +140,9 @@ impl RowsBuilder {
                 }
                 self.headers.append(true);
                 self.rows += 1;
-                let st = self.stats.get_or_insert((r.offset, r.offset, r.timestamp, r.timestamp, 0));
+                let st =
+                    self.stats
+                        .get_or_insert((r.offset, r.offset, r.timestamp, r.timestamp, 0));
                 st.1 = r.offset;
                 st.2 = st.2.min(r.timestamp);
                 st.3 = st.3.max(r.timestamp);

@@ -64,14 +64,22 @@ pub async fn upload_segment_file(
     // The key names the offsets, which are known only after reading: write to a
     // temporary key, then copy into place (a server-side copy) and delete it.
     let dir = bucket.partition_dir(topic, partition);
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("segment").to_string();
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("segment")
+        .to_string();
     let tmp = dir.clone().join(format!(".upload-{stem}.parquet"));
     let sums = Arc::new(Mutex::new((crc32fast::Hasher::new(), 0u64)));
     let sink = Checksummed {
         inner: BufWriter::with_capacity(bucket.store.clone(), tmp.clone(), 8 << 20),
         sums: sums.clone(),
     };
-    let mut writer = AsyncArrowWriter::try_new(sink, SCHEMA.clone(), Some(writer_properties(rows_per_group)))?;
+    let mut writer = AsyncArrowWriter::try_new(
+        sink,
+        SCHEMA.clone(),
+        Some(writer_properties(rows_per_group)),
+    )?;
     let mut rows = RowsBuilder::new();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut eof = false;
@@ -92,7 +100,10 @@ pub async fn upload_segment_file(
             whole += len;
         }
         if eof && whole != buf.len() {
-            return Err(TierError::Format(format!("{} ends in a partial batch", file.display())));
+            return Err(TierError::Format(format!(
+                "{} ends in a partial batch",
+                file.display()
+            )));
         }
         rows.append_batches(&buf[..whole], 0)?;
         buf.drain(..whole);
@@ -103,7 +114,10 @@ pub async fn upload_segment_file(
     let Some((base, last, min_ts, max_ts, records)) = rows.stats else {
         writer.close().await?;
         let _ = bucket.store.delete(&tmp).await;
-        return Err(TierError::Format(format!("{} holds no records", file.display())));
+        return Err(TierError::Format(format!(
+            "{} holds no records",
+            file.display()
+        )));
     };
     if last - base + 1 != records as i64 {
         return Err(TierError::Format(format!(
@@ -235,8 +249,13 @@ mod tests {
         std::fs::write(&file, segment(1000, 5000)).unwrap();
         let objects = dir.path().join("objects");
         let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
-        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000).await.unwrap();
-        assert_eq!(seg.crc32, crc32fast::hash(&std::fs::read(objects.join(&seg.key)).unwrap()));
+        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000)
+            .await
+            .unwrap();
+        assert_eq!(
+            seg.crc32,
+            crc32fast::hash(&std::fs::read(objects.join(&seg.key)).unwrap())
+        );
         assert_eq!(
             (seg.base_offset, seg.last_offset, seg.records),
             (1000, 5999, 5000)
@@ -247,7 +266,9 @@ mod tests {
             "topics/t/partition=2/00000000000000001000-00000000000000005999.parquet"
         );
         assert!(objects.join(&seg.key).exists());
-        let leftovers = std::fs::read_dir(objects.join("topics/t/partition=2")).unwrap().count();
+        let leftovers = std::fs::read_dir(objects.join("topics/t/partition=2"))
+            .unwrap()
+            .count();
         assert_eq!(leftovers, 1, "only the segment object, no temporary");
         let bytes = read_from(&bucket, &seg, 3500, 1).await.unwrap();
         let recs: Vec<(i64, Vec<u8>)> = BatchIter::new(&bytes)

@@ -42,6 +42,16 @@ impl Bucket {
 
 /// Builds the store for `url`.
 pub fn open(url: &str) -> Result<Bucket> {
+    open_with(url, &Default::default())
+}
+
+/// Builds the store for `url`; `options` are object_store's configuration keys (for S3:
+/// `aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+/// `aws_allow_http`, ...), applied over the AWS environment variables.
+pub fn open_with(
+    url: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Bucket> {
     let bad = |reason: &str| TierError::Url {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -68,10 +78,18 @@ pub fn open(url: &str) -> Result<Bucket> {
         if bucket.is_empty() {
             return Err(bad("name the bucket: s3://BUCKET/PREFIX"));
         }
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| bad(&e.to_string()))?;
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (k, v) in options {
+            let key = k
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                .map_err(|_| {
+                    bad(&format!(
+                        "unknown S3 option {k:?}; use object_store's aws_* keys"
+                    ))
+                })?;
+            builder = builder.with_config(key, v);
+        }
+        let store = builder.build().map_err(|e| bad(&e.to_string()))?;
         return Ok(Bucket::new(
             Arc::new(store),
             prefix.trim_end_matches('/'),

@@ -1,0 +1,430 @@
+//! The broker's side of the cold tier: offloading sealed segments, remote retention,
+//! reads below the local log start, and rebuilding topics from the bucket alone.
+//!
+//! Invariants:
+//! - Only sealed segments below the high watermark are uploaded, oldest first, each one
+//!   continuing the partition's manifest; the manifest is saved after the object.
+//! - Local retention deletes a segment only once the manifest covers it
+//!   ([`Uploaded`]), so an object-store outage stops local deletion, never produce.
+//! - Failed uploads are retried with exponential backoff (1 s to 60 s); the last error
+//!   is visible in describe and in the upload failure counter.
+//! - Remote retention (`retention.ms`/`retention.bytes`) removes the manifest entry
+//!   first and the object second, so a reader never finds a listed object missing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, PutPayload};
+use strata_log::DeletionGuard;
+use strata_tier::manifest::Manifest;
+use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, read_from, upload_segment_file};
+use strata_tier::store::Bucket;
+
+use crate::broker::{Broker, Partition, TopicMeta};
+use crate::error::{BrokerError, Result};
+
+/// Per-partition offload state.
+#[derive(Debug, Default)]
+pub struct TierState {
+    pub last_error: Option<String>,
+    failures: u32,
+    retry_at_ms: i64,
+}
+
+/// Lets local retention delete only what the cold tier already holds.
+pub struct Uploaded {
+    /// Offset after the last uploaded record; `None` when the tier is off for the topic.
+    pub upto: Option<i64>,
+}
+
+impl DeletionGuard for Uploaded {
+    fn may_delete(&self, _base: i64, next: i64) -> bool {
+        self.upto.is_none_or(|upto| next <= upto)
+    }
+}
+
+/// Opens the object store and checks that it answers, so a wrong endpoint, wrong
+/// credentials or a missing bucket stop the broker at start-up with a clear error.
+pub async fn open_bucket(
+    url: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Bucket> {
+    let bucket = strata_tier::store::open_with(url, options)
+        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    let probe = bucket.prefix.clone().join(".strata-probe");
+    let check = async {
+        bucket
+            .store
+            .put(&probe, PutPayload::from_static(b"ok"))
+            .await?;
+        bucket.store.get(&probe).await?.bytes().await?;
+        bucket.store.delete(&probe).await
+    };
+    match tokio::time::timeout(Duration::from_secs(20), check).await {
+        Ok(Ok(())) => Ok(bucket),
+        Ok(Err(e)) => Err(BrokerError::InvalidConfig(format!(
+            "object store {url} does not work: {e}; check the bucket exists and the AWS_* endpoint, region and credentials"
+        ))),
+        Err(_) => Err(BrokerError::InvalidConfig(format!(
+            "object store {url} did not answer within 20 s; check AWS_ENDPOINT and that the server is reachable"
+        ))),
+    }
+}
+
+fn remote_err(p: &Partition, e: strata_tier::TierError) -> BrokerError {
+    BrokerError::Remote {
+        topic: p.topic.clone(),
+        partition: p.id,
+        // A store error is an outage to retry; anything else is bad data in the bucket.
+        corrupt: !matches!(e, strata_tier::TierError::Store(_)),
+        reason: e.to_string(),
+    }
+}
+
+fn meta_key(bucket: &Bucket, topic: &str) -> object_store::path::Path {
+    bucket
+        .prefix
+        .clone()
+        .join("topics")
+        .join(topic)
+        .join("topic.json")
+}
+
+impl Broker {
+    /// Loads every partition's manifest from the bucket.
+    pub(crate) async fn load_manifests(&self) -> Result<()> {
+        let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            for p in t.partitions() {
+                if let Some(m) = Manifest::load(&self.bucket, &p.topic, p.id)
+                    .await
+                    .map_err(|e| remote_err(p, e))?
+                {
+                    *p.remote.write() = m;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Recreates topics that the bucket holds but the data directory does not (a new
+    /// broker with an empty disk): local logs start where the cold tier ends.
+    pub(crate) async fn recover_from_bucket(&self) -> Result<()> {
+        let topics_prefix = self.bucket.prefix.clone().join("topics");
+        let listing = self
+            .bucket
+            .store
+            .list_with_delimiter(Some(&topics_prefix))
+            .await
+            .map_err(|e| BrokerError::InvalidConfig(format!("listing the object store: {e}")))?;
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename().map(str::to_string) else {
+                continue;
+            };
+            if self.topic(&name).is_ok() {
+                continue;
+            }
+            let meta: TopicMeta = match self.bucket.store.get(&meta_key(&self.bucket, &name)).await
+            {
+                Ok(r) => {
+                    let bytes = r
+                        .bytes()
+                        .await
+                        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        BrokerError::InvalidConfig(format!(
+                            "topics/{name}/topic.json in the bucket is not valid: {e}"
+                        ))
+                    })?
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => {
+                    return Err(BrokerError::InvalidConfig(format!(
+                        "reading topics/{name}/topic.json: {e}"
+                    )));
+                }
+            };
+            let mut manifests = Vec::new();
+            for p in 0..meta.partitions {
+                let m = Manifest::load(&self.bucket, &name, p)
+                    .await
+                    .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?
+                    .unwrap_or_else(|| Manifest::new(&name, p));
+                manifests.push(m);
+            }
+            let starts: Vec<i64> = manifests
+                .iter()
+                .map(|m| m.next_offset().unwrap_or(0))
+                .collect();
+            let topic = self.create_topic_now(meta, &starts)?;
+            topic.meta_in_bucket.store(true, Ordering::Relaxed);
+            for (p, m) in topic.partitions().iter().zip(manifests) {
+                *p.remote.write() = m;
+            }
+            tracing::info!(topic = %name, "recovered topic from the object store");
+        }
+        Ok(())
+    }
+
+    /// Reads from whichever tier holds `offset`; the range check covers both tiers.
+    pub async fn read_any(
+        &self,
+        p: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, i64, i64)> {
+        let s = p.state();
+        if offset < s.log_start_offset || offset > s.high_watermark {
+            return Err(BrokerError::InvalidOffset {
+                topic: p.topic.clone(),
+                partition: p.id,
+                offset,
+                start: s.log_start_offset,
+                end: s.high_watermark,
+            });
+        }
+        if offset < s.local_log_start_offset {
+            let seg = p.remote.read().find(offset).cloned();
+            if let Some(seg) = seg {
+                let bytes = read_from(&self.bucket, &seg, offset, max_bytes)
+                    .await
+                    .map_err(|e| remote_err(p, e))?;
+                self.metrics().remote_reads.add(1);
+                self.metrics().remote_read_bytes.add(bytes.len() as u64);
+                return Ok((Bytes::from(bytes), s.high_watermark, s.log_start_offset));
+            }
+        }
+        let (bytes, hw, _) = p.read(offset, max_bytes)?;
+        Ok((bytes, hw, s.log_start_offset))
+    }
+
+    /// The first remote offset whose timestamp is >= `ts`, if the cold tier has one.
+    pub(crate) async fn remote_offset_for_timestamp(
+        &self,
+        p: &Partition,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let segs: Vec<_> = p
+            .remote
+            .read()
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= ts)
+            .cloned()
+            .collect();
+        let local_start = p.state().local_log_start_offset;
+        for seg in segs {
+            if seg.base_offset >= local_start {
+                break; // the local log answers from here on
+            }
+            let mut at = seg.base_offset;
+            while at <= seg.last_offset {
+                let bytes = read_from(&self.bucket, &seg, at, 1 << 20)
+                    .await
+                    .map_err(|e| remote_err(p, e))?;
+                if bytes.is_empty() {
+                    break;
+                }
+                for b in strata_record::BatchIter::new(&bytes) {
+                    let b = b.map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+                    for r in b.records() {
+                        let r = r.map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+                        if r.timestamp >= ts {
+                            return Ok(Some((r.offset, r.timestamp)));
+                        }
+                    }
+                    at = b.header().next_offset();
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// One round of offload and remote retention for every partition.
+    pub async fn tier_tick(&self) {
+        let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            let config = t.config();
+            if !config.remote_enabled() {
+                continue;
+            }
+            if !t.meta_in_bucket.load(Ordering::Relaxed) {
+                let meta = t.meta();
+                let body = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+                match self
+                    .bucket
+                    .store
+                    .put(&meta_key(&self.bucket, &meta.name), PutPayload::from(body))
+                    .await
+                {
+                    Ok(_) => t.meta_in_bucket.store(true, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(topic = %meta.name, error = %e, "could not store topic metadata in the bucket")
+                    }
+                }
+            }
+            for p in t.partitions() {
+                if p.is_deleted() {
+                    continue;
+                }
+                self.offload(p).await;
+                if let Err(e) = self.remote_retention(p, config.total_retention()).await {
+                    tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
+                }
+            }
+        }
+    }
+
+    fn tier_failed(&self, p: &Partition, what: String) {
+        let now = self.clock().now_ms();
+        let mut st = p.tier.lock();
+        st.failures += 1;
+        let backoff = (1000i64 << st.failures.min(6)).min(60_000);
+        st.retry_at_ms = now + backoff;
+        tracing::warn!(topic = %p.topic, partition = p.id, error = %what, retry_in_ms = backoff, "offload failed");
+        st.last_error = Some(what);
+        self.metrics().upload_failures.add(1);
+    }
+
+    /// Uploads the partition's sealed, committed segments that the manifest lacks.
+    async fn offload(&self, p: &Arc<Partition>) {
+        if p.tier.lock().retry_at_ms > self.clock().now_ms() {
+            return;
+        }
+        loop {
+            let next_remote = p.remote.read().next_offset();
+            let candidate = {
+                let log = p.log_read();
+                let segs = log.segments();
+                let hw = log.log_end_offset();
+                let from = next_remote.unwrap_or(log.log_start_offset());
+                segs[..segs.len() - 1]
+                    .iter()
+                    .find(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+                    .cloned()
+            };
+            let Some(seg) = candidate else { return };
+            if let Some(n) = next_remote
+                && seg.base_offset != n
+            {
+                self.tier_failed(
+                    p,
+                    format!(
+                        "cannot offload: the next local segment starts at {} but the cold tier ends at {}",
+                        seg.base_offset,
+                        n - 1
+                    ),
+                );
+                return;
+            }
+            let started = std::time::Instant::now();
+            let uploaded = upload_segment_file(
+                &self.bucket,
+                &p.topic,
+                p.id,
+                &seg.path,
+                DEFAULT_ROWS_PER_GROUP,
+            )
+            .await;
+            let rs = match uploaded {
+                Ok(rs) => rs,
+                Err(e) => {
+                    self.tier_failed(p, format!("uploading segment {}: {e}", seg.base_offset));
+                    return;
+                }
+            };
+            let mut m = p.remote.read().clone();
+            if let Err(e) = m.add(rs.clone()) {
+                self.tier_failed(p, e.to_string());
+                return;
+            }
+            if let Err(e) = m.save(&self.bucket).await {
+                self.tier_failed(p, format!("saving the manifest: {e}"));
+                return;
+            }
+            *p.remote.write() = m;
+            {
+                let mut st = p.tier.lock();
+                st.failures = 0;
+                st.last_error = None;
+            }
+            self.metrics().uploads.add(1);
+            self.metrics().upload_bytes.add(rs.size_bytes);
+            self.metrics().upload_latency.observe(started.elapsed());
+            tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
+                bytes = rs.size_bytes, "offloaded segment");
+        }
+    }
+
+    async fn remote_retention(&self, p: &Partition, (ms, bytes): (i64, i64)) -> Result<()> {
+        let now = self.clock().now_ms();
+        loop {
+            let mut m = p.remote.read().clone();
+            let Some(first) = m.segments.first().cloned() else {
+                return Ok(());
+            };
+            let (local_start, local_size) = {
+                let log = p.log_read();
+                (log.log_start_offset(), log.size_bytes())
+            };
+            // Size over both tiers, counting each record once.
+            let remote_only: u64 = m
+                .segments
+                .iter()
+                .filter(|s| s.last_offset < local_start)
+                .map(|s| s.size_bytes)
+                .sum();
+            let total = (remote_only + local_size) as i64;
+            let expired = ms >= 0 && now.saturating_sub(first.max_timestamp) > ms;
+            let oversize = bytes >= 0
+                && first.last_offset < local_start
+                && total - first.size_bytes as i64 >= bytes;
+            if !(expired || oversize) {
+                return Ok(());
+            }
+            m.segments.remove(0);
+            m.save(&self.bucket).await.map_err(|e| remote_err(p, e))?;
+            *p.remote.write() = m;
+            let key = object_store::path::Path::from(first.key.as_str());
+            if let Err(e) = self.bucket.store.delete(&key).await {
+                tracing::warn!(key = %first.key, error = %e, "could not delete an expired remote segment");
+            }
+            self.metrics().remote_deleted_segments.add(1);
+            tracing::info!(topic = %p.topic, partition = p.id, base = first.base_offset, last = first.last_offset,
+                reason = if expired { "retention.ms" } else { "retention.bytes" }, "deleted remote segment");
+        }
+    }
+
+    /// Removes every object of a deleted topic.
+    pub(crate) async fn delete_topic_objects(&self, topic: &str) {
+        let prefix = self.bucket.prefix.clone().join("topics").join(topic);
+        let keys: Vec<_> = match self
+            .bucket
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+        {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "could not list the deleted topic's objects");
+                return;
+            }
+        };
+        let n = keys.len();
+        let mut results = self
+            .bucket
+            .store
+            .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
+        while let Some(r) = results.next().await {
+            if let Err(e) = r {
+                tracing::warn!(topic, error = %e, "could not delete an object of a deleted topic");
+            }
+        }
+        tracing::info!(topic, objects = n, "deleted the topic's objects");
+    }
+}
