@@ -11,7 +11,6 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::broker::Broker;
-use crate::metrics::Metrics;
 use crate::service::Service;
 
 /// Largest gRPC message accepted or sent (a produce request or fetch answer).
@@ -30,8 +29,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
     let tiering = tokio::spawn(tiering(broker.clone(), stop_rx.clone()));
-    let metrics_task =
-        metrics.map(|l| tokio::spawn(serve_metrics(l, broker.metrics().clone(), stop_rx)));
+    let metrics_task = metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), stop_rx)));
     let service = StrataServer::new(Service::new(broker.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -108,7 +106,7 @@ async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.
 async fn serve_metrics(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
+    broker: Arc<Broker>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -122,7 +120,7 @@ async fn serve_metrics(
             },
             _ = stop.changed() => return,
         };
-        let metrics = metrics.clone();
+        let broker = broker.clone();
         tokio::spawn(async move {
             let mut req = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -134,7 +132,7 @@ async fn serve_metrics(
             }
             let line = String::from_utf8_lossy(&req);
             let (status, body) = if line.starts_with("GET /metrics ") {
-                ("200 OK", metrics.render())
+                ("200 OK", broker.metrics_text())
             } else {
                 ("404 Not Found", "try GET /metrics\n".to_string())
             };

@@ -90,10 +90,57 @@ fn meta_key(bucket: &Bucket, topic: &str) -> object_store::path::Path {
         .clone()
         .join("topics")
         .join(topic)
-        .join("topic.json")
+        .join("_topic.json")
 }
 
 impl Broker {
+    /// Every metric in the Prometheus text format, object-store requests included.
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = self.metrics().render();
+        let c = &self.bucket.counters;
+        let rows = [
+            (
+                "strata_s3_get_requests_total",
+                "Object store GET requests (range reads included).",
+                &c.get_requests,
+            ),
+            (
+                "strata_s3_get_bytes_total",
+                "Bytes returned by object store GETs.",
+                &c.get_bytes,
+            ),
+            (
+                "strata_s3_put_requests_total",
+                "Object store PUT, multipart and copy requests.",
+                &c.put_requests,
+            ),
+            (
+                "strata_s3_put_bytes_total",
+                "Bytes sent in single-request object store PUTs.",
+                &c.put_bytes,
+            ),
+            (
+                "strata_s3_delete_requests_total",
+                "Object store delete requests.",
+                &c.delete_requests,
+            ),
+            (
+                "strata_s3_list_requests_total",
+                "Object store list requests.",
+                &c.list_requests,
+            ),
+        ];
+        for (name, help, v) in rows {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        out
+    }
+
     /// Loads every partition's manifest from the bucket.
     pub(crate) async fn load_manifests(&self) -> Result<()> {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
@@ -136,14 +183,14 @@ impl Broker {
                         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
                     serde_json::from_slice(&bytes).map_err(|e| {
                         BrokerError::InvalidConfig(format!(
-                            "topics/{name}/topic.json in the bucket is not valid: {e}"
+                            "topics/{name}/_topic.json in the bucket is not valid: {e}"
                         ))
                     })?
                 }
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => {
                     return Err(BrokerError::InvalidConfig(format!(
-                        "reading topics/{name}/topic.json: {e}"
+                        "reading topics/{name}/_topic.json: {e}"
                     )));
                 }
             };

@@ -9,11 +9,13 @@
 //!
 //! Object keys are hive-style so query engines infer the partition column:
 //! `<prefix>/topics/<topic>/partition=<n>/<base:020>-<last:020>.parquet`, with the
-//! manifest at `<prefix>/topics/<topic>/partition=<n>/manifest.json`.
+//! manifest at `<prefix>/topics/<topic>/partition=<n>/_manifest.json` (a leading `_`
+//! keeps engines that read the directory from taking it for data).
 //!
 //! Storage is reached only through `Arc<dyn ObjectStore>`.
 
 pub mod codec;
+pub mod counting;
 pub mod manifest;
 pub mod remote;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The per-partition manifest: `<prefix>/topics/<topic>/partition=<n>/manifest.json`.
+//! The per-partition manifest: `<prefix>/topics/<topic>/partition=<n>/_manifest.json`.
 //!
 //! It lists every remote segment of the partition, oldest first, with what a reader
 //! needs to serve an offset without listing the bucket or reading footers first: offset
@@ -86,7 +86,7 @@ impl Manifest {
         let key = bucket
             .partition_dir(topic, partition)
             .clone()
-            .join("manifest.json");
+            .join("_manifest.json");
         match bucket.store.get(&key).await {
             Ok(r) => {
                 let bytes = r.bytes().await?;
@@ -109,7 +109,7 @@ impl Manifest {
         let key = bucket
             .partition_dir(&self.topic, self.partition)
             .clone()
-            .join("manifest.json");
+            .join("_manifest.json");
         let body = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bucket.store.put(&key, PutPayload::from(body)).await?;
         Ok(())

@@ -290,3 +290,52 @@ mod tests {
         assert_eq!(n, 5000);
     }
 }
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+    use strata_record::BatchBuilder;
+
+    #[tokio::test]
+    async fn a_read_from_the_middle_fetches_a_small_fraction_of_the_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("00000000000000000000.log");
+        let mut data = Vec::new();
+        // Values that do not compress, so the object is as large as the data.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut v = vec![0u8; 90];
+        for chunk in 0..200i64 {
+            let mut b = BatchBuilder::new(1, 1 << 16);
+            for i in 0..500i64 {
+                for byte in v.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *byte = x as u8;
+                }
+                b.append(1 + i, None, Some(&v), &[]);
+            }
+            let mut bytes = b.finish_vec();
+            strata_record::set_base_offset(&mut bytes, chunk * 500);
+            data.extend_from_slice(&bytes);
+        }
+        std::fs::write(&file, &data).unwrap();
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = upload_segment_file(&bucket, "t", 0, &file, DEFAULT_ROWS_PER_GROUP)
+            .await
+            .unwrap();
+        assert!(seg.row_groups.len() >= 10, "{:?}", seg.row_groups);
+        let (gets_before, bytes_before) = bucket.counters.get();
+        let out = read_from(&bucket, &seg, 55_555, 1).await.unwrap();
+        let (gets, bytes) = bucket.counters.get();
+        let (gets, bytes) = (gets - gets_before, bytes - bytes_before);
+        let first = strata_record::BatchIter::new(&out).next().unwrap().unwrap();
+        assert!(first.records().any(|r| r.unwrap().offset == 55_555));
+        assert!(
+            bytes * 5 < seg.size_bytes,
+            "read {bytes} of {} bytes",
+            seg.size_bytes
+        );
+        assert!(gets <= 4, "{gets} GETs");
+    }
+}

@@ -11,22 +11,27 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::counting::{CountingStore, StoreCounters};
 use crate::{Result, TierError};
 
 /// A store and the key prefix everything of this cluster lives under.
 #[derive(Debug, Clone)]
 pub struct Bucket {
+    /// The store, wrapped so every request is counted in `counters`.
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
     pub url: String,
+    pub counters: Arc<StoreCounters>,
 }
 
 impl Bucket {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        let counters = Arc::new(StoreCounters::default());
         Self {
-            store,
+            store: Arc::new(CountingStore::new(store, counters.clone())),
             prefix: Path::from(prefix),
             url: url.to_string(),
+            counters,
         }
     }
 
