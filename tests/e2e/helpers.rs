@@ -30,6 +30,8 @@ impl TestBroker {
             data_dir: dir.to_path_buf(),
             listen: "127.0.0.1:0".into(),
             metrics_listen: String::new(),
+            cold_cache_memory_bytes: 8 << 20,
+            cold_cache_disk_bytes: 16 << 20,
             ..BrokerConfig::default()
         };
         tweak(&mut config);

@@ -129,7 +129,7 @@ async fn altered_retention_deletes_old_segments_but_never_the_active_one() {
 
     let set = BTreeMap::from([("retention.bytes".to_string(), "8192".to_string())]);
     client.alter_configs("ret", set, vec![]).await.unwrap();
-    wait_until(Duration::from_secs(20), "size retention", || {
+    wait_until(Duration::from_secs(90), "size retention", || {
         let c = client.clone();
         async move {
             let p = &c.describe_topic("ret").await.unwrap().partitions[0];
@@ -146,7 +146,7 @@ async fn altered_retention_deletes_old_segments_but_never_the_active_one() {
     // retention.ms = 0: everything is expired, yet the active segment stays.
     let set = BTreeMap::from([("retention.ms".to_string(), "0".to_string())]);
     client.alter_configs("ret", set, vec![]).await.unwrap();
-    wait_until(Duration::from_secs(20), "time retention", || {
+    wait_until(Duration::from_secs(90), "time retention", || {
         let c = client.clone();
         async move { c.describe_topic("ret").await.unwrap().partitions[0].segments == 1 }
     })

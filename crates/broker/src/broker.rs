@@ -235,6 +235,7 @@ pub struct Broker {
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
     pub(crate) bucket: strata_tier::store::Bucket,
+    pub(crate) cache: Option<Arc<dyn strata_tier::cache::RowGroupCache>>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
 }
@@ -318,7 +319,21 @@ impl Broker {
         }
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
+        let cache: Option<Arc<dyn strata_tier::cache::RowGroupCache>> =
+            if config.cold_cache_memory_bytes == 0 && config.cold_cache_disk_bytes == 0 {
+                None
+            } else {
+                let c = strata_tier::cache::FoyerCache::open(
+                    &config.data_dir.join("cache"),
+                    config.cold_cache_memory_bytes.max(1 << 20),
+                    config.cold_cache_disk_bytes.max(16 << 20),
+                )
+                .await
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+                Some(c)
+            };
         let broker = Self {
+            cache,
             config,
             clock,
             topics: RwLock::new(BTreeMap::new()),

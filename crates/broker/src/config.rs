@@ -33,6 +33,10 @@ pub struct BrokerConfig {
     /// Options for the object store (object_store's keys, e.g. `aws_endpoint`,
     /// `aws_allow_http`); they win over the AWS_* environment variables.
     pub object_store_options: BTreeMap<String, String>,
+    /// Memory for cached cold row groups (0 with `cold_cache_disk_bytes` 0: no cache).
+    pub cold_cache_memory_bytes: usize,
+    /// Disk for cached cold row groups, in `<data_dir>/cache`.
+    pub cold_cache_disk_bytes: usize,
     /// How often retention, `flush.ms` and `segment.ms` are checked.
     pub housekeeping_interval_ms: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
@@ -48,6 +52,8 @@ impl Default for BrokerConfig {
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
             object_store: String::new(),
             object_store_options: BTreeMap::new(),
+            cold_cache_memory_bytes: 64 << 20,
+            cold_cache_disk_bytes: 256 << 20,
             housekeeping_interval_ms: 1000,
             topic_defaults: BTreeMap::new(),
         }

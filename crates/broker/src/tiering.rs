@@ -138,6 +138,25 @@ impl Broker {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        if let Some(cache) = &self.cache {
+            let c = cache.counters();
+            let name = "strata_cold_cache_requests_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Cold row-group reads by where they were found.\n# TYPE {name} counter"
+            );
+            for (result, v) in [
+                ("memory_hit", &c.memory_hits),
+                ("disk_hit", &c.disk_hits),
+                ("miss", &c.misses),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{result=\"{result}\"}} {}",
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
         out
     }
 
@@ -236,7 +255,7 @@ impl Broker {
         if offset < s.local_log_start_offset {
             let seg = p.remote.read().find(offset).cloned();
             if let Some(seg) = seg {
-                let bytes = read_from(&self.bucket, &seg, offset, max_bytes)
+                let bytes = read_from(&self.bucket, self.cache.as_ref(), &seg, offset, max_bytes)
                     .await
                     .map_err(|e| remote_err(p, e))?;
                 self.metrics().remote_reads.add(1);
@@ -269,7 +288,7 @@ impl Broker {
             }
             let mut at = seg.base_offset;
             while at <= seg.last_offset {
-                let bytes = read_from(&self.bucket, &seg, at, 1 << 20)
+                let bytes = read_from(&self.bucket, self.cache.as_ref(), &seg, at, 1 << 20)
                     .await
                     .map_err(|e| remote_err(p, e))?;
                 if bytes.is_empty() {

@@ -14,6 +14,7 @@
 //!
 //! Storage is reached only through `Arc<dyn ObjectStore>`.
 
+pub mod cache;
 pub mod codec;
 pub mod counting;
 pub mod manifest;

@@ -12,6 +12,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_writer::AsyncFileWriter;
 
+use crate::cache::RowGroupCache;
 use crate::codec::{RowsBuilder, SCHEMA, rows_to_batches, writer_properties};
 use crate::manifest::RemoteSegment;
 use crate::store::Bucket;
@@ -151,11 +152,13 @@ pub async fn upload_segment_file(
     })
 }
 
-/// Reads records from `from` on out of a remote segment, re-encoded as stored batches,
-/// up to about `max_bytes` (at least one row group's worth). Fetches only the row groups
-/// needed, with range reads.
+/// Reads records from `from` on out of a remote segment, as stored batches, up to about
+/// `max_bytes` (at least the rest of one row group). Only the row groups needed are
+/// fetched, with range reads, and through `cache` when given; after a read the next row
+/// group is fetched into the cache in the background (read-ahead for replay).
 pub async fn read_from(
     bucket: &Bucket,
+    cache: Option<&Arc<dyn RowGroupCache>>,
     seg: &RemoteSegment,
     from: i64,
     max_bytes: usize,
@@ -164,17 +167,84 @@ pub async fn read_from(
     if from > seg.last_offset {
         return Ok(Vec::new());
     }
+    let groups = seg.row_groups.len();
     let first = seg
         .row_groups
         .partition_point(|&o| o <= from)
         .saturating_sub(1);
+    let mut out = Vec::new();
+    let mut next = groups;
+    for rg in first..groups {
+        let bytes = row_group(bucket, cache, seg, rg).await?;
+        append_from(&mut out, &bytes, from);
+        if out.len() >= max_bytes {
+            next = rg + 1;
+            break;
+        }
+    }
+    if let Some(cache) = cache
+        && next < groups
+    {
+        let key = cache_key(seg, next);
+        if !cache.contains(&key) {
+            let (bucket, cache, seg) = (bucket.clone(), cache.clone(), seg.clone());
+            tokio::spawn(async move {
+                if let Ok(bytes) = fetch_row_group(&bucket, &seg, next).await {
+                    cache.insert(key, bytes);
+                }
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
+    format!("{}#{rg}", seg.key)
+}
+
+/// Appends the batches of `bytes` that hold offsets at or after `from`.
+fn append_from(out: &mut Vec<u8>, bytes: &[u8], from: i64) {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Ok(h) = strata_record::BatchHeader::decode(&bytes[pos..]) else {
+            break;
+        };
+        if h.last_offset() >= from {
+            out.extend_from_slice(&bytes[pos..]);
+            return;
+        }
+        pos += h.total_len();
+    }
+}
+
+async fn row_group(
+    bucket: &Bucket,
+    cache: Option<&Arc<dyn RowGroupCache>>,
+    seg: &RemoteSegment,
+    rg: usize,
+) -> Result<Bytes> {
+    let key = cache_key(seg, rg);
+    if let Some(c) = cache
+        && let Some(b) = c.get(&key).await
+    {
+        return Ok(b);
+    }
+    let bytes = fetch_row_group(bucket, seg, rg).await?;
+    if let Some(c) = cache {
+        c.insert(key, bytes.clone());
+    }
+    Ok(bytes)
+}
+
+/// Fetches one row group from the object store and re-encodes its rows as batches.
+async fn fetch_row_group(bucket: &Bucket, seg: &RemoteSegment, rg: usize) -> Result<Bytes> {
     let corrupt = |e: parquet::errors::ParquetError| {
         TierError::Format(format!(
             "remote segment {} (offsets {}..={}) cannot be read: {e}",
             seg.key, seg.base_offset, seg.last_offset
         ))
     };
-    #[allow(deprecated)] // the reader works; replacing it is tracked in docs/manifest.md
+    #[allow(deprecated)] // works today; an own AsyncFileReader is the planned replacement
     let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
         bucket.store.clone(),
         Path::from(seg.key.as_str()),
@@ -184,35 +254,13 @@ pub async fn read_from(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(corrupt)?;
-    let groups = builder.metadata().num_row_groups();
+    let stream = builder.with_row_groups(vec![rg]).build().map_err(corrupt)?;
+    let batches: Vec<_> = stream.try_collect().await.map_err(corrupt)?;
     let mut out = Vec::new();
-    let mut builder = Some(builder);
-    for rg in first..groups {
-        let b = match builder.take() {
-            Some(b) => b,
-            None => {
-                #[allow(deprecated)]
-                let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
-                    bucket.store.clone(),
-                    Path::from(seg.key.as_str()),
-                )
-                .with_file_size(seg.size_bytes)
-                .with_footer_size_hint(FOOTER_HINT);
-                ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
-                    .map_err(corrupt)?
-            }
-        };
-        let stream = b.with_row_groups(vec![rg]).build().map_err(corrupt)?;
-        let batches: Vec<_> = stream.try_collect().await.map_err(corrupt)?;
-        for rb in &batches {
-            out.extend_from_slice(&rows_to_batches(rb, from, i64::MAX, 256 * 1024)?);
-        }
-        if out.len() >= max_bytes {
-            break;
-        }
+    for rb in &batches {
+        out.extend_from_slice(&rows_to_batches(rb, i64::MIN, i64::MAX, 256 * 1024)?);
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -270,7 +318,7 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 1, "only the segment object, no temporary");
-        let bytes = read_from(&bucket, &seg, 3500, 1).await.unwrap();
+        let bytes = read_from(&bucket, None, &seg, 3500, 1).await.unwrap();
         let recs: Vec<(i64, Vec<u8>)> = BatchIter::new(&bytes)
             .flat_map(|b| {
                 b.unwrap()
@@ -280,10 +328,13 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // Whole batches come back; like a consumer, skip records before the offset asked.
+        assert!(recs.first().unwrap().0 <= 3500);
+        let recs: Vec<_> = recs.into_iter().filter(|r| r.0 >= 3500).collect();
         assert_eq!(recs.first().unwrap(), &(3500, b"value-3500".to_vec()));
         assert_eq!(recs.last().unwrap().0, 3999, "one row group");
         assert!(recs.windows(2).all(|w| w[1].0 == w[0].0 + 1));
-        let all = read_from(&bucket, &seg, 0, usize::MAX).await.unwrap();
+        let all = read_from(&bucket, None, &seg, 0, usize::MAX).await.unwrap();
         let n: usize = BatchIter::new(&all)
             .map(|b| b.unwrap().header().record_count as usize)
             .sum();
@@ -326,7 +377,7 @@ mod range_tests {
             .unwrap();
         assert!(seg.row_groups.len() >= 10, "{:?}", seg.row_groups);
         let (gets_before, bytes_before) = bucket.counters.get();
-        let out = read_from(&bucket, &seg, 55_555, 1).await.unwrap();
+        let out = read_from(&bucket, None, &seg, 55_555, 1).await.unwrap();
         let (gets, bytes) = bucket.counters.get();
         let (gets, bytes) = (gets - gets_before, bytes - bytes_before);
         let first = strata_record::BatchIter::new(&out).next().unwrap().unwrap();
@@ -337,5 +388,69 @@ mod range_tests {
             seg.size_bytes
         );
         assert!(gets <= 4, "{gets} GETs");
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::cache::FoyerCache;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[tokio::test]
+    async fn a_second_read_is_served_by_the_cache_without_a_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("00000000000000000000.log");
+        let mut b = strata_record::BatchBuilder::new(1, 1 << 20);
+        for i in 0..30_000i64 {
+            b.append(1 + i, None, Some(format!("value-{i}").as_bytes()), &[]);
+        }
+        std::fs::write(&file, b.finish_vec()).unwrap();
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = upload_segment_file(&bucket, "t", 0, &file, DEFAULT_ROWS_PER_GROUP)
+            .await
+            .unwrap();
+        let foyer = FoyerCache::open(&dir.path().join("cache"), 4 << 20, 16 << 20)
+            .await
+            .unwrap();
+        let cache: Arc<dyn RowGroupCache> = foyer.clone();
+        let first = read_from(&bucket, Some(&cache), &seg, 10_000, 1)
+            .await
+            .unwrap();
+        // Read-ahead fetches the next row group in the background: wait for it.
+        let next = cache_key(&seg, 2);
+        let start = std::time::Instant::now();
+        while !cache.contains(&next) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "read-ahead"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let (gets, _) = bucket.counters.get();
+        assert!(gets > 0);
+        let again = read_from(&bucket, Some(&cache), &seg, 10_000, 1)
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(bucket.counters.get().0, gets, "the second read made no GET");
+        let c = cache.counters();
+        assert_eq!(c.memory_hits.load(Relaxed) + c.disk_hits.load(Relaxed), 1);
+        // The sequential next read is served by read-ahead, also without a GET.
+        let ahead = read_from(&bucket, Some(&cache), &seg, 16_384, 1)
+            .await
+            .unwrap();
+        assert!(!ahead.is_empty());
+        assert_eq!(bucket.counters.get().0, gets);
+        let offsets: Vec<i64> = strata_record::BatchIter::new(&again)
+            .flat_map(|b| {
+                b.unwrap()
+                    .records()
+                    .map(|r| r.unwrap().offset)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(offsets[0] <= 10_000 && offsets.contains(&10_000));
+        foyer.close().await;
     }
 }
