@@ -422,3 +422,34 @@ async fn a_corrupt_object_is_named_and_remote_retention_leaves_no_orphans() {
     assert_eq!(e.code(), Some(tonic::Code::OutOfRange), "{e}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_object_store_stops_the_broker_at_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let cases = [
+        ("s3://strata/x", "aws_secret_access_key", "wrong-secret"),
+        ("s3://no-such-bucket/x", "aws_region", "us-east-1"),
+    ];
+    for (i, (url, key, value)) in cases.into_iter().enumerate() {
+        let mut options = s3.options();
+        options.insert(key.to_string(), value.to_string());
+        let config = strata_broker::BrokerConfig {
+            data_dir: dir.path().join(format!("data{i}")),
+            object_store: url.to_string(),
+            object_store_options: options,
+            ..Default::default()
+        };
+        let e =
+            match strata_broker::Broker::open(config, std::sync::Arc::new(strata_log::SystemClock))
+                .await
+            {
+                Ok(_) => panic!("{url} with {key}={value} should be refused"),
+                Err(e) => e.to_string(),
+            };
+        assert!(
+            e.contains(url) && e.contains("check the bucket exists"),
+            "{e}"
+        );
+    }
+}

@@ -56,6 +56,11 @@ pub async fn open_bucket(
         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
     let probe = bucket.prefix.clone().join(".strata-probe");
     let check = async {
+        // Listing fails on a missing bucket even where writes to it would be accepted.
+        bucket
+            .store
+            .list_with_delimiter(Some(&bucket.prefix))
+            .await?;
         bucket
             .store
             .put(&probe, PutPayload::from_static(b"ok"))
