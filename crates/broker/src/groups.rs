@@ -184,6 +184,16 @@ impl Group {
     }
 }
 
+/// Members subscribed to `topic`, in id order.
+fn subscribers_of<'a>(group: &'a Group, topic: &str) -> Vec<&'a String> {
+    group
+        .members
+        .iter()
+        .filter(|(_, m)| m.topics.iter().any(|t| t == topic))
+        .map(|(id, _)| id)
+        .collect()
+}
+
 /// The target assignment: member id -> partitions, from sorted members and partitions.
 fn compute_targets(
     group: &Group,
@@ -203,12 +213,7 @@ fn compute_targets(
         // Deal every subscribed partition in turn to the members subscribed to its topic.
         let mut turn = 0usize;
         for topic in topics {
-            let subscribers: Vec<&String> = group
-                .members
-                .iter()
-                .filter(|(_, m)| m.topics.contains(topic))
-                .map(|(id, _)| id)
-                .collect();
+            let subscribers = subscribers_of(group, topic);
             for p in 0..partitions_of(topic) {
                 let id = subscribers[turn % subscribers.len()];
                 targets
@@ -221,12 +226,7 @@ fn compute_targets(
     } else {
         // Range: per topic, contiguous blocks; the first members get one extra.
         for topic in topics {
-            let subscribers: Vec<&String> = group
-                .members
-                .iter()
-                .filter(|(_, m)| m.topics.contains(topic))
-                .map(|(id, _)| id)
-                .collect();
+            let subscribers = subscribers_of(group, topic);
             let n = partitions_of(topic) as usize;
             let (each, extra) = (n / subscribers.len(), n % subscribers.len());
             let mut p = 0;

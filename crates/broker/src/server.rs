@@ -70,7 +70,16 @@ pub async fn run(
     result
 }
 
-async fn housekeeping(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Runs `round` every housekeeping interval until `stop`; a round in progress is
+/// abandoned at shutdown.
+async fn every<F, Fut>(
+    broker: Arc<Broker>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut round: F,
+) where
+    F: FnMut(Arc<Broker>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let mut tick = tokio::time::interval(Duration::from_millis(
         broker.config().housekeeping_interval_ms,
     ));
@@ -80,27 +89,24 @@ async fn housekeeping(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receive
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
+        tokio::select! {
+            _ = round(broker.clone()) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 
-/// Offload and remote retention, on the housekeeping interval; never blocks produce.
-async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config().housekeeping_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        tokio::select! {
-            _ = broker.tier_tick() => {}
-            _ = stop.changed() => return,
-        }
-    }
+/// Retention, flush.ms, segment.ms and group sessions (blocking file work).
+async fn housekeeping(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    every(broker, stop, |b| async move {
+        let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
+    })
+    .await
+}
+
+/// Offload and remote retention; runs beside produce, never in its way.
+async fn tiering(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    every(broker, stop, |b| async move { b.tier_tick().await }).await
 }
 
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.
