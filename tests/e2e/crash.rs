@@ -231,13 +231,7 @@ async fn a_flipped_byte_in_a_sealed_segment_is_reported_not_served() {
     logs.sort();
     assert!(logs.len() > 3, "small segments rolled");
     let second = &logs[1];
-    let second_base: i64 = second
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let second_base = segment_base(second);
     let mut bytes = std::fs::read(second).unwrap();
     // Flip a byte in the first batch's records (past the 61-byte header).
     bytes[100] ^= 0x40;
@@ -260,13 +254,7 @@ async fn a_flipped_byte_in_a_sealed_segment_is_reported_not_served() {
     // The segment before it and the one after it still serve.
     let first = read_all_until(&client, "flip", 0, second_base).await;
     assert_eq!(first.len() as i64, second_base);
-    let third_base: i64 = logs[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let third_base = segment_base(&logs[2]);
     let rest = read_all(&client, "flip", 0, third_base).await;
     assert_eq!(rest.first().unwrap().0, third_base);
     assert_eq!(rest.last().unwrap().0, 1999);
@@ -292,4 +280,9 @@ async fn read_all_until(client: &Client, topic: &str, partition: u32, end: i64) 
         at = r.next_offset;
     }
     out
+}
+
+/// The base offset in a segment file's name.
+fn segment_base(path: &std::path::Path) -> i64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }

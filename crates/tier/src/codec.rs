@@ -306,14 +306,7 @@ mod tests {
             );
         }
         let some = rows_to_batches(&batch, 120, 130, 1 << 20).unwrap();
-        let offs: Vec<i64> = BatchIter::new(&some)
-            .flat_map(|b| {
-                b.unwrap()
-                    .records()
-                    .map(|r| r.unwrap().offset)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let offs = crate::offsets_of(&some);
         assert_eq!(offs, (120..130).collect::<Vec<_>>());
     }
 }

@@ -37,3 +37,16 @@ pub enum TierError {
 }
 
 pub type Result<T, E = TierError> = std::result::Result<T, E>;
+
+/// Offsets of every record in concatenated stored batches (tests).
+#[cfg(test)]
+pub(crate) fn offsets_of(bytes: &[u8]) -> Vec<i64> {
+    strata_record::BatchIter::new(bytes)
+        .flat_map(|b| {
+            b.unwrap()
+                .records()
+                .map(|r| r.unwrap().offset)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -442,14 +442,7 @@ mod cache_tests {
             .unwrap();
         assert!(!ahead.is_empty());
         assert_eq!(bucket.counters.get().0, gets);
-        let offsets: Vec<i64> = strata_record::BatchIter::new(&again)
-            .flat_map(|b| {
-                b.unwrap()
-                    .records()
-                    .map(|r| r.unwrap().offset)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let offsets = crate::offsets_of(&again);
         assert!(offsets[0] <= 10_000 && offsets.contains(&10_000));
         foyer.close().await;
     }
