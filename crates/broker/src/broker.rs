@@ -235,7 +235,7 @@ pub struct Broker {
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
     pub(crate) bucket: strata_tier::store::Bucket,
-    pub(crate) cache: Option<Arc<dyn strata_tier::cache::RowGroupCache>>,
+    pub(crate) cold: Arc<strata_tier::read::ColdReader>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
 }
@@ -332,8 +332,14 @@ impl Broker {
                 .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
                 Some(c)
             };
+        let read_options = strata_tier::read::ReadOptions {
+            span_bytes: (config.cold_read_ahead_bytes / 4).max(1 << 20),
+            read_ahead_bytes: config.cold_read_ahead_bytes,
+            ..Default::default()
+        };
+        let cold = strata_tier::read::ColdReader::new(bucket.clone(), cache, read_options);
         let broker = Self {
-            cache,
+            cold,
             config,
             clock,
             topics: RwLock::new(BTreeMap::new()),

@@ -37,6 +37,9 @@ pub struct BrokerConfig {
     pub cold_cache_memory_bytes: usize,
     /// Disk for cached cold row groups, in `<data_dir>/cache`.
     pub cold_cache_disk_bytes: usize,
+    /// Memory for Parquet fetched ahead of sequential cold reads (a quarter of it per
+    /// GET); 0 turns read-ahead off.
+    pub cold_read_ahead_bytes: u64,
     /// How often retention, `flush.ms` and `segment.ms` are checked.
     pub housekeeping_interval_ms: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
@@ -54,6 +57,7 @@ impl Default for BrokerConfig {
             object_store_options: BTreeMap::new(),
             cold_cache_memory_bytes: 64 << 20,
             cold_cache_disk_bytes: 256 << 20,
+            cold_read_ahead_bytes: 128 << 20,
             housekeeping_interval_ms: 1000,
             topic_defaults: BTreeMap::new(),
         }

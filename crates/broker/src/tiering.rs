@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use strata_log::DeletionGuard;
 use strata_tier::manifest::Manifest;
-use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, read_from, upload_segment_file};
+use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file};
 use strata_tier::store::Bucket;
 
 use crate::broker::{Broker, Partition, TopicMeta};
@@ -143,7 +143,7 @@ impl Broker {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = self.cold.cache() {
             let c = cache.counters();
             let name = "strata_cold_cache_requests_total";
             let _ = writeln!(
@@ -258,14 +258,20 @@ impl Broker {
             });
         }
         if offset < s.local_log_start_offset {
-            let seg = p.remote.read().find(offset).cloned();
-            if let Some(seg) = seg {
-                let bytes = read_from(&self.bucket, self.cache.as_ref(), &seg, offset, max_bytes)
+            let found = p
+                .remote
+                .read()
+                .find_with_next(offset)
+                .map(|(seg, next)| (seg.clone(), next.cloned()));
+            if let Some((seg, next)) = found {
+                let bytes = self
+                    .cold
+                    .read(&seg, next.as_ref(), offset, max_bytes)
                     .await
                     .map_err(|e| remote_err(p, e))?;
                 self.metrics().remote_reads.add(1);
                 self.metrics().remote_read_bytes.add(bytes.len() as u64);
-                return Ok((Bytes::from(bytes), s.high_watermark, s.log_start_offset));
+                return Ok((bytes, s.high_watermark, s.log_start_offset));
             }
         }
         let (bytes, hw, _) = p.read(offset, max_bytes)?;
@@ -293,7 +299,9 @@ impl Broker {
             }
             let mut at = seg.base_offset;
             while at <= seg.last_offset {
-                let bytes = read_from(&self.bucket, self.cache.as_ref(), &seg, at, 1 << 20)
+                let bytes = self
+                    .cold
+                    .read(&seg, None, at, 1 << 20)
                     .await
                     .map_err(|e| remote_err(p, e))?;
                 if bytes.is_empty() {

@@ -18,8 +18,12 @@ use arrow_array::{
     TimestampMillisecondArray,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use bytes::{Buf, Bytes};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::schema::types::ColumnPath;
 use strata_record::{BatchBuilder, BatchIter, RecordError};
 
@@ -77,6 +81,7 @@ pub struct RowsBuilder {
     value: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     rows: usize,
+    bytes: usize,
     /// Over everything appended: (first offset, last offset, min ts, max ts, records).
     pub stats: Option<(i64, i64, i64, i64, u64)>,
 }
@@ -108,12 +113,18 @@ impl RowsBuilder {
                 true,
             ))),
             rows: 0,
+            bytes: 0,
             stats: None,
         }
     }
 
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Key and value bytes of the rows built so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Appends every record of `batches` (concatenated stored batches) at or after `from`.
@@ -140,6 +151,7 @@ impl RowsBuilder {
                 }
                 self.headers.append(true);
                 self.rows += 1;
+                self.bytes += r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len);
                 let st =
                     self.stats
                         .get_or_insert((r.offset, r.offset, r.timestamp, r.timestamp, 0));
@@ -154,18 +166,27 @@ impl RowsBuilder {
 
     /// Takes the rows built so far as one Arrow batch.
     pub fn finish(&mut self) -> RecordBatch {
-        self.rows = 0;
-        RecordBatch::try_new(
+        let rows = std::mem::take(&mut self.rows);
+        self.bytes = 0;
+        let key = self.key.finish();
+        let value = self.value.finish();
+        // Size the next group's columns like this one's, so they do not grow by copying.
+        self.key = BinaryBuilder::with_capacity(rows, key.value_data().len());
+        self.value = BinaryBuilder::with_capacity(rows, value.value_data().len());
+        let batch = RecordBatch::try_new(
             SCHEMA.clone(),
             vec![
                 Arc::new(self.offset.finish()),
                 Arc::new(self.timestamp.finish()),
-                Arc::new(self.key.finish()),
-                Arc::new(self.value.finish()),
+                Arc::new(key),
+                Arc::new(value),
                 Arc::new(self.headers.finish()),
             ],
         )
-        .expect("columns match the schema")
+        .expect("columns match the schema");
+        self.offset = Int64Builder::with_capacity(rows);
+        self.timestamp = TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC");
+        batch
     }
 }
 
@@ -186,19 +207,50 @@ pub fn rows_to_batches(
     to: i64,
     max_batch_bytes: usize,
 ) -> Result<Vec<u8>, TierError> {
+    let mut out = Vec::new();
+    rows_into_batches(batch, from, to, max_batch_bytes, &mut out)?;
+    Ok(out)
+}
+
+/// As [`rows_to_batches`], appending to `out`. Columns are downcast once and walked by
+/// index: nothing is allocated per row.
+fn rows_into_batches(
+    batch: &RecordBatch,
+    from: i64,
+    to: i64,
+    max_batch_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), TierError> {
     let offsets: &Int64Array = column(batch, "offset")?;
     let timestamps: &TimestampMillisecondArray = column(batch, "timestamp")?;
     let keys: &BinaryArray = column(batch, "key")?;
     let values: &BinaryArray = column(batch, "value")?;
     let headers: &ListArray = column(batch, "headers")?;
-    let mut out = Vec::new();
-    let mut builder: Option<(BatchBuilder, i64, i64)> = None; // (builder, base offset, next)
-    let mut hs: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-    let flush = |b: Option<(BatchBuilder, i64, i64)>, out: &mut Vec<u8>| {
-        if let Some((b, base, _)) = b {
-            let mut bytes = b.finish_vec();
-            strata_record::set_base_offset(&mut bytes, base);
-            out.extend_from_slice(&bytes);
+    let header_rows = headers
+        .values()
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or_else(|| TierError::Format("headers are not a list of structs".into()))?;
+    let (hk, hv) = match header_rows.columns() {
+        [k, v] => (
+            k.as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| TierError::Format("header keys are not utf8".into()))?,
+            v.as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| TierError::Format("header values are not binary".into()))?,
+        ),
+        _ => return Err(TierError::Format("headers need a key and a value".into())),
+    };
+    let list_offsets = headers.value_offsets();
+    // Batches are built one after another at the end of `out`: (builder, where the
+    // batch starts, base offset, next offset).
+    let mut builder: Option<(BatchBuilder, usize, i64, i64)> = None;
+    let mut hs: Vec<(&str, Option<&[u8]>)> = Vec::new();
+    let finish = |b: Option<(BatchBuilder, usize, i64, i64)>, out: &mut Vec<u8>| {
+        if let Some((b, start, base, _)) = b {
+            *out = b.finish_vec();
+            strata_record::set_base_offset(&mut out[start..], base);
         }
     };
     for i in 0..batch.num_rows() {
@@ -211,47 +263,91 @@ pub fn rows_to_batches(
         let value = (!values.is_null(i)).then(|| values.value(i));
         hs.clear();
         if !headers.is_null(i) {
-            let list = headers.value(i);
-            let st = list
-                .as_any()
-                .downcast_ref::<StructArray>()
-                .ok_or_else(|| TierError::Format("headers are not a list of structs".into()))?;
-            let hk = st
-                .column(0)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| TierError::Format("header keys are not utf8".into()))?;
-            let hv = st
-                .column(1)
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .ok_or_else(|| TierError::Format("header values are not binary".into()))?;
-            for j in 0..st.len() {
-                hs.push((
-                    hk.value(j).to_string(),
-                    (!hv.is_null(j)).then(|| hv.value(j).to_vec()),
-                ));
+            for j in list_offsets[i] as usize..list_offsets[i + 1] as usize {
+                hs.push((hk.value(j), (!hv.is_null(j)).then(|| hv.value(j))));
             }
         }
-        let href: Vec<(&str, Option<&[u8]>)> =
-            hs.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-        let fits = builder.as_ref().is_some_and(|(b, _, next)| {
-            *next == offset && b.size() + b.record_size(ts, key, value, &href) <= max_batch_bytes
-        });
-        if !fits {
-            flush(builder.take(), &mut out);
-            builder = Some((
-                BatchBuilder::new(ts, max_batch_bytes.min(1 << 20)),
-                offset,
-                offset,
-            ));
+        if let Some((b, _, _, next)) = &mut builder
+            && *next == offset
+            && b.append_within(max_batch_bytes, ts, key, value, &hs)
+        {
+            *next = offset + 1;
+            continue;
         }
-        let (b, _, next) = builder.as_mut().expect("set above");
-        b.append(ts, key, value, &href);
-        *next = offset + 1;
+        finish(builder.take(), out);
+        let start = out.len();
+        let mut b = BatchBuilder::append_to(std::mem::take(out), ts);
+        b.append(ts, key, value, &hs);
+        builder = Some((b, start, offset, offset + 1));
     }
-    flush(builder.take(), &mut out);
-    Ok(out)
+    finish(builder.take(), out);
+    Ok(())
+}
+
+/// Bytes `[start, start + bytes.len())` of a Parquet object of `object_len` bytes, held
+/// in memory: enough to decode the row groups that lie inside it.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub start: u64,
+    pub bytes: Bytes,
+    pub object_len: u64,
+}
+
+impl Length for Span {
+    fn len(&self) -> u64 {
+        self.object_len
+    }
+}
+
+impl ChunkReader for Span {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let rest = (self.start + self.bytes.len() as u64).saturating_sub(start);
+        Ok(self.get_bytes(start, rest as usize)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let end = self.start + self.bytes.len() as u64;
+        match start.checked_sub(self.start) {
+            Some(off) if start + length as u64 <= end => {
+                Ok(self.bytes.slice(off as usize..off as usize + length))
+            }
+            _ => Err(ParquetError::General(format!(
+                "bytes {start}..{} lie outside the fetched range {}..{end}",
+                start + length as u64,
+                self.start
+            ))),
+        }
+    }
+}
+
+/// Batch size of re-encoded row groups: the size of a fetch answer.
+pub const DECODED_BATCH_BYTES: usize = 256 * 1024;
+/// Rows decoded from Parquet at a time: small enough that the decoder's buffers are
+/// reused from one slice of rows to the next instead of growing (measured best of
+/// 512..16384 in `cargo bench --bench tier`).
+const DECODE_BATCH_ROWS: usize = 2048;
+
+/// Decodes row group `rg` of the object described by `meta`, whose bytes `span` holds,
+/// into stored batches of up to [`DECODED_BATCH_BYTES`].
+pub fn decode_row_group(
+    span: &Span,
+    meta: &ArrowReaderMetadata,
+    rg: usize,
+) -> Result<Bytes, TierError> {
+    let group = meta.metadata().row_group(rg);
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(span.clone(), meta.clone())
+        .with_row_groups(vec![rg])
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()?;
+    // Re-encoded batches take about what the columns take uncompressed.
+    let mut out = Vec::with_capacity(group.total_byte_size().max(0) as usize + 4096);
+    for rows in reader {
+        let rows = rows.map_err(|e| TierError::Format(format!("row group {rg}: {e}")))?;
+        rows_into_batches(&rows, i64::MIN, i64::MAX, DECODED_BATCH_BYTES, &mut out)?;
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

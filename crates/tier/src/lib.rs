@@ -5,7 +5,9 @@
 //! - [`store`]: building the `ObjectStore` from a URL (`file://`, `s3://`, `memory://`);
 //! - [`manifest`]: the per-partition manifest that lists every remote segment, so the
 //!   bucket alone is enough to find and serve a partition's history;
-//! - [`remote`]: writing a segment as one Parquet object and reading row groups back.
+//! - [`remote`]: writing a segment as one Parquet object;
+//! - [`read`]: reading records back from remote segments, with a row-group cache
+//!   ([`cache`]) and read-ahead.
 //!
 //! Object keys are hive-style so query engines infer the partition column:
 //! `<prefix>/topics/<topic>/partition=<n>/<base:020>-<last:020>.parquet`, with the
@@ -18,6 +20,7 @@ pub mod cache;
 pub mod codec;
 pub mod counting;
 pub mod manifest;
+pub mod read;
 pub mod remote;
 pub mod store;
 

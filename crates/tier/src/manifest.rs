@@ -54,8 +54,14 @@ impl Manifest {
 
     /// The remote segment holding `offset`.
     pub fn find(&self, offset: i64) -> Option<&RemoteSegment> {
+        self.find_with_next(offset).map(|(seg, _)| seg)
+    }
+
+    /// The remote segment holding `offset`, and the one after it.
+    pub fn find_with_next(&self, offset: i64) -> Option<(&RemoteSegment, Option<&RemoteSegment>)> {
         let i = self.segments.partition_point(|s| s.last_offset < offset);
-        self.segments.get(i).filter(|s| s.base_offset <= offset)
+        let seg = self.segments.get(i).filter(|s| s.base_offset <= offset)?;
+        Some((seg, self.segments.get(i + 1)))
     }
 
     /// Adds a segment; it must continue the manifest without a gap or overlap, or be one

@@ -1,56 +1,176 @@
-//! Writing a sealed segment as one Parquet object, and reading offsets back from it.
-
-use std::sync::{Arc, Mutex};
+//! Writing a sealed segment as one Parquet object (reading it back is [`crate::read`]).
 
 use bytes::Bytes;
-use futures::TryStreamExt;
-use futures::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
-use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::ArrowWriter;
 
-use crate::cache::RowGroupCache;
-use crate::codec::{RowsBuilder, SCHEMA, rows_to_batches, writer_properties};
+use crate::codec::{RowsBuilder, SCHEMA, writer_properties};
 use crate::manifest::RemoteSegment;
 use crate::store::Bucket;
 use crate::{Result, TierError};
 
-/// Rows per row group: about 1 MiB of 100-byte records, so a fetch reads one or two.
-pub const DEFAULT_ROWS_PER_GROUP: usize = 8192;
-/// Footer bytes fetched with the first read, so the footer costs one GET.
-const FOOTER_HINT: usize = 64 * 1024;
+/// Most rows per row group: about 4 MiB of 100-byte records. Fewer rows per group cost
+/// more per row to write and to read (each column chunk has its own codec state).
+pub const DEFAULT_ROWS_PER_GROUP: usize = 32768;
+/// Most record bytes per row group, so larger records make smaller groups: a group is
+/// the unit of decoding and caching (and the cache keeps entries up to 16 MiB on disk).
+const ROW_GROUP_BYTES: usize = 4 << 20;
 /// Bytes of segment file read at a time while uploading.
 const READ_CHUNK: usize = 4 << 20;
+/// Largest batch an upload accepts (the broker's own limit is far below).
+const MAX_BATCH_BYTES: usize = 256 << 20;
+/// Multipart part size of uploads (S3 needs at least 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+/// Parts of one upload in flight at once.
+const UPLOAD_CONCURRENCY: usize = 4;
 
-/// Counts and checksums what the Parquet writer emits on its way to the store.
-struct Checksummed<W> {
-    inner: W,
-    sums: Arc<Mutex<(crc32fast::Hasher, u64)>>,
+/// Collects what the Parquet writer emits into parts of [`PART_BYTES`] and hands each to
+/// the uploading task, counting and checksumming on the way.
+struct PartSink {
+    part: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    crc: crc32fast::Hasher,
+    size: u64,
 }
 
-impl<W: AsyncFileWriter> AsyncFileWriter for Checksummed<W> {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        {
-            let mut s = self.sums.lock().expect("not poisoned");
-            s.0.update(&bs);
-            s.1 += bs.len() as u64;
+impl PartSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART_BYTES));
+        self.tx
+            .blocking_send(Bytes::from(part))
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl std::io::Write for PartSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.crc.update(data);
+        self.size += data.len() as u64;
+        self.part.extend_from_slice(data);
+        if self.part.len() >= PART_BYTES {
+            self.send()?;
         }
-        self.inner.write(bs)
+        Ok(data.len())
     }
 
-    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
-        self.inner.complete()
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-/// Writes a sealed segment file as one Parquet object under the partition's directory,
-/// streaming: the file is read a few MiB at a time and row groups go up as multipart
-/// parts, so memory stays bounded whatever the segment size. Every batch's CRC is
-/// checked on the way. Writing the same segment again writes the same key: uploads are
-/// idempotent. Returns the manifest entry.
+/// What encoding a segment file produced, besides the bytes.
+struct Encoded {
+    /// (first offset, last offset, min timestamp, max timestamp, records)
+    stats: (i64, i64, i64, i64, u64),
+    row_groups: Vec<i64>,
+    crc32: u32,
+    size: u64,
+}
+
+/// Reads a sealed segment file and writes it as Parquet into `sink`, checking every
+/// batch's CRC. Runs on a blocking thread: it is CPU work, kept off the request path.
+fn encode_segment(
+    file: &std::path::Path,
+    rows_per_group: usize,
+    sink: PartSink,
+) -> Result<Encoded> {
+    use std::io::Read;
+    let io = |e: std::io::Error| TierError::Format(format!("reading {}: {e}", file.display()));
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(
+        sink,
+        SCHEMA.clone(),
+        Some(writer_properties(rows_per_group)),
+    )?;
+    let mut rows = RowsBuilder::new();
+    // One buffer for the whole file: complete batches are handed over, a partial one
+    // moves to the front for the next read.
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut start, mut end) = (0, 0);
+    loop {
+        if end == buf.len() {
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
+            } else if buf.len() < MAX_BATCH_BYTES {
+                buf.resize(buf.len() * 2, 0);
+            } else {
+                return Err(TierError::Format(format!(
+                    "{} holds a batch larger than {MAX_BATCH_BYTES} bytes",
+                    file.display()
+                )));
+            }
+        }
+        let n = f.read(&mut buf[end..]).map_err(io)?;
+        end += n;
+        // Batch by batch, so a row group ends at the first batch boundary past its
+        // row or byte limit.
+        while let Some(len) = strata_record::batch_total_len(&buf[start..end]) {
+            let len = len?;
+            if start + len > end {
+                break;
+            }
+            let batch = &buf[start..start + len];
+            let count = strata_record::BatchHeader::decode(batch)?.record_count as usize;
+            if rows.rows() > 0
+                && (rows.rows() + count > rows_per_group || rows.bytes() + len > ROW_GROUP_BYTES)
+            {
+                writer.write(&rows.finish())?;
+                writer.flush()?;
+            }
+            rows.append_batches(batch, 0)?;
+            start += len;
+        }
+        if n == 0 && rows.rows() > 0 {
+            writer.write(&rows.finish())?;
+        }
+        if n == 0 {
+            if start != end {
+                return Err(TierError::Format(format!(
+                    "{} ends in a partial batch",
+                    file.display()
+                )));
+            }
+            break;
+        }
+    }
+    let Some(stats) = rows.stats else {
+        return Err(TierError::Format(format!(
+            "{} holds no records",
+            file.display()
+        )));
+    };
+    let (base, last, _, _, records) = stats;
+    if last - base + 1 != records as i64 {
+        return Err(TierError::Format(format!(
+            "segment {base}..={last} holds {records} records: offsets are not dense"
+        )));
+    }
+    let meta = writer.finish()?;
+    let mut row_groups = Vec::with_capacity(meta.num_row_groups());
+    let mut first = base;
+    for rg in meta.row_groups() {
+        row_groups.push(first);
+        first += rg.num_rows();
+    }
+    let sink = writer.inner_mut();
+    if !sink.part.is_empty() {
+        sink.send().map_err(io)?;
+    }
+    Ok(Encoded {
+        stats,
+        row_groups,
+        crc32: sink.crc.clone().finalize(),
+        size: sink.size,
+    })
+}
+
+/// Writes a sealed segment file as one Parquet object under the partition's directory.
+/// A blocking thread reads the file and encodes it; row groups go up as multipart parts
+/// while later ones are encoded, so memory stays bounded (a few parts) whatever the
+/// segment size. Every batch's CRC is checked on the way. Writing the same segment
+/// again writes the same key: uploads are idempotent. Returns the manifest entry.
 pub async fn upload_segment_file(
     bucket: &Bucket,
     topic: &str,
@@ -58,10 +178,6 @@ pub async fn upload_segment_file(
     file: &std::path::Path,
     rows_per_group: usize,
 ) -> Result<RemoteSegment> {
-    use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| TierError::Format(format!("cannot open {}: {e}", file.display())))?;
     // The key names the offsets, which are known only after reading: write to a
     // temporary key, then copy into place (a server-side copy) and delete it.
     let dir = bucket.partition_dir(topic, partition);
@@ -71,201 +187,66 @@ pub async fn upload_segment_file(
         .unwrap_or("segment")
         .to_string();
     let tmp = dir.clone().join(format!(".upload-{stem}.parquet"));
-    let sums = Arc::new(Mutex::new((crc32fast::Hasher::new(), 0u64)));
-    let sink = Checksummed {
-        inner: BufWriter::with_capacity(bucket.store.clone(), tmp.clone(), 8 << 20),
-        sums: sums.clone(),
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let sink = PartSink {
+        part: Vec::with_capacity(PART_BYTES),
+        tx,
+        crc: crc32fast::Hasher::new(),
+        size: 0,
     };
-    let mut writer = AsyncArrowWriter::try_new(
-        sink,
-        SCHEMA.clone(),
-        Some(writer_properties(rows_per_group)),
-    )?;
-    let mut rows = RowsBuilder::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut eof = false;
-    while !eof {
-        let mut chunk = vec![0u8; READ_CHUNK];
-        let n = f
-            .read(&mut chunk)
+    let path = file.to_path_buf();
+    let encode = tokio::task::spawn_blocking(move || encode_segment(&path, rows_per_group, sink));
+    let mut out = BufWriter::with_capacity(bucket.store.clone(), tmp.clone(), PART_BYTES)
+        .with_max_concurrency(UPLOAD_CONCURRENCY);
+    let mut put_error = None;
+    while let Some(part) = rx.recv().await {
+        if let Err(e) = out.put(part).await {
+            put_error = Some(e);
+            break;
+        }
+    }
+    drop(rx); // stops the encoder if the upload failed
+    let encoded = encode
+        .await
+        .map_err(|e| TierError::Format(format!("encoding {}: {e}", file.display())));
+    let encoded = match (put_error, encoded.and_then(|r| r)) {
+        (None, Ok(encoded)) => encoded,
+        (Some(e), _) => {
+            let _ = out.abort().await;
+            return Err(e.into());
+        }
+        (None, Err(e)) => {
+            let _ = out.abort().await;
+            return Err(e);
+        }
+    };
+    {
+        use tokio::io::AsyncWriteExt;
+        out.shutdown()
             .await
-            .map_err(|e| TierError::Format(format!("reading {}: {e}", file.display())))?;
-        eof = n == 0;
-        buf.extend_from_slice(&chunk[..n]);
-        // Hand over the complete batches; keep a partial one for the next read.
-        let mut whole = 0;
-        while let Some(Ok(len)) = strata_record::batch_total_len(&buf[whole..]) {
-            if whole + len > buf.len() {
-                break;
-            }
-            whole += len;
-        }
-        if eof && whole != buf.len() {
-            return Err(TierError::Format(format!(
-                "{} ends in a partial batch",
-                file.display()
-            )));
-        }
-        rows.append_batches(&buf[..whole], 0)?;
-        buf.drain(..whole);
-        if rows.rows() >= rows_per_group || (eof && rows.rows() > 0) {
-            writer.write(&rows.finish()).await?;
-        }
+            .map_err(|e| TierError::Format(format!("uploading {tmp}: {e}")))?;
     }
-    let Some((base, last, min_ts, max_ts, records)) = rows.stats else {
-        writer.close().await?;
-        let _ = bucket.store.delete(&tmp).await;
-        return Err(TierError::Format(format!(
-            "{} holds no records",
-            file.display()
-        )));
-    };
-    if last - base + 1 != records as i64 {
-        return Err(TierError::Format(format!(
-            "segment {base}..={last} holds {records} records: offsets are not dense"
-        )));
-    }
-    let meta = writer.close().await?;
-    let mut row_groups = Vec::with_capacity(meta.num_row_groups());
-    let mut first = base;
-    for rg in meta.row_groups() {
-        row_groups.push(first);
-        first += rg.num_rows();
-    }
+    let (base, last, min_timestamp, max_timestamp, records) = encoded.stats;
     let key = dir.join(format!("{base:020}-{last:020}.parquet"));
     bucket.store.copy(&tmp, &key).await?;
     bucket.store.delete(&tmp).await?;
-    let (crc, size) = {
-        let s = sums.lock().expect("not poisoned");
-        (s.0.clone().finalize(), s.1)
-    };
     Ok(RemoteSegment {
         base_offset: base,
         last_offset: last,
         records,
-        min_timestamp: min_ts,
-        max_timestamp: max_ts,
-        size_bytes: size,
+        min_timestamp,
+        max_timestamp,
+        size_bytes: encoded.size,
         key: key.to_string(),
-        row_groups,
-        crc32: crc,
+        row_groups: encoded.row_groups,
+        crc32: encoded.crc32,
     })
-}
-
-/// Reads records from `from` on out of a remote segment, as stored batches, up to about
-/// `max_bytes` (at least the rest of one row group). Only the row groups needed are
-/// fetched, with range reads, and through `cache` when given; after a read the next row
-/// group is fetched into the cache in the background (read-ahead for replay).
-pub async fn read_from(
-    bucket: &Bucket,
-    cache: Option<&Arc<dyn RowGroupCache>>,
-    seg: &RemoteSegment,
-    from: i64,
-    max_bytes: usize,
-) -> Result<Vec<u8>> {
-    let from = from.max(seg.base_offset);
-    if from > seg.last_offset {
-        return Ok(Vec::new());
-    }
-    let groups = seg.row_groups.len();
-    let first = seg
-        .row_groups
-        .partition_point(|&o| o <= from)
-        .saturating_sub(1);
-    let mut out = Vec::new();
-    let mut next = groups;
-    for rg in first..groups {
-        let bytes = row_group(bucket, cache, seg, rg).await?;
-        append_from(&mut out, &bytes, from);
-        if out.len() >= max_bytes {
-            next = rg + 1;
-            break;
-        }
-    }
-    if let Some(cache) = cache
-        && next < groups
-    {
-        let key = cache_key(seg, next);
-        if !cache.contains(&key) {
-            let (bucket, cache, seg) = (bucket.clone(), cache.clone(), seg.clone());
-            tokio::spawn(async move {
-                if let Ok(bytes) = fetch_row_group(&bucket, &seg, next).await {
-                    cache.insert(key, bytes);
-                }
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
-    format!("{}#{rg}", seg.key)
-}
-
-/// Appends the batches of `bytes` that hold offsets at or after `from`.
-fn append_from(out: &mut Vec<u8>, bytes: &[u8], from: i64) {
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let Ok(h) = strata_record::BatchHeader::decode(&bytes[pos..]) else {
-            break;
-        };
-        if h.last_offset() >= from {
-            out.extend_from_slice(&bytes[pos..]);
-            return;
-        }
-        pos += h.total_len();
-    }
-}
-
-async fn row_group(
-    bucket: &Bucket,
-    cache: Option<&Arc<dyn RowGroupCache>>,
-    seg: &RemoteSegment,
-    rg: usize,
-) -> Result<Bytes> {
-    let key = cache_key(seg, rg);
-    if let Some(c) = cache
-        && let Some(b) = c.get(&key).await
-    {
-        return Ok(b);
-    }
-    let bytes = fetch_row_group(bucket, seg, rg).await?;
-    if let Some(c) = cache {
-        c.insert(key, bytes.clone());
-    }
-    Ok(bytes)
-}
-
-/// Fetches one row group from the object store and re-encodes its rows as batches.
-async fn fetch_row_group(bucket: &Bucket, seg: &RemoteSegment, rg: usize) -> Result<Bytes> {
-    let corrupt = |e: parquet::errors::ParquetError| {
-        TierError::Format(format!(
-            "remote segment {} (offsets {}..={}) cannot be read: {e}",
-            seg.key, seg.base_offset, seg.last_offset
-        ))
-    };
-    #[allow(deprecated)] // works today; an own AsyncFileReader is the planned replacement
-    let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
-        bucket.store.clone(),
-        Path::from(seg.key.as_str()),
-    )
-    .with_file_size(seg.size_bytes)
-    .with_footer_size_hint(FOOTER_HINT);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(corrupt)?;
-    let stream = builder.with_row_groups(vec![rg]).build().map_err(corrupt)?;
-    let batches: Vec<_> = stream.try_collect().await.map_err(corrupt)?;
-    let mut out = Vec::new();
-    for rb in &batches {
-        out.extend_from_slice(&rows_to_batches(rb, i64::MIN, i64::MAX, 256 * 1024)?);
-    }
-    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::{ColdReader, ReadOptions};
     use strata_record::{BatchBuilder, BatchIter};
 
     fn segment(base: i64, n: i64) -> Vec<u8> {
@@ -318,7 +299,8 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(leftovers, 1, "only the segment object, no temporary");
-        let bytes = read_from(&bucket, None, &seg, 3500, 1).await.unwrap();
+        let reader = ColdReader::new(bucket.clone(), None, ReadOptions::default());
+        let bytes = reader.read(&seg, None, 3500, 1).await.unwrap();
         let recs: Vec<(i64, Vec<u8>)> = BatchIter::new(&bytes)
             .flat_map(|b| {
                 b.unwrap()
@@ -334,7 +316,7 @@ mod tests {
         assert_eq!(recs.first().unwrap(), &(3500, b"value-3500".to_vec()));
         assert_eq!(recs.last().unwrap().0, 3999, "one row group");
         assert!(recs.windows(2).all(|w| w[1].0 == w[0].0 + 1));
-        let all = read_from(&bucket, None, &seg, 0, usize::MAX).await.unwrap();
+        let all = reader.read(&seg, None, 0, usize::MAX).await.unwrap();
         let n: usize = BatchIter::new(&all)
             .map(|b| b.unwrap().header().record_count as usize)
             .sum();
@@ -345,6 +327,7 @@ mod tests {
 #[cfg(test)]
 mod range_tests {
     use super::*;
+    use crate::read::{ColdReader, ReadOptions};
     use strata_record::BatchBuilder;
 
     #[tokio::test]
@@ -372,12 +355,23 @@ mod range_tests {
         }
         std::fs::write(&file, &data).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, DEFAULT_ROWS_PER_GROUP)
+        let seg = upload_segment_file(&bucket, "t", 0, &file, 8192)
             .await
             .unwrap();
         assert!(seg.row_groups.len() >= 10, "{:?}", seg.row_groups);
+        // A large object (objects up to 16 MiB are fetched whole) and no read-ahead:
+        // what one read from the middle costs.
+        let reader = ColdReader::new(
+            bucket.clone(),
+            None,
+            ReadOptions {
+                whole_object_bytes: seg.size_bytes / 10,
+                read_ahead_bytes: 0,
+                ..Default::default()
+            },
+        );
         let (gets_before, bytes_before) = bucket.counters.get();
-        let out = read_from(&bucket, None, &seg, 55_555, 1).await.unwrap();
+        let out = reader.read(&seg, None, 55_555, 1).await.unwrap();
         let (gets, bytes) = bucket.counters.get();
         let (gets, bytes) = (gets - gets_before, bytes - bytes_before);
         let first = strata_record::BatchIter::new(&out).next().unwrap().unwrap();
@@ -394,7 +388,9 @@ mod range_tests {
 #[cfg(test)]
 mod cache_tests {
     use super::*;
-    use crate::cache::FoyerCache;
+    use crate::cache::{FoyerCache, RowGroupCache};
+    use crate::read::{ColdReader, ReadOptions};
+    use std::sync::Arc;
     use std::sync::atomic::Ordering::Relaxed;
 
     #[tokio::test]
@@ -407,18 +403,17 @@ mod cache_tests {
         }
         std::fs::write(&file, b.finish_vec()).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, DEFAULT_ROWS_PER_GROUP)
+        let seg = upload_segment_file(&bucket, "t", 0, &file, 8192)
             .await
             .unwrap();
         let foyer = FoyerCache::open(&dir.path().join("cache"), 4 << 20, 16 << 20)
             .await
             .unwrap();
         let cache: Arc<dyn RowGroupCache> = foyer.clone();
-        let first = read_from(&bucket, Some(&cache), &seg, 10_000, 1)
-            .await
-            .unwrap();
-        // Read-ahead fetches the next row group in the background: wait for it.
-        let next = cache_key(&seg, 2);
+        let reader = ColdReader::new(bucket.clone(), Some(cache.clone()), ReadOptions::default());
+        let first = reader.read(&seg, None, 10_000, 1).await.unwrap();
+        // Read-ahead decodes the next row group in the background: wait for it.
+        let next = format!("{}#2", seg.key);
         let start = std::time::Instant::now();
         while !cache.contains(&next) {
             assert!(
@@ -429,17 +424,13 @@ mod cache_tests {
         }
         let (gets, _) = bucket.counters.get();
         assert!(gets > 0);
-        let again = read_from(&bucket, Some(&cache), &seg, 10_000, 1)
-            .await
-            .unwrap();
+        let again = reader.read(&seg, None, 10_000, 1).await.unwrap();
         assert_eq!(first, again);
         assert_eq!(bucket.counters.get().0, gets, "the second read made no GET");
         let c = cache.counters();
         assert_eq!(c.memory_hits.load(Relaxed) + c.disk_hits.load(Relaxed), 1);
         // The sequential next read is served by read-ahead, also without a GET.
-        let ahead = read_from(&bucket, Some(&cache), &seg, 16_384, 1)
-            .await
-            .unwrap();
+        let ahead = reader.read(&seg, None, 16_384, 1).await.unwrap();
         assert!(!ahead.is_empty());
         assert_eq!(bucket.counters.get().0, gets);
         let offsets = crate::offsets_of(&again);

@@ -1,0 +1,482 @@
+//! Cold reads: records from remote segments, through the row-group cache, with
+//! read-ahead for sequential replay.
+//!
+//! An object is fetched in *spans*, runs of whole row groups read with one ranged GET.
+//! An object no larger than `whole_object_bytes` is one span, fetched whole with its
+//! footer, so it costs one GET in all. A larger object's footer is fetched once and kept;
+//! a read that misses fetches just the row group it needs, and read-ahead then fetches
+//! the following row groups in spans of up to `span_bytes`.
+//!
+//! Row groups are decoded from spans into stored batches on a blocking thread and kept in
+//! the [`RowGroupCache`]. After each read, the next `decode_ahead` row groups (crossing
+//! into the next segment) are decoded in the background, and the span holding the row
+//! group after those is fetched ahead, so a sequential reader finds its data ready.
+//!
+//! Invariants:
+//! - Concurrent readers of one span, or of one row group, share one GET or one decode.
+//! - Memory is bounded: at most `read_ahead_bytes / span_bytes` spans (at least one) are
+//!   held, least recently used out first; parsed footers are kept for a fixed number of
+//!   objects.
+//! - An object fetched whole is checked against the manifest's CRC before use.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parking_lot::Mutex;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+use tokio::sync::OnceCell;
+
+use crate::cache::RowGroupCache;
+use crate::codec::{Span, decode_row_group};
+use crate::manifest::RemoteSegment;
+use crate::store::Bucket;
+use crate::{Result, TierError};
+
+/// How cold reads fetch and read ahead.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Most bytes of Parquet one read-ahead GET fetches.
+    pub span_bytes: u64,
+    /// Objects up to this size are fetched whole, footer included, with one GET.
+    pub whole_object_bytes: u64,
+    /// Memory for fetched spans in all; 0 turns read-ahead off.
+    pub read_ahead_bytes: u64,
+    /// Row groups decoded ahead of a sequential reader.
+    pub decode_ahead: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            span_bytes: 32 << 20,
+            whole_object_bytes: 16 << 20,
+            read_ahead_bytes: 128 << 20,
+            decode_ahead: 4,
+        }
+    }
+}
+
+/// Footer bytes fetched first for an object too large to fetch whole.
+const FOOTER_HINT: u64 = 64 * 1024;
+/// Parsed footers kept.
+const FOOTERS_KEPT: usize = 256;
+
+/// A parsed footer and the byte range of each row group.
+struct Footer {
+    meta: ArrowReaderMetadata,
+    groups: Vec<Range<u64>>,
+}
+
+/// A span being fetched or fetched: row groups `groups` of object `key`.
+struct SpanSlot {
+    key: String,
+    groups: Range<usize>,
+    cell: Arc<OnceCell<Span>>,
+}
+
+/// Reads remote segments; one per broker, shared by every partition.
+pub struct ColdReader {
+    bucket: Bucket,
+    cache: Option<Arc<dyn RowGroupCache>>,
+    options: ReadOptions,
+    /// Least recently used first.
+    spans: Mutex<VecDeque<SpanSlot>>,
+    /// Row groups being decoded, by cache key.
+    decoding: Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
+    /// Least recently parsed first.
+    footers: Mutex<VecDeque<(String, Arc<Footer>)>>,
+    /// Decodes running at once: one per core.
+    decoders: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for ColdReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdReader")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
+    format!("{}#{rg}", seg.key)
+}
+
+/// Byte offset in `bytes` of the first batch holding an offset at or after `from`.
+fn batch_start(bytes: &[u8], from: i64) -> usize {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match strata_record::BatchHeader::decode(&bytes[pos..]) {
+            Ok(h) if h.last_offset() < from => pos += h.total_len(),
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// End of the whole batches from `start` that fit in `budget` bytes; at least one.
+fn batch_cut(bytes: &[u8], start: usize, budget: usize) -> usize {
+    let mut end = start;
+    while end < bytes.len() {
+        let Ok(h) = strata_record::BatchHeader::decode(&bytes[end..]) else {
+            return bytes.len();
+        };
+        if end > start && end - start + h.total_len() > budget {
+            break;
+        }
+        end += h.total_len();
+    }
+    end.min(bytes.len())
+}
+
+impl ColdReader {
+    pub fn new(
+        bucket: Bucket,
+        cache: Option<Arc<dyn RowGroupCache>>,
+        options: ReadOptions,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            bucket,
+            cache,
+            options,
+            spans: Mutex::new(VecDeque::new()),
+            decoding: Mutex::new(HashMap::new()),
+            footers: Mutex::new(VecDeque::new()),
+            decoders: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+        })
+    }
+
+    pub fn cache(&self) -> Option<&Arc<dyn RowGroupCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Stored batches from `from` on out of `seg`, about `max_bytes` of them (at least
+    /// one batch), within one segment. `next` is the segment after `seg`, where
+    /// read-ahead continues.
+    pub async fn read(
+        self: &Arc<Self>,
+        seg: &RemoteSegment,
+        next: Option<&RemoteSegment>,
+        from: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes> {
+        let from = from.max(seg.base_offset);
+        if from > seg.last_offset {
+            return Ok(Bytes::new());
+        }
+        let first = seg
+            .row_groups
+            .partition_point(|&o| o <= from)
+            .saturating_sub(1);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total = 0;
+        let mut rg = first;
+        while rg < seg.row_groups.len() {
+            let bytes = self.row_group(seg, rg, false).await?;
+            let start = if rg == first {
+                batch_start(&bytes, from)
+            } else {
+                0
+            };
+            let end = batch_cut(&bytes, start, max_bytes.saturating_sub(total).max(1));
+            total += end - start;
+            parts.push(bytes.slice(start..end));
+            if total >= max_bytes || end < bytes.len() {
+                break;
+            }
+            rg += 1;
+        }
+        if self.options.read_ahead_bytes > 0 {
+            self.read_ahead(seg, next, rg);
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => Bytes::from(parts.concat()),
+        })
+    }
+
+    /// Row group `rg` of `seg` as stored batches: from the cache, or decoded (once, for
+    /// all concurrent readers) from a span (see [`ColdReader::span`] for `ahead`).
+    async fn row_group(
+        self: &Arc<Self>,
+        seg: &RemoteSegment,
+        rg: usize,
+        ahead: bool,
+    ) -> Result<Bytes> {
+        let key = cache_key(seg, rg);
+        if let Some(c) = &self.cache
+            && let Some(b) = c.get(&key).await
+        {
+            return Ok(b);
+        }
+        let (cell, _) = self.decoding_cell(&key);
+        self.decode(cell, key, seg, rg, ahead).await
+    }
+
+    /// The cell that row group `key` is decoded into, and whether it is new.
+    fn decoding_cell(&self, key: &str) -> (Arc<OnceCell<Bytes>>, bool) {
+        let mut decoding = self.decoding.lock();
+        match decoding.get(key) {
+            Some(cell) => (cell.clone(), false),
+            None => {
+                let cell = Arc::new(OnceCell::new());
+                decoding.insert(key.to_string(), cell.clone());
+                (cell, true)
+            }
+        }
+    }
+
+    /// Decodes row group `rg` of `seg` into `cell` (unless another reader does) and
+    /// the cache.
+    async fn decode(
+        self: &Arc<Self>,
+        cell: Arc<OnceCell<Bytes>>,
+        key: String,
+        seg: &RemoteSegment,
+        rg: usize,
+        ahead: bool,
+    ) -> Result<Bytes> {
+        let result = cell
+            .get_or_try_init(|| async {
+                let span = self.span(seg, rg, ahead).await?;
+                let footer = self.footer(seg, Some(&span)).await?;
+                let meta = footer.meta.clone();
+                let _permit = self.decoders.acquire().await.expect("never closed");
+                let bytes = tokio::task::spawn_blocking(move || decode_row_group(&span, &meta, rg))
+                    .await
+                    .map_err(|e| TierError::Format(format!("decoding: {e}")))?
+                    .map_err(|e| corrupt(seg, e))?;
+                if let Some(c) = &self.cache {
+                    c.insert(key.clone(), bytes.clone());
+                }
+                Ok::<_, TierError>(bytes)
+            })
+            .await
+            .cloned();
+        self.decoding.lock().remove(&key);
+        result
+    }
+
+    /// A span holding row group `rg` of `seg`: one already held or being fetched, or a
+    /// new one. A new span is the whole object when it is small, else row group `rg`
+    /// alone (`ahead` false: a reader waits for it) or the row groups from `rg` on up to
+    /// `span_bytes` (`ahead` true: read-ahead).
+    async fn span(self: &Arc<Self>, seg: &RemoteSegment, rg: usize, ahead: bool) -> Result<Span> {
+        let whole = seg.size_bytes <= self.options.whole_object_bytes;
+        let footer = if whole {
+            None
+        } else {
+            Some(self.footer(seg, None).await?)
+        };
+        let (groups, range) = match &footer {
+            None => (0..seg.row_groups.len(), 0..seg.size_bytes),
+            Some(f) => {
+                let mut end = rg + 1;
+                while ahead
+                    && end < f.groups.len()
+                    && f.groups[end].end - f.groups[rg].start <= self.options.span_bytes
+                {
+                    end += 1;
+                }
+                (rg..end, f.groups[rg].start..f.groups[end - 1].end)
+            }
+        };
+        let cell = {
+            let mut spans = self.spans.lock();
+            match spans
+                .iter()
+                .position(|s| s.key == seg.key && s.groups.contains(&rg))
+            {
+                Some(i) => {
+                    let slot = spans.remove(i).expect("found");
+                    let cell = slot.cell.clone();
+                    spans.push_back(slot);
+                    cell
+                }
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    let keep = (self.options.read_ahead_bytes / self.options.span_bytes.max(1))
+                        .max(1) as usize;
+                    while spans.len() >= keep {
+                        spans.pop_front();
+                    }
+                    spans.push_back(SpanSlot {
+                        key: seg.key.clone(),
+                        groups,
+                        cell: cell.clone(),
+                    });
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(|| self.fetch(seg, range, whole))
+            .await
+            .cloned()
+    }
+
+    async fn fetch(&self, seg: &RemoteSegment, range: Range<u64>, whole: bool) -> Result<Span> {
+        let path = Path::from(seg.key.as_str());
+        let bytes = self.bucket.store.get_range(&path, range.clone()).await?;
+        if whole && crc32fast::hash(&bytes) != seg.crc32 {
+            return Err(corrupt(
+                seg,
+                TierError::Format(format!(
+                    "its CRC-32 is {:08x}, the manifest says {:08x}",
+                    crc32fast::hash(&bytes),
+                    seg.crc32
+                )),
+            ));
+        }
+        Ok(Span {
+            start: range.start,
+            bytes,
+            object_len: seg.size_bytes,
+        })
+    }
+
+    /// The parsed footer of `seg`: kept, or parsed from `whole` (a span that holds the
+    /// whole object), or fetched.
+    async fn footer(&self, seg: &RemoteSegment, span: Option<&Span>) -> Result<Arc<Footer>> {
+        if let Some(f) = self
+            .footers
+            .lock()
+            .iter()
+            .find(|(k, _)| *k == seg.key)
+            .map(|(_, f)| f.clone())
+        {
+            return Ok(f);
+        }
+        let reader = || ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
+        let meta = match span {
+            Some(s) if s.start == 0 && s.bytes.len() as u64 == seg.size_bytes => {
+                reader().parse_and_finish(&s.bytes)
+            }
+            _ => {
+                let path = Path::from(seg.key.as_str());
+                let size = seg.size_bytes;
+                let mut want = FOOTER_HINT.min(size);
+                loop {
+                    let tail = self
+                        .bucket
+                        .store
+                        .get_range(&path, size - want..size)
+                        .await?;
+                    let mut r = reader();
+                    match r.try_parse_sized(&tail, size) {
+                        Ok(()) => break r.finish(),
+                        Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
+                            want = n as u64;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        }
+        .map_err(|e| corrupt(seg, e.into()))?;
+        let meta = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default())
+            .map_err(|e| corrupt(seg, e.into()))?;
+        let groups = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| {
+                let (mut lo, mut hi) = (u64::MAX, 0);
+                for c in g.columns() {
+                    let (start, len) = c.byte_range();
+                    lo = lo.min(start);
+                    hi = hi.max(start + len);
+                }
+                lo.min(hi)..hi
+            })
+            .collect::<Vec<_>>();
+        if groups.len() != seg.row_groups.len() {
+            return Err(corrupt(
+                seg,
+                TierError::Format(format!(
+                    "it holds {} row groups, the manifest says {}",
+                    groups.len(),
+                    seg.row_groups.len()
+                )),
+            ));
+        }
+        let footer = Arc::new(Footer { meta, groups });
+        let mut footers = self.footers.lock();
+        if footers.len() >= FOOTERS_KEPT {
+            footers.pop_front();
+        }
+        footers.push_back((seg.key.clone(), footer.clone()));
+        Ok(footer)
+    }
+
+    /// After a read that ended in row group `rg` of `seg`: decodes the next row groups
+    /// into the cache and fetches the span after them, in the background.
+    fn read_ahead(self: &Arc<Self>, seg: &RemoteSegment, next: Option<&RemoteSegment>, rg: usize) {
+        let mut ahead: Vec<(RemoteSegment, usize)> = Vec::new();
+        let mut at = (seg, rg + 1);
+        while ahead.len() <= self.options.decode_ahead {
+            if at.1 >= at.0.row_groups.len() {
+                match next {
+                    Some(n) if at.0.key != n.key => at = (n, 0),
+                    _ => break,
+                }
+                continue;
+            }
+            ahead.push((at.0.clone(), at.1));
+            at.1 += 1;
+        }
+        // The last position is where the span fetched ahead starts.
+        let span_at = if ahead.len() > self.options.decode_ahead {
+            ahead.pop()
+        } else {
+            None
+        };
+        let cached = |(s, rg): &(RemoteSegment, usize)| {
+            self.cache
+                .as_ref()
+                .is_some_and(|c| c.contains(&cache_key(s, *rg)))
+        };
+        ahead.retain(|p| !cached(p));
+        let span_held = |(s, rg): &(RemoteSegment, usize)| {
+            self.spans
+                .lock()
+                .iter()
+                .any(|x| x.key == s.key && x.groups.contains(rg))
+        };
+        if let Some((s, rg)) = span_at.filter(|p| !cached(p) && !span_held(p)) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.span(&s, rg, true).await {
+                    tracing::debug!(key = %s.key, error = %e, "read-ahead fetch failed");
+                }
+            });
+        }
+        // Each row group not yet decoded or being decoded gets a task; decoders are
+        // bounded, and taken in order, so the nearest row group is ready first.
+        for (s, rg) in ahead {
+            let key = cache_key(&s, rg);
+            let (cell, fresh) = self.decoding_cell(&key);
+            if fresh {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.decode(cell, key, &s, rg, true).await {
+                        tracing::debug!(key = %s.key, rg, error = %e, "read-ahead decode failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn corrupt(seg: &RemoteSegment, e: TierError) -> TierError {
+    TierError::Format(format!(
+        "remote segment {} (offsets {}..={}) cannot be read: {e}",
+        seg.key, seg.base_offset, seg.last_offset
+    ))
+}
