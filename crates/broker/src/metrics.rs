@@ -100,6 +100,7 @@ metrics! {
     Counter uploads "strata_tier_uploads_total" "Segments offloaded to the object store.";
     Counter upload_failures "strata_tier_upload_failures_total" "Failed offload attempts (retried with backoff).";
     Counter upload_bytes "strata_tier_upload_bytes_total" "Parquet bytes offloaded.";
+    Counter upload_log_bytes "strata_tier_upload_log_bytes_total" "Bytes of local log offloaded (before encoding as Parquet).";
     Histogram upload_latency "strata_tier_upload_seconds" "Time to offload one segment.";
     Counter remote_reads "strata_tier_remote_reads_total" "Fetches served from the cold tier.";
     Counter remote_read_bytes "strata_tier_remote_read_bytes_total" "Batch bytes served from the cold tier.";

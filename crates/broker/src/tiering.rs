@@ -26,6 +26,9 @@ use strata_tier::store::Bucket;
 use crate::broker::{Broker, Partition, TopicMeta};
 use crate::error::{BrokerError, Result};
 
+/// Segments of one partition encoded and uploaded at once when offload is behind.
+const UPLOADS_AT_ONCE: usize = 2;
+
 /// Per-partition offload state.
 #[derive(Debug, Default)]
 pub struct TierState {
@@ -375,66 +378,78 @@ impl Broker {
         }
         loop {
             let next_remote = p.remote.read().next_offset();
-            let candidate = {
+            let candidates: Vec<_> = {
                 let log = p.log_read();
                 let segs = log.segments();
                 let hw = log.log_end_offset();
                 let from = next_remote.unwrap_or(log.log_start_offset());
                 segs[..segs.len() - 1]
                     .iter()
-                    .find(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+                    .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+                    .take(UPLOADS_AT_ONCE)
                     .cloned()
+                    .collect()
             };
-            let Some(seg) = candidate else { return };
+            let Some(first) = candidates.first() else {
+                return;
+            };
             if let Some(n) = next_remote
-                && seg.base_offset != n
+                && first.base_offset != n
             {
                 self.tier_failed(
                     p,
                     format!(
                         "cannot offload: the next local segment starts at {} but the cold tier ends at {}",
-                        seg.base_offset,
+                        first.base_offset,
                         n - 1
                     ),
                 );
                 return;
             }
+            // Segments that wait their turn are encoded and uploaded side by side, so
+            // offload gets more of the machine the further it falls behind; they join
+            // the manifest in offset order.
             let started = std::time::Instant::now();
-            let uploaded = upload_segment_file(
-                &self.bucket,
-                &p.topic,
-                p.id,
-                &seg.path,
-                DEFAULT_ROWS_PER_GROUP,
-            )
+            let uploads = futures::future::join_all(candidates.iter().map(|seg| {
+                upload_segment_file(
+                    &self.bucket,
+                    &p.topic,
+                    p.id,
+                    &seg.path,
+                    DEFAULT_ROWS_PER_GROUP,
+                )
+            }))
             .await;
-            let rs = match uploaded {
-                Ok(rs) => rs,
-                Err(e) => {
-                    self.tier_failed(p, format!("uploading segment {}: {e}", seg.base_offset));
+            for (seg, uploaded) in candidates.iter().zip(uploads) {
+                let rs = match uploaded {
+                    Ok(rs) => rs,
+                    Err(e) => {
+                        self.tier_failed(p, format!("uploading segment {}: {e}", seg.base_offset));
+                        return;
+                    }
+                };
+                let mut m = p.remote.read().clone();
+                if let Err(e) = m.add(rs.clone()) {
+                    self.tier_failed(p, e.to_string());
                     return;
                 }
-            };
-            let mut m = p.remote.read().clone();
-            if let Err(e) = m.add(rs.clone()) {
-                self.tier_failed(p, e.to_string());
-                return;
+                if let Err(e) = m.save(&self.bucket).await {
+                    self.tier_failed(p, format!("saving the manifest: {e}"));
+                    return;
+                }
+                *p.remote.write() = m;
+                {
+                    let mut st = p.tier.lock();
+                    st.failures = 0;
+                    st.last_error = None;
+                }
+                self.metrics().uploads.add(1);
+                self.metrics().upload_bytes.add(rs.size_bytes);
+                self.metrics().upload_log_bytes.add(seg.size);
+                self.metrics().upload_latency.observe(started.elapsed());
+                tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
+                    bytes = rs.size_bytes, "offloaded segment");
             }
-            if let Err(e) = m.save(&self.bucket).await {
-                self.tier_failed(p, format!("saving the manifest: {e}"));
-                return;
-            }
-            *p.remote.write() = m;
-            {
-                let mut st = p.tier.lock();
-                st.failures = 0;
-                st.last_error = None;
-            }
-            self.metrics().uploads.add(1);
-            self.metrics().upload_bytes.add(rs.size_bytes);
-            self.metrics().upload_latency.observe(started.elapsed());
-            tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
-                bytes = rs.size_bytes, "offloaded segment");
         }
     }
 

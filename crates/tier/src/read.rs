@@ -480,3 +480,163 @@ fn corrupt(seg: &RemoteSegment, e: TierError) -> TierError {
         seg.key, seg.base_offset, seg.last_offset
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::upload_segment_file;
+    use strata_record::BatchBuilder;
+
+    /// Uploads `n` segments of `per` records with values that do not compress, in row
+    /// groups of `rows` records; returns them in order.
+    async fn segments(bucket: &Bucket, n: i64, per: i64, rows: usize) -> Vec<RemoteSegment> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut out = Vec::new();
+        for s in 0..n {
+            let base = s * per;
+            let mut data = Vec::new();
+            let mut b = BatchBuilder::new(0, 1 << 20);
+            for i in 0..per {
+                let v: Vec<u8> = (0..64)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                b.append(base + i, None, Some(&v), &[]);
+            }
+            let mut bytes = b.finish_vec();
+            strata_record::set_base_offset(&mut bytes, base);
+            data.extend_from_slice(&bytes);
+            let file = dir.path().join(format!("{base:020}.log"));
+            std::fs::write(&file, &data).unwrap();
+            out.push(
+                upload_segment_file(bucket, "t", 0, &file, rows)
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Reads every record from offset 0 to the end as a consumer would, passing the next
+    /// segment along; returns the offsets read.
+    async fn replay(reader: &Arc<ColdReader>, segs: &[RemoteSegment]) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        for (i, seg) in segs.iter().enumerate() {
+            while at <= seg.last_offset {
+                let bytes = reader
+                    .read(seg, segs.get(i + 1), at, 64 * 1024)
+                    .await
+                    .unwrap();
+                for o in crate::offsets_of(&bytes) {
+                    if o >= at {
+                        offsets.push(o);
+                    }
+                }
+                at = *offsets.last().unwrap() + 1;
+            }
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn a_sequential_replay_fetches_each_small_object_with_one_get() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 4, 5_000, 1_000).await;
+        let reader = ColdReader::new(bucket.clone(), None, ReadOptions::default());
+        let (gets, _) = bucket.counters.get();
+        let offsets = replay(&reader, &segs).await;
+        assert_eq!(offsets, (0..20_000).collect::<Vec<_>>());
+        // Read-ahead may still be fetching the last object's successor: there is none,
+        // so every GET is done once the replay is.
+        assert_eq!(bucket.counters.get().0 - gets, 4, "one GET per object");
+    }
+
+    #[tokio::test]
+    async fn a_large_object_is_read_in_spans_after_one_footer_read() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 1, 40_000, 1_000).await;
+        let size = segs[0].size_bytes;
+        // Objects above a tenth of this one are "large"; spans of a quarter of it.
+        let options = ReadOptions {
+            whole_object_bytes: size / 10,
+            span_bytes: size / 4,
+            read_ahead_bytes: size,
+            decode_ahead: 4,
+        };
+        let reader = ColdReader::new(bucket.clone(), None, options);
+        let (gets, bytes) = bucket.counters.get();
+        let offsets = replay(&reader, &segs).await;
+        assert_eq!(offsets, (0..40_000).collect::<Vec<_>>());
+        let (gets, bytes) = (
+            bucket.counters.get().0 - gets,
+            bucket.counters.get().1 - bytes,
+        );
+        // The footer, the first row group, then spans of a quarter of the object (the
+        // decode-ahead may fetch a row group or two alone before its span is asked for).
+        assert!((6..=12).contains(&gets), "{gets} GETs");
+        assert!(bytes < size + size / 4, "read {bytes} of {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn concurrent_readers_of_one_row_group_share_one_get() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 1, 5_000, 1_000).await;
+        let reader = ColdReader::new(
+            bucket.clone(),
+            None,
+            ReadOptions {
+                read_ahead_bytes: 0,
+                ..Default::default()
+            },
+        );
+        let (gets, _) = bucket.counters.get();
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let (reader, seg) = (reader.clone(), segs[0].clone());
+                tokio::spawn(async move { reader.read(&seg, None, 2_500, 1).await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for r in reads {
+            answers.push(r.await.unwrap());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]));
+        assert!(crate::offsets_of(&answers[0]).contains(&2_500));
+        assert_eq!(bucket.counters.get().0 - gets, 1);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_object_is_named_with_its_offsets() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 1, 2_000, 1_000).await;
+        let path = Path::from(segs[0].key.as_str());
+        let mut bytes = bucket
+            .store
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        bucket.store.put(&path, bytes.into()).await.unwrap();
+        let reader = ColdReader::new(bucket.clone(), None, ReadOptions::default());
+        let e = reader
+            .read(&segs[0], None, 0, 1)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&segs[0].key) && e.contains("0..=1999") && e.contains("CRC"),
+            "{e}"
+        );
+    }
+}
