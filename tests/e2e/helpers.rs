@@ -152,6 +152,17 @@ impl Drop for ServerProcess {
 }
 
 /// Polls `cond` until it holds or `timeout` passes; panics with `what` on timeout.
+/// The names of every topic the broker lists.
+pub async fn topic_names(client: &Client) -> Vec<String> {
+    client
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
+}
+
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,

@@ -141,13 +141,7 @@ async fn history_moves_to_parquet_on_s3_and_replays_across_tiers() {
     // The bucket alone: a new broker with an empty disk lists the topic and replays it.
     let fresh = broker_on(&dir.path().join("fresh"), &s3).await;
     let client = fresh.client().await;
-    let topics: Vec<String> = client
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let topics = topic_names(&client).await;
     assert!(topics.contains(&"cold".to_string()), "{topics:?}");
     let p = partition(&client, "cold").await;
     assert_eq!(p.log_start_offset, 0);

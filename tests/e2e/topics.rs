@@ -59,13 +59,7 @@ async fn topics_configs_and_data_survive_a_restart_and_delete_removes_them() {
     );
 
     client.delete_topic("drop").await.unwrap();
-    let names: Vec<String> = client
-        .list_topics()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let names = topic_names(&client).await;
     assert_eq!(
         names,
         vec!["__consumer_offsets".to_string(), "keep".to_string()]

@@ -199,22 +199,10 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, T
         })
 }
 
-/// Re-encodes Arrow rows as stored batches (one batch per `max_batch_bytes`), keeping
-/// only offsets in `[from, to)`.
+/// Re-encodes Arrow rows as stored batches (one batch per `max_batch_bytes`) at the end
+/// of `out`, keeping only offsets in `[from, to)`. Columns are downcast once and walked
+/// by index: nothing is allocated per row.
 pub fn rows_to_batches(
-    batch: &RecordBatch,
-    from: i64,
-    to: i64,
-    max_batch_bytes: usize,
-) -> Result<Vec<u8>, TierError> {
-    let mut out = Vec::new();
-    rows_into_batches(batch, from, to, max_batch_bytes, &mut out)?;
-    Ok(out)
-}
-
-/// As [`rows_to_batches`], appending to `out`. Columns are downcast once and walked by
-/// index: nothing is allocated per row.
-fn rows_into_batches(
     batch: &RecordBatch,
     from: i64,
     to: i64,
@@ -345,7 +333,7 @@ pub fn decode_row_group(
     let mut out = Vec::with_capacity(group.total_byte_size().max(0) as usize + 4096);
     for rows in reader {
         let rows = rows.map_err(|e| TierError::Format(format!("row group {rg}: {e}")))?;
-        rows_into_batches(&rows, i64::MIN, i64::MAX, DECODED_BATCH_BYTES, &mut out)?;
+        rows_to_batches(&rows, i64::MIN, i64::MAX, DECODED_BATCH_BYTES, &mut out)?;
     }
     Ok(Bytes::from(out))
 }
@@ -379,7 +367,8 @@ mod tests {
         rows.append_batches(&original, 0).unwrap();
         let batch = rows.finish();
         assert_eq!(batch.num_rows(), 50);
-        let back = rows_to_batches(&batch, 0, i64::MAX, 300).unwrap();
+        let mut back = Vec::new();
+        rows_to_batches(&batch, 0, i64::MAX, 300, &mut back).unwrap();
         let a: Vec<_> = BatchIter::new(&original)
             .flat_map(|b| b.unwrap().records().map(|r| r.unwrap()).collect::<Vec<_>>())
             .collect();
@@ -401,7 +390,8 @@ mod tests {
                 y.headers().collect::<Vec<_>>()
             );
         }
-        let some = rows_to_batches(&batch, 120, 130, 1 << 20).unwrap();
+        let mut some = Vec::new();
+        rows_to_batches(&batch, 120, 130, 1 << 20, &mut some).unwrap();
         let offs = crate::offsets_of(&some);
         assert_eq!(offs, (120..130).collect::<Vec<_>>());
     }
