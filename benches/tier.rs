@@ -14,7 +14,7 @@ use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file};
 
 const RECORDS: usize = 200_000;
 
-// As in the broker binary: mimalloc, and no transparent huge pages.
+// As in the broker binary: mimalloc, tuned by `strata::tune_process_memory`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -47,11 +47,7 @@ fn segment() -> Vec<u8> {
 }
 
 fn tier(c: &mut Criterion) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: only sets a flag on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    strata::tune_process_memory();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,6 +67,7 @@ fn tier(c: &mut Criterion) {
                 "t",
                 0,
                 &file,
+                0..=RECORDS as i64 - 1,
                 DEFAULT_ROWS_PER_GROUP,
             ))
             .unwrap()
@@ -82,6 +79,7 @@ fn tier(c: &mut Criterion) {
             "t",
             0,
             &file,
+            0..=RECORDS as i64 - 1,
             DEFAULT_ROWS_PER_GROUP,
         ))
         .unwrap();

@@ -12,11 +12,20 @@ use crate::s3::S3Server;
 const URL: &str = "s3://strata/cluster-a";
 
 async fn broker_on(data: &std::path::Path, s3: &S3Server) -> TestBroker {
+    broker_with(data, s3, |_| {}).await
+}
+
+async fn broker_with(
+    data: &std::path::Path,
+    s3: &S3Server,
+    tweak: impl FnOnce(&mut strata_broker::BrokerConfig),
+) -> TestBroker {
     let options = s3.options();
     TestBroker::start_with(data, move |c| {
         c.object_store = URL.to_string();
         c.object_store_options = options;
         c.housekeeping_interval_ms = 50;
+        tweak(c);
     })
     .await
 }
@@ -164,7 +173,12 @@ async fn history_moves_to_parquet_on_s3_and_replays_across_tiers() {
 async fn an_s3_outage_stops_offload_not_produce_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s3 = S3Server::start(&dir.path().join("s3")).await;
-    let broker = broker_on(&dir.path().join("data"), &s3).await;
+    // A backlog limit of two segments: produce waits for offload while the bucket
+    // works, and must not wait on it once the bucket is gone.
+    let broker = broker_with(&dir.path().join("data"), &s3, |c| {
+        c.upload_backlog_limit_bytes = 128 << 10;
+    })
+    .await;
     let client = broker.client().await;
     let configs = BTreeMap::from([
         ("segment.bytes".to_string(), (64 << 10).to_string()),

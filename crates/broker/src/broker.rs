@@ -83,6 +83,12 @@ pub struct Partition {
     /// Remote segments in the cold tier (a copy of the bucket's manifest).
     pub(crate) remote: RwLock<strata_tier::manifest::Manifest>,
     pub(crate) tier: parking_lot::Mutex<crate::tiering::TierState>,
+    /// Bytes of sealed local segments not yet in the cold tier, as offload last saw them.
+    pub(crate) upload_backlog: std::sync::atomic::AtomicU64,
+    /// Woken whenever offload commits a segment or fails, for produce waiting on it.
+    pub(crate) offload_progress: tokio::sync::Notify,
+    /// When offload last committed a segment (broker clock, ms).
+    pub(crate) last_upload_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A snapshot of one partition's state.
@@ -236,6 +242,8 @@ pub struct Broker {
     closing: watch::Sender<bool>,
     pub(crate) bucket: strata_tier::store::Bucket,
     pub(crate) cold: Arc<strata_tier::read::ColdReader>,
+    /// Segments being encoded and uploaded at once, over all partitions.
+    pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     _lock: File,
 }
@@ -340,6 +348,7 @@ impl Broker {
         let cold = strata_tier::read::ColdReader::new(bucket.clone(), cache, read_options);
         let broker = Self {
             cold,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::tiering::UPLOADS_AT_ONCE)),
             config,
             clock,
             topics: RwLock::new(BTreeMap::new()),
@@ -444,6 +453,9 @@ impl Broker {
                 closed: AtomicBool::new(false),
                 remote: RwLock::new(strata_tier::manifest::Manifest::new(&meta.name, p)),
                 tier: parking_lot::Mutex::new(Default::default()),
+                upload_backlog: Default::default(),
+                offload_progress: tokio::sync::Notify::new(),
+                last_upload_ms: Default::default(),
             }));
         }
         Ok(Topic {

@@ -42,6 +42,11 @@ pub struct BrokerConfig {
     pub cold_read_ahead_bytes: u64,
     /// How often retention, `flush.ms` and `segment.ms` are checked.
     pub housekeeping_interval_ms: u64,
+    /// Produce to a partition waits while more than this many bytes of its sealed
+    /// segments wait for upload and uploads are succeeding, so offload keeps up and local
+    /// disk stays bounded under sustained load. During an object-store outage produce
+    /// never waits. 0 turns the limit off.
+    pub upload_backlog_limit_bytes: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -59,6 +64,7 @@ impl Default for BrokerConfig {
             cold_cache_disk_bytes: 256 << 20,
             cold_read_ahead_bytes: 128 << 20,
             housekeeping_interval_ms: 1000,
+            upload_backlog_limit_bytes: 4 << 30,
             topic_defaults: BTreeMap::new(),
         }
     }

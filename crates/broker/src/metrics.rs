@@ -90,6 +90,7 @@ metrics! {
     Counter produce_records "strata_produce_records_total" "Records appended.";
     Counter produce_bytes "strata_produce_bytes_total" "Batch bytes appended.";
     Histogram produce_latency "strata_produce_latency_seconds" "Time to validate and append one produce request.";
+    Histogram produce_throttle "strata_produce_throttle_seconds" "Time produce requests waited for offload to catch up (upload backlog over upload_backlog_limit_bytes).";
     Counter fetch_requests "strata_fetch_requests_total" "Fetch requests and subscribe reads.";
     Counter fetch_errors "strata_fetch_errors_total" "Fetch requests refused or failed.";
     Counter fetch_bytes "strata_fetch_bytes_total" "Batch bytes served.";

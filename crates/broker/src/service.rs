@@ -185,6 +185,10 @@ impl Strata for Service {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
+        self.broker
+            .wait_for_offload(&r.topic, r.partition)
+            .instrument(span.clone())
+            .await;
         let resp = span.in_scope(|| produce_one(&self.broker, r))?;
         Ok(Response::new(resp))
     }
@@ -217,6 +221,15 @@ impl Strata for Service {
                         }
                     };
                     let id = r.correlation_id;
+                    // Requests of one stream are handled in order, so waiting here
+                    // holds back this producer only.
+                    tokio::select! {
+                        _ = broker.wait_for_offload(&r.topic, r.partition) => {}
+                        _ = broker.closing() => {
+                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            break;
+                        }
+                    }
                     let resp = produce_one(&broker, r).unwrap_or_else(|e| {
                         let status = Status::from(e);
                         pb::ProduceResponse {

@@ -26,8 +26,11 @@ use strata_tier::store::Bucket;
 use crate::broker::{Broker, Partition, TopicMeta};
 use crate::error::{BrokerError, Result};
 
-/// Segments of one partition encoded and uploaded at once when offload is behind.
-const UPLOADS_AT_ONCE: usize = 2;
+/// Segments encoded and uploaded at once when offload is behind (over all partitions,
+/// and at most this many of one partition).
+pub(crate) const UPLOADS_AT_ONCE: usize = 2;
+/// Produce stops waiting for offload when no segment has been committed for this long.
+pub const OFFLOAD_STALL_MS: i64 = 10_000;
 
 /// Per-partition offload state.
 #[derive(Debug, Default)]
@@ -328,9 +331,13 @@ impl Broker {
     /// One round of offload and remote retention for every partition.
     pub async fn tier_tick(&self) {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
+        let mut partitions = Vec::new();
         for t in topics {
             let config = t.config();
             if !config.remote_enabled() {
+                for p in t.partitions() {
+                    p.upload_backlog.store(0, Ordering::Relaxed);
+                }
                 continue;
             }
             if !t.meta_in_bucket.load(Ordering::Relaxed) {
@@ -348,16 +355,73 @@ impl Broker {
                     }
                 }
             }
-            for p in t.partitions() {
-                if p.is_deleted() {
-                    continue;
-                }
-                self.offload(p).await;
-                if let Err(e) = self.remote_retention(p, config.total_retention()).await {
-                    tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
-                }
+            partitions.extend(
+                t.partitions()
+                    .iter()
+                    .filter(|p| !p.is_deleted())
+                    .map(|p| (p.clone(), config.total_retention())),
+            );
+        }
+        // Partitions offload side by side, sharing the broker's upload slots.
+        futures::future::join_all(partitions.iter().map(|(p, _)| self.offload(p))).await;
+        for (p, retention) in &partitions {
+            if let Err(e) = self.remote_retention(p, *retention).await {
+                tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
             }
         }
+    }
+
+    /// Waits while the partition's upload backlog is over `upload_backlog_limit_bytes`
+    /// and offload is making progress: produce then runs at the pace offload keeps, and
+    /// local disk stays bounded. Returns at once when the backlog is under the limit (one
+    /// atomic load) and for unknown partitions (produce reports those). An object store
+    /// that fails or hangs never holds produce: the wait ends when an upload fails or
+    /// when no segment has been committed for [`OFFLOAD_STALL_MS`].
+    pub async fn wait_for_offload(&self, topic: &str, partition: u32) {
+        let limit = self.config().upload_backlog_limit_bytes;
+        if limit == 0 {
+            return;
+        }
+        let Ok(p) = self.partition(topic, partition) else {
+            return;
+        };
+        if p.upload_backlog.load(Ordering::Relaxed) <= limit {
+            return;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let progress = p.offload_progress.notified();
+            let stalled =
+                self.clock().now_ms() - p.last_upload_ms.load(Ordering::Relaxed) > OFFLOAD_STALL_MS;
+            if p.upload_backlog.load(Ordering::Relaxed) <= limit
+                || stalled
+                || p.tier.lock().last_error.is_some()
+                || p.is_deleted()
+            {
+                break;
+            }
+            // Woken by each committed segment; the timeout re-checks what no upload
+            // signals (a stall, the topic's tier turned off, the partition deleted).
+            let _ = tokio::time::timeout(Duration::from_millis(500), progress).await;
+        }
+        self.metrics().produce_throttle.observe(started.elapsed());
+    }
+
+    /// Recounts the partition's upload backlog from its log and wakes waiting produce.
+    fn refresh_backlog(&self, p: &Partition) {
+        let next_remote = p.remote.read().next_offset();
+        let backlog = {
+            let log = p.log_read();
+            let segs = log.segments();
+            let from = next_remote.unwrap_or(log.log_start_offset());
+            segs[..segs.len() - 1]
+                .iter()
+                .filter(|s| s.next_offset > from)
+                .map(|s| s.size)
+                .sum()
+        };
+        p.upload_backlog.store(backlog, Ordering::Relaxed);
+        p.offload_progress.notify_waiters();
     }
 
     fn tier_failed(&self, p: &Partition, what: String) {
@@ -368,11 +432,18 @@ impl Broker {
         st.retry_at_ms = now + backoff;
         tracing::warn!(topic = %p.topic, partition = p.id, error = %what, retry_in_ms = backoff, "offload failed");
         st.last_error = Some(what);
+        drop(st);
         self.metrics().upload_failures.add(1);
+        p.offload_progress.notify_waiters();
     }
 
-    /// Uploads the partition's sealed, committed segments that the manifest lacks.
+    /// Uploads the partition's sealed, committed segments that the manifest lacks, oldest
+    /// first. Up to [`UPLOADS_AT_ONCE`] of them are encoded and uploaded side by side
+    /// (a broker-wide limit, shared by all partitions) and the next starts as soon as one
+    /// finishes, so offload gets more of the machine the further it falls behind; they
+    /// join the manifest in offset order.
     async fn offload(&self, p: &Arc<Partition>) {
+        self.refresh_backlog(p);
         if p.tier.lock().retry_at_ms > self.clock().now_ms() {
             return;
         }
@@ -386,7 +457,6 @@ impl Broker {
                 segs[..segs.len() - 1]
                     .iter()
                     .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
-                    .take(UPLOADS_AT_ONCE)
                     .cloned()
                     .collect()
             };
@@ -406,51 +476,90 @@ impl Broker {
                 );
                 return;
             }
-            // Segments that wait their turn are encoded and uploaded side by side, so
-            // offload gets more of the machine the further it falls behind; they join
-            // the manifest in offset order.
-            let started = std::time::Instant::now();
-            let uploads = futures::future::join_all(candidates.iter().map(|seg| {
-                upload_segment_file(
-                    &self.bucket,
-                    &p.topic,
-                    p.id,
-                    &seg.path,
-                    DEFAULT_ROWS_PER_GROUP,
-                )
-            }))
-            .await;
-            for (seg, uploaded) in candidates.iter().zip(uploads) {
-                let rs = match uploaded {
-                    Ok(rs) => rs,
-                    Err(e) => {
-                        self.tier_failed(p, format!("uploading segment {}: {e}", seg.base_offset));
-                        return;
-                    }
+            let mut pending = candidates.into_iter();
+            let mut running = std::collections::VecDeque::new();
+            loop {
+                while running.len() < UPLOADS_AT_ONCE {
+                    let Some(seg) = pending.next() else { break };
+                    let slot = self
+                        .upload_slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("never closed");
+                    let (bucket, topic, id) = (self.bucket.clone(), p.topic.clone(), p.id);
+                    let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
+                    let task = tokio::spawn(async move {
+                        let _slot = slot;
+                        let started = std::time::Instant::now();
+                        let r = upload_segment_file(
+                            &bucket,
+                            &topic,
+                            id,
+                            &path,
+                            offsets,
+                            DEFAULT_ROWS_PER_GROUP,
+                        )
+                        .await;
+                        (r, started.elapsed())
+                    });
+                    running.push_back((seg, task));
+                }
+                let Some((seg, task)) = running.pop_front() else {
+                    break;
                 };
-                let mut m = p.remote.read().clone();
-                if let Err(e) = m.add(rs.clone()) {
-                    self.tier_failed(p, e.to_string());
+                let (uploaded, took) = match task.await {
+                    Ok(done) => done,
+                    Err(e) => (
+                        Err(strata_tier::TierError::Format(format!(
+                            "the upload task failed: {e}"
+                        ))),
+                        Default::default(),
+                    ),
+                };
+                if let Err(e) = self.commit_upload(p, &seg, uploaded, took).await {
+                    self.tier_failed(p, e);
+                    // Later segments may not join the manifest before this one; let the
+                    // uploads under way finish (their keys are rewritten on retry).
+                    for (_, t) in running {
+                        let _ = t.await;
+                    }
                     return;
                 }
-                if let Err(e) = m.save(&self.bucket).await {
-                    self.tier_failed(p, format!("saving the manifest: {e}"));
-                    return;
-                }
-                *p.remote.write() = m;
-                {
-                    let mut st = p.tier.lock();
-                    st.failures = 0;
-                    st.last_error = None;
-                }
-                self.metrics().uploads.add(1);
-                self.metrics().upload_bytes.add(rs.size_bytes);
-                self.metrics().upload_log_bytes.add(seg.size);
-                self.metrics().upload_latency.observe(started.elapsed());
-                tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
-                    bytes = rs.size_bytes, "offloaded segment");
             }
         }
+    }
+
+    /// Adds an uploaded segment to the partition's manifest, in the bucket first.
+    async fn commit_upload(
+        &self,
+        p: &Partition,
+        seg: &strata_log::SegmentInfo,
+        uploaded: strata_tier::Result<strata_tier::manifest::RemoteSegment>,
+        took: Duration,
+    ) -> std::result::Result<(), String> {
+        let rs = uploaded.map_err(|e| format!("uploading segment {}: {e}", seg.base_offset))?;
+        let mut m = p.remote.read().clone();
+        m.add(rs.clone()).map_err(|e| e.to_string())?;
+        m.save(&self.bucket)
+            .await
+            .map_err(|e| format!("saving the manifest: {e}"))?;
+        *p.remote.write() = m;
+        {
+            let mut st = p.tier.lock();
+            st.failures = 0;
+            st.last_error = None;
+        }
+        self.metrics().uploads.add(1);
+        self.metrics().upload_bytes.add(rs.size_bytes);
+        self.metrics().upload_log_bytes.add(seg.size);
+        self.metrics().upload_latency.observe(took);
+        p.last_upload_ms
+            .store(self.clock().now_ms(), Ordering::Relaxed);
+        self.refresh_backlog(p);
+        tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
+            bytes = rs.size_bytes, "offloaded segment");
+        Ok(())
     }
 
     async fn remote_retention(&self, p: &Partition, (ms, bytes): (i64, i64)) -> Result<()> {
@@ -520,5 +629,95 @@ impl Broker {
             }
         }
         tracing::info!(topic, objects = n, "deleted the topic's objects");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use std::collections::BTreeMap;
+    use strata_log::{Clock, ManualClock};
+
+    async fn broker(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Broker> {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            object_store: "memory://".into(),
+            cold_cache_memory_bytes: 0,
+            cold_cache_disk_bytes: 0,
+            upload_backlog_limit_bytes: 8 << 10,
+            ..BrokerConfig::default()
+        };
+        let b = Broker::open(config, clock).await.unwrap();
+        let configs = BTreeMap::from([("segment.bytes".to_string(), (4 << 10).to_string())]);
+        b.create_topic("t", 1, 1, configs).await.unwrap();
+        b
+    }
+
+    /// Produces plain records until the partition has `sealed` sealed segments.
+    fn fill(b: &Broker, sealed: usize) {
+        let p = b.partition("t", 0).unwrap();
+        let record = crate::broker::PlainRecord {
+            key: None,
+            value: Some(Bytes::from(vec![7u8; 1000])),
+            timestamp_ms: 1,
+            headers: Vec::new(),
+        };
+        while p.log_read().segments().len() <= sealed {
+            b.produce("t", 0, Bytes::new(), std::slice::from_ref(&record))
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn produce_waits_while_offload_catches_up_and_resumes_when_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = broker(dir.path(), clock.clone()).await;
+        let p = b.partition("t", 0).unwrap();
+        // Offload is known to be working: a segment was committed just now.
+        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
+        fill(&b, 4);
+        b.refresh_backlog(&p);
+        assert!(p.upload_backlog.load(Ordering::Relaxed) > 8 << 10);
+        let mut wait = Box::pin(b.wait_for_offload("t", 0));
+        assert!(
+            futures::poll!(&mut wait).is_pending(),
+            "over the limit: produce waits"
+        );
+        b.tier_tick().await;
+        assert_eq!(p.upload_backlog.load(Ordering::Relaxed), 0);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("offload caught up: produce goes on");
+        assert_eq!(b.metrics().produce_throttle.count(), 1);
+        // Under the limit it does not wait at all.
+        assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_or_failing_offload_never_holds_produce() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = broker(dir.path(), clock.clone()).await;
+        let p = b.partition("t", 0).unwrap();
+        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
+        fill(&b, 4);
+        b.refresh_backlog(&p);
+        let mut wait = Box::pin(b.wait_for_offload("t", 0));
+        assert!(futures::poll!(&mut wait).is_pending());
+        // No segment committed for longer than the stall limit: produce goes on.
+        clock.advance(OFFLOAD_STALL_MS + 1);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("a stalled offload lets produce through");
+        // A failed upload lets produce through at once, however recent the last commit.
+        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
+        let mut wait = Box::pin(b.wait_for_offload("t", 0));
+        assert!(futures::poll!(&mut wait).is_pending());
+        b.tier_failed(&p, "the bucket is away".into());
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("a failing offload lets produce through");
     }
 }

@@ -13,7 +13,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    disable_transparent_huge_pages();
+    strata::tune_process_memory();
     let args = cli::Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,17 +33,5 @@ fn main() {
         }
         eprintln!("error: {}", msg.replace('\n', " "));
         std::process::exit(1);
-    }
-}
-
-/// Buffers of a megabyte or two (decoded cold row groups, fetch answers) are allocated
-/// and freed all the time; with transparent huge pages every fresh one costs the kernel
-/// a 2 MiB page to zero, which halved cold replay. As for other data stores (Redis,
-/// MongoDB), THP is off for this process.
-fn disable_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }

@@ -514,7 +514,7 @@ mod tests {
             let file = dir.path().join(format!("{base:020}.log"));
             std::fs::write(&file, &data).unwrap();
             out.push(
-                upload_segment_file(bucket, "t", 0, &file, rows)
+                upload_segment_file(bucket, "t", 0, &file, base..=base + per - 1, rows)
                     .await
                     .unwrap(),
             );

@@ -1,7 +1,6 @@
 //! Writing a sealed segment as one Parquet object (reading it back is [`crate::read`]).
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use parquet::arrow::ArrowWriter;
 
@@ -47,9 +46,15 @@ impl std::io::Write for PartSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.crc.update(data);
         self.size += data.len() as u64;
-        self.part.extend_from_slice(data);
-        if self.part.len() >= PART_BYTES {
-            self.send()?;
+        // Parts are filled to exactly PART_BYTES, so the buffer never regrows.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = rest.len().min(PART_BYTES - self.part.len());
+            self.part.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.part.len() == PART_BYTES {
+                self.send()?;
+            }
         }
         Ok(data.len())
     }
@@ -169,24 +174,23 @@ fn encode_segment(
 /// Writes a sealed segment file as one Parquet object under the partition's directory.
 /// A blocking thread reads the file and encodes it; row groups go up as multipart parts
 /// while later ones are encoded, so memory stays bounded (a few parts) whatever the
-/// segment size. Every batch's CRC is checked on the way. Writing the same segment
-/// again writes the same key: uploads are idempotent. Returns the manifest entry.
+/// segment size. Every batch's CRC is checked on the way, and the file must hold exactly
+/// `offsets` (what the log says the segment holds), which name the object: the object
+/// appears only when its multipart upload completes, and writing the same segment again
+/// writes the same key, so uploads are idempotent. Returns the manifest entry.
 pub async fn upload_segment_file(
     bucket: &Bucket,
     topic: &str,
     partition: u32,
     file: &std::path::Path,
+    offsets: std::ops::RangeInclusive<i64>,
     rows_per_group: usize,
 ) -> Result<RemoteSegment> {
-    // The key names the offsets, which are known only after reading: write to a
-    // temporary key, then copy into place (a server-side copy) and delete it.
-    let dir = bucket.partition_dir(topic, partition);
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("segment")
-        .to_string();
-    let tmp = dir.clone().join(format!(".upload-{stem}.parquet"));
+    let key = bucket.partition_dir(topic, partition).join(format!(
+        "{:020}-{:020}.parquet",
+        offsets.start(),
+        offsets.end()
+    ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let sink = PartSink {
         part: Vec::with_capacity(PART_BYTES),
@@ -196,7 +200,7 @@ pub async fn upload_segment_file(
     };
     let path = file.to_path_buf();
     let encode = tokio::task::spawn_blocking(move || encode_segment(&path, rows_per_group, sink));
-    let mut out = BufWriter::with_capacity(bucket.store.clone(), tmp.clone(), PART_BYTES)
+    let mut out = BufWriter::with_capacity(bucket.store.clone(), key.clone(), PART_BYTES)
         .with_max_concurrency(UPLOAD_CONCURRENCY);
     let mut put_error = None;
     while let Some(part) = rx.recv().await {
@@ -209,7 +213,20 @@ pub async fn upload_segment_file(
     let encoded = encode
         .await
         .map_err(|e| TierError::Format(format!("encoding {}: {e}", file.display())));
-    let encoded = match (put_error, encoded.and_then(|r| r)) {
+    let encoded = encoded.and_then(|r| r).and_then(|e| {
+        let (base, last, ..) = e.stats;
+        if (base, last) == (*offsets.start(), *offsets.end()) {
+            Ok(e)
+        } else {
+            Err(TierError::Format(format!(
+                "{} holds offsets {base}..={last}, not {}..={} as the log says",
+                file.display(),
+                offsets.start(),
+                offsets.end()
+            )))
+        }
+    });
+    let encoded = match (put_error, encoded) {
         (None, Ok(encoded)) => encoded,
         (Some(e), _) => {
             let _ = out.abort().await;
@@ -224,12 +241,9 @@ pub async fn upload_segment_file(
         use tokio::io::AsyncWriteExt;
         out.shutdown()
             .await
-            .map_err(|e| TierError::Format(format!("uploading {tmp}: {e}")))?;
+            .map_err(|e| TierError::Format(format!("uploading {key}: {e}")))?;
     }
     let (base, last, min_timestamp, max_timestamp, records) = encoded.stats;
-    let key = dir.join(format!("{base:020}-{last:020}.parquet"));
-    bucket.store.copy(&tmp, &key).await?;
-    bucket.store.delete(&tmp).await?;
     Ok(RemoteSegment {
         base_offset: base,
         last_offset: last,
@@ -272,13 +286,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_segment_holding_other_offsets_than_the_log_says_is_not_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("00000000000000001000.log");
+        std::fs::write(&file, segment(1000, 5000)).unwrap();
+        let objects = dir.path().join("objects");
+        let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
+        let err = upload_segment_file(&bucket, "t", 0, &file, 1000..=6999, 1000)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds offsets 1000..=5999, not 1000..=6999"),
+            "{err}"
+        );
+        let left: Vec<_> = walk(&objects);
+        assert!(
+            left.is_empty(),
+            "an aborted upload leaves nothing: {left:?}"
+        );
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flat_map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() { walk(&p) } else { vec![p] }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
     async fn a_segment_uploads_and_reads_back_from_any_offset() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("00000000000000001000.log");
         std::fs::write(&file, segment(1000, 5000)).unwrap();
         let objects = dir.path().join("objects");
         let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
-        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000)
+        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000..=5999, 1000)
             .await
             .unwrap();
         assert_eq!(
@@ -355,7 +403,7 @@ mod range_tests {
         }
         std::fs::write(&file, &data).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, 8192)
+        let seg = upload_segment_file(&bucket, "t", 0, &file, 0..=99_999, 8192)
             .await
             .unwrap();
         assert!(seg.row_groups.len() >= 10, "{:?}", seg.row_groups);
@@ -403,7 +451,7 @@ mod cache_tests {
         }
         std::fs::write(&file, b.finish_vec()).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, 8192)
+        let seg = upload_segment_file(&bucket, "t", 0, &file, 0..=29_999, 8192)
             .await
             .unwrap();
         let foyer = FoyerCache::open(&dir.path().join("cache"), 4 << 20, 16 << 20)
