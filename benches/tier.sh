@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Cold-tier figures: replay from the hot tier, from the cold tier with an empty cache
 # and with a warm cache; upload throughput and upload lag under sustained produce;
-# object-store GETs per GB replayed.
-#   benches/tier.sh [RECORDS] [RECORD_SIZE]
+# object-store GETs per GB replayed; sustained produce with the foundation benchmark's
+# settings (3 partitions), local disk use sampled, with the tier on and off.
+#   benches/tier.sh [RECORDS] [RECORD_SIZE] [SUSTAINED_RECORDS] [BACKLOG_RECORDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 records=${1:-6000000}
 size=${2:-100}
+sustained=${3:-60000000}
+backlog=${4:-30000000}
 cargo build --release -q -p strata
 bin=target/release/strata
 dir=$(mktemp -d)
@@ -29,6 +32,8 @@ for _ in $(seq 100); do grep -q "server ready" "$dir/server.log" && break; sleep
 b="--broker 127.0.0.1:$port"
 metric() { curl -s "127.0.0.1:$mport/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 field() { sed "s/.*\"$1\":\([0-9]*\).*/\1/"; }
+# Sum of a numeric field over a topic's partitions.
+total() { "$bin" topic describe "$1" $b --output json 2>/dev/null | grep -o "\"$2\":[0-9]*" | awk -F: '{ s += $2 } END { printf "%.0f\n", s }'; }
 segment=67108864
 echo "cores: $(nproc); $records records of $size bytes; cold segments of $segment bytes"
 $bin topic create hot $b --partitions 1 --config remote.storage.enable=false >/dev/null
@@ -48,7 +53,7 @@ done
 "$bin" topic describe cold $b --output json | sed 's/^/cold: /'
 # Offload on its own: a backlog written with the tier off, then the tier turned on.
 $bin topic create backlog $b --partitions 1 --config segment.bytes=$segment --config local.retention.bytes=1 --config remote.storage.enable=false >/dev/null
-$bin bench produce $b --topic backlog --records "$records" --record-size "$size" --partitions 1 >/dev/null
+$bin bench produce $b --topic backlog --records "$backlog" --record-size "$size" --partitions 1 >/dev/null
 l0=$(metric strata_tier_upload_log_bytes_total); p0=$(metric strata_tier_upload_bytes_total)
 t0=$(date +%s.%N)
 $bin topic alter backlog $b --config remote.storage.enable=true >/dev/null
@@ -67,3 +72,17 @@ $bin bench consume $b --topic cold | sed 's/^/replay cold, warm:  /'
 g2=$(metric strata_s3_get_requests_total)
 echo "GETs: empty-cache replay $((g1 - g0)) for $((r1 - r0)) batch bytes ($(awk -v g="$((g1 - g0))" -v r="$((r1 - r0))" 'BEGIN { printf "%.1f", g / (r / 1e9) }') per GB); warm replay $((g2 - g1))"
 curl -s "127.0.0.1:$mport/metrics" | grep '^strata_cold_cache_requests_total'
+# Sustained load: the foundation benchmark's produce (3 partitions) for far longer, local
+# retention deleting whatever is offloaded. Segments of 256 MiB so each partition seals
+# several; local disk use is sampled throughout (with the tier off it is everything).
+for tier in true false; do
+  t=sustained-$tier
+  $bin topic create $t $b --partitions 3 --config segment.bytes=268435456 --config local.retention.bytes=1 --config remote.storage.enable=$tier >/dev/null
+  (while true; do echo "$(total $t size_bytes) $(total $t upload_lag)"; sleep 0.25; done) >"$dir/disk" &
+  sampler=$!
+  $bin bench produce $b --topic $t --records "$sustained" --record-size "$size" | sed "s/^/sustained produce, tier $tier: /"
+  kill $sampler; wait $sampler 2>/dev/null || true; sampler=
+  echo "  local disk: max $(sort -n "$dir/disk" | tail -1 | awk '{ printf "%.0f MB", $1 / 1e6 }'), at the end $(tail -1 "$dir/disk" | awk '{ printf "%.0f MB", $1 / 1e6 }') of $(awk -v n="$sustained" -v s="$size" 'BEGIN { printf "%.0f MB", n * (s + 8) / 1e6 }') produced; upload lag max $(sort -n -k2 "$dir/disk" | tail -1 | awk '{ print $2 }') records ($(wc -l <"$dir/disk") samples)"
+  $bin topic delete $t $b >/dev/null
+done
+curl -s "127.0.0.1:$mport/metrics" | grep -E '^strata_produce_throttle_seconds_(count|sum)'

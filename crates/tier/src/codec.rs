@@ -336,8 +336,11 @@ pub fn decode_row_group(
         .with_row_groups(vec![rg])
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()?;
-    // Re-encoded batches take about what the columns take uncompressed.
-    let mut out = Vec::with_capacity(group.total_byte_size().max(0) as usize + 4096);
+    // Re-encoded batches take about what the columns take uncompressed, plus each
+    // record's length, offset and timestamp deltas (which the delta-encoded columns
+    // hardly hold): sized once, so a multi-MiB buffer is never copied to grow.
+    let estimate = group.total_byte_size().max(0) as usize + group.num_rows().max(0) as usize * 16;
+    let mut out = Vec::with_capacity(estimate + 4096);
     for rows in reader {
         let rows = rows.map_err(|e| TierError::Format(format!("row group {rg}: {e}")))?;
         rows_to_batches(&rows, i64::MIN, i64::MAX, DECODED_BATCH_BYTES, &mut out)?;
