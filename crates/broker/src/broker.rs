@@ -89,6 +89,9 @@ pub struct Partition {
     pub(crate) offload_progress: tokio::sync::Notify,
     /// When offload last committed a segment (broker clock, ms).
     pub(crate) last_upload_ms: std::sync::atomic::AtomicI64,
+    /// Held while offload or remote retention works on the partition, so deleting the
+    /// topic can wait for uploads under way before it removes the topic's objects.
+    pub(crate) tier_work: tokio::sync::Mutex<()>,
 }
 
 /// A snapshot of one partition's state.
@@ -456,6 +459,7 @@ impl Broker {
                 upload_backlog: Default::default(),
                 offload_progress: tokio::sync::Notify::new(),
                 last_upload_ms: Default::default(),
+                tier_work: tokio::sync::Mutex::new(()),
             }));
         }
         Ok(Topic {
@@ -594,6 +598,11 @@ impl Broker {
             }
         });
         self.forget_topic_offsets(name);
+        // Offload sees the partitions deleted and stops; wait for uploads under way, so
+        // none lands after the objects are removed.
+        for p in &topic.partitions {
+            drop(p.tier_work.lock().await);
+        }
         self.delete_topic_objects(name).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(())

@@ -363,12 +363,20 @@ impl Broker {
             );
         }
         // Partitions offload side by side, sharing the broker's upload slots.
-        futures::future::join_all(partitions.iter().map(|(p, _)| self.offload(p))).await;
-        for (p, retention) in &partitions {
+        futures::future::join_all(partitions.iter().map(|(p, retention)| async move {
+            let _work = p.tier_work.lock().await;
+            if p.is_deleted() {
+                return;
+            }
+            self.offload(p).await;
+            if p.is_deleted() {
+                return;
+            }
             if let Err(e) = self.remote_retention(p, *retention).await {
                 tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
             }
-        }
+        }))
+        .await;
     }
 
     /// Waits while the partition's upload backlog is over `upload_backlog_limit_bytes`
@@ -447,7 +455,7 @@ impl Broker {
         if p.tier.lock().retry_at_ms > self.clock().now_ms() {
             return;
         }
-        loop {
+        while !p.is_deleted() {
             let next_remote = p.remote.read().next_offset();
             let candidates: Vec<_> = {
                 let log = p.log_read();
@@ -479,7 +487,7 @@ impl Broker {
             let mut pending = candidates.into_iter();
             let mut running = std::collections::VecDeque::new();
             loop {
-                while running.len() < UPLOADS_AT_ONCE {
+                while running.len() < UPLOADS_AT_ONCE && !p.is_deleted() {
                     let Some(seg) = pending.next() else { break };
                     let slot = self
                         .upload_slots
@@ -518,7 +526,9 @@ impl Broker {
                     ),
                 };
                 if let Err(e) = self.commit_upload(p, &seg, uploaded, took).await {
-                    self.tier_failed(p, e);
+                    if !p.is_deleted() {
+                        self.tier_failed(p, e);
+                    }
                     // Later segments may not join the manifest before this one; let the
                     // uploads under way finish (their keys are rewritten on retry).
                     for (_, t) in running {
@@ -539,6 +549,10 @@ impl Broker {
         took: Duration,
     ) -> std::result::Result<(), String> {
         let rs = uploaded.map_err(|e| format!("uploading segment {}: {e}", seg.base_offset))?;
+        if p.is_deleted() {
+            // The topic is going: its deletion removes this object with the others.
+            return Err("the topic was deleted".into());
+        }
         let mut m = p.remote.read().clone();
         m.add(rs.clone()).map_err(|e| e.to_string())?;
         m.save(&self.bucket)
@@ -693,6 +707,35 @@ mod tests {
         assert_eq!(b.metrics().produce_throttle.count(), 1);
         // Under the limit it does not wait at all.
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_a_topic_while_it_offloads_leaves_nothing_in_the_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path(), Arc::new(ManualClock::new(1_000_000))).await;
+        fill(&b, 8);
+        let puts = || b.bucket.counters.put_requests.load(Ordering::Relaxed);
+        let before = puts();
+        let tick = tokio::spawn({
+            let b = b.clone();
+            async move { b.tier_tick().await }
+        });
+        // Delete once offload is under way: the topic's metadata and a first object
+        // are written, later segments are being encoded and uploaded.
+        while puts() < before + 2 && !tick.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        b.delete_topic("t").await.unwrap();
+        tick.await.unwrap();
+        let left: Vec<String> = b
+            .bucket
+            .store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "orphaned objects: {left:?}");
     }
 
     #[tokio::test]
