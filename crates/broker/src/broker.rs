@@ -87,6 +87,8 @@ pub struct Partition {
     pub(crate) upload_backlog: std::sync::atomic::AtomicU64,
     /// Woken whenever offload commits a segment or fails, for produce waiting on it.
     pub(crate) offload_progress: tokio::sync::Notify,
+    /// Produce waits while `upload_backlog` is above this (see `wait_for_offload`).
+    pub(crate) backlog_ceiling: std::sync::atomic::AtomicU64,
     /// When offload last committed a segment (broker clock, ms).
     pub(crate) last_upload_ms: std::sync::atomic::AtomicI64,
     /// Held while offload or remote retention works on the partition, so deleting the
@@ -458,6 +460,7 @@ impl Broker {
                 tier: parking_lot::Mutex::new(Default::default()),
                 upload_backlog: Default::default(),
                 offload_progress: tokio::sync::Notify::new(),
+                backlog_ceiling: std::sync::atomic::AtomicU64::new(u64::MAX),
                 last_upload_ms: Default::default(),
                 tier_work: tokio::sync::Mutex::new(()),
             }));

@@ -104,9 +104,38 @@ async fn housekeeping(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bo
     .await
 }
 
-/// Offload and remote retention; runs beside produce, never in its way.
-async fn tiering(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
-    every(broker, stop, |b| async move { b.tier_tick().await }).await
+/// Offload and remote retention; runs beside produce, never in its way. Every
+/// housekeeping interval each partition not already in a round starts one, so a
+/// partition working through a long backlog holds back no other; rounds under way are
+/// abandoned at shutdown.
+async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use futures::StreamExt;
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().housekeeping_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds = futures::stream::FuturesUnordered::new();
+    let mut busy = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for work in broker.tier_work_list() {
+                    let key = Arc::as_ptr(&work.partition) as usize;
+                    if busy.insert(key) {
+                        let b = broker.clone();
+                        rounds.push(async move {
+                            b.tier_partition(&work).await;
+                            key
+                        });
+                    }
+                }
+            }
+            Some(key) = rounds.next(), if !rounds.is_empty() => {
+                busy.remove(&key);
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.

@@ -185,10 +185,10 @@ impl Strata for Service {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let r = request.into_inner();
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
-        self.broker
-            .wait_for_offload(&r.topic, r.partition)
-            .instrument(span.clone())
-            .await;
+        tokio::select! {
+            _ = self.broker.wait_for_offload(&r.topic, r.partition).instrument(span.clone()) => {}
+            _ = self.broker.closing() => return Err(BrokerError::ShuttingDown.into()),
+        }
         let resp = span.in_scope(|| produce_one(&self.broker, r))?;
         Ok(Response::new(resp))
     }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use strata_log::DeletionGuard;
-use strata_tier::manifest::Manifest;
+use strata_tier::manifest::{Manifest, RemoteSegment};
 use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file};
 use strata_tier::store::Bucket;
 
@@ -31,6 +31,24 @@ use crate::error::{BrokerError, Result};
 pub(crate) const UPLOADS_AT_ONCE: usize = 2;
 /// Produce stops waiting for offload when no segment has been committed for this long.
 pub const OFFLOAD_STALL_MS: i64 = 10_000;
+
+/// An upload task, aborted if its round is dropped (the broker shutting down): the
+/// multipart upload is left incomplete, as after a crash, and redone at the next start.
+struct Upload(tokio::task::JoinHandle<(strata_tier::Result<RemoteSegment>, Duration)>);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One partition's share of a tiering round (see [`Broker::tier_work_list`]).
+pub(crate) struct TierWork {
+    pub partition: Arc<Partition>,
+    retention: (i64, i64),
+    /// The topic, when its metadata is to be stored in the bucket first.
+    store_meta: Option<Arc<crate::broker::Topic>>,
+}
 
 /// Per-partition offload state.
 #[derive(Debug, Default)]
@@ -328,72 +346,104 @@ impl Broker {
         Ok(None)
     }
 
-    /// One round of offload and remote retention for every partition.
-    pub async fn tier_tick(&self) {
+    /// What each partition whose topic has the tier on has to do: offload and remote
+    /// retention (with the topic's total retention), and for a topic's first partition,
+    /// storing the topic's metadata in the bucket when it is missing there. Partitions
+    /// of topics with the tier off have their upload backlog cleared.
+    pub(crate) fn tier_work_list(&self) -> Vec<TierWork> {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
-        let mut partitions = Vec::new();
+        let mut work = Vec::new();
         for t in topics {
             let config = t.config();
             if !config.remote_enabled() {
                 for p in t.partitions() {
                     p.upload_backlog.store(0, Ordering::Relaxed);
+                    p.offload_progress.notify_waiters();
                 }
                 continue;
             }
-            if !t.meta_in_bucket.load(Ordering::Relaxed) {
-                let meta = t.meta();
-                let body = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
-                match self
-                    .bucket
-                    .store
-                    .put(&meta_key(&self.bucket, &meta.name), PutPayload::from(body))
-                    .await
-                {
-                    Ok(_) => t.meta_in_bucket.store(true, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(topic = %meta.name, error = %e, "could not store topic metadata in the bucket")
-                    }
+            let store_meta = !t.meta_in_bucket.load(Ordering::Relaxed);
+            for (i, p) in t.partitions().iter().enumerate() {
+                if !p.is_deleted() {
+                    work.push(TierWork {
+                        partition: p.clone(),
+                        retention: config.total_retention(),
+                        store_meta: (i == 0 && store_meta).then(|| t.clone()),
+                    });
                 }
             }
-            partitions.extend(
-                t.partitions()
-                    .iter()
-                    .filter(|p| !p.is_deleted())
-                    .map(|p| (p.clone(), config.total_retention())),
-            );
         }
-        // Partitions offload side by side, sharing the broker's upload slots.
-        futures::future::join_all(partitions.iter().map(|(p, retention)| async move {
-            let _work = p.tier_work.lock().await;
-            if p.is_deleted() {
-                return;
-            }
-            self.offload(p).await;
-            if p.is_deleted() {
-                return;
-            }
-            if let Err(e) = self.remote_retention(p, *retention).await {
-                tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
-            }
-        }))
-        .await;
+        work
     }
 
-    /// Waits while the partition's upload backlog is over `upload_backlog_limit_bytes`
-    /// and offload is making progress: produce then runs at the pace offload keeps, and
-    /// local disk stays bounded. Returns at once when the backlog is under the limit (one
-    /// atomic load) and for unknown partitions (produce reports those). An object store
-    /// that fails or hangs never holds produce: the wait ends when an upload fails or
-    /// when no segment has been committed for [`OFFLOAD_STALL_MS`].
+    /// One partition's round under its `tier_work` lock (so nothing of it lands in the
+    /// bucket after the topic's deletion removed what is there): the topic's metadata if
+    /// asked, then offload and remote retention, again while offload finds more.
+    pub(crate) async fn tier_partition(&self, work: &TierWork) {
+        let p = &work.partition;
+        let _work = p.tier_work.lock().await;
+        if let Some(t) = &work.store_meta
+            && !p.is_deleted()
+        {
+            let meta = t.meta();
+            let body = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
+            match self
+                .bucket
+                .store
+                .put(&meta_key(&self.bucket, &meta.name), PutPayload::from(body))
+                .await
+            {
+                Ok(_) => t.meta_in_bucket.store(true, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(topic = %meta.name, error = %e, "could not store topic metadata in the bucket")
+                }
+            }
+        }
+        while !p.is_deleted() {
+            let more = self.offload(p).await;
+            if p.is_deleted() {
+                return;
+            }
+            if let Err(e) = self.remote_retention(p, work.retention).await {
+                tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "remote retention failed");
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// One round for every partition, side by side, returning when all are done. The
+    /// broker's own loop (`server::tiering`) starts rounds per partition instead, so a
+    /// partition working through a long backlog holds back no other.
+    pub async fn tier_tick(&self) {
+        let work = self.tier_work_list();
+        futures::future::join_all(work.iter().map(|w| self.tier_partition(w))).await;
+    }
+
+    fn tier_enabled(&self, topic: &str) -> bool {
+        self.topic(topic).is_ok_and(|t| t.config().remote_enabled())
+    }
+
+    /// Waits while the partition's upload backlog is over its ceiling and offload is
+    /// making progress: produce then runs at the pace offload keeps, and local disk stays
+    /// bounded. The ceiling is `upload_backlog_limit_bytes`, or, after an outage or a
+    /// restart found more than that waiting, the lowest backlog seen since: produce is
+    /// never held back to drain a backlog it did not just create, only kept from growing
+    /// it. Returns at once when the backlog is under the ceiling (two atomic loads) and
+    /// for unknown partitions (produce reports those). An object store that fails or
+    /// hangs never holds produce: the wait ends when an upload fails or when no segment
+    /// has been committed for [`OFFLOAD_STALL_MS`].
     pub async fn wait_for_offload(&self, topic: &str, partition: u32) {
-        let limit = self.config().upload_backlog_limit_bytes;
-        if limit == 0 {
+        if self.config().upload_backlog_limit_bytes == 0 {
             return;
         }
         let Ok(p) = self.partition(topic, partition) else {
             return;
         };
-        if p.upload_backlog.load(Ordering::Relaxed) <= limit {
+        let over =
+            || p.upload_backlog.load(Ordering::Relaxed) > p.backlog_ceiling.load(Ordering::Relaxed);
+        if !over() {
             return;
         }
         let started = std::time::Instant::now();
@@ -401,10 +451,11 @@ impl Broker {
             let progress = p.offload_progress.notified();
             let stalled =
                 self.clock().now_ms() - p.last_upload_ms.load(Ordering::Relaxed) > OFFLOAD_STALL_MS;
-            if p.upload_backlog.load(Ordering::Relaxed) <= limit
+            if !over()
                 || stalled
                 || p.tier.lock().last_error.is_some()
                 || p.is_deleted()
+                || !self.tier_enabled(topic)
             {
                 break;
             }
@@ -415,7 +466,8 @@ impl Broker {
         self.metrics().produce_throttle.observe(started.elapsed());
     }
 
-    /// Recounts the partition's upload backlog from its log and wakes waiting produce.
+    /// Recounts the partition's upload backlog from its log, lowers its ceiling to it
+    /// (never below the limit; no ceiling while uploads fail) and wakes waiting produce.
     fn refresh_backlog(&self, p: &Partition) {
         let next_remote = p.remote.read().next_offset();
         let backlog = {
@@ -428,7 +480,14 @@ impl Broker {
                 .map(|s| s.size)
                 .sum()
         };
+        let ceiling = if p.tier.lock().last_error.is_some() {
+            u64::MAX
+        } else {
+            let limit = self.config().upload_backlog_limit_bytes;
+            limit.max(p.backlog_ceiling.load(Ordering::Relaxed).min(backlog))
+        };
         p.upload_backlog.store(backlog, Ordering::Relaxed);
+        p.backlog_ceiling.store(ceiling, Ordering::Relaxed);
         p.offload_progress.notify_waiters();
     }
 
@@ -441,102 +500,112 @@ impl Broker {
         tracing::warn!(topic = %p.topic, partition = p.id, error = %what, retry_in_ms = backoff, "offload failed");
         st.last_error = Some(what);
         drop(st);
+        p.backlog_ceiling.store(u64::MAX, Ordering::Relaxed);
         self.metrics().upload_failures.add(1);
         p.offload_progress.notify_waiters();
     }
 
     /// Uploads the partition's sealed, committed segments that the manifest lacks, oldest
-    /// first. Up to [`UPLOADS_AT_ONCE`] of them are encoded and uploaded side by side
-    /// (a broker-wide limit, shared by all partitions) and the next starts as soon as one
+    /// first, as found when called; returns whether it committed any (there may be more
+    /// by now). Up to [`UPLOADS_AT_ONCE`] are encoded and uploaded side by side (a
+    /// broker-wide limit, shared by all partitions) and the next starts as soon as one
     /// finishes, so offload gets more of the machine the further it falls behind; they
-    /// join the manifest in offset order.
-    async fn offload(&self, p: &Arc<Partition>) {
+    /// join the manifest in offset order. It stops early when the topic is deleted or
+    /// its tier turned off.
+    async fn offload(&self, p: &Arc<Partition>) -> bool {
         self.refresh_backlog(p);
         if p.tier.lock().retry_at_ms > self.clock().now_ms() {
-            return;
+            return false;
         }
-        while !p.is_deleted() {
-            let next_remote = p.remote.read().next_offset();
-            let candidates: Vec<_> = {
-                let log = p.log_read();
-                let segs = log.segments();
-                let hw = log.log_end_offset();
-                let from = next_remote.unwrap_or(log.log_start_offset());
-                segs[..segs.len() - 1]
-                    .iter()
-                    .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
-                    .cloned()
-                    .collect()
-            };
-            let Some(first) = candidates.first() else {
-                return;
-            };
-            if let Some(n) = next_remote
-                && first.base_offset != n
+        let next_remote = p.remote.read().next_offset();
+        let candidates: Vec<_> = {
+            let log = p.log_read();
+            let segs = log.segments();
+            let hw = log.log_end_offset();
+            let from = next_remote.unwrap_or(log.log_start_offset());
+            segs[..segs.len() - 1]
+                .iter()
+                .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+                .cloned()
+                .collect()
+        };
+        let Some(first) = candidates.first() else {
+            return false;
+        };
+        if let Some(n) = next_remote
+            && first.base_offset != n
+        {
+            self.tier_failed(
+                p,
+                format!(
+                    "cannot offload: the next local segment starts at {} but the cold tier ends at {}",
+                    first.base_offset,
+                    n - 1
+                ),
+            );
+            return false;
+        }
+        let mut pending = candidates.into_iter();
+        let mut running = std::collections::VecDeque::new();
+        let mut committed = false;
+        loop {
+            while running.len() < UPLOADS_AT_ONCE
+                && pending.len() > 0
+                && !p.is_deleted()
+                && self.tier_enabled(&p.topic)
             {
-                self.tier_failed(
-                    p,
-                    format!(
-                        "cannot offload: the next local segment starts at {} but the cold tier ends at {}",
-                        first.base_offset,
-                        n - 1
-                    ),
-                );
-                return;
-            }
-            let mut pending = candidates.into_iter();
-            let mut running = std::collections::VecDeque::new();
-            loop {
-                while running.len() < UPLOADS_AT_ONCE && !p.is_deleted() {
-                    let Some(seg) = pending.next() else { break };
-                    let slot = self
-                        .upload_slots
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("never closed");
-                    let (bucket, topic, id) = (self.bucket.clone(), p.topic.clone(), p.id);
-                    let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
-                    let task = tokio::spawn(async move {
-                        let _slot = slot;
-                        let started = std::time::Instant::now();
-                        let r = upload_segment_file(
-                            &bucket,
-                            &topic,
-                            id,
-                            &path,
-                            offsets,
-                            DEFAULT_ROWS_PER_GROUP,
-                        )
-                        .await;
-                        (r, started.elapsed())
-                    });
-                    running.push_back((seg, task));
-                }
-                let Some((seg, task)) = running.pop_front() else {
-                    break;
+                // Wait for a slot only with nothing of this partition under way: an
+                // upload that has finished must not wait behind other partitions' ones
+                // to be committed.
+                let slot = if running.is_empty() {
+                    self.upload_slots.clone().acquire_owned().await.ok()
+                } else {
+                    self.upload_slots.clone().try_acquire_owned().ok()
                 };
-                let (uploaded, took) = match task.await {
-                    Ok(done) => done,
-                    Err(e) => (
-                        Err(strata_tier::TierError::Format(format!(
-                            "the upload task failed: {e}"
-                        ))),
-                        Default::default(),
-                    ),
-                };
-                if let Err(e) = self.commit_upload(p, &seg, uploaded, took).await {
-                    if !p.is_deleted() {
-                        self.tier_failed(p, e);
-                    }
-                    // Later segments may not join the manifest before this one; let the
-                    // uploads under way finish (their keys are rewritten on retry).
-                    for (_, t) in running {
-                        let _ = t.await;
-                    }
-                    return;
-                }
+                let Some(slot) = slot else { break };
+                let Some(seg) = pending.next() else { break };
+                let (bucket, topic, id) = (self.bucket.clone(), p.topic.clone(), p.id);
+                let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
+                let task = Upload(tokio::spawn(async move {
+                    let _slot = slot;
+                    let started = std::time::Instant::now();
+                    let r = upload_segment_file(
+                        &bucket,
+                        &topic,
+                        id,
+                        &path,
+                        offsets,
+                        DEFAULT_ROWS_PER_GROUP,
+                    )
+                    .await;
+                    (r, started.elapsed())
+                }));
+                running.push_back((seg, task));
             }
+            let Some((seg, mut task)) = running.pop_front() else {
+                return committed;
+            };
+            let (uploaded, took) = match (&mut task.0).await {
+                Ok(done) => done,
+                Err(e) => (
+                    Err(strata_tier::TierError::Format(format!(
+                        "the upload task failed: {e}"
+                    ))),
+                    Default::default(),
+                ),
+            };
+            if let Err(e) = self.commit_upload(p, &seg, uploaded, took).await {
+                if !p.is_deleted() {
+                    self.tier_failed(p, e);
+                }
+                // Later segments may not join the manifest before this one; let the
+                // uploads under way finish (their keys are rewritten on retry).
+                for (_, mut t) in running {
+                    let _ = (&mut t.0).await;
+                }
+                return committed;
+            }
+            committed = true;
         }
     }
 
@@ -693,11 +762,18 @@ mod tests {
         p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
         fill(&b, 4);
         b.refresh_backlog(&p);
-        assert!(p.upload_backlog.load(Ordering::Relaxed) > 8 << 10);
+        let found = p.upload_backlog.load(Ordering::Relaxed);
+        assert!(found > 8 << 10);
+        // Found over the limit (as after a restart): produce may go on up to that much,
+        // and waits once it grows the backlog past it.
+        assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
+        fill(&b, 6);
+        b.refresh_backlog(&p);
+        assert!(p.upload_backlog.load(Ordering::Relaxed) > found);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(
             futures::poll!(&mut wait).is_pending(),
-            "over the limit: produce waits"
+            "over the ceiling: produce waits"
         );
         b.tier_tick().await;
         assert_eq!(p.upload_backlog.load(Ordering::Relaxed), 0);
@@ -747,6 +823,8 @@ mod tests {
         p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
         fill(&b, 4);
         b.refresh_backlog(&p);
+        fill(&b, 6);
+        b.refresh_backlog(&p);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(futures::poll!(&mut wait).is_pending());
         // No segment committed for longer than the stall limit: produce goes on.
@@ -762,5 +840,14 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .expect("a failing offload lets produce through");
+        // Uploads resume (a commit clears the error): produce is not held back to drain
+        // what piled up during the outage, only kept from adding to it.
+        fill(&b, 8);
+        p.tier.lock().last_error = None;
+        b.refresh_backlog(&p);
+        assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
+        fill(&b, 10);
+        b.refresh_backlog(&p);
+        assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_pending());
     }
 }

@@ -339,8 +339,13 @@ pub fn decode_row_group(
     // Re-encoded batches take about what the columns take uncompressed, plus each
     // record's length, offset and timestamp deltas (which the delta-encoded columns
     // hardly hold): sized once, so a multi-MiB buffer is never copied to grow.
-    let estimate = group.total_byte_size().max(0) as usize + group.num_rows().max(0) as usize * 16;
-    let mut out = Vec::with_capacity(estimate + 4096);
+    // The sizes come from the object's footer: capped, so a damaged one cannot ask for
+    // a huge allocation (a real row group is at most a few MiB).
+    let estimate = (group.total_byte_size().max(0) as usize)
+        .saturating_add((group.num_rows().max(0) as usize).saturating_mul(16))
+        .saturating_add(4096)
+        .min(64 << 20);
+    let mut out = Vec::with_capacity(estimate);
     for rows in reader {
         let rows = rows.map_err(|e| TierError::Format(format!("row group {rg}: {e}")))?;
         rows_to_batches(&rows, i64::MIN, i64::MAX, DECODED_BATCH_BYTES, &mut out)?;

@@ -239,9 +239,10 @@ pub async fn upload_segment_file(
     };
     {
         use tokio::io::AsyncWriteExt;
-        out.shutdown()
-            .await
-            .map_err(|e| TierError::Format(format!("uploading {key}: {e}")))?;
+        if let Err(e) = out.shutdown().await {
+            let _ = out.abort().await;
+            return Err(TierError::Format(format!("uploading {key}: {e}")));
+        }
     }
     let (base, last, min_timestamp, max_timestamp, records) = encoded.stats;
     Ok(RemoteSegment {
