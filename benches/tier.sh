@@ -51,6 +51,11 @@ for _ in $(seq 600); do
   [ "$lag" -lt $((segment / (size + 8))) ] && break; sleep 0.5
 done
 "$bin" topic describe cold $b --output json | sed 's/^/cold: /'
+# The foundation benchmark's produce (10 M records, 3 partitions, tier off), for the rate
+# offload has to keep up with on this machine now.
+$bin topic create foundation $b --partitions 3 --config remote.storage.enable=false >/dev/null
+$bin bench produce $b --topic foundation --records 10000000 --record-size "$size" | sed 's/^/foundation produce: /'
+$bin topic delete foundation $b >/dev/null
 # Offload on its own: a backlog written with the tier off, then the tier turned on.
 $bin topic create backlog $b --partitions 1 --config segment.bytes=$segment --config local.retention.bytes=1 --config remote.storage.enable=false >/dev/null
 $bin bench produce $b --topic backlog --records "$backlog" --record-size "$size" --partitions 1 >/dev/null
