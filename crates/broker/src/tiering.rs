@@ -752,23 +752,36 @@ mod tests {
         }
     }
 
+    /// A broker whose offload is known to be working (a segment was committed just
+    /// now), and its partition.
+    async fn working(
+        dir: &std::path::Path,
+        clock: &Arc<ManualClock>,
+    ) -> (Arc<Broker>, Arc<Partition>) {
+        let b = broker(dir, clock.clone()).await;
+        let p = b.partition("t", 0).unwrap();
+        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
+        (b, p)
+    }
+
+    /// Seals segments up to `sealed` and lets offload count them, uploading nothing.
+    fn grow(b: &Broker, p: &Partition, sealed: usize) {
+        fill(b, sealed);
+        b.refresh_backlog(p);
+    }
+
     #[tokio::test]
     async fn produce_waits_while_offload_catches_up_and_resumes_when_it_has() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let b = broker(dir.path(), clock.clone()).await;
-        let p = b.partition("t", 0).unwrap();
-        // Offload is known to be working: a segment was committed just now.
-        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
-        fill(&b, 4);
-        b.refresh_backlog(&p);
+        let (b, p) = working(dir.path(), &clock).await;
+        grow(&b, &p, 4);
         let found = p.upload_backlog.load(Ordering::Relaxed);
         assert!(found > 8 << 10);
         // Found over the limit (as after a restart): produce may go on up to that much,
         // and waits once it grows the backlog past it.
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
-        fill(&b, 6);
-        b.refresh_backlog(&p);
+        grow(&b, &p, 6);
         assert!(p.upload_backlog.load(Ordering::Relaxed) > found);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(
@@ -818,13 +831,9 @@ mod tests {
     async fn a_stalled_or_failing_offload_never_holds_produce() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let b = broker(dir.path(), clock.clone()).await;
-        let p = b.partition("t", 0).unwrap();
-        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
-        fill(&b, 4);
-        b.refresh_backlog(&p);
-        fill(&b, 6);
-        b.refresh_backlog(&p);
+        let (b, p) = working(dir.path(), &clock).await;
+        grow(&b, &p, 4);
+        grow(&b, &p, 6);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(futures::poll!(&mut wait).is_pending());
         // No segment committed for longer than the stall limit: produce goes on.
@@ -846,8 +855,7 @@ mod tests {
         p.tier.lock().last_error = None;
         b.refresh_backlog(&p);
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
-        fill(&b, 10);
-        b.refresh_backlog(&p);
+        grow(&b, &p, 10);
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_pending());
     }
 }
