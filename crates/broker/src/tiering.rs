@@ -113,6 +113,22 @@ fn remote_err(p: &Partition, e: strata_tier::TierError) -> BrokerError {
     }
 }
 
+/// Where the cold tier ends (none: it is empty) and the partition's sealed, committed
+/// segments past it, oldest first: what offload has yet to upload.
+fn awaiting_upload(p: &Partition) -> (Option<i64>, Vec<strata_log::SegmentInfo>) {
+    let next_remote = p.remote.read().next_offset();
+    let log = p.log_read();
+    let segs = log.segments();
+    let hw = log.log_end_offset();
+    let from = next_remote.unwrap_or(log.log_start_offset());
+    let waiting = segs[..segs.len() - 1]
+        .iter()
+        .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+        .cloned()
+        .collect();
+    (next_remote, waiting)
+}
+
 fn meta_key(bucket: &Bucket, topic: &str) -> object_store::path::Path {
     bucket
         .prefix
@@ -469,17 +485,7 @@ impl Broker {
     /// Recounts the partition's upload backlog from its log, lowers its ceiling to it
     /// (never below the limit; no ceiling while uploads fail) and wakes waiting produce.
     fn refresh_backlog(&self, p: &Partition) {
-        let next_remote = p.remote.read().next_offset();
-        let backlog = {
-            let log = p.log_read();
-            let segs = log.segments();
-            let from = next_remote.unwrap_or(log.log_start_offset());
-            segs[..segs.len() - 1]
-                .iter()
-                .filter(|s| s.next_offset > from)
-                .map(|s| s.size)
-                .sum()
-        };
+        let backlog = awaiting_upload(p).1.iter().map(|s| s.size).sum();
         let ceiling = if p.tier.lock().last_error.is_some() {
             u64::MAX
         } else {
@@ -517,18 +523,7 @@ impl Broker {
         if p.tier.lock().retry_at_ms > self.clock().now_ms() {
             return false;
         }
-        let next_remote = p.remote.read().next_offset();
-        let candidates: Vec<_> = {
-            let log = p.log_read();
-            let segs = log.segments();
-            let hw = log.log_end_offset();
-            let from = next_remote.unwrap_or(log.log_start_offset());
-            segs[..segs.len() - 1]
-                .iter()
-                .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
-                .cloned()
-                .collect()
-        };
+        let (next_remote, candidates) = awaiting_upload(p);
         let Some(first) = candidates.first() else {
             return false;
         };
