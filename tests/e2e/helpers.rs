@@ -180,16 +180,41 @@ pub type ReadRecord = (i64, Option<Vec<u8>>, Vec<u8>);
 
 /// Every record of a partition from `from` to its high watermark.
 pub async fn read_all(client: &Client, topic: &str, partition: u32, from: i64) -> Vec<ReadRecord> {
+    try_read_all(client, topic, partition, from)
+        .await
+        .expect("fetch")
+}
+
+/// Every record a partition retains, while retention may still be moving its start:
+/// a read that retention overtakes starts again from the new log start, as a consumer
+/// with `auto.offset.reset=earliest` would. Returns the offset the read began at.
+pub async fn read_retained(client: &Client, topic: &str, partition: u32) -> (i64, Vec<ReadRecord>) {
+    loop {
+        let d = client.describe_topic(topic).await.expect("describe");
+        let start = d.partitions[partition as usize].log_start_offset;
+        match try_read_all(client, topic, partition, start).await {
+            Ok(recs) => return (start, recs),
+            Err(e) if e.code() == Some(tonic::Code::OutOfRange) => continue,
+            Err(e) => panic!("fetch: {e:?}"),
+        }
+    }
+}
+
+async fn try_read_all(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: i64,
+) -> Result<Vec<ReadRecord>, strata_client::ClientError> {
     let mut out = Vec::new();
     let mut at = from;
     loop {
         let r = client
             .fetch(topic, partition, at, 1 << 20, 1, Duration::from_millis(0))
-            .await
-            .expect("fetch");
+            .await?;
         if r.batches.is_empty() {
             if at >= r.high_watermark {
-                return out;
+                return Ok(out);
             }
             panic!(
                 "empty fetch at {at} below the high watermark {}",
