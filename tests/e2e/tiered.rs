@@ -242,9 +242,14 @@ async fn pyarrow_reads_the_offloaded_parquet() {
     let configs = BTreeMap::from([("segment.bytes".to_string(), (256 << 10).to_string())]);
     client.create_topic("arrow", 1, 1, configs).await.unwrap();
     produce(&client, "arrow", 0, 30_000).await;
+    // Every sealed segment uploaded (the local log keeps them all), so the bucket no
+    // longer changes under the reader.
     wait_until(Duration::from_secs(60), "offload", || {
         let c = client.clone();
-        async move { partition(&c, "arrow").await.remote_segments >= 2 }
+        async move {
+            let p = partition(&c, "arrow").await;
+            p.remote_segments >= 2 && p.remote_segments + 1 == p.segments
+        }
     })
     .await;
     let manifest_path = dir
