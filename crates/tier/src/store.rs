@@ -35,6 +35,42 @@ impl Bucket {
         }
     }
 
+    /// On a `file://` store, removes what uploads a crash cut short left behind: the
+    /// `<key>#<n>` staging files of incomplete multipart uploads, which object_store
+    /// never lists and so nothing else would ever delete. Call it only while no upload
+    /// is under way (at start-up; a `file://` store belongs to one broker). Returns
+    /// how many files it removed; other stores have none.
+    pub fn remove_abandoned_uploads(&self) -> std::io::Result<usize> {
+        fn walk(dir: &std::path::Path, removed: &mut usize) -> std::io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    walk(&path, removed)?;
+                } else if entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('#'))
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    std::fs::remove_file(&path)?;
+                    tracing::info!(file = %path.display(), "removed an abandoned upload");
+                    *removed += 1;
+                }
+            }
+            Ok(())
+        }
+        let Some(root) = self.url.strip_prefix("file://") else {
+            return Ok(0);
+        };
+        let topics = std::path::Path::new(root).join("topics");
+        let mut removed = 0;
+        if topics.exists() {
+            walk(&topics, &mut removed)?;
+        }
+        Ok(removed)
+    }
+
     /// `<prefix>/topics/<topic>/partition=<n>`
     pub fn partition_dir(&self, topic: &str, partition: u32) -> Path {
         let mut p = self.prefix.clone();
@@ -118,5 +154,48 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = open(&format!("file://{}", dir.path().join("objects").display())).unwrap();
         assert_eq!(b.partition_dir("t", 3).as_ref(), "topics/t/partition=3");
+    }
+
+    #[tokio::test]
+    async fn uploads_a_crash_cut_short_are_removed_and_nothing_else() {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let b = open(&format!("file://{}", root.display())).unwrap();
+        let part = b.partition_dir("t", 0);
+        let done = part.clone().join("a.parquet");
+        b.store
+            .put(&done, PutPayload::from_static(b"whole"))
+            .await
+            .unwrap();
+        // An upload with a part written, then the process gone: nothing runs its drop.
+        let mut cut = b
+            .store
+            .put_multipart(&part.clone().join("b.parquet"))
+            .await
+            .unwrap();
+        cut.put_part(PutPayload::from_static(b"half"))
+            .await
+            .unwrap();
+        std::mem::forget(cut);
+        let odd = root.join("topics/t/partition=0/c#x.parquet");
+        std::fs::write(&odd, b"a name with a #").unwrap();
+        let staging = root.join("topics/t/partition=0/b.parquet#1");
+        assert!(staging.exists());
+
+        assert_eq!(b.remove_abandoned_uploads().unwrap(), 1);
+        assert!(!staging.exists());
+        assert!(odd.exists());
+        assert_eq!(
+            &b.store.get(&done).await.unwrap().bytes().await.unwrap()[..],
+            b"whole"
+        );
+        assert_eq!(
+            open("memory://")
+                .unwrap()
+                .remove_abandoned_uploads()
+                .unwrap(),
+            0
+        );
     }
 }
