@@ -72,8 +72,13 @@ impl S3Server {
 
     /// Broker settings that point at this server.
     pub fn options(&self) -> BTreeMap<String, String> {
+        Self::options_for(&format!("http://{}", self.addr))
+    }
+
+    /// The options for this test server's credentials at `endpoint`.
+    pub fn options_for(endpoint: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("aws_endpoint".to_string(), format!("http://{}", self.addr)),
+            ("aws_endpoint".to_string(), endpoint.to_string()),
             ("aws_access_key_id".to_string(), ACCESS_KEY.to_string()),
             ("aws_secret_access_key".to_string(), SECRET_KEY.to_string()),
             ("aws_region".to_string(), "us-east-1".to_string()),

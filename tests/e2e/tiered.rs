@@ -473,3 +473,33 @@ async fn a_bad_object_store_stops_the_broker_at_start_up_with_a_clear_error() {
         );
     }
 }
+
+/// An endpoint that takes connections and never answers (a firewall dropping packets,
+/// a hung server): start-up gives up with a clear error instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_object_store_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bound and listening, so connections complete, but nothing ever reads them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let mut options = S3Server::options_for(&endpoint);
+    options.insert("aws_region".into(), "us-east-1".into());
+    let config = strata_broker::BrokerConfig {
+        data_dir: dir.path().join("data"),
+        object_store: "s3://strata/x".into(),
+        object_store_options: options,
+        ..Default::default()
+    };
+    let open = strata_broker::Broker::open(config, std::sync::Arc::new(strata_log::SystemClock));
+    // A guard against the hang this test is about, far above the broker's own limit.
+    let e = match tokio::time::timeout(Duration::from_secs(120), open).await {
+        Err(_) => panic!("start-up hung on an unresponsive object store"),
+        Ok(Ok(_)) => panic!("an unresponsive object store should be refused"),
+        Ok(Err(e)) => e.to_string(),
+    };
+    assert!(
+        e.contains("s3://strata/x") && e.contains("did not answer") && e.contains("AWS_ENDPOINT"),
+        "{e}"
+    );
+    drop(silent);
+}
