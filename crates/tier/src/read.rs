@@ -15,8 +15,8 @@
 //! Invariants:
 //! - Concurrent readers of one span, or of one row group, share one GET or one decode.
 //! - Memory is bounded: at most `read_ahead_bytes / span_bytes` spans (at least one) are
-//!   held, least recently used out first; parsed footers are kept for a fixed number of
-//!   objects.
+//!   held, least recently used out first; parsed footers are kept for at most
+//!   `FOOTERS_KEPT` objects and `footer_bytes` of memory.
 //! - An object fetched whole is checked against the manifest's CRC before use.
 
 use std::collections::{HashMap, VecDeque};
@@ -49,6 +49,8 @@ pub struct ReadOptions {
     pub read_ahead_bytes: u64,
     /// Row groups decoded ahead of a sequential reader.
     pub decode_ahead: usize,
+    /// Memory for parsed footers kept, in all (at most `FOOTERS_KEPT` of them).
+    pub footer_bytes: usize,
 }
 
 impl Default for ReadOptions {
@@ -58,19 +60,29 @@ impl Default for ReadOptions {
             whole_object_bytes: 16 << 20,
             read_ahead_bytes: 128 << 20,
             decode_ahead: 4,
+            footer_bytes: 64 << 20,
         }
     }
 }
 
 /// Footer bytes fetched first for an object too large to fetch whole.
 const FOOTER_HINT: u64 = 64 * 1024;
-/// Parsed footers kept.
+/// Parsed footers kept, at most.
 const FOOTERS_KEPT: usize = 256;
 
 /// A parsed footer and the byte range of each row group.
 struct Footer {
     meta: ArrowReaderMetadata,
     groups: Vec<Range<u64>>,
+    /// Memory it takes.
+    bytes: usize,
+}
+
+/// Parsed footers, least recently parsed first, and the memory they take.
+#[derive(Default)]
+struct Footers {
+    kept: VecDeque<(String, Arc<Footer>)>,
+    bytes: usize,
 }
 
 /// A span being fetched or fetched: row groups `groups` of object `key`, bytes `range`
@@ -92,7 +104,7 @@ pub struct ColdReader {
     /// Row groups being decoded, by cache key.
     decoding: Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
     /// Least recently parsed first.
-    footers: Mutex<VecDeque<(String, Arc<Footer>)>>,
+    footers: Mutex<Footers>,
     /// Footers being fetched, by object key.
     fetching_footers: Mutex<HashMap<String, Arc<OnceCell<Arc<Footer>>>>>,
     /// Decodes running at once: one per core.
@@ -150,7 +162,7 @@ impl ColdReader {
             options,
             spans: Mutex::new(VecDeque::new()),
             decoding: Mutex::new(HashMap::new()),
-            footers: Mutex::new(VecDeque::new()),
+            footers: Mutex::new(Footers::default()),
             fetching_footers: Mutex::new(HashMap::new()),
             decoders: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -433,18 +445,29 @@ impl ColdReader {
                 )),
             ));
         }
-        let footer = Arc::new(Footer { meta, groups });
+        let bytes = meta.metadata().memory_size() + groups.len() * 16 + seg.key.len();
+        let footer = Arc::new(Footer {
+            meta,
+            groups,
+            bytes,
+        });
         let mut footers = self.footers.lock();
-        if footers.len() >= FOOTERS_KEPT {
-            footers.pop_front();
+        while !footers.kept.is_empty()
+            && (footers.kept.len() >= FOOTERS_KEPT
+                || footers.bytes + bytes > self.options.footer_bytes)
+        {
+            let (_, old) = footers.kept.pop_front().expect("non-empty");
+            footers.bytes -= old.bytes;
         }
-        footers.push_back((seg.key.clone(), footer.clone()));
+        footers.bytes += bytes;
+        footers.kept.push_back((seg.key.clone(), footer.clone()));
         Ok(footer)
     }
 
     fn kept_footer(&self, seg: &RemoteSegment) -> Option<Arc<Footer>> {
         self.footers
             .lock()
+            .kept
             .iter()
             .find(|(k, _)| *k == seg.key)
             .map(|(_, f)| f.clone())
@@ -626,6 +649,7 @@ mod tests {
             span_bytes: size / 4,
             read_ahead_bytes: size,
             decode_ahead: 4,
+            ..Default::default()
         };
         let reader = ColdReader::new(bucket.clone(), None, options);
         let (gets, bytes) = bucket.counters.get();
@@ -640,6 +664,45 @@ mod tests {
         assert!((6..=7).contains(&gets), "{gets} GETs");
         // No byte twice, but for the footer's tail read with the last row group.
         assert!(bytes <= size + FOOTER_HINT, "read {bytes} of {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn parsed_footers_are_kept_within_their_memory_budget() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 2, 5_000, 1_000).await;
+        // Footers fetched on their own; no read-ahead; one span held at a time.
+        let reader = |footer_bytes| {
+            ColdReader::new(
+                bucket.clone(),
+                None,
+                ReadOptions {
+                    whole_object_bytes: 0,
+                    read_ahead_bytes: 0,
+                    footer_bytes,
+                    ..Default::default()
+                },
+            )
+        };
+        // Reads the first object, the second, and the first again: GETs for each.
+        async fn gets_of(reader: Arc<ColdReader>, segs: &[RemoteSegment]) -> (Vec<u64>, usize) {
+            let mut gets = Vec::new();
+            for seg in [&segs[0], &segs[1], &segs[0]] {
+                let before = reader.bucket.counters.get().0;
+                reader
+                    .read(seg, None, seg.base_offset + 10, 1)
+                    .await
+                    .unwrap();
+                gets.push(reader.bucket.counters.get().0 - before);
+            }
+            (gets, reader.footers.lock().bytes)
+        }
+        let (gets, both) = gets_of(reader(usize::MAX), &segs).await;
+        assert_eq!(gets, [2, 2, 1], "footer and row group; the footer kept");
+        // Room for one of the two footers: the first is parsed again.
+        let budget = both * 3 / 4;
+        let (gets, kept) = gets_of(reader(budget), &segs).await;
+        assert_eq!(gets, [2, 2, 2], "the first footer was let go");
+        assert!(kept <= budget && kept > 0, "{kept} of {budget}");
     }
 
     #[tokio::test]
