@@ -332,6 +332,15 @@ impl Broker {
         }
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
+        // Uploads a crash cut short, on a file:// store. Only now, holding the data
+        // directory, is it sure that no other broker's upload is under way there.
+        let b = bucket.clone();
+        let removed = tokio::task::spawn_blocking(move || b.remove_abandoned_uploads())
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(files = removed, "removed uploads a crash cut short");
+        }
         let cache: Option<Arc<dyn strata_tier::cache::RowGroupCache>> =
             if config.cold_cache_memory_bytes == 0 && config.cold_cache_disk_bytes == 0 {
                 None

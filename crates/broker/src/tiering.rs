@@ -93,14 +93,7 @@ pub async fn open_bucket(
         bucket.store.delete(&probe).await
     };
     match tokio::time::timeout(Duration::from_secs(20), check).await {
-        Ok(Ok(())) => {
-            match bucket.remove_abandoned_uploads() {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(files = n, "removed uploads a crash cut short"),
-                Err(e) => tracing::warn!(error = %e, "could not remove uploads a crash cut short"),
-            }
-            Ok(bucket)
-        }
+        Ok(Ok(())) => Ok(bucket),
         Ok(Err(e)) => Err(BrokerError::InvalidConfig(format!(
             "object store {url} does not work: {e}; check the bucket exists and the AWS_* endpoint, region and credentials"
         ))),

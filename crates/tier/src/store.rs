@@ -38,37 +38,48 @@ impl Bucket {
     /// On a `file://` store, removes what uploads a crash cut short left behind: the
     /// `<key>#<n>` staging files of incomplete multipart uploads, which object_store
     /// never lists and so nothing else would ever delete. Call it only while no upload
-    /// is under way (at start-up; a `file://` store belongs to one broker). Returns
-    /// how many files it removed; other stores have none.
-    pub fn remove_abandoned_uploads(&self) -> std::io::Result<usize> {
+    /// is under way (at start-up; a `file://` store belongs to one broker). A file it
+    /// cannot read or remove is logged and left. Returns how many files it removed;
+    /// other stores have none. Blocking file I/O.
+    pub fn remove_abandoned_uploads(&self) -> usize {
         fn walk(dir: &std::path::Path, removed: &mut usize) -> std::io::Result<()> {
             for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
                 let path = entry.path();
-                if entry.file_type()?.is_dir() {
-                    walk(&path, removed)?;
+                // Symbolic links are not followed: file_type() does not resolve them.
+                let outcome = if entry.file_type()?.is_dir() {
+                    walk(&path, removed)
                 } else if entry
                     .file_name()
                     .to_str()
-                    .and_then(|n| n.rsplit_once('#'))
+                    // As object_store names them: `<name>#<digits>`, split at the first #.
+                    .and_then(|n| n.split_once('#'))
                     .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 {
-                    std::fs::remove_file(&path)?;
-                    tracing::info!(file = %path.display(), "removed an abandoned upload");
-                    *removed += 1;
+                    std::fs::remove_file(&path).map(|()| {
+                        tracing::info!(file = %path.display(), "removed an abandoned upload");
+                        *removed += 1;
+                    })
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(path = %path.display(), error = %e, "could not clean up abandoned uploads");
                 }
             }
             Ok(())
         }
         let Some(root) = self.url.strip_prefix("file://") else {
-            return Ok(0);
+            return 0;
         };
         let topics = std::path::Path::new(root).join("topics");
         let mut removed = 0;
-        if topics.exists() {
-            walk(&topics, &mut removed)?;
+        if topics.exists()
+            && let Err(e) = walk(&topics, &mut removed)
+        {
+            tracing::warn!(path = %topics.display(), error = %e, "could not clean up abandoned uploads");
         }
-        Ok(removed)
+        removed
     }
 
     /// `<prefix>/topics/<topic>/partition=<n>`
@@ -183,19 +194,13 @@ mod tests {
         let staging = root.join("topics/t/partition=0/b.parquet#1");
         assert!(staging.exists());
 
-        assert_eq!(b.remove_abandoned_uploads().unwrap(), 1);
+        assert_eq!(b.remove_abandoned_uploads(), 1);
         assert!(!staging.exists());
         assert!(odd.exists());
         assert_eq!(
             &b.store.get(&done).await.unwrap().bytes().await.unwrap()[..],
             b"whole"
         );
-        assert_eq!(
-            open("memory://")
-                .unwrap()
-                .remove_abandoned_uploads()
-                .unwrap(),
-            0
-        );
+        assert_eq!(open("memory://").unwrap().remove_abandoned_uploads(), 0);
     }
 }
