@@ -14,9 +14,10 @@
 //!
 //! Invariants:
 //! - Concurrent readers of one span, or of one row group, share one GET or one decode.
-//! - Memory is bounded: at most `read_ahead_bytes / span_bytes` spans (at least one) are
-//!   held, least recently used out first; parsed footers are kept for at most
-//!   `FOOTERS_KEPT` objects and `footer_bytes` of memory.
+//! - Memory is bounded: at most `read_ahead_bytes / span_bytes` fetched spans (at least
+//!   one) are held, least recently used out first, besides those still being fetched
+//!   (a few per reader: the read-ahead of one read); parsed footers are kept for at
+//!   most `FOOTERS_KEPT` objects and `footer_bytes` of memory.
 //! - An object fetched whole is checked against the manifest's CRC before use.
 
 use std::collections::{HashMap, VecDeque};
@@ -76,6 +77,27 @@ struct Footer {
     groups: Vec<Range<u64>>,
     /// Memory it takes.
     bytes: usize,
+}
+
+/// Removes `key` from `map` when dropped, if it still maps to `cell`: the entry of
+/// one decode or fetch, gone when it ends or its caller is cancelled, never a later
+/// caller's entry.
+struct Forget<'a, T> {
+    map: &'a Mutex<HashMap<String, Arc<OnceCell<T>>>>,
+    key: &'a str,
+    cell: Arc<OnceCell<T>>,
+}
+
+impl<T> Drop for Forget<'_, T> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        if map
+            .get(self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
+            map.remove(self.key);
+        }
+    }
 }
 
 /// Parsed footers, least recently parsed first, and the memory they take.
@@ -260,25 +282,27 @@ impl ColdReader {
         rg: usize,
         ahead: bool,
     ) -> Result<Bytes> {
-        let result = cell
-            .get_or_try_init(|| async {
-                let span = self.span(seg, rg, ahead).await?;
-                let footer = self.footer(seg, Some(&span)).await?;
-                let meta = footer.meta.clone();
-                let _permit = self.decoders.acquire().await.expect("never closed");
-                let bytes = tokio::task::spawn_blocking(move || decode_row_group(&span, &meta, rg))
-                    .await
-                    .map_err(|e| TierError::Format(format!("decoding: {e}")))?
-                    .map_err(|e| corrupt(seg, e))?;
-                if let Some(c) = &self.cache {
-                    c.insert(key.clone(), bytes.clone());
-                }
-                Ok::<_, TierError>(bytes)
-            })
-            .await
-            .cloned();
-        self.decoding.lock().remove(&key);
-        result
+        let _forget = Forget {
+            map: &self.decoding,
+            key: &key,
+            cell: cell.clone(),
+        };
+        cell.get_or_try_init(|| async {
+            let span = self.span(seg, rg, ahead).await?;
+            let footer = self.footer(seg, Some(&span)).await?;
+            let meta = footer.meta.clone();
+            let _permit = self.decoders.acquire().await.expect("never closed");
+            let bytes = tokio::task::spawn_blocking(move || decode_row_group(&span, &meta, rg))
+                .await
+                .map_err(|e| TierError::Format(format!("decoding: {e}")))?
+                .map_err(|e| corrupt(seg, e))?;
+            if let Some(c) = &self.cache {
+                c.insert(key.clone(), bytes.clone());
+            }
+            Ok::<_, TierError>(bytes)
+        })
+        .await
+        .cloned()
     }
 
     /// A span holding row group `rg` of `seg`, fetched (see [`ColdReader::slot`]).
@@ -333,9 +357,17 @@ impl ColdReader {
                 (rg..end, f.groups[rg].start..f.groups[end - 1].end)
             }
         };
+        // Out go the least recently used spans not being fetched (fetched, or whose
+        // fetch failed: nobody holds their cell). One still being fetched stays: its
+        // bytes are coming whatever happens to the slot, and dropping it would have
+        // the next reader of those row groups fetch them again.
         let keep = (self.options.read_ahead_bytes / self.options.span_bytes.max(1)).max(1);
         while spans.len() >= keep as usize {
-            spans.pop_front();
+            let idle = |s: &SpanSlot| s.cell.initialized() || Arc::strong_count(&s.cell) == 1;
+            match spans.iter().position(idle) {
+                Some(i) => drop(spans.remove(i)),
+                None => break,
+            }
         }
         let cell = Arc::new(OnceCell::new());
         spans.push_back(SpanSlot {
@@ -368,8 +400,7 @@ impl ColdReader {
     }
 
     /// The parsed footer of `seg`: kept, or parsed from `whole` (a span that holds the
-    /// whole object), or fetched.
-    /// Concurrent callers share one footer GET.
+    /// whole object), or fetched. Concurrent callers share one footer GET.
     async fn footer(&self, seg: &RemoteSegment, span: Option<&Span>) -> Result<Arc<Footer>> {
         if let Some(f) = self.kept_footer(seg) {
             return Ok(f);
@@ -384,32 +415,38 @@ impl ColdReader {
             .entry(seg.key.clone())
             .or_default()
             .clone();
-        let footer = cell
-            .get_or_try_init(|| async {
-                let path = Path::from(seg.key.as_str());
-                let size = seg.size_bytes;
-                let mut want = FOOTER_HINT.min(size);
-                let meta = loop {
-                    let tail = self
-                        .bucket
-                        .store
-                        .get_range(&path, size - want..size)
-                        .await?;
-                    let mut r = reader();
-                    match r.try_parse_sized(&tail, size) {
-                        Ok(()) => break r.finish(),
-                        Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
-                            want = n as u64;
-                        }
-                        Err(e) => break Err(e),
+        let _forget = Forget {
+            map: &self.fetching_footers,
+            key: &seg.key,
+            cell: cell.clone(),
+        };
+        cell.get_or_try_init(|| async {
+            // Kept by a fetch that ended between the check above and this cell.
+            if let Some(f) = self.kept_footer(seg) {
+                return Ok(f);
+            }
+            let path = Path::from(seg.key.as_str());
+            let size = seg.size_bytes;
+            let mut want = FOOTER_HINT.min(size);
+            let meta = loop {
+                let tail = self
+                    .bucket
+                    .store
+                    .get_range(&path, size - want..size)
+                    .await?;
+                let mut r = reader();
+                match r.try_parse_sized(&tail, size) {
+                    Ok(()) => break r.finish(),
+                    Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
+                        want = n as u64;
                     }
-                };
-                self.keep_footer(seg, meta)
-            })
-            .await
-            .cloned();
-        self.fetching_footers.lock().remove(&seg.key);
-        footer
+                    Err(e) => break Err(e),
+                }
+            };
+            self.keep_footer(seg, meta)
+        })
+        .await
+        .cloned()
     }
 
     /// Checks a parsed footer against the manifest and keeps it.
@@ -452,6 +489,10 @@ impl ColdReader {
             bytes,
         });
         let mut footers = self.footers.lock();
+        // Readers that each parsed a whole object's footer keep the first one.
+        if let Some((_, kept)) = footers.kept.iter().find(|(k, _)| *k == seg.key) {
+            return Ok(kept.clone());
+        }
         while !footers.kept.is_empty()
             && (footers.kept.len() >= FOOTERS_KEPT
                 || footers.bytes + bytes > self.options.footer_bytes)
@@ -507,6 +548,9 @@ impl ColdReader {
         ahead.retain(|p| !cached(p));
         let mut awaiting_footer: Option<String> = None;
         for (s, rg) in ahead.iter().chain(span_at.iter().filter(|p| !cached(p))) {
+            if self.decoding.lock().contains_key(&cache_key(s, *rg)) {
+                continue; // its decode has, or is getting, its span
+            }
             let this = self.clone();
             let s = s.clone();
             let rg = *rg;
@@ -731,6 +775,44 @@ mod tests {
         assert!(answers.windows(2).all(|w| w[0] == w[1]));
         assert!(crate::offsets_of(&answers[0]).contains(&2_500));
         assert_eq!(bucket.counters.get().0 - gets, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_readers_of_a_large_object_share_its_footer_and_row_groups() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let segs = segments(&bucket, 1, 5_000, 1_000).await;
+        let reader = ColdReader::new(
+            bucket.clone(),
+            None,
+            ReadOptions {
+                whole_object_bytes: 0,
+                read_ahead_bytes: 0,
+                ..Default::default()
+            },
+        );
+        let (gets, _) = bucket.counters.get();
+        // A reader in each of the five row groups, all at once. (A second reader of a
+        // row group could come after its decode and find its span let go: with
+        // read-ahead off, one fetched span is held.)
+        let reads: Vec<_> = (0..5)
+            .map(|i| {
+                let (reader, seg) = (reader.clone(), segs[0].clone());
+                let at = i * 1_000 + 500;
+                tokio::spawn(async move { (at, reader.read(&seg, None, at, 1).await.unwrap()) })
+            })
+            .collect();
+        for r in reads {
+            let (at, bytes) = r.await.unwrap();
+            assert!(crate::offsets_of(&bytes).contains(&at));
+        }
+        assert_eq!(
+            bucket.counters.get().0 - gets,
+            6,
+            "one footer GET, one GET per row group"
+        );
+        assert!(reader.fetching_footers.lock().is_empty());
+        assert!(reader.decoding.lock().is_empty());
+        assert_eq!(reader.footers.lock().kept.len(), 1);
     }
 
     #[tokio::test]
