@@ -189,12 +189,19 @@ pub async fn read_all(client: &Client, topic: &str, partition: u32, from: i64) -
 /// a read that retention overtakes starts again from the new log start, as a consumer
 /// with `auto.offset.reset=earliest` would. Returns the offset the read began at.
 pub async fn read_retained(client: &Client, topic: &str, partition: u32) -> (i64, Vec<ReadRecord>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let d = client.describe_topic(topic).await.expect("describe");
         let start = d.partitions[partition as usize].log_start_offset;
         match try_read_all(client, topic, partition, start).await {
             Ok(recs) => return (start, recs),
-            Err(e) if e.code() == Some(tonic::Code::OutOfRange) => continue,
+            Err(e) if e.code() == Some(tonic::Code::OutOfRange) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "retention kept overtaking the read: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(e) => panic!("fetch: {e:?}"),
         }
     }

@@ -482,8 +482,7 @@ async fn an_unresponsive_object_store_stops_start_up_with_a_clear_error() {
     // Bound and listening, so connections complete, but nothing ever reads them.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", silent.local_addr().unwrap());
-    let mut options = S3Server::options_for(&endpoint);
-    options.insert("aws_region".into(), "us-east-1".into());
+    let options = S3Server::options_for(&endpoint);
     let config = strata_broker::BrokerConfig {
         data_dir: dir.path().join("data"),
         object_store: "s3://strata/x".into(),

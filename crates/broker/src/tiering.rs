@@ -304,11 +304,24 @@ impl Broker {
                 .find_with_next(offset)
                 .map(|(seg, next)| (seg.clone(), next.cloned()));
             if let Some((seg, next)) = found {
-                let bytes = self
-                    .cold
-                    .read(&seg, next.as_ref(), offset, max_bytes)
-                    .await
-                    .map_err(|e| remote_err(p, e))?;
+                let bytes = match self.cold.read(&seg, next.as_ref(), offset, max_bytes).await {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Retention may have removed the object while this read was on its
+                        // way to it: then the offset is gone, as the consumer must learn.
+                        let now = p.state();
+                        if offset < now.log_start_offset {
+                            return Err(BrokerError::InvalidOffset {
+                                topic: p.topic.clone(),
+                                partition: p.id,
+                                offset,
+                                start: now.log_start_offset,
+                                end: now.high_watermark,
+                            });
+                        }
+                        return Err(remote_err(p, e));
+                    }
+                };
                 self.metrics().remote_reads.add(1);
                 self.metrics().remote_read_bytes.add(bytes.len() as u64);
                 return Ok((bytes, s.high_watermark, s.log_start_offset));
