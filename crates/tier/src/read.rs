@@ -749,6 +749,26 @@ mod tests {
         assert!(kept <= budget && kept > 0, "{kept} of {budget}");
     }
 
+    /// One read of a record at each of `offsets`, all started at once; their answers.
+    async fn read_at_once(
+        reader: &Arc<ColdReader>,
+        seg: &RemoteSegment,
+        offsets: &[i64],
+    ) -> Vec<Bytes> {
+        let reads: Vec<_> = offsets
+            .iter()
+            .map(|&at| {
+                let (reader, seg) = (reader.clone(), seg.clone());
+                tokio::spawn(async move { reader.read(&seg, None, at, 1).await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for r in reads {
+            answers.push(r.await.unwrap());
+        }
+        answers
+    }
+
     #[tokio::test]
     async fn concurrent_readers_of_one_row_group_share_one_get() {
         let bucket = crate::store::open("memory://").unwrap();
@@ -762,16 +782,7 @@ mod tests {
             },
         );
         let (gets, _) = bucket.counters.get();
-        let reads: Vec<_> = (0..8)
-            .map(|_| {
-                let (reader, seg) = (reader.clone(), segs[0].clone());
-                tokio::spawn(async move { reader.read(&seg, None, 2_500, 1).await.unwrap() })
-            })
-            .collect();
-        let mut answers = Vec::new();
-        for r in reads {
-            answers.push(r.await.unwrap());
-        }
+        let answers = read_at_once(&reader, &segs[0], &[2_500; 8]).await;
         assert!(answers.windows(2).all(|w| w[0] == w[1]));
         assert!(crate::offsets_of(&answers[0]).contains(&2_500));
         assert_eq!(bucket.counters.get().0 - gets, 1);
@@ -794,16 +805,10 @@ mod tests {
         // A reader in each of the five row groups, all at once. (A second reader of a
         // row group could come after its decode and find its span let go: with
         // read-ahead off, one fetched span is held.)
-        let reads: Vec<_> = (0..5)
-            .map(|i| {
-                let (reader, seg) = (reader.clone(), segs[0].clone());
-                let at = i * 1_000 + 500;
-                tokio::spawn(async move { (at, reader.read(&seg, None, at, 1).await.unwrap()) })
-            })
-            .collect();
-        for r in reads {
-            let (at, bytes) = r.await.unwrap();
-            assert!(crate::offsets_of(&bytes).contains(&at));
+        let offsets: Vec<i64> = (0..5).map(|i| i * 1_000 + 500).collect();
+        let answers = read_at_once(&reader, &segs[0], &offsets).await;
+        for (at, bytes) in offsets.iter().zip(&answers) {
+            assert!(crate::offsets_of(bytes).contains(at));
         }
         assert_eq!(
             bucket.counters.get().0 - gets,
