@@ -125,6 +125,17 @@ impl Partition {
         }
     }
 
+    /// The error for `offset` outside what the partition holds, as of `s`.
+    pub(crate) fn out_of_range(&self, offset: i64, s: &PartitionState) -> BrokerError {
+        BrokerError::InvalidOffset {
+            topic: self.topic.clone(),
+            partition: self.id,
+            offset,
+            start: s.log_start_offset,
+            end: s.high_watermark,
+        }
+    }
+
     pub fn state(&self) -> PartitionState {
         let log = self.log.read();
         let remote = self.remote.read();

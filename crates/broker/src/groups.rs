@@ -592,13 +592,7 @@ impl Broker {
             let part = self.partition(t, *p)?;
             let s = part.state();
             if *o < 0 || *o > s.high_watermark {
-                return Err(BrokerError::InvalidOffset {
-                    topic: t.clone(),
-                    partition: *p,
-                    offset: *o,
-                    start: s.log_start_offset,
-                    end: s.high_watermark,
-                });
+                return Err(part.out_of_range(*o, &s));
             }
         }
         let mut changes = Vec::new();
@@ -773,13 +767,7 @@ impl Broker {
                 }
                 ResetTo::Offset(o) => {
                     if o < s.log_start_offset || o > s.high_watermark {
-                        return Err(BrokerError::InvalidOffset {
-                            topic: topic.to_string(),
-                            partition: p,
-                            offset: o,
-                            start: s.log_start_offset,
-                            end: s.high_watermark,
-                        });
+                        return Err(part.out_of_range(o, &s));
                     }
                     o
                 }

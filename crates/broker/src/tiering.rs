@@ -289,13 +289,7 @@ impl Broker {
     ) -> Result<(Bytes, i64, i64)> {
         let s = p.state();
         if offset < s.log_start_offset || offset > s.high_watermark {
-            return Err(BrokerError::InvalidOffset {
-                topic: p.topic.clone(),
-                partition: p.id,
-                offset,
-                start: s.log_start_offset,
-                end: s.high_watermark,
-            });
+            return Err(p.out_of_range(offset, &s));
         }
         if offset < s.local_log_start_offset {
             let found = p
@@ -311,13 +305,7 @@ impl Broker {
                         // way to it: then the offset is gone, as the consumer must learn.
                         let now = p.state();
                         if offset < now.log_start_offset {
-                            return Err(BrokerError::InvalidOffset {
-                                topic: p.topic.clone(),
-                                partition: p.id,
-                                offset,
-                                start: now.log_start_offset,
-                                end: now.high_watermark,
-                            });
+                            return Err(p.out_of_range(offset, &now));
                         }
                         return Err(remote_err(p, e));
                     }
