@@ -95,6 +95,10 @@ async fn kill_9_during_produce_loses_no_acknowledged_record() {
 }
 
 async fn produce_n(client: &Client, topic: &str, n: u64, batch_size: usize) {
+    produce_to(client, topic, 0, n, batch_size).await
+}
+
+async fn produce_to(client: &Client, topic: &str, partition: u32, n: u64, batch_size: usize) {
     let mut p = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -105,7 +109,7 @@ async fn produce_n(client: &Client, topic: &str, n: u64, batch_size: usize) {
     .await
     .unwrap();
     for i in 0..n {
-        p.send(topic, Some(0), None, Some(&seq_value(i)), &[])
+        p.send(topic, Some(partition), None, Some(&seq_value(i)), &[])
             .await
             .unwrap();
     }
@@ -285,4 +289,99 @@ async fn read_all_until(client: &Client, topic: &str, partition: u32, end: i64) 
 /// The base offset in a segment file's name.
 fn segment_base(path: &std::path::Path) -> i64 {
     path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// Fails the test if `f` has not finished in 30 s: a guard that turns a hang into a
+/// failure (the defect this file tests for), not a timing assertion.
+async fn within_30s<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer: the broker hangs"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_batch_length_in_a_sealed_segment_is_data_loss_and_the_broker_keeps_serving() {
+    for keep_indexes in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = ServerProcess::start(&data, &dir.path().join("a.log"));
+        let client = Client::connect(&server.addr).await.unwrap();
+        // Segments smaller than the 4 KiB index interval hold no index entry, so both
+        // the start-up walk over a sealed segment and a fetch's skip to its offset step
+        // over the damaged batch.
+        let configs = BTreeMap::from([
+            ("segment.bytes".to_string(), "4000".to_string()),
+            ("remote.storage.enable".to_string(), "false".to_string()),
+        ]);
+        client.create_topic("neg", 2, 1, configs).await.unwrap();
+        produce_to(&client, "neg", 0, 2000, 1024).await;
+        produce_to(&client, "neg", 1, 500, 1024).await;
+        drop(server);
+
+        let dir0 = data.join("topics/neg/0");
+        let mut logs: Vec<_> = std::fs::read_dir(&dir0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() > 3, "small segments rolled");
+        let sealed = &logs[1];
+        let mut bytes = std::fs::read(sealed).unwrap();
+        let first = strata_record::batch_total_len(&bytes).unwrap().unwrap();
+        let h = strata_record::BatchHeader::decode(&bytes).unwrap();
+        let bad = h.next_offset();
+        bytes[first + 8..first + 12].copy_from_slice(&(-12i32).to_be_bytes());
+        std::fs::write(sealed, &bytes).unwrap();
+        if !keep_indexes {
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(sealed.with_extension(ext)).unwrap();
+            }
+        }
+
+        // Start-up finishes (ServerProcess::start fails after 60 s without it).
+        let server = ServerProcess::start(&data, &dir.path().join("b.log"));
+        let client = Client::connect(&server.addr).await.unwrap();
+        let names = within_30s("topic list", topic_names(&client)).await;
+        assert!(names.contains(&"neg".to_string()), "{names:?}");
+        // The damaged batch and the rest of its segment (nothing can find where the
+        // batches after it start) are data loss, named.
+        let third = segment_base(&logs[2]);
+        for offset in [bad, third - 1] {
+            let err = within_30s(
+                "a fetch of the damaged segment",
+                client.fetch("neg", 0, offset, 1 << 20, 1, Duration::ZERO),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(err.code(), Some(tonic::Code::DataLoss), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("neg-0")
+                    && msg.contains(&format!("offset {offset}"))
+                    && msg.contains("batch_length -12"),
+                "the error names topic, partition and offset: {msg}"
+            );
+        }
+        // The broker still answers, the partition's other segments serve, and so does
+        // the other partition, in full.
+        let rest = within_30s(
+            "a fetch past the damage",
+            read_all(&client, "neg", 0, third),
+        )
+        .await;
+        assert_eq!((rest[0].0, rest.last().unwrap().0), (third, 1999));
+        let other = within_30s("the other partition", read_all(&client, "neg", 1, 0)).await;
+        assert_eq!(other.len(), 500);
+        for (i, (offset, _, value)) in other.iter().enumerate() {
+            assert_eq!((*offset, value), (i as i64, &seq_value(i as u64)));
+        }
+        let again = within_30s(
+            "a second fetch of the damaged batch",
+            client.fetch("neg", 0, bad, 1 << 20, 1, Duration::ZERO),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(again.code(), Some(tonic::Code::DataLoss), "{again}");
+    }
 }

@@ -206,6 +206,7 @@ impl Log {
                         %reason,
                         "recovery: sealed segment has a corrupt tail; reads there will fail"
                     );
+                    seg.set_bad_tail(end.valid_len, reason.clone());
                     report
                         .corrupt_sealed
                         .push((seg.path(), seg.next_offset, reason));

@@ -54,6 +54,10 @@ pub(crate) struct Segment {
     time_index: Vec<(i64, u32)>,
     bytes_since_index: u64,
     index_interval: u64,
+    /// Where a sealed segment's good batches end and why the rest is unreadable, when
+    /// recovery found damage there: reads past `next_offset` report it as corruption
+    /// instead of passing on to the next segment.
+    bad_tail: Option<(u64, String)>,
 }
 
 impl Segment {
@@ -83,7 +87,14 @@ impl Segment {
             time_index: Vec::new(),
             bytes_since_index: 0,
             index_interval,
+            bad_tail: None,
         }
+    }
+
+    /// Marks the bytes past `valid_len` unreadable (a sealed segment recovery found
+    /// damaged): reads there fail with `reason` and the position.
+    pub fn set_bad_tail(&mut self, valid_len: u64, reason: String) {
+        self.bad_tail = Some((valid_len, reason));
     }
 
     /// Opens an existing segment file. A sealed segment with valid index files is
@@ -258,6 +269,7 @@ impl Segment {
         self.max_timestamp = i64::MIN;
         self.next_offset = self.base_offset;
         self.size = 0;
+        self.bad_tail = None;
         let end = self.scan(len)?;
         if let Some(err) = end.error {
             return Err(self.corrupt(self.next_offset, end.valid_len, err));
@@ -372,20 +384,33 @@ impl Segment {
     /// position. Empty when `offset` is at or past the end of the segment.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
         if offset >= self.next_offset {
+            if let Some((at, reason)) = &self.bad_tail {
+                return Err(self.corrupt(offset, *at, reason.clone()));
+            }
             return Ok((Vec::new(), self.size));
         }
         let mut pos = self.index_lookup(offset);
-        // Skip to the batch holding `offset`, reading headers only.
+        // Skip to the batch holding `offset`, reading headers only. Every step is checked
+        // (the header decoder refuses a length under a header): a damaged length ends
+        // the walk with an error, never loops or runs past the file.
         let mut hdr = [0u8; strata_record::HEADER_LEN];
         loop {
             if pos >= self.size {
                 return Ok((Vec::new(), self.size));
+            }
+            if self.size - pos < strata_record::HEADER_LEN as u64 {
+                let reason = "a batch header runs past the end of the segment".to_string();
+                return Err(self.corrupt(offset, pos, reason));
             }
             self.read_exact(&mut hdr, pos)?;
             let h =
                 BatchHeader::decode(&hdr).map_err(|e| self.corrupt(offset, pos, e.to_string()))?;
             if h.last_offset() >= offset {
                 break;
+            }
+            if pos + h.total_len() as u64 > self.size {
+                let reason = "batch runs past the end of the segment".to_string();
+                return Err(self.corrupt(offset, pos, reason));
             }
             pos += h.total_len() as u64;
         }

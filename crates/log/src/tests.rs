@@ -205,6 +205,81 @@ fn flipped_byte_in_a_sealed_segment_is_an_error_naming_the_offset() {
     assert_eq!(good, expected(sealed.base_offset..sealed.next_offset - 3));
 }
 
+/// Runs `f` on its own thread and fails the test if it has not returned in 30 s: a
+/// guard that turns a hang into a failure, not a timing assertion.
+fn within_30s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not return: it hangs"))
+}
+
+#[test]
+fn a_negative_batch_length_in_a_sealed_segment_is_an_error_not_a_hang() {
+    // No index entries inside a segment: both the start-up walk over a sealed segment's
+    // headers and a read's skip to its offset step over the damaged batch.
+    let config = || LogConfig {
+        index_interval_bytes: 1 << 20,
+        ..small()
+    };
+    for keep_indexes in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), config(), Arc::new(SystemClock));
+        fill(&mut log, 40, 1000);
+        let segs = log.segments();
+        let (sealed, next) = (segs[1].clone(), segs[2].clone());
+        drop(log);
+        let mut data = std::fs::read(&sealed.path).unwrap();
+        let first = strata_record::batch_total_len(&data).unwrap().unwrap();
+        // The second batch's batch_length, as in a bad sector or a stray write.
+        data[first + 8..first + 12].copy_from_slice(&(-12i32).to_be_bytes());
+        std::fs::write(&sealed.path, &data).unwrap();
+        if !keep_indexes {
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(sealed.path.with_extension(ext)).unwrap();
+            }
+        }
+        let path = dir.path().to_path_buf();
+        let (log, report) = within_30s("opening the log", move || {
+            Log::open(&path, "t-0", config(), Arc::new(SystemClock)).unwrap()
+        });
+        assert_eq!(report.truncated_bytes, 0, "a sealed segment is never cut");
+        assert_eq!(report.corrupt_sealed.len(), 1, "recovery reports it");
+        assert_eq!(report.corrupt_sealed[0].1, sealed.base_offset + 3);
+        let log = Arc::new(log);
+        let bad = sealed.base_offset + 3;
+        // Every offset from the damaged batch to the segment's end fails: nothing can
+        // find where the batches after it start.
+        for offset in [bad, bad + 2, bad + 3, sealed.next_offset - 1] {
+            let l = log.clone();
+            let err =
+                within_30s("reading the damaged batch", move || l.read(offset, 1000)).unwrap_err();
+            match &err {
+                LogError::Corrupt { log, offset: o, .. } => {
+                    assert_eq!(log, "t-0");
+                    assert_eq!(*o, offset, "the error names the offset asked for");
+                }
+                other => panic!("indexes kept {keep_indexes}: expected corruption, got {other}"),
+            }
+            assert!(
+                err.to_string().contains("batch_length -12 is invalid"),
+                "indexes kept {keep_indexes}, offset {offset}: {err}"
+            );
+        }
+        // The good batch before it, and every later segment, still serve.
+        assert_eq!(
+            values_until_error(&log, sealed.base_offset),
+            expected(sealed.base_offset..bad)
+        );
+        assert_eq!(
+            values(&log, next.base_offset),
+            expected(next.base_offset..120)
+        );
+    }
+}
+
 fn values_until_error(log: &Log, from: i64) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     let mut at = from;

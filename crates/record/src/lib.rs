@@ -43,6 +43,8 @@ pub const HEADER_LEN: usize = 61;
 pub const MAGIC: i8 = 2;
 /// Bytes at the start of a batch needed to know its total length.
 pub const LENGTH_PREFIX: usize = 12;
+/// The smallest valid `batch_length`: a header with no records.
+pub const MIN_BATCH_LENGTH: usize = HEADER_LEN - LENGTH_PREFIX;
 
 const OFF_BASE_OFFSET: usize = 0;
 const OFF_LENGTH: usize = 8;
@@ -67,7 +69,10 @@ pub const COMPRESSION_MASK: i16 = 0x07;
 pub enum RecordError {
     #[error("batch truncated: need {need} bytes, have {have}")]
     Truncated { need: usize, have: usize },
-    #[error("batch length {0} is invalid: a batch is at least {HEADER_LEN} bytes")]
+    /// The stored `batch_length` field (bytes after it), which is below a header's worth.
+    #[error(
+        "batch_length {0} is invalid: a batch holds at least {MIN_BATCH_LENGTH} bytes after its length field"
+    )]
     BadLength(i64),
     #[error("unknown batch format version (magic {0}); this broker reads magic {MAGIC}")]
     BadMagic(i8),
@@ -102,7 +107,7 @@ pub fn batch_total_len(buf: &[u8]) -> Option<Result<usize, RecordError>> {
     let len = i32::from_be_bytes(buf[OFF_LENGTH..OFF_LENGTH + 4].try_into().unwrap()) as i64;
     let total = len + LENGTH_PREFIX as i64;
     if total < HEADER_LEN as i64 {
-        return Some(Err(RecordError::BadLength(total)));
+        return Some(Err(RecordError::BadLength(len)));
     }
     Some(Ok(total as usize))
 }
@@ -147,6 +152,11 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 
 impl BatchHeader {
     /// Decodes the header fields without checking the CRC. `buf` must hold the header.
+    ///
+    /// The fields every reader steps or counts by are bounds-checked here, so no caller
+    /// can loop or overflow on a bad header: `batch_length` covers at least the header,
+    /// `last_offset_delta` is not negative and the batch's offsets fit in an `i64`. [`BatchHeader::total_len`] and [`BatchHeader::next_offset`] are then
+    /// exact.
     pub fn decode(buf: &[u8]) -> Result<Self, RecordError> {
         if buf.len() < HEADER_LEN {
             return Err(RecordError::Truncated {
@@ -154,7 +164,29 @@ impl BatchHeader {
                 have: buf.len(),
             });
         }
-        Ok(Self {
+        let h = Self::decode_unchecked(buf);
+        let total = h.batch_length as i64 + LENGTH_PREFIX as i64;
+        if total < HEADER_LEN as i64 {
+            return Err(RecordError::BadLength(h.batch_length as i64));
+        }
+        let malformed = |reason| RecordError::Malformed {
+            base_offset: h.base_offset,
+            reason,
+        };
+        if h.last_offset_delta < 0 {
+            return Err(malformed("last_offset_delta is negative"));
+        }
+        if h.base_offset
+            .checked_add(h.last_offset_delta as i64 + 1)
+            .is_none()
+        {
+            return Err(malformed("the batch's offsets run past the largest offset"));
+        }
+        Ok(h)
+    }
+
+    fn decode_unchecked(buf: &[u8]) -> Self {
+        Self {
             base_offset: be_i64(buf, OFF_BASE_OFFSET),
             batch_length: be_i32(buf, OFF_LENGTH),
             leader_epoch: be_i32(buf, OFF_EPOCH),
@@ -168,7 +200,7 @@ impl BatchHeader {
             producer_epoch: be_i16(buf, OFF_PRODUCER_EPOCH),
             base_sequence: be_i32(buf, OFF_BASE_SEQ),
             record_count: be_i32(buf, OFF_COUNT),
-        })
+        }
     }
 
     /// Total bytes of the batch, header included.

@@ -156,3 +156,39 @@ fn a_lying_max_timestamp_is_refused() {
     let e = Batch::validate(&bytes).unwrap_err();
     assert!(e.to_string().contains("max_timestamp"), "{e}");
 }
+
+#[test]
+fn a_header_whose_length_or_offsets_cannot_be_is_refused_before_use() {
+    let good = build(&[(1, None, Some(b"v".to_vec()), vec![])]);
+    for len in [
+        i32::MIN,
+        -12,
+        -1,
+        0,
+        (HEADER_LEN - LENGTH_PREFIX) as i32 - 1,
+    ] {
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(
+            BatchHeader::decode(&b),
+            Err(RecordError::BadLength(len as i64)),
+            "batch_length {len}"
+        );
+        assert!(Batch::parse(&b).is_err());
+        assert!(BatchIter::new(&b).next().unwrap().is_err());
+    }
+    let mut b = good.clone();
+    b[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    assert!(matches!(
+        BatchHeader::decode(&b),
+        Err(RecordError::Malformed { .. })
+    ));
+    let mut b = good.clone();
+    set_base_offset(&mut b, i64::MAX);
+    let e = BatchHeader::decode(&b).unwrap_err();
+    assert!(e.to_string().contains("largest offset"), "{e}");
+    // The smallest valid length still decodes: a header and nothing else.
+    let mut b = good;
+    b[8..12].copy_from_slice(&((HEADER_LEN - LENGTH_PREFIX) as i32).to_be_bytes());
+    assert_eq!(BatchHeader::decode(&b).unwrap().total_len(), HEADER_LEN);
+}
