@@ -65,6 +65,7 @@ fn tier(c: &mut Criterion) {
             rt.block_on(upload_segment_file(
                 &bucket,
                 "t",
+                "id",
                 0,
                 &file,
                 0..=RECORDS as i64 - 1,
@@ -77,6 +78,7 @@ fn tier(c: &mut Criterion) {
         .block_on(upload_segment_file(
             &bucket,
             "t",
+            "id",
             0,
             &file,
             0..=RECORDS as i64 - 1,

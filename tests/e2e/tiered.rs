@@ -116,9 +116,16 @@ async fn history_moves_to_parquet_on_s3_and_replays_across_tiers() {
     );
     assert!(p.tier_error.is_empty(), "{}", p.tier_error);
     let keys = s3.keys();
-    assert!(keys.iter().any(|k| k.starts_with("cluster-a/topics/cold/partition=0/") && k.ends_with(".parquet")), "{keys:?}");
-    assert!(keys.contains(&"cluster-a/topics/cold/partition=0/_manifest.json".to_string()));
-    assert!(keys.contains(&"cluster-a/topics/cold/_topic.json".to_string()));
+    let id = client.describe_topic("cold").await.unwrap().topic_id;
+    assert_eq!(id.len(), 22, "a Kafka-style topic id: {id}");
+    let dir_of = format!("cluster-a/topics/cold/topic_id={id}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("{dir_of}/partition=0/")) && k.ends_with(".parquet")),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&format!("{dir_of}/partition=0/_manifest.json")));
+    assert!(keys.contains(&format!("{dir_of}/_topic.json")));
 
     // A consumer from offset 0 crosses from Parquet into the local tail seamlessly.
     let all = read_all(&client, "cold", 0, 0).await;
@@ -158,8 +165,14 @@ async fn history_moves_to_parquet_on_s3_and_replays_across_tiers() {
     let replay = read_all(&client, "cold", 0, 0).await;
     check_all(&replay, 0, p.high_watermark);
 
-    // Deleting the topic leaves nothing behind in the bucket.
+    // Deleting the topic leaves nothing behind in the bucket, once its removal (in the
+    // background) is done.
     client.delete_topic("cold").await.unwrap();
+    wait_until(Duration::from_secs(60), "the deletion to finish", || {
+        let c = client.clone();
+        async move { c.list_topics_full().await.unwrap().deleting.is_empty() }
+    })
+    .await;
     let left: Vec<String> = s3
         .keys()
         .into_iter()
@@ -252,9 +265,10 @@ async fn pyarrow_reads_the_offloaded_parquet() {
         }
     })
     .await;
-    let manifest_path = dir
-        .path()
-        .join("s3/strata/cluster-a/topics/arrow/partition=0/_manifest.json");
+    let id = client.describe_topic("arrow").await.unwrap().topic_id;
+    let manifest_path = dir.path().join(format!(
+        "s3/strata/cluster-a/topics/arrow/topic_id={id}/partition=0/_manifest.json"
+    ));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let segs = manifest["segments"].as_array().unwrap();
@@ -287,6 +301,7 @@ print(json.dumps({
     "key_7": t.column("key")[7].as_py().decode(),
     "last_value": t.column("value")[-1].as_py().decode(),
     "partition": t.column("partition")[0].as_py(),
+    "topic_id": t.column("topic_id")[0].as_py(),
 }))
 "#;
     let topic_dir = dir.path().join("s3/strata/cluster-a/topics/arrow");
@@ -319,6 +334,7 @@ print(json.dumps({
         value(expect_rows as u64 - 1)
     );
     assert_eq!(v["partition"], 0);
+    assert_eq!(v["topic_id"], id.as_str(), "the topic id is a hive column");
     broker.stop().await;
 }
 
@@ -349,8 +365,11 @@ async fn a_corrupt_object_is_named_and_remote_retention_leaves_no_orphans() {
     )
     .await;
     let root = dir.path().join("s3/strata");
+    let id = client.describe_topic("rot").await.unwrap().topic_id;
     let manifest = |root: &std::path::Path| -> Vec<(i64, i64, String)> {
-        let path = root.join("cluster-a/topics/rot/partition=0/_manifest.json");
+        let path = root.join(format!(
+            "cluster-a/topics/rot/topic_id={id}/partition=0/_manifest.json"
+        ));
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         m["segments"]
             .as_array()
@@ -501,4 +520,208 @@ async fn an_unresponsive_object_store_stops_start_up_with_a_clear_error() {
         "{e}"
     );
     drop(silent);
+}
+
+/// Every record of `topic` partition 0 read from its earliest offset: (offset, value).
+async fn values_from_earliest(client: &Client, topic: &str) -> Vec<(i64, Vec<u8>)> {
+    let (_, recs) = read_retained(client, topic, 0).await;
+    recs.into_iter().map(|(o, _, v)| (o, v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_under_a_deleted_name_never_serves_the_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let data = dir.path().join("data");
+    let broker = broker_on(&data, &s3).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_string(), (64 << 10).to_string()),
+        ("local.retention.bytes".to_string(), "1024".to_string()),
+    ]);
+    // Two incarnations with the same name, sizes and offsets, told apart by value.
+    let tagged = |tag: &str, i: u64| format!("{tag}-{i:08}").into_bytes();
+    let mut ids = Vec::new();
+    for tag in ["old", "new"] {
+        client
+            .create_topic("again", 1, 1, configs.clone())
+            .await
+            .unwrap();
+        let mut p = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                batch_size: 64 * 1024,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        for i in 0..20_000 {
+            p.send("again", Some(0), None, Some(&tagged(tag, i)), &[])
+                .await
+                .unwrap();
+        }
+        p.close().await.unwrap();
+        wait_until(Duration::from_secs(60), "offload", || {
+            let c = client.clone();
+            async move {
+                let p = partition(&c, "again").await;
+                p.remote_segments >= 3 && p.segments == 1
+            }
+        })
+        .await;
+        // Read it all, so the cache holds this incarnation's row groups and footers.
+        let got = values_from_earliest(&client, "again").await;
+        assert_eq!(got.len(), 20_000);
+        ids.push(client.describe_topic("again").await.unwrap().topic_id);
+        if tag == "old" {
+            client.delete_topic("again").await.unwrap();
+        }
+    }
+    assert_ne!(ids[0], ids[1], "each incarnation has its own id");
+    let check = |got: Vec<(i64, Vec<u8>)>, when: &str| {
+        assert_eq!(got.len(), 20_000, "{when}");
+        for (i, (o, v)) in got.iter().enumerate() {
+            assert_eq!(*o, i as i64, "{when}: dense offsets");
+            assert_eq!(
+                v,
+                &tagged("new", i as u64),
+                "{when}: offset {o} holds the new topic's record"
+            );
+        }
+    };
+    check(
+        values_from_earliest(&client, "again").await,
+        "after re-create",
+    );
+    // And across a restart, with the disk cache kept.
+    broker.stop().await;
+    let broker = broker_on(&data, &s3).await;
+    let client = broker.client().await;
+    assert_eq!(
+        client.describe_topic("again").await.unwrap().topic_id,
+        ids[1]
+    );
+    check(
+        values_from_earliest(&client, "again").await,
+        "after a restart",
+    );
+    wait_until(Duration::from_secs(60), "the old objects to go", || {
+        let c = client.clone();
+        async move { c.list_topics_full().await.unwrap().deleting.is_empty() }
+    })
+    .await;
+    let old: Vec<String> = s3
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(&ids[0]))
+        .collect();
+    assert!(old.is_empty(), "the old incarnation's objects: {old:?}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_during_an_s3_outage_stays_deleted_and_its_objects_go_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s3 = S3Server::start(&dir.path().join("s3")).await;
+    let data = dir.path().join("data");
+    let broker = broker_on(&data, &s3).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([("segment.bytes".to_string(), (64 << 10).to_string())]);
+    // "gone" is created again after its delete, "solo" is not.
+    let mut old_ids = Vec::new();
+    for name in ["gone", "solo"] {
+        client
+            .create_topic(name, 1, 1, configs.clone())
+            .await
+            .unwrap();
+        produce(&client, name, 0, 20_000).await;
+        wait_until(Duration::from_secs(60), "offload", || {
+            let c = client.clone();
+            async move { partition(&c, name).await.remote_segments >= 2 }
+        })
+        .await;
+        let id = client.describe_topic(name).await.unwrap().topic_id;
+        assert!(s3.keys().iter().any(|k| k.contains(&id)));
+        old_ids.push(id);
+    }
+    let old_id = old_ids[0].clone();
+
+    s3.stop().await;
+    for name in ["gone", "solo"] {
+        tokio::time::timeout(Duration::from_secs(30), client.delete_topic(name))
+            .await
+            .expect("a delete answers while the object store is away")
+            .unwrap();
+    }
+    let all = client.list_topics_full().await.unwrap();
+    assert!(
+        all.topics
+            .iter()
+            .all(|t| t.name != "gone" && t.name != "solo")
+    );
+    let mut deleting: Vec<_> = all
+        .deleting
+        .iter()
+        .map(|d| (d.name.clone(), d.topic_id.clone()))
+        .collect();
+    deleting.sort();
+    assert_eq!(
+        deleting,
+        vec![
+            ("gone".to_string(), old_ids[0].clone()),
+            ("solo".to_string(), old_ids[1].clone())
+        ]
+    );
+    assert!(
+        broker
+            .broker
+            .metrics_text()
+            .contains("strata_topic_deletions_pending 2")
+    );
+    // The name is free at once: a new topic of that name, written while the old one's
+    // objects still wait for removal.
+    client.create_topic("gone", 1, 1, configs).await.unwrap();
+    produce(&client, "gone", 0, 100).await;
+    let d = client.describe_topic("gone").await.unwrap();
+    assert_ne!(d.topic_id, old_id);
+    assert_eq!(d.deleting.len(), 1, "describe shows the removal under way");
+    let new_id = d.topic_id;
+    broker.stop().await;
+
+    s3.restart().await;
+    let broker = broker_on(&data, &s3).await;
+    let client = broker.client().await;
+    let d = client.describe_topic("gone").await.unwrap();
+    assert_eq!(
+        d.topic_id, new_id,
+        "the deleted incarnation does not come back"
+    );
+    let names = topic_names(&client).await;
+    assert!(
+        !names.contains(&"solo".to_string()),
+        "a deleted topic stays deleted: {names:?}"
+    );
+    check_all(&read_all(&client, "gone", 0, 0).await, 0, 100);
+    wait_until(Duration::from_secs(60), "the deletion to finish", || {
+        let c = client.clone();
+        async move { c.list_topics_full().await.unwrap().deleting.is_empty() }
+    })
+    .await;
+    let keys = s3.keys();
+    assert!(
+        !keys.iter().any(|k| old_ids.iter().any(|id| k.contains(id))),
+        "the deleted incarnations' objects are gone: {keys:?}"
+    );
+    broker.stop().await;
+
+    // A broker with a new, empty disk rebuilds from the bucket only what is live.
+    let fresh = broker_on(&dir.path().join("fresh"), &s3).await;
+    let client = fresh.client().await;
+    assert_eq!(
+        client.describe_topic("gone").await.unwrap().topic_id,
+        new_id
+    );
+    assert!(!topic_names(&client).await.contains(&"solo".to_string()));
+    fresh.stop().await;
 }

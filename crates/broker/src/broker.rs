@@ -3,13 +3,18 @@
 //! Data directory layout:
 //! ```text
 //! <data-dir>/.lock                       held while a broker runs on this directory
-//! <data-dir>/topics/<topic>/topic.json   name, partitions, replication factor, overrides
+//! <data-dir>/topics/<topic>/topic.json   name, id, partitions, replication factor, overrides
 //! <data-dir>/topics/<topic>/<n>/         partition n's log (see strata-log)
+//! <data-dir>/tombstones/<topic_id>.json  a deleted topic whose objects are still being
+//!                                        removed from the bucket (see `deletion`)
 //! <data-dir>/staging/creating-<t>       a create in progress (removed at start-up)
 //! <data-dir>/staging/deleted-<t>        a delete in progress (removed at start-up)
 //! ```
 //! A topic appears by renaming a complete directory into place and disappears by
-//! renaming it away, so a crash never leaves half a topic.
+//! renaming it away, so a crash never leaves half a topic. Every topic has an id, fixed
+//! at creation (Kafka's topic ids, KIP-516): a topic deleted and created again under the
+//! same name is another incarnation with another id, and nothing keyed by the id (its
+//! objects, manifests and cache entries) is ever shared between the two.
 //!
 //! Each partition's log sits behind its own lock: appends take it for writing, reads for
 //! reading. The high watermark is published on a `watch` channel that long-poll fetches
@@ -45,6 +50,10 @@ pub const MAX_PARTITIONS: i64 = 10_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicMeta {
     pub name: String,
+    /// Fixed at creation; empty only in metadata written before topics had ids (such a
+    /// topic is given one when it is loaded).
+    #[serde(default)]
+    pub id: String,
     pub partitions: u32,
     pub replication_factor: u32,
     pub configs: BTreeMap<String, String>,
@@ -74,6 +83,8 @@ impl Topic {
 
 pub struct Partition {
     pub topic: String,
+    /// The topic's id: which incarnation of the name this partition belongs to.
+    pub topic_id: String,
     pub id: u32,
     log: RwLock<Log>,
     high_watermark: watch::Sender<i64>,
@@ -261,6 +272,7 @@ pub struct Broker {
     /// Segments being encoded and uploaded at once, over all partitions.
     pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
+    pub(crate) deletions: crate::deletion::Deletions,
     _lock: File,
 }
 
@@ -290,7 +302,16 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
+/// A new topic id: 16 random bytes (a version 4 UUID), written as Kafka writes topic ids
+/// (URL-safe base64 without padding, 22 characters).
+pub fn new_topic_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Writes `value` as JSON to `path` durably: a temp file, fsynced, renamed into place,
+/// and the directory fsynced.
+pub(crate) fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let data = serde_json::to_vec_pretty(value).expect("metadata serializes");
     let ctx = |e| BrokerError::io(format!("writing {}", path.display()), e);
@@ -304,7 +325,7 @@ fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
     sync_dir(path.parent().expect("has parent"))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| BrokerError::io(format!("syncing {}", dir.display()), e))
@@ -343,6 +364,7 @@ impl Broker {
         }
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
+        let deletions = crate::deletion::Deletions::open(data)?;
         // Uploads a crash cut short, on a file:// store. Only now, holding the data
         // directory, is it sure that no other broker's upload is under way there.
         let b = bucket.clone();
@@ -384,6 +406,7 @@ impl Broker {
             closing: watch::channel(false).0,
             groups: parking_lot::Mutex::new(Default::default()),
             bucket,
+            deletions,
             _lock: lock,
         };
         broker.load_topics()?;
@@ -428,12 +451,24 @@ impl Broker {
             let meta_path = path.join("topic.json");
             let text = std::fs::read(&meta_path)
                 .map_err(|e| BrokerError::io(format!("reading {}", meta_path.display()), e))?;
-            let meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
+            let mut meta: TopicMeta = serde_json::from_slice(&text).map_err(|e| {
                 BrokerError::InvalidConfig(format!(
                     "{} is not valid topic metadata: {e}",
                     meta_path.display()
                 ))
             })?;
+            if self.deletions.is_deleted(&meta.id) {
+                // Deleted, then a crash before its directory was moved away: finish that.
+                tracing::info!(topic = %name, topic_id = %meta.id, "finishing the local part of an interrupted delete");
+                self.bury(&path)?;
+                continue;
+            }
+            if meta.id.is_empty() {
+                meta.id = new_topic_id();
+                tracing::warn!(topic = %name, topic_id = %meta.id,
+                    "topic metadata had no topic id (written by an earlier version); gave it one. Objects an earlier version offloaded for it, under topics/<topic>/partition=<n>/ without a topic_id=<id> level, are not read");
+                write_json_atomic(&meta_path, &meta)?;
+            }
             let topic = self.open_topic(meta, path, &[])?;
             topics.insert(name, Arc::new(topic));
         }
@@ -470,13 +505,16 @@ impl Broker {
             let (hw, _) = watch::channel(log.log_end_offset());
             partitions.push(Arc::new(Partition {
                 topic: meta.name.clone(),
+                topic_id: meta.id.clone(),
                 id: p,
                 log: RwLock::new(log),
                 high_watermark: hw,
                 leader_epoch: 0,
                 deleted: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
-                remote: RwLock::new(strata_tier::manifest::Manifest::new(&meta.name, p)),
+                remote: RwLock::new(strata_tier::manifest::Manifest::new(
+                    &meta.name, &meta.id, p,
+                )),
                 tier: parking_lot::Mutex::new(Default::default()),
                 upload_backlog: Default::default(),
                 offload_progress: tokio::sync::Notify::new(),
@@ -560,6 +598,7 @@ impl Broker {
     ) -> TopicMeta {
         TopicMeta {
             name: name.to_string(),
+            id: new_topic_id(),
             partitions: partitions as u32,
             replication_factor: rf as u32,
             configs,
@@ -600,35 +639,64 @@ impl Broker {
             )));
         }
         let _admin = self.admin.lock().await;
-        let topic = self
-            .topics
-            .write()
-            .remove(name)
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        let topic = self.topic(name)?;
+        let id = topic.meta().id;
+        // Durable before anything changes: after a crash from here on, the topic stays
+        // deleted and its removal is finished (see `deletion`).
+        self.deletions.record(crate::deletion::Tombstone {
+            topic: name.to_string(),
+            topic_id: id.clone(),
+            deleted_ms: self.clock.now_ms(),
+        })?;
+        self.topics.write().remove(name);
         for p in &topic.partitions {
             p.deleted.store(true, Ordering::Relaxed);
             p.high_watermark.send_modify(|_| {});
         }
-        let grave = self
-            .staging_dir
-            .join(format!("deleted-{}", unique_suffix()));
-        std::fs::rename(&topic.dir, &grave)
-            .map_err(|e| BrokerError::io(format!("deleting {}", topic.dir.display()), e))?;
-        sync_dir(&self.topics_dir)?;
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_dir_all(&grave) {
-                tracing::warn!(dir = %grave.display(), error = %e, "could not remove deleted topic's files");
-            }
-        });
+        let buried = self.bury(&topic.dir);
         self.forget_topic_offsets(name);
         // Offload sees the partitions deleted and stops; wait for uploads under way, so
         // none lands after the objects are removed.
         for p in &topic.partitions {
             drop(p.tier_work.lock().await);
         }
-        self.delete_topic_objects(name).await;
-        tracing::info!(topic = name, "deleted topic");
+        self.deletions.start(&id);
+        self.metrics.topic_deletions.add(1);
+        tracing::info!(topic = name, topic_id = %id, "deleted topic; its objects are removed in the background");
+        // The tombstone already makes the delete stick: a directory that could not be
+        // moved away is moved at the next start.
+        if let Err(e) = buried {
+            tracing::warn!(topic = name, error = %e, "could not move the deleted topic's files away; the next start will");
+        }
         Ok(())
+    }
+
+    /// Moves a topic directory out of `topics/` and removes it in the background.
+    fn bury(&self, dir: &Path) -> Result<()> {
+        let grave = self
+            .staging_dir
+            .join(format!("deleted-{}", unique_suffix()));
+        std::fs::rename(dir, &grave)
+            .map_err(|e| BrokerError::io(format!("deleting {}", dir.display()), e))?;
+        sync_dir(&self.topics_dir)?;
+        std::thread::spawn(move || {
+            if let Err(e) = std::fs::remove_dir_all(&grave) {
+                tracing::warn!(dir = %grave.display(), error = %e, "could not remove deleted topic's files");
+            }
+        });
+        Ok(())
+    }
+
+    /// Deletions whose objects are still being removed from the bucket.
+    pub fn pending_deletions(&self) -> Vec<crate::deletion::PendingDeletion> {
+        self.deletions.pending()
+    }
+
+    /// Tries now to finish every pending deletion; returns how many remain.
+    pub async fn finish_deletions(&self) -> usize {
+        self.deletions
+            .run_due(&self.bucket, self.clock.now_ms(), true)
+            .await
     }
 
     /// Sets and removes topic config overrides; the change applies to the logs at once.

@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod deletion;
 pub mod error;
 pub mod groups;
 pub mod metrics;

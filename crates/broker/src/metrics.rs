@@ -105,6 +105,7 @@ metrics! {
     Histogram upload_latency "strata_tier_upload_seconds" "Time to offload one segment.";
     Counter remote_reads "strata_tier_remote_reads_total" "Fetches served from the cold tier.";
     Counter remote_read_bytes "strata_tier_remote_read_bytes_total" "Batch bytes served from the cold tier.";
+    Counter topic_deletions "strata_topic_deletions_total" "Topics deleted (their objects are removed in the background).";
     Counter remote_deleted_segments "strata_tier_remote_deleted_segments_total" "Remote segments deleted by retention.";
 }
 

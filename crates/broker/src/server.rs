@@ -29,6 +29,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
     let tiering = tokio::spawn(tiering(broker.clone(), stop_rx.clone()));
+    let deletions = tokio::spawn(deletions(broker.clone(), stop_rx.clone()));
     let metrics_task = metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), stop_rx)));
     let service = StrataServer::new(Service::new(broker.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -61,6 +62,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
     let _ = tiering.await;
+    let _ = deletions.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
@@ -133,6 +135,27 @@ async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
             Some(key) = rounds.next(), if !rounds.is_empty() => {
                 busy.remove(&key);
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Removes deleted topics' objects: at once when a topic is deleted, then every
+/// housekeeping interval while any removal waits for its retry. A removal under way is
+/// abandoned at shutdown and redone at the next start (its tombstone stays).
+async fn deletions(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().housekeeping_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = broker.deletion_requested() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = broker.run_deletions() => {}
             _ = stop.changed() => return,
         }
     }

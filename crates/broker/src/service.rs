@@ -134,10 +134,27 @@ fn fetch_response(
     })
 }
 
+fn pending_deletions(broker: &Broker, name: Option<&str>) -> Vec<pb::PendingDeletion> {
+    broker
+        .pending_deletions()
+        .into_iter()
+        .filter(|d| name.is_none_or(|n| d.tombstone.topic == n))
+        .map(|d| pb::PendingDeletion {
+            name: d.tombstone.topic,
+            topic_id: d.tombstone.topic_id,
+            deleted_ms: d.tombstone.deleted_ms,
+            last_error: d.last_error.unwrap_or_default(),
+            attempts: d.attempts,
+        })
+        .collect()
+}
+
 fn describe(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
     let meta = topic.meta();
     let node = broker.config().node_id;
     pb::TopicDescription {
+        deleting: pending_deletions(broker, Some(&meta.name)),
+        topic_id: meta.id.clone(),
         name: meta.name.clone(),
         replication_factor: meta.replication_factor,
         configs: topic
@@ -400,9 +417,13 @@ impl Strata for Service {
                 name: m.name,
                 partitions: m.partitions,
                 replication_factor: m.replication_factor,
+                topic_id: m.id,
             })
             .collect();
-        Ok(Response::new(pb::ListTopicsResponse { topics }))
+        Ok(Response::new(pb::ListTopicsResponse {
+            topics,
+            deleting: pending_deletions(&self.broker, None),
+        }))
     }
 
     async fn describe_topic(

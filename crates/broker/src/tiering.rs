@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use strata_log::DeletionGuard;
 use strata_tier::manifest::{Manifest, RemoteSegment};
@@ -129,13 +128,9 @@ fn awaiting_upload(p: &Partition) -> (Option<i64>, Vec<strata_log::SegmentInfo>)
     (next_remote, waiting)
 }
 
-fn meta_key(bucket: &Bucket, topic: &str) -> object_store::path::Path {
-    bucket
-        .prefix
-        .clone()
-        .join("topics")
-        .join(topic)
-        .join("_topic.json")
+/// `<prefix>/topics/<topic>/topic_id=<id>/_topic.json`: the topic's metadata.
+fn meta_key(bucket: &Bucket, topic: &str, topic_id: &str) -> object_store::path::Path {
+    bucket.topic_dir(topic, topic_id).join("_topic.json")
 }
 
 impl Broker {
@@ -183,6 +178,12 @@ impl Broker {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        let name = "strata_topic_deletions_pending";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Deleted topics whose objects are still being removed from the object store.\n# TYPE {name} gauge\n{name} {}",
+            self.deletions.pending().len()
+        );
         if let Some(cache) = self.cold.cache() {
             let c = cache.counters();
             let name = "strata_cold_cache_requests_total";
@@ -210,7 +211,7 @@ impl Broker {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in t.partitions() {
-                if let Some(m) = Manifest::load(&self.bucket, &p.topic, p.id)
+                if let Some(m) = Manifest::load(&self.bucket, &p.topic, &p.topic_id, p.id)
                     .await
                     .map_err(|e| remote_err(p, e))?
                 {
@@ -222,8 +223,14 @@ impl Broker {
     }
 
     /// Recreates topics that the bucket holds but the data directory does not (a new
-    /// broker with an empty disk): local logs start where the cold tier ends.
+    /// broker with an empty disk): local logs start where the cold tier ends. An
+    /// incarnation this broker has a tombstone for, or that is marked deleted in the
+    /// bucket, is never rebuilt; one marked deleted gets a tombstone here, so its removal
+    /// is finished.
     pub(crate) async fn recover_from_bucket(&self) -> Result<()> {
+        let unreadable = |what: &str, e: &dyn std::fmt::Display| {
+            BrokerError::InvalidConfig(format!("reading {what} in the object store: {e}"))
+        };
         let topics_prefix = self.bucket.prefix.clone().join("topics");
         let listing = self
             .bucket
@@ -238,32 +245,74 @@ impl Broker {
             if self.topic(&name).is_ok() {
                 continue;
             }
-            let meta: TopicMeta = match self.bucket.store.get(&meta_key(&self.bucket, &name)).await
-            {
-                Ok(r) => {
-                    let bytes = r
-                        .bytes()
-                        .await
-                        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        BrokerError::InvalidConfig(format!(
-                            "topics/{name}/_topic.json in the bucket is not valid: {e}"
-                        ))
-                    })?
+            let incarnations = self
+                .bucket
+                .store
+                .list_with_delimiter(Some(&dir))
+                .await
+                .map_err(|e| unreadable(&format!("topics/{name}/"), &e))?;
+            let mut live: Vec<TopicMeta> = Vec::new();
+            for inc in incarnations.common_prefixes {
+                let Some(id) = inc
+                    .filename()
+                    .and_then(|f| f.strip_prefix(strata_tier::store::TOPIC_ID_DIR_PREFIX))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                if self.deletions.is_deleted(&id) {
+                    continue;
                 }
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => {
+                let marker = inc.clone().join(crate::deletion::DELETED_MARKER);
+                match self.bucket.store.head(&marker).await {
+                    Ok(_) => {
+                        tracing::info!(topic = %name, topic_id = %id, "the object store holds a deleted topic; finishing its removal");
+                        self.deletions.record(crate::deletion::Tombstone {
+                            topic: name.clone(),
+                            topic_id: id.clone(),
+                            deleted_ms: self.clock().now_ms(),
+                        })?;
+                        self.deletions.start(&id);
+                        continue;
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(unreadable(&marker.to_string(), &e)),
+                }
+                let key = meta_key(&self.bucket, &name, &id);
+                let meta: TopicMeta = match self.bucket.store.get(&key).await {
+                    Ok(r) => {
+                        let bytes = r.bytes().await.map_err(|e| unreadable(key.as_ref(), &e))?;
+                        serde_json::from_slice(&bytes).map_err(|e| {
+                            BrokerError::InvalidConfig(format!(
+                                "{key} in the object store is not valid topic metadata: {e}"
+                            ))
+                        })?
+                    }
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(unreadable(key.as_ref(), &e)),
+                };
+                if meta.id != id || meta.name != name {
                     return Err(BrokerError::InvalidConfig(format!(
-                        "reading topics/{name}/_topic.json: {e}"
+                        "{key} in the object store describes topic {} with id {}, not the one its key names",
+                        meta.name, meta.id
                     )));
                 }
-            };
+                live.push(meta);
+            }
+            // Two live incarnations of one name: only an interrupted delete of the older
+            // whose tombstone was lost with its broker's disk. The newest is the topic.
+            live.sort_by_key(|m| m.created_ms);
+            let Some(meta) = live.pop() else { continue };
+            for old in &live {
+                tracing::warn!(topic = %name, topic_id = %old.id, kept = %meta.id,
+                    "the object store holds an older incarnation of this topic, not marked deleted; it is not served (remove topics/{name}/topic_id={}/ once you know it is not wanted)", old.id);
+            }
             let mut manifests = Vec::new();
             for p in 0..meta.partitions {
-                let m = Manifest::load(&self.bucket, &name, p)
+                let m = Manifest::load(&self.bucket, &name, &meta.id, p)
                     .await
                     .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?
-                    .unwrap_or_else(|| Manifest::new(&name, p));
+                    .unwrap_or_else(|| Manifest::new(&name, &meta.id, p));
                 manifests.push(m);
             }
             let starts: Vec<i64> = manifests
@@ -407,7 +456,10 @@ impl Broker {
             match self
                 .bucket
                 .store
-                .put(&meta_key(&self.bucket, &meta.name), PutPayload::from(body))
+                .put(
+                    &meta_key(&self.bucket, &meta.name, &meta.id),
+                    PutPayload::from(body),
+                )
                 .await
             {
                 Ok(_) => t.meta_in_bucket.store(true, Ordering::Relaxed),
@@ -436,6 +488,19 @@ impl Broker {
     pub async fn tier_tick(&self) {
         let work = self.tier_work_list();
         futures::future::join_all(work.iter().map(|w| self.tier_partition(w))).await;
+        self.run_deletions().await;
+    }
+
+    /// Removes the objects of deleted topics whose retry is due (see `deletion`).
+    pub async fn run_deletions(&self) -> usize {
+        self.deletions
+            .run_due(&self.bucket, self.clock().now_ms(), false)
+            .await
+    }
+
+    /// Resolves when a deletion has been recorded and its removal may start.
+    pub async fn deletion_requested(&self) {
+        self.deletions.wake.notified().await
     }
 
     fn tier_enabled(&self, topic: &str) -> bool {
@@ -560,7 +625,12 @@ impl Broker {
                 };
                 let Some(slot) = slot else { break };
                 let Some(seg) = pending.next() else { break };
-                let (bucket, topic, id) = (self.bucket.clone(), p.topic.clone(), p.id);
+                let (bucket, topic, topic_id, id) = (
+                    self.bucket.clone(),
+                    p.topic.clone(),
+                    p.topic_id.clone(),
+                    p.id,
+                );
                 let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
                 let task = Upload(tokio::spawn(async move {
                     let _slot = slot;
@@ -568,6 +638,7 @@ impl Broker {
                     let r = upload_segment_file(
                         &bucket,
                         &topic,
+                        &topic_id,
                         id,
                         &path,
                         offsets,
@@ -679,42 +750,13 @@ impl Broker {
                 reason = if expired { "retention.ms" } else { "retention.bytes" }, "deleted remote segment");
         }
     }
-
-    /// Removes every object of a deleted topic.
-    pub(crate) async fn delete_topic_objects(&self, topic: &str) {
-        let prefix = self.bucket.prefix.clone().join("topics").join(topic);
-        let keys: Vec<_> = match self
-            .bucket
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-        {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(topic, error = %e, "could not list the deleted topic's objects");
-                return;
-            }
-        };
-        let n = keys.len();
-        let mut results = self
-            .bucket
-            .store
-            .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
-        while let Some(r) = results.next().await {
-            if let Err(e) = r {
-                tracing::warn!(topic, error = %e, "could not delete an object of a deleted topic");
-            }
-        }
-        tracing::info!(topic, objects = n, "deleted the topic's objects");
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::BrokerConfig;
+    use futures::TryStreamExt;
     use std::collections::BTreeMap;
     use strata_log::{Clock, ManualClock};
 
@@ -812,6 +854,7 @@ mod tests {
         }
         b.delete_topic("t").await.unwrap();
         tick.await.unwrap();
+        assert_eq!(b.finish_deletions().await, 0, "{:?}", b.pending_deletions());
         let left: Vec<String> = b
             .bucket
             .store

@@ -136,12 +136,17 @@ impl Client {
     }
 
     pub async fn list_topics(&self) -> Result<Vec<pb::TopicSummary>> {
+        Ok(self.list_topics_full().await?.topics)
+    }
+
+    /// The topics, and the deleted topics whose objects are still being removed.
+    pub async fn list_topics_full(&self) -> Result<pb::ListTopicsResponse> {
         let r = self
             .raw()
             .list_topics(pb::ListTopicsRequest {})
             .await
             .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().topics)
+        Ok(r.into_inner())
     }
 
     pub async fn describe_topic(&self, name: &str) -> Result<pb::TopicDescription> {

@@ -345,9 +345,39 @@ fn parse_configs(items: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+fn deleting_json(d: &[pb::PendingDeletion]) -> serde_json::Value {
+    d.iter()
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name,
+                "topic_id": d.topic_id,
+                "deleted_ms": d.deleted_ms,
+                "attempts": d.attempts,
+                "last_error": if d.last_error.is_empty() { serde_json::Value::Null } else { serde_json::Value::String(d.last_error.clone()) },
+            })
+        })
+        .collect()
+}
+
+fn print_deleting(d: &[pb::PendingDeletion]) {
+    for d in d {
+        let why = if d.last_error.is_empty() {
+            String::new()
+        } else {
+            format!("\tlast_error={}", d.last_error)
+        };
+        println!(
+            "{}\t(deleted; removing its objects)\ttopic_id={}\tattempts={}{why}",
+            d.name, d.topic_id, d.attempts
+        );
+    }
+}
+
 pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
     serde_json::json!({
         "name": d.name,
+        "topic_id": d.topic_id,
+        "deleting": deleting_json(&d.deleting),
         "replication_factor": d.replication_factor,
         "configs": d.configs.iter().map(|c| (c.name.clone(), serde_json::Value::String(c.value.clone()))).collect::<serde_json::Map<_, _>>(),
         "partitions": d.partitions.iter().map(|p| serde_json::json!({
@@ -392,22 +422,25 @@ async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
             );
         }
         TopicCommand::List { output } => {
-            let topics = client.list_topics().await?;
+            let all = client.list_topics_full().await?;
             match output {
                 Output::Json => {
-                    let v: Vec<_> = topics
+                    let v: Vec<_> = all
+                        .topics
                         .iter()
-                        .map(|t| serde_json::json!({"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor}))
+                        .map(|t| serde_json::json!({"name": t.name, "topic_id": t.topic_id, "partitions": t.partitions, "replication_factor": t.replication_factor}))
                         .collect();
+                    // Live topics only; `topic describe` shows deletions under way.
                     println!("{}", serde_json::Value::Array(v));
                 }
                 Output::Text => {
-                    for t in topics {
+                    for t in &all.topics {
                         println!(
-                            "{}\tpartitions={}\treplication_factor={}",
-                            t.name, t.partitions, t.replication_factor
+                            "{}\tpartitions={}\treplication_factor={}\ttopic_id={}",
+                            t.name, t.partitions, t.replication_factor, t.topic_id
                         );
                     }
+                    print_deleting(&all.deleting);
                 }
             }
         }
@@ -437,11 +470,13 @@ async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
 
 fn print_description(d: &pb::TopicDescription) {
     println!(
-        "Topic: {}\tPartitions: {}\tReplicationFactor: {}",
+        "Topic: {}\tTopicId: {}\tPartitions: {}\tReplicationFactor: {}",
         d.name,
+        d.topic_id,
         d.partitions.len(),
         d.replication_factor
     );
+    print_deleting(&d.deleting);
     let overrides: Vec<String> = d
         .configs
         .iter()

@@ -9,10 +9,13 @@
 //! - [`read`]: reading records back from remote segments, with a row-group cache
 //!   ([`cache`]) and read-ahead.
 //!
-//! Object keys are hive-style so query engines infer the partition column:
-//! `<prefix>/topics/<topic>/partition=<n>/<base:020>-<last:020>.parquet`, with the
-//! manifest at `<prefix>/topics/<topic>/partition=<n>/_manifest.json` (a leading `_`
-//! keeps engines that read the directory from taking it for data).
+//! Object keys are hive-style so query engines infer the topic id and partition columns:
+//! `<prefix>/topics/<topic>/topic_id=<id>/partition=<n>/<base:020>-<last:020>.parquet`,
+//! with the manifest at `.../partition=<n>/_manifest.json` and the topic's metadata at
+//! `<prefix>/topics/<topic>/topic_id=<id>/_topic.json` (a leading `_` keeps engines that
+//! read the directory from taking them for data). The topic id is fixed when a topic is
+//! created, so a topic deleted and created again under the same name never shares a key
+//! (or a cache entry, which is keyed by object key) with its predecessor.
 //!
 //! Storage is reached only through `Arc<dyn ObjectStore>`.
 

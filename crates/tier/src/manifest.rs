@@ -1,4 +1,5 @@
-//! The per-partition manifest: `<prefix>/topics/<topic>/partition=<n>/_manifest.json`.
+//! The per-partition manifest:
+//! `<prefix>/topics/<topic>/topic_id=<id>/partition=<n>/_manifest.json`.
 //!
 //! It lists every remote segment of the partition, oldest first, with what a reader
 //! needs to serve an offset without listing the bucket or reading footers first: offset
@@ -11,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::Bucket;
 use crate::{Result, TierError};
 
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version 2 added `topic_id` (and the `topic_id=<id>` level in every key).
+pub const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteSegment {
@@ -33,15 +35,18 @@ pub struct RemoteSegment {
 pub struct Manifest {
     pub version: u32,
     pub topic: String,
+    /// The incarnation of the topic this manifest belongs to.
+    pub topic_id: String,
     pub partition: u32,
     pub segments: Vec<RemoteSegment>,
 }
 
 impl Manifest {
-    pub fn new(topic: &str, partition: u32) -> Self {
+    pub fn new(topic: &str, topic_id: &str, partition: u32) -> Self {
         Self {
             version: MANIFEST_VERSION,
             topic: topic.to_string(),
+            topic_id: topic_id.to_string(),
             partition,
             segments: Vec::new(),
         }
@@ -88,10 +93,16 @@ impl Manifest {
         Ok(true)
     }
 
-    pub async fn load(bucket: &Bucket, topic: &str, partition: u32) -> Result<Option<Self>> {
+    /// Loads the manifest of one partition of one topic incarnation; one that names
+    /// another topic, id or partition than its key says is refused.
+    pub async fn load(
+        bucket: &Bucket,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+    ) -> Result<Option<Self>> {
         let key = bucket
-            .partition_dir(topic, partition)
-            .clone()
+            .partition_dir(topic, topic_id, partition)
             .join("_manifest.json");
         match bucket.store.get(&key).await {
             Ok(r) => {
@@ -104,6 +115,14 @@ impl Manifest {
                         m.version
                     )));
                 }
+                if (m.topic.as_str(), m.topic_id.as_str(), m.partition)
+                    != (topic, topic_id, partition)
+                {
+                    return Err(TierError::Format(format!(
+                        "manifest {key} describes {}-{} (topic id {}), not the partition its key names",
+                        m.topic, m.partition, m.topic_id
+                    )));
+                }
                 Ok(Some(m))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -113,8 +132,7 @@ impl Manifest {
 
     pub async fn save(&self, bucket: &Bucket) -> Result<()> {
         let key = bucket
-            .partition_dir(&self.topic, self.partition)
-            .clone()
+            .partition_dir(&self.topic, &self.topic_id, self.partition)
             .join("_manifest.json");
         let body = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bucket.store.put(&key, PutPayload::from(body)).await?;
@@ -143,8 +161,8 @@ mod tests {
     #[tokio::test]
     async fn segments_must_be_contiguous_and_round_trip() {
         let bucket = crate::store::open("memory://").unwrap();
-        assert_eq!(Manifest::load(&bucket, "t", 0).await.unwrap(), None);
-        let mut m = Manifest::new("t", 0);
+        assert_eq!(Manifest::load(&bucket, "t", "a", 0).await.unwrap(), None);
+        let mut m = Manifest::new("t", "a", 0);
         assert!(m.add(seg(0, 9)).unwrap());
         assert!(
             !m.add(seg(0, 9)).unwrap(),
@@ -155,6 +173,11 @@ mod tests {
         assert_eq!(m.find(15).unwrap().base_offset, 10);
         assert_eq!(m.find(21), None);
         m.save(&bucket).await.unwrap();
-        assert_eq!(Manifest::load(&bucket, "t", 0).await.unwrap(), Some(m));
+        assert_eq!(Manifest::load(&bucket, "t", "a", 0).await.unwrap(), Some(m));
+        assert_eq!(
+            Manifest::load(&bucket, "t", "b", 0).await.unwrap(),
+            None,
+            "another incarnation of the name has a manifest of its own"
+        );
     }
 }

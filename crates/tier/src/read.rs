@@ -141,8 +141,12 @@ impl std::fmt::Debug for ColdReader {
     }
 }
 
-fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
-    format!("{}#{rg}", seg.key)
+/// A row group's cache key. The object key names the topic incarnation (its topic id)
+/// and the offsets; the object's CRC is added so that bytes of one object can never be
+/// served for another, even one written under the same key (the disk cache outlives
+/// restarts and deletions).
+pub(crate) fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
+    format!("{}#{:08x}#{rg}", seg.key, seg.crc32)
 }
 
 /// Byte offset in `bytes` of the first batch holding an offset at or after `from`.
@@ -639,7 +643,7 @@ mod tests {
             let file = dir.path().join(format!("{base:020}.log"));
             std::fs::write(&file, &data).unwrap();
             out.push(
-                upload_segment_file(bucket, "t", 0, &file, base..=base + per - 1, rows)
+                upload_segment_file(bucket, "t", "id", 0, &file, base..=base + per - 1, rows)
                     .await
                     .unwrap(),
             );

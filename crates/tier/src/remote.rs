@@ -117,7 +117,9 @@ fn encode_segment(
                 break;
             }
             let batch = &buf[start..start + len];
-            let count = strata_record::BatchHeader::decode(batch)?.record_count as usize;
+            let count = strata_record::BatchHeader::decode(batch)?
+                .record_count
+                .max(0) as usize;
             if rows.rows() > 0
                 && (rows.rows() + count > rows_per_group || rows.bytes() + len > ROW_GROUP_BYTES)
             {
@@ -181,16 +183,19 @@ fn encode_segment(
 pub async fn upload_segment_file(
     bucket: &Bucket,
     topic: &str,
+    topic_id: &str,
     partition: u32,
     file: &std::path::Path,
     offsets: std::ops::RangeInclusive<i64>,
     rows_per_group: usize,
 ) -> Result<RemoteSegment> {
-    let key = bucket.partition_dir(topic, partition).join(format!(
-        "{:020}-{:020}.parquet",
-        offsets.start(),
-        offsets.end()
-    ));
+    let key = bucket
+        .partition_dir(topic, topic_id, partition)
+        .join(format!(
+            "{:020}-{:020}.parquet",
+            offsets.start(),
+            offsets.end()
+        ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let sink = PartSink {
         part: Vec::with_capacity(PART_BYTES),
@@ -293,7 +298,7 @@ mod tests {
         std::fs::write(&file, segment(1000, 5000)).unwrap();
         let objects = dir.path().join("objects");
         let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
-        let err = upload_segment_file(&bucket, "t", 0, &file, 1000..=6999, 1000)
+        let err = upload_segment_file(&bucket, "t", "id", 0, &file, 1000..=6999, 1000)
             .await
             .unwrap_err()
             .to_string();
@@ -327,7 +332,7 @@ mod tests {
         std::fs::write(&file, segment(1000, 5000)).unwrap();
         let objects = dir.path().join("objects");
         let bucket = crate::store::open(&format!("file://{}", objects.display())).unwrap();
-        let seg = upload_segment_file(&bucket, "t", 2, &file, 1000..=5999, 1000)
+        let seg = upload_segment_file(&bucket, "t", "id", 2, &file, 1000..=5999, 1000)
             .await
             .unwrap();
         assert_eq!(
@@ -341,10 +346,10 @@ mod tests {
         assert_eq!(seg.row_groups, vec![1000, 2000, 3000, 4000, 5000]);
         assert_eq!(
             seg.key,
-            "topics/t/partition=2/00000000000000001000-00000000000000005999.parquet"
+            "topics/t/topic_id=id/partition=2/00000000000000001000-00000000000000005999.parquet"
         );
         assert!(objects.join(&seg.key).exists());
-        let leftovers = std::fs::read_dir(objects.join("topics/t/partition=2"))
+        let leftovers = std::fs::read_dir(objects.join("topics/t/topic_id=id/partition=2"))
             .unwrap()
             .count();
         assert_eq!(leftovers, 1, "only the segment object, no temporary");
@@ -404,7 +409,7 @@ mod range_tests {
         }
         std::fs::write(&file, &data).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, 0..=99_999, 8192)
+        let seg = upload_segment_file(&bucket, "t", "id", 0, &file, 0..=99_999, 8192)
             .await
             .unwrap();
         assert!(seg.row_groups.len() >= 10, "{:?}", seg.row_groups);
@@ -452,7 +457,7 @@ mod cache_tests {
         }
         std::fs::write(&file, b.finish_vec()).unwrap();
         let bucket = crate::store::open("memory://").unwrap();
-        let seg = upload_segment_file(&bucket, "t", 0, &file, 0..=29_999, 8192)
+        let seg = upload_segment_file(&bucket, "t", "id", 0, &file, 0..=29_999, 8192)
             .await
             .unwrap();
         let foyer = FoyerCache::open(&dir.path().join("cache"), 4 << 20, 16 << 20)
@@ -462,7 +467,7 @@ mod cache_tests {
         let reader = ColdReader::new(bucket.clone(), Some(cache.clone()), ReadOptions::default());
         let first = reader.read(&seg, None, 10_000, 1).await.unwrap();
         // Read-ahead decodes the next row group in the background: wait for it.
-        let next = format!("{}#2", seg.key);
+        let next = crate::read::cache_key(&seg, 2);
         let start = std::time::Instant::now();
         while !cache.contains(&next) {
             assert!(

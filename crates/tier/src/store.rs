@@ -14,6 +14,10 @@ use object_store::path::Path;
 use crate::counting::{CountingStore, StoreCounters};
 use crate::{Result, TierError};
 
+/// The directory name of a topic incarnation starts with this, then the topic id: a
+/// hive-style `key=value` part, so query engines see `topic_id` as a column.
+pub const TOPIC_ID_DIR_PREFIX: &str = "topic_id=";
+
 /// A store and the key prefix everything of this cluster lives under.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -82,13 +86,24 @@ impl Bucket {
         removed
     }
 
-    /// `<prefix>/topics/<topic>/partition=<n>`
-    pub fn partition_dir(&self, topic: &str, partition: u32) -> Path {
-        let mut p = self.prefix.clone();
-        for part in ["topics", topic, &format!("partition={partition}")] {
-            p = p.clone().join(part);
-        }
-        p
+    /// `<prefix>/topics/<topic>`: every incarnation of the topic name.
+    pub fn topic_name_dir(&self, topic: &str) -> Path {
+        self.prefix.clone().join("topics").join(topic)
+    }
+
+    /// `<prefix>/topics/<topic>/topic_id=<id>`: one incarnation of a topic. A topic
+    /// deleted and created again under the same name gets a new id, so nothing one
+    /// incarnation wrote (objects, manifests, and the cache entries keyed by them) can
+    /// be taken for another's.
+    pub fn topic_dir(&self, topic: &str, topic_id: &str) -> Path {
+        self.topic_name_dir(topic)
+            .join(format!("{TOPIC_ID_DIR_PREFIX}{topic_id}"))
+    }
+
+    /// `<prefix>/topics/<topic>/topic_id=<id>/partition=<n>`
+    pub fn partition_dir(&self, topic: &str, topic_id: &str, partition: u32) -> Path {
+        self.topic_dir(topic, topic_id)
+            .join(format!("partition={partition}"))
     }
 }
 
@@ -164,7 +179,10 @@ mod tests {
         assert!(e.contains("absolute path"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let b = open(&format!("file://{}", dir.path().join("objects").display())).unwrap();
-        assert_eq!(b.partition_dir("t", 3).as_ref(), "topics/t/partition=3");
+        assert_eq!(
+            b.partition_dir("t", "AAAAAAAAAAAAAAAAAAAAAQ", 3).as_ref(),
+            "topics/t/topic_id=AAAAAAAAAAAAAAAAAAAAAQ/partition=3"
+        );
     }
 
     #[tokio::test]
@@ -173,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("objects");
         let b = open(&format!("file://{}", root.display())).unwrap();
-        let part = b.partition_dir("t", 0);
+        let part = b.partition_dir("t", "id", 0);
         let done = part.clone().join("a.parquet");
         b.store
             .put(&done, PutPayload::from_static(b"whole"))
@@ -189,9 +207,9 @@ mod tests {
             .await
             .unwrap();
         std::mem::forget(cut);
-        let odd = root.join("topics/t/partition=0/c#x.parquet");
+        let odd = root.join("topics/t/topic_id=id/partition=0/c#x.parquet");
         std::fs::write(&odd, b"a name with a #").unwrap();
-        let staging = root.join("topics/t/partition=0/b.parquet#1");
+        let staging = root.join("topics/t/topic_id=id/partition=0/b.parquet#1");
         assert!(staging.exists());
 
         assert_eq!(b.remove_abandoned_uploads(), 1);
