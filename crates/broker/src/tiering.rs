@@ -276,7 +276,7 @@ impl Broker {
                         continue;
                     }
                     Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(unreadable(&marker.to_string(), &e)),
+                    Err(e) => return Err(unreadable(marker.as_ref(), &e)),
                 }
                 let key = meta_key(&self.bucket, &name, &id);
                 let meta: TopicMeta = match self.bucket.store.get(&key).await {
