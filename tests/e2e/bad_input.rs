@@ -157,6 +157,78 @@ async fn bad_requests_are_refused_with_clear_errors_and_change_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("CRC mismatch"), "{}", e.message());
 
+    // Timestamps far from the broker clock (KIP-937) and a header key that is not
+    // UTF-8: refused at produce, nothing appended.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let batch = |ts: i64, header_key: &str| {
+        let mut b = strata_record::BatchBuilder::new(ts, 64);
+        b.append(ts, None, Some(b"v"), &[(header_key, Some(&b"x"[..]))]);
+        b.finish_vec()
+    };
+    let produce_raw = |bytes: Vec<u8>, topic: &'static str| {
+        let mut c = raw_client.clone();
+        async move {
+            c.produce(pb::ProduceRequest {
+                topic: topic.into(),
+                partition: 0,
+                batches: bytes.into(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let two_hours = 2 * 3600 * 1000;
+    let e = produce_raw(batch(now + two_hours, "h"), "good")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("after the broker clock")
+            && e.message()
+                .contains("message.timestamp.after.max.ms=3600000"),
+        "{}",
+        e.message()
+    );
+    // A topic that bounds the past too (the default does not).
+    let configs = BTreeMap::from([(
+        "message.timestamp.before.max.ms".to_string(),
+        "60000".to_string(),
+    )]);
+    client.create_topic("recent", 1, 1, configs).await.unwrap();
+    let e = produce_raw(batch(now - two_hours, "h"), "recent")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("message.timestamp.before.max.ms=60000"),
+        "{}",
+        e.message()
+    );
+    produce_raw(batch(now - two_hours, "h"), "good")
+        .await
+        .expect("an old timestamp is fine by default");
+    // The header key's bytes made invalid UTF-8, the CRC recomputed to match.
+    let mut bad_key = batch(now, "k");
+    let at = bad_key.iter().rposition(|&b| b == b'k').unwrap();
+    bad_key[at] = 0xff;
+    let crc = crc32fast::hash(&bad_key[21..]);
+    bad_key[17..21].copy_from_slice(&crc.to_be_bytes());
+    let e = produce_raw(bad_key, "good").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("header key is not valid UTF-8"),
+        "{}",
+        e.message()
+    );
+    client.delete_topic("recent").await.unwrap();
+    // The one accepted produce above moved the watermark; nothing else did.
+    let mut before = before;
+    before[1].1[0].1 += 1;
+
     // Unknown and malformed configs, on create and alter.
     let bad = [
         ("retention.hours", "1"),

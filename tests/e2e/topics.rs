@@ -261,3 +261,39 @@ async fn plain_records_and_offsets_by_timestamp() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v4\nv5\n");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_ms_holds_at_its_value_not_at_the_housekeeping_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    // Housekeeping (which also flushes) once an hour: only flush.ms's own timer can
+    // fsync within this test.
+    let broker = TestBroker::start_with(dir.path(), |c| {
+        c.housekeeping_interval_ms = 3_600_000;
+    })
+    .await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([
+        ("flush.ms".to_string(), "200".to_string()),
+        ("remote.storage.enable".to_string(), "false".to_string()),
+    ]);
+    client.create_topic("timed", 2, 1, configs).await.unwrap();
+    let flushes = || broker.broker.metrics().log_timed_flushes.get();
+    for round in 1..=3u64 {
+        let mut p = Producer::new(client.clone(), ProducerConfig::default())
+            .await
+            .unwrap();
+        for partition in 0..2 {
+            p.send("timed", Some(partition), None, Some(b"durable soon"), &[])
+                .await
+                .unwrap();
+        }
+        p.close().await.unwrap();
+        // Both partitions went unflushed: each is fsynced by its own timer.
+        wait_until(Duration::from_secs(30), "the flush.ms fsyncs", || {
+            let n = flushes();
+            async move { n >= round * 2 }
+        })
+        .await;
+    }
+    broker.stop().await;
+}

@@ -172,6 +172,15 @@ impl Partition {
         }
     }
 
+    /// fsyncs the partition's log if anything is unflushed; whether it did.
+    pub(crate) fn flush_log(&self) -> std::result::Result<bool, LogError> {
+        let mut log = self.log.write();
+        if log.unflushed_records() == 0 {
+            return Ok(false);
+        }
+        log.flush().map(|()| true)
+    }
+
     pub(crate) fn log_read(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
         self.log.read()
     }
@@ -273,6 +282,7 @@ pub struct Broker {
     pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     pub(crate) deletions: crate::deletion::Deletions,
+    pub(crate) flusher: crate::flush::Flusher,
     _lock: File,
 }
 
@@ -407,6 +417,7 @@ impl Broker {
             groups: parking_lot::Mutex::new(Default::default()),
             bucket,
             deletions,
+            flusher: Default::default(),
             _lock: lock,
         };
         broker.load_topics()?;
@@ -687,6 +698,11 @@ impl Broker {
         Ok(())
     }
 
+    /// Runs the `flush.ms` timers until `stop` changes (see `flush`).
+    pub async fn run_flusher(&self, stop: watch::Receiver<bool>) {
+        self.flusher.run(self.metrics.clone(), stop).await
+    }
+
     /// Deletions whose objects are still being removed from the bucket.
     pub fn pending_deletions(&self) -> Vec<crate::deletion::PendingDeletion> {
         self.deletions.pending()
@@ -785,7 +801,11 @@ impl Broker {
     ) -> Result<Produced> {
         let t = self.topic(topic)?;
         let p = self.partition(topic, partition)?;
-        let max = t.config.read().max_message_bytes();
+        let (max, (before_max, after_max)) = {
+            let c = t.config.read();
+            (c.max_message_bytes(), c.timestamp_bounds())
+        };
+        let now = self.clock.now_ms();
         let mut buf = if batches.is_empty() {
             if records.is_empty() {
                 return Err(BrokerError::InvalidRequest(
@@ -820,7 +840,31 @@ impl Broker {
                     max,
                 });
             }
-            strata_record::Batch::validate(&buf[pos..]).map_err(invalid)?;
+            let (batch, min_ts) =
+                strata_record::Batch::validate_with_min_timestamp(&buf[pos..]).map_err(invalid)?;
+            let h = batch.header();
+            if h.attributes & strata_record::TIMESTAMP_TYPE_LOG_APPEND == 0 {
+                // Kafka's KIP-937 bounds: a timestamp far in the future would pin time
+                // retention for as long; one far in the past would expire at once.
+                let bad = |timestamp: i64, direction, key, limit| BrokerError::InvalidTimestamp {
+                    topic: topic.to_string(),
+                    partition,
+                    timestamp,
+                    now,
+                    distance: (timestamp - now).saturating_abs(),
+                    direction,
+                    key,
+                    limit,
+                };
+                if now.saturating_sub(min_ts) > before_max {
+                    let key = "message.timestamp.before.max.ms";
+                    return Err(bad(min_ts, "before", key, before_max));
+                }
+                if h.max_timestamp.saturating_sub(now) > after_max {
+                    let key = "message.timestamp.after.max.ms";
+                    return Err(bad(h.max_timestamp, "after", key, after_max));
+                }
+            }
             pos += len;
         }
         let (info, start) = {
@@ -828,6 +872,9 @@ impl Broker {
             let info = log.append(&mut buf, p.leader_epoch).map_err(|e| p.err(e))?;
             (info, log.log_start_offset())
         };
+        if let Some(ms) = info.flush_after_ms {
+            self.flusher.schedule(&p, ms);
+        }
         self.metrics.produce_bytes.add(buf.len() as u64);
         // Concurrent appends may publish out of order: the watermark only moves forward.
         let hw = info.last_offset + 1;

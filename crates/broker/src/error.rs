@@ -36,6 +36,19 @@ pub enum BrokerError {
         size: usize,
         max: usize,
     },
+    #[error(
+        "record timestamp {timestamp} for {topic}-{partition} is {distance} ms {direction} the broker clock ({now}), past {key}={limit}; fix the producer's clock or timestamps, or raise {key}"
+    )]
+    InvalidTimestamp {
+        topic: String,
+        partition: u32,
+        timestamp: i64,
+        now: i64,
+        distance: i64,
+        direction: &'static str,
+        key: &'static str,
+        limit: i64,
+    },
     #[error("invalid record batch for {topic}-{partition}: {source}")]
     InvalidBatch {
         topic: String,
@@ -118,12 +131,14 @@ impl BrokerError {
             | Self::InvalidPartitions(_)
             | Self::InvalidConfig(_)
             | Self::MessageTooLarge { .. }
+            | Self::InvalidTimestamp { .. }
             | Self::InvalidBatch { .. }
             | Self::InvalidRequest(_) => Code::InvalidArgument,
             Self::ReplicationFactor { .. } => Code::FailedPrecondition,
             Self::Log { source, .. } => match source {
                 LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
                 LogError::Corrupt { .. } => Code::DataLoss,
+                LogError::OutOfService { .. } => Code::Unavailable,
                 LogError::InvalidBatch(_) => Code::InvalidArgument,
                 LogError::NonSequential { .. } => Code::FailedPrecondition,
                 LogError::Io { .. } => Code::Internal,

@@ -14,6 +14,7 @@ pub mod broker;
 pub mod config;
 pub mod deletion;
 pub mod error;
+mod flush;
 pub mod groups;
 pub mod metrics;
 pub mod server;

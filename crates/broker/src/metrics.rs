@@ -96,6 +96,7 @@ metrics! {
     Counter fetch_bytes "strata_fetch_bytes_total" "Batch bytes served.";
     Histogram fetch_latency "strata_fetch_latency_seconds" "Time to serve one fetch, long-poll wait included.";
     Counter log_recovery_truncations "strata_log_recovery_truncations_total" "Active segments whose bad tail was cut at start-up.";
+    Counter log_timed_flushes "strata_log_timed_flushes_total" "fsyncs made because a partition's oldest unflushed append reached flush.ms.";
     Counter log_corruptions "strata_log_corruptions_total" "Corrupt batches detected on read.";
     Counter retention_deleted_segments "strata_retention_deleted_segments_total" "Segments deleted by retention.";
     Counter uploads "strata_tier_uploads_total" "Segments offloaded to the object store.";

@@ -30,6 +30,11 @@ pub async fn run(
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
     let tiering = tokio::spawn(tiering(broker.clone(), stop_rx.clone()));
     let deletions = tokio::spawn(deletions(broker.clone(), stop_rx.clone()));
+    let flusher = tokio::spawn({
+        let b = broker.clone();
+        let stop = stop_rx.clone();
+        async move { b.run_flusher(stop).await }
+    });
     let metrics_task = metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), stop_rx)));
     let service = StrataServer::new(Service::new(broker.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -63,6 +68,7 @@ pub async fn run(
     let _ = housekeeping.await;
     let _ = tiering.await;
     let _ = deletions.await;
+    let _ = flusher.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }

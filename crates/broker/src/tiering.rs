@@ -329,8 +329,28 @@ impl Broker {
         Ok(())
     }
 
-    /// Reads from whichever tier holds `offset`; the range check covers both tiers.
+    /// Reads from whichever tier holds `offset`; the range check covers both tiers. A
+    /// local read that local retention overtakes (the segment deleted between the look
+    /// at the tiers and the read) is read again from the cold tier, which by then holds
+    /// it: a consumer never hears OUT_OF_RANGE for an offset the partition still has.
     pub async fn read_any(
+        &self,
+        p: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, i64, i64)> {
+        match self.read_any_once(p, offset, max_bytes).await {
+            Err(BrokerError::Log {
+                source: strata_log::LogError::OffsetOutOfRange { .. },
+                ..
+            }) if offset < p.state().local_log_start_offset => {
+                self.read_any_once(p, offset, max_bytes).await
+            }
+            r => r,
+        }
+    }
+
+    async fn read_any_once(
         &self,
         p: &Partition,
         offset: i64,
@@ -364,6 +384,9 @@ impl Broker {
                 return Ok((bytes, s.high_watermark, s.log_start_offset));
             }
         }
+        strata_failpoint::hit("fetch-before-local-read", || {
+            p.log_read().dir().to_string_lossy().into_owned()
+        });
         let (bytes, hw, _) = p.read(offset, max_bytes)?;
         Ok((bytes, hw, s.log_start_offset))
     }
@@ -806,6 +829,43 @@ mod tests {
     fn grow(b: &Broker, p: &Partition, sealed: usize) {
         fill(b, sealed);
         b.refresh_backlog(p);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_that_local_retention_overtakes_is_served_from_the_cold_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = broker(dir.path(), clock).await;
+        fill(&b, 3);
+        b.tier_tick().await;
+        let p = b.partition("t", 0).unwrap();
+        assert_eq!(
+            p.remote.read().segments.len(),
+            3,
+            "the sealed segments are uploaded"
+        );
+        // Local retention would now delete them, but has not run yet.
+        let configs = BTreeMap::from([("local.retention.bytes".to_string(), "1".to_string())]);
+        b.alter_configs("t", configs, vec![]).await.unwrap();
+        assert_eq!(p.state().local_log_start_offset, 0);
+        // It runs exactly between the fetch's look at the tiers and its local read.
+        let hk = b.clone();
+        let scope = dir.path().to_string_lossy().into_owned();
+        strata_failpoint::on_hit("fetch-before-local-read", &scope, move || hk.housekeeping())
+            .unwrap();
+        let got = b.fetch("t", 0, 0, 1 << 20, 1, Duration::ZERO).await;
+        strata_failpoint::clear("fetch-before-local-read");
+        assert!(
+            p.state().local_log_start_offset > 0,
+            "retention ran meanwhile"
+        );
+        let got = got.expect("the cold tier serves what local retention took");
+        let first = strata_record::BatchIter::new(&got.batches)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.header().base_offset, 0);
+        assert_eq!(got.log_start_offset, 0);
     }
 
     #[tokio::test]

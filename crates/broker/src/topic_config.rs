@@ -110,6 +110,18 @@ pub const KEYS: &[Key] = &[
         check: check_message_bytes,
     },
     Key {
+        name: "message.timestamp.after.max.ms",
+        default: "3600000",
+        doc: "how far past the broker clock a record timestamp may be (CreateTime)",
+        check: check_non_negative,
+    },
+    Key {
+        name: "message.timestamp.before.max.ms",
+        default: "9223372036854775807",
+        doc: "how far before the broker clock a record timestamp may be (CreateTime)",
+        check: check_non_negative,
+    },
+    Key {
         name: "min.insync.replicas",
         default: "1",
         doc: "replicas that must have a record for acks=all",
@@ -212,6 +224,14 @@ impl EffectiveConfig {
 
     pub fn max_message_bytes(&self) -> usize {
         self.long("max.message.bytes") as usize
+    }
+
+    /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
+    pub fn timestamp_bounds(&self) -> (i64, i64) {
+        (
+            self.long("message.timestamp.before.max.ms"),
+            self.long("message.timestamp.after.max.ms"),
+        )
     }
 
     pub fn remote_enabled(&self) -> bool {

@@ -18,6 +18,11 @@
 //!   reported ([`RecoveryReport`]). Sealed segments with missing indexes are rescanned.
 //! - Retention deletes whole sealed segments, oldest first, and asks a
 //!   [`DeletionGuard`] first (the cold tier vetoes segments not yet uploaded).
+//! - Creating, renaming and deleting a file is followed by an fsync of its directory.
+//! - A failed fsync is final (what PostgreSQL and Kafka learned from fsyncgate: the
+//!   kernel may have dropped the dirty pages and a retry can "succeed" over a gap): the
+//!   log goes out of service and every later call fails with
+//!   [`LogError::OutOfService`]. Nothing is acknowledged past it; a restart recovers.
 //!
 //! The engine is synchronous and holds no locks: the broker wraps each log in its own
 //! lock, appends under a write lock and reads under a read lock.
@@ -106,6 +111,10 @@ pub struct AppendInfo {
     pub last_offset: i64,
     pub record_count: u32,
     pub max_timestamp: i64,
+    /// `Some(flush.ms)` when this append is the first since the last fsync and
+    /// `flush.ms` is set: the caller arranges for [`Log::flush`] that long from now, so
+    /// `flush.ms` holds at its value rather than at a periodic tick's.
+    pub flush_after_ms: Option<i64>,
 }
 
 /// Summary of one segment, for describe and the tier.
@@ -129,6 +138,8 @@ pub struct Log {
     clock: Arc<dyn Clock>,
     unflushed: u64,
     first_unflushed_ms: Option<i64>,
+    /// Set by the first failed fsync; the log refuses everything after it.
+    out_of_service: Option<String>,
 }
 
 impl Log {
@@ -154,8 +165,13 @@ impl Log {
     ) -> Result<(Self, RecoveryReport)> {
         let dir = dir.as_ref().to_path_buf();
         let name = name.into();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+            if let Some(parent) = dir.parent() {
+                segment::sync_dir(parent)?;
+            }
+        }
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
@@ -231,6 +247,7 @@ impl Log {
             clock,
             unflushed: 0,
             first_unflushed_ms: None,
+            out_of_service: None,
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from(end)?;
@@ -298,6 +315,31 @@ impl Log {
             .expect("a log always has a segment")
     }
 
+    /// Why the log is out of service, if it is (a failed fsync).
+    pub fn out_of_service(&self) -> Option<&str> {
+        self.out_of_service.as_deref()
+    }
+
+    fn in_service(&self) -> Result<()> {
+        match &self.out_of_service {
+            None => Ok(()),
+            Some(reason) => Err(LogError::OutOfService {
+                log: self.name.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// fsyncs the active segment; a failure takes the log out of service for good.
+    fn sync_active(&mut self) -> Result<()> {
+        if let Err(e) = self.active().sync() {
+            tracing::error!(log = %self.name, error = %e, "fsync failed: the log is out of service until the broker restarts");
+            self.out_of_service = Some(format!("fsync failed: {e}"));
+            return self.in_service();
+        }
+        Ok(())
+    }
+
     fn label(&self, mut e: LogError) -> LogError {
         if let LogError::Corrupt { log, .. } = &mut e {
             *log = self.name.clone();
@@ -308,6 +350,7 @@ impl Log {
     /// Appends batches (concatenated, already validated with [`Batch::validate`]) as
     /// leader: rewrites each base offset from the log end and stamps `leader_epoch`.
     pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.in_service()?;
         let mut next = self.log_end_offset();
         let base = next;
         let mut count = 0u32;
@@ -324,18 +367,20 @@ impl Log {
             pos += h.total_len();
         }
         self.epochs.assign(leader_epoch, base)?;
-        self.write(batches, count)?;
+        let flush_after_ms = self.write(batches, count)?;
         Ok(AppendInfo {
             base_offset: base,
             last_offset: next - 1,
             record_count: count,
             max_timestamp: max_ts,
+            flush_after_ms,
         })
     }
 
     /// Appends batches that already carry offsets and epochs (a follower copying its
     /// leader). The first must start at the log end offset and offsets must be dense.
     pub fn append_replicated(&mut self, batches: &[u8]) -> Result<AppendInfo> {
+        self.in_service()?;
         let mut next = self.log_end_offset();
         let base = next;
         let mut count = 0u32;
@@ -355,18 +400,21 @@ impl Log {
             count += h.record_count as u32;
             max_ts = max_ts.max(h.max_timestamp);
         }
-        self.write(batches, count)?;
+        let flush_after_ms = self.write(batches, count)?;
         Ok(AppendInfo {
             base_offset: base,
             last_offset: next - 1,
             record_count: count,
             max_timestamp: max_ts,
+            flush_after_ms,
         })
     }
 
-    fn write(&mut self, batches: &[u8], records: u32) -> Result<()> {
+    /// Appends to the active segment (rolling first if due); returns `Some(flush.ms)`
+    /// when the log just went from flushed to unflushed and `flush.ms` is set.
+    fn write(&mut self, batches: &[u8], records: u32) -> Result<Option<i64>> {
         if batches.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let now = self.clock.now_ms();
         let active = self.active();
@@ -377,22 +425,30 @@ impl Log {
         }
         self.active_mut().append(batches)?;
         self.unflushed += records as u64;
+        let was_clean = self.first_unflushed_ms.is_none();
         self.first_unflushed_ms.get_or_insert(now);
         if self.unflushed >= self.config.flush_messages {
             self.flush()?;
+            return Ok(None);
         }
-        Ok(())
+        let flush_ms = self.config.flush_ms;
+        Ok((was_clean && (0..i64::MAX).contains(&flush_ms)).then_some(flush_ms))
+    }
+
+    /// Records appended since the last fsync.
+    pub fn unflushed_records(&self) -> u64 {
+        self.unflushed
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
     pub fn roll(&mut self, now: i64) -> Result<()> {
+        self.in_service()?;
         let end = self.log_end_offset();
-        let active = self.active();
-        if active.is_empty() {
+        if self.active().is_empty() {
             return Ok(());
         }
-        active.sync()?;
-        active.write_indexes()?;
+        self.sync_active()?;
+        self.active().write_indexes()?;
         tracing::debug!(log = %self.name, base_offset = end, "rolled segment");
         let seg = Segment::create(&self.dir, end, self.config.index_interval_bytes, now)?;
         self.segments.insert(end, seg);
@@ -401,7 +457,8 @@ impl Log {
 
     /// fsyncs the active segment.
     pub fn flush(&mut self) -> Result<()> {
-        self.active().sync()?;
+        self.in_service()?;
+        self.sync_active()?;
         self.unflushed = 0;
         self.first_unflushed_ms = None;
         Ok(())
@@ -410,6 +467,7 @@ impl Log {
     /// fsyncs if the oldest unflushed append is older than `flush.ms`, and rolls the
     /// active segment if it is older than `segment.ms`. Called periodically.
     pub fn tick(&mut self) -> Result<()> {
+        self.in_service()?;
         let now = self.clock.now_ms();
         if let Some(first) = self.first_unflushed_ms
             && self.config.flush_ms >= 0
@@ -441,6 +499,7 @@ impl Log {
     /// large batch). Every batch is CRC-checked. Empty at the log end.
     /// The first batch may start before `offset`; callers skip records below it.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<u8>> {
+        self.in_service()?;
         self.check_range(offset)?;
         let mut out: Vec<u8> = Vec::new();
         let mut at = offset;
@@ -485,6 +544,7 @@ impl Log {
     /// The first offset whose record timestamp is >= `ts`, with that timestamp;
     /// `None` if every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        self.in_service()?;
         for seg in self.segments.values() {
             if seg.max_timestamp < ts {
                 continue;
@@ -517,6 +577,7 @@ impl Log {
     /// Removes everything at and after `offset` (rounded down to a batch boundary);
     /// used when a follower's log diverges from its leader's.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.in_service()?;
         if offset >= self.log_end_offset() {
             return Ok(());
         }
@@ -547,6 +608,7 @@ impl Log {
     /// Applies `retention.ms` and `retention.bytes` to sealed segments, oldest first,
     /// stopping at the first one the guard keeps. Returns the deleted segments.
     pub fn enforce_retention(&mut self, guard: &dyn DeletionGuard) -> Result<Vec<SegmentInfo>> {
+        self.in_service()?;
         let now = self.clock.now_ms();
         let mut size = self.size_bytes() as i64;
         let mut deleted = Vec::new();

@@ -71,6 +71,8 @@ impl Segment {
             .open(&path)
             .and_then(|f| f.set_len(0).map(|_| f))
             .map_err(|e| LogError::io(format!("creating {}", path.display()), e))?;
+        // The new file's name must survive a crash as surely as what is written to it.
+        sync_dir(dir)?;
         Ok(Self::new(dir, base_offset, file, index_interval, now_ms))
     }
 
@@ -263,6 +265,9 @@ impl Segment {
         self.file
             .set_len(len)
             .map_err(|e| LogError::io(format!("truncating {}", self.path().display()), e))?;
+        // Durable before anything is appended after the cut: otherwise a crash could
+        // bring the cut bytes back under offsets that new batches then reuse.
+        self.sync()?;
         self.index.clear();
         self.time_index.clear();
         self.bytes_since_index = 0;
@@ -483,9 +488,14 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<()> {
+        let path = self.path();
+        if strata_failpoint::hit("log-fsync", || path.to_string_lossy().into_owned()) {
+            let e = std::io::Error::other("failpoint log-fsync");
+            return Err(LogError::io(format!("syncing {}", path.display()), e));
+        }
         self.file
             .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", self.path().display()), e))
+            .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))
     }
 
     /// Writes the index files (on seal). Temp file then rename, so a crash leaves
@@ -594,7 +604,9 @@ impl Segment {
                 Err(e) => return Err(LogError::io(format!("deleting {}", p.display()), e)),
             }
         }
-        Ok(())
+        // Durably gone: a segment that came back after a crash would put offsets that
+        // retention removed back in front of the log start.
+        sync_dir(&self.dir)
     }
 }
 
@@ -626,6 +638,8 @@ fn claimed_offsets(buf: &[u8]) -> Option<(i64, i64)> {
     Some((base, base + delta as i64))
 }
 
+/// Writes `data` to `path` durably: a temp file, fsynced, renamed into place, and the
+/// directory fsynced so the rename itself survives a crash.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let ctx = |e| LogError::io(format!("writing {}", path.display()), e);
@@ -633,5 +647,12 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(ctx)?;
     f.sync_data().map_err(ctx)?;
     std::fs::rename(&tmp, path).map_err(ctx)?;
-    Ok(())
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// fsyncs a directory, making the creation, renaming and removal of its entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
 }

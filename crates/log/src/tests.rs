@@ -427,3 +427,42 @@ fn read_respects_max_bytes_but_returns_one_oversized_batch() {
     let buf = log.read(1, 1_000_000).unwrap();
     assert_eq!(BatchIter::new(&buf).count(), 5);
 }
+
+#[test]
+fn a_failed_fsync_takes_the_log_out_of_service_and_acknowledges_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_messages: 1,
+        ..small()
+    };
+    let (mut log, _) = open(dir.path(), config.clone(), Arc::new(SystemClock));
+    fill(&mut log, 5, 1000);
+    let scope = dir.path().to_string_lossy().to_string();
+    strata_failpoint::configure("log-fsync", &format!("return({scope})")).unwrap();
+    let mut b = batch(1000, &["lost"]);
+    let err = log.append(&mut b, 1).unwrap_err();
+    strata_failpoint::clear("log-fsync");
+    assert!(matches!(err, LogError::OutOfService { .. }), "{err}");
+    assert!(err.to_string().contains("t-0 is out of service"), "{err}");
+    assert!(log.out_of_service().is_some());
+    // fsync works again, but the log does not pretend nothing happened: no append is
+    // acknowledged over what the failed fsync may have dropped, and nothing is served.
+    let mut b = batch(1000, &["after"]);
+    assert!(matches!(
+        log.append(&mut b, 1),
+        Err(LogError::OutOfService { .. })
+    ));
+    assert!(matches!(
+        log.read(0, 1000),
+        Err(LogError::OutOfService { .. })
+    ));
+    assert!(matches!(log.flush(), Err(LogError::OutOfService { .. })));
+    drop(log);
+    // A restart recovers: what reached the disk is served, and appends go on from it.
+    let (mut log, _) = open(dir.path(), config, Arc::new(SystemClock));
+    assert!(log.out_of_service().is_none());
+    assert_eq!(values(&log, 0)[..15], expected(0..15)[..]);
+    let end = log.log_end_offset();
+    fill(&mut log, 1, 1000);
+    assert_eq!(log.log_end_offset(), end + 3);
+}

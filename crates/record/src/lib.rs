@@ -63,6 +63,9 @@ const CRC_START: usize = OFF_ATTRIBUTES;
 
 /// Attribute bits for the compression codec (Kafka's numbering).
 pub const COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit set when timestamps are the broker's append time (Kafka's
+/// LogAppendTime), clear for the producer's CreateTime.
+pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 
 /// Everything that can be wrong with batch bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,9 +276,16 @@ impl<'a> Batch<'a> {
         Ok(Self { header, bytes })
     }
 
-    /// Parses and then walks every record, checking count, offset deltas and that the
-    /// records fill the batch exactly. Used when a batch enters the log.
+    /// Parses and then walks every record, checking count, offset deltas, that header
+    /// keys are UTF-8 and that the records fill the batch exactly. Used when a batch
+    /// enters the log.
     pub fn validate(buf: &'a [u8]) -> Result<Self, RecordError> {
+        Self::validate_with_min_timestamp(buf).map(|(b, _)| b)
+    }
+
+    /// As [`Batch::validate`], also returning the smallest record timestamp (the header
+    /// carries only the largest), for checks of timestamps against the broker clock.
+    pub fn validate_with_min_timestamp(buf: &'a [u8]) -> Result<(Self, i64), RecordError> {
         let batch = Self::parse(buf)?;
         let h = batch.header;
         let malformed = |reason| RecordError::Malformed {
@@ -292,13 +302,19 @@ impl<'a> Batch<'a> {
             return Err(malformed("last_offset_delta must equal record_count - 1"));
         }
         let mut actual = 0i32;
-        let mut max_ts = i64::MIN;
+        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
         let mut iter = batch.records();
         for rec in &mut iter {
             let rec = rec?;
             if rec.offset_delta != actual {
                 return Err(malformed("record offset deltas must be 0, 1, 2, ..."));
             }
+            if rec.header_count() > 0 && rec.headers().any(|(k, _)| std::str::from_utf8(k).is_err())
+            {
+                // The Parquet schema (and Kafka) make header keys strings.
+                return Err(malformed("a header key is not valid UTF-8"));
+            }
+            min_ts = min_ts.min(rec.timestamp);
             max_ts = max_ts.max(rec.timestamp);
             actual += 1;
         }
@@ -315,7 +331,7 @@ impl<'a> Batch<'a> {
                 actual,
             });
         }
-        Ok(batch)
+        Ok((batch, min_ts))
     }
 
     pub fn header(&self) -> &BatchHeader {

@@ -14,6 +14,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     strata::tune_process_memory();
+    if let Err(e) = strata_failpoint::setup_from_env() {
+        eprintln!("error: FAILPOINTS: {e}");
+        std::process::exit(1);
+    }
     let args = cli::Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

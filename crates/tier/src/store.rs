@@ -107,6 +107,106 @@ impl Bucket {
     }
 }
 
+/// A local-filesystem store whose deletes are durable when they return: the directory
+/// that held each removed file is fsynced (object_store fsyncs writes, not deletes). A
+/// delete lost to a power cut would bring an object back that the manifest no longer
+/// lists, or half of a deleted topic.
+#[derive(Debug)]
+struct DurableDeletes {
+    inner: Arc<object_store::local::LocalFileSystem>,
+    root: std::path::PathBuf,
+}
+
+impl std::fmt::Display for DurableDeletes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableDeletes({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for DurableDeletes {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        use futures::StreamExt;
+        let inner = self.inner.clone();
+        let root = self.root.clone();
+        inner
+            .delete_stream(locations)
+            .then(move |r| {
+                let (inner, root) = (inner.clone(), root.clone());
+                async move {
+                    let location = r?;
+                    let file = inner.path_to_filesystem(&location)?;
+                    let dir = file.parent().unwrap_or(&root).to_path_buf();
+                    tokio::task::spawn_blocking(move || {
+                        std::fs::File::open(&dir).and_then(|d| d.sync_all())
+                    })
+                    .await
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })?
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })?;
+                    Ok(location)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
 /// Builds the store for `url`.
 pub fn open(url: &str) -> Result<Bucket> {
     open_with(url, &Default::default())
@@ -130,7 +230,13 @@ pub fn open_with(
             ));
         }
         std::fs::create_dir_all(path).map_err(|e| bad(&format!("cannot create {path}: {e}")))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)?;
+        // As durable as the log: a write (object or manifest) is fsynced with every
+        // directory it created before it is acknowledged, and so is a delete.
+        let store = object_store::local::LocalFileSystem::new_with_prefix(path)?.with_fsync(true);
+        let store = DurableDeletes {
+            inner: Arc::new(store),
+            root: std::path::PathBuf::from(path),
+        };
         return Ok(Bucket::new(Arc::new(store), "", url));
     }
     if url == "memory://" || url == "memory:///" {

@@ -1,0 +1,88 @@
+//! `flush.ms`: each partition is fsynced `flush.ms` after the first append that made it
+//! unflushed, by a timer of its own, not at the next housekeeping tick.
+//!
+//! Appends report when they make a log unflushed ([`strata_log::AppendInfo`]); the
+//! partition is then queued here by due time. One task ([`Flusher::run`]) sleeps until
+//! the earliest is due and fsyncs it on a blocking thread. A queued partition holds only
+//! a weak reference, so deleting a topic needs nothing from here. A partition is queued
+//! at most once per flush interval, so the cost on produce is one map insert per
+//! `flush.ms`, not per append.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::broker::Partition;
+use crate::metrics::Metrics;
+
+/// Partitions waiting for their `flush.ms` fsync, by due time.
+#[derive(Default)]
+pub(crate) struct Flusher {
+    due: Mutex<BTreeMap<(Instant, u64), Weak<Partition>>>,
+    seq: std::sync::atomic::AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl Flusher {
+    /// Queues `p` for an fsync `after_ms` from now.
+    pub(crate) fn schedule(&self, p: &Arc<Partition>, after_ms: i64) {
+        let at = Instant::now() + Duration::from_millis(after_ms.max(0) as u64);
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut due = self.due.lock();
+        let earliest = due.keys().next().is_none_or(|&(first, _)| at < first);
+        due.insert((at, seq), Arc::downgrade(p));
+        drop(due);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// fsyncs each queued partition when it is due, until `stop` changes.
+    pub(crate) async fn run(
+        &self,
+        metrics: Arc<Metrics>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let next = self.due.lock().keys().next().copied();
+            match next {
+                Some((at, _)) if at <= Instant::now() => {
+                    let Some(p) = self.due.lock().remove(&next.expect("peeked")) else {
+                        continue;
+                    };
+                    let Some(p) = p.upgrade() else { continue };
+                    let metrics = metrics.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if p.is_deleted() {
+                            return;
+                        }
+                        match p.flush_log() {
+                            Ok(true) => metrics.log_timed_flushes.add(1),
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::error!(topic = %p.topic, partition = p.id, error = %e, "flush.ms fsync failed")
+                            }
+                        }
+                    })
+                    .await;
+                }
+                Some((at, _)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.wake.notified() => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}
