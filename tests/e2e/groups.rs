@@ -594,6 +594,7 @@ async fn bad_group_requests_are_refused_and_change_nothing() {
         .commit_offsets(
             "g5",
             "",
+            0,
             vec![pb::OffsetEntry {
                 topic: "gt".into(),
                 partition: 0,
@@ -663,5 +664,99 @@ async fn paused_partitions_deliver_nothing_until_resumed() {
     }
     assert_eq!(from, BTreeMap::from([(0, 50), (1, 50)]));
     m.close().await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_or_commit_with_a_stale_member_epoch_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("fence", 6, 1, Default::default())
+        .await
+        .unwrap();
+    let hb = |id: &str, epoch: i32, owned: Vec<u32>| pb::GroupHeartbeatRequest {
+        group: "fg".into(),
+        member_id: id.to_string(),
+        member_epoch: epoch,
+        topics: vec!["fence".into()],
+        owned: vec![pb::TopicPartitions {
+            topic: "fence".into(),
+            partitions: owned,
+        }],
+        assignor: String::new(),
+        session_timeout_ms: 30_000,
+    };
+    let mine = |r: &pb::GroupHeartbeatResponse| -> Vec<u32> {
+        r.assignment
+            .iter()
+            .flat_map(|tp| tp.partitions.clone())
+            .collect()
+    };
+    // A alone owns all six partitions; each member that joins takes some away, and
+    // every change of A's assignment raises A's epoch.
+    let a = client.group_heartbeat(hb("", 0, vec![])).await.unwrap();
+    let id = a.member_id.clone();
+    let mut epochs = vec![a.member_epoch];
+    let mut owned = mine(&a);
+    assert_eq!(owned.len(), 6);
+    for other in 0..2 {
+        client.group_heartbeat(hb("", 0, vec![])).await.unwrap();
+        let r = client
+            .group_heartbeat(hb(&id, *epochs.last().unwrap(), owned.clone()))
+            .await
+            .unwrap();
+        assert!(mine(&r).len() < owned.len(), "member {other} took some");
+        assert!(r.member_epoch > *epochs.last().unwrap());
+        epochs.push(r.member_epoch);
+        owned = mine(&r);
+    }
+    let current = *epochs.last().unwrap();
+    let stale = epochs[0];
+    assert!(stale < current - 1, "{epochs:?}");
+
+    // A zombie with an old epoch is fenced, whatever it claims to own.
+    for (epoch, claims) in [(stale, owned.clone()), (current + 3, owned.clone())] {
+        let e = client
+            .group_heartbeat(hb(&id, epoch, claims))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(Code::Aborted), "{e}");
+        assert!(e.to_string().contains("fenced"), "{e}");
+    }
+    // The epoch before the current one is a lost answer, accepted only from a member
+    // that owns nothing it was not given.
+    let e = client
+        .group_heartbeat(hb(&id, current - 1, (0..6).collect()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Aborted), "{e}");
+    let r = client
+        .group_heartbeat(hb(&id, current - 1, owned.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.member_epoch, current);
+
+    // Commits: the stale epoch is fenced and changes nothing; the current one works.
+    let entry = |offset| {
+        vec![pb::OffsetEntry {
+            topic: "fence".into(),
+            partition: owned[0],
+            offset,
+            metadata: String::new(),
+        }]
+    };
+    let e = client
+        .commit_offsets("fg", &id, stale, entry(0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::Aborted), "{e}");
+    let committed = client.committed_offsets("fg", vec![]).await.unwrap();
+    assert!(committed.iter().all(|o| o.offset == -1), "{committed:?}");
+    client
+        .commit_offsets("fg", &id, current, entry(0))
+        .await
+        .unwrap();
     broker.stop().await;
 }

@@ -87,6 +87,15 @@ pub enum BrokerError {
         "unknown member {member:?} of group {group:?} (its session may have expired); rejoin with member_epoch 0"
     )]
     UnknownMember { group: String, member: String },
+    #[error(
+        "member {member:?} of group {group:?} sent member epoch {sent}, but its epoch is {current}: it has been fenced (a paused or partitioned member whose partitions may have moved on); rejoin with member_epoch 0"
+    )]
+    FencedMemberEpoch {
+        group: String,
+        member: String,
+        sent: i32,
+        current: i32,
+    },
     #[error("group {group:?} has {members} live member(s); stop them before you {action}")]
     GroupNotEmpty {
         group: String,
@@ -149,7 +158,7 @@ impl BrokerError {
             Self::Remote { corrupt: true, .. } => Code::DataLoss,
             Self::Remote { corrupt: false, .. } => Code::Unavailable,
             // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
-            Self::UnknownMember { .. } => Code::Aborted,
+            Self::UnknownMember { .. } | Self::FencedMemberEpoch { .. } => Code::Aborted,
             Self::GroupNotEmpty { .. } | Self::NotOwner { .. } => Code::FailedPrecondition,
             Self::InvalidOffset { .. } => Code::OutOfRange,
         }

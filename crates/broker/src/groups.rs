@@ -441,6 +441,23 @@ impl Broker {
                 member: id,
             });
         }
+        if !joining {
+            // KIP-848 fencing: a member speaks with the epoch it was last given. The one
+            // before is accepted only from a member that owns nothing it was not given
+            // (its last answer was lost); anything older is a zombie, which must rejoin
+            // before it may act for the group again.
+            let m = &groups.groups[group_id].members[&id];
+            let current = m.epoch.max(1);
+            let lost_answer = member_epoch == current - 1 && owned.is_subset(&m.assigned);
+            if member_epoch != current && !lost_answer {
+                return Err(BrokerError::FencedMemberEpoch {
+                    group: group_id.to_string(),
+                    member: id,
+                    sent: member_epoch,
+                    current,
+                });
+            }
+        }
         let group = groups
             .groups
             .entry(group_id.to_string())
@@ -448,6 +465,9 @@ impl Broker {
                 assignor: assignor.to_string(),
                 ..Group::default()
             });
+        // What memory held before this heartbeat: restored if its changes cannot be
+        // made durable, so nothing is answered, or acted on later, that is not stored.
+        let before = (group.epoch, group.members.get(&id).cloned());
         let mut membership_changed = false;
         let member = group.members.entry(id.clone()).or_insert_with(|| {
             membership_changed = true;
@@ -503,11 +523,15 @@ impl Broker {
             assignment: group_map(&member.assigned),
         };
         if let Err(e) = self.persist(changes) {
-            // Nothing durable changed: forget a group or member that only memory knows.
+            // Nothing durable changed: put memory back as it was.
             if creating_group {
                 groups.groups.remove(group_id);
-            } else if membership_changed && joining {
-                group.members.remove(&id);
+            } else {
+                group.epoch = before.0;
+                match before.1 {
+                    Some(m) => group.members.insert(id.clone(), m),
+                    None => group.members.remove(&id),
+                };
             }
             return Err(e);
         }
@@ -544,10 +568,14 @@ impl Broker {
         }
     }
 
+    /// Commits offsets for a group. A member commits only partitions it owns, with the
+    /// epoch it was last given (`member_epoch` > 0; 0 skips the check, for clients that
+    /// do not send it); an older epoch is fenced.
     pub fn commit_offsets(
         &self,
         group_id: &str,
         member_id: &str,
+        member_epoch: i32,
         offsets: Vec<(String, u32, i64, String)>,
     ) -> Result<()> {
         validate_group_name(group_id)?;
@@ -570,6 +598,17 @@ impl Broker {
                         group: group_id.to_string(),
                         member: member_id.to_string(),
                     })?;
+                let current = m.epoch.max(1);
+                // A commit racing the answer that raised the epoch carries the one
+                // before; the ownership check below still holds it to what it owns.
+                if member_epoch > 0 && member_epoch != current && member_epoch != current - 1 {
+                    return Err(BrokerError::FencedMemberEpoch {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                        sent: member_epoch,
+                        current,
+                    });
+                }
                 for (t, p, _, _) in &offsets {
                     let tp = (t.clone(), *p);
                     if !m.assigned.contains(&tp) && !m.owned.contains(&tp) {
@@ -786,7 +825,7 @@ impl Broker {
                 });
             }
         }
-        self.commit_offsets(group_id, "", offsets.clone())?;
+        self.commit_offsets(group_id, "", 0, offsets.clone())?;
         Ok(offsets)
     }
 

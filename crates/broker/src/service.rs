@@ -486,7 +486,7 @@ impl Strata for Service {
             .map(|o| (o.topic, o.partition, o.offset, o.metadata))
             .collect();
         self.broker
-            .commit_offsets(&r.group, &r.member_id, offsets)?;
+            .commit_offsets(&r.group, &r.member_id, r.member_epoch, offsets)?;
         Ok(Response::new(pb::CommitOffsetsResponse {}))
     }
 

@@ -232,7 +232,12 @@ impl GroupConsumer {
             if !entries.is_empty()
                 && let Err(e) = self
                     .client
-                    .commit_offsets(&self.config.group, &self.member_id, entries)
+                    .commit_offsets(
+                        &self.config.group,
+                        &self.member_id,
+                        self.member_epoch,
+                        entries,
+                    )
                     .await
             {
                 tracing::warn!(group = %self.config.group, error = %e, "commit on revocation failed");
@@ -359,7 +364,12 @@ impl GroupConsumer {
             .map(|e| ((e.topic.clone(), e.partition), e.offset))
             .collect();
         self.client
-            .commit_offsets(&self.config.group, &self.member_id, entries)
+            .commit_offsets(
+                &self.config.group,
+                &self.member_id,
+                self.member_epoch,
+                entries,
+            )
             .await?;
         for (tp, o) in done {
             if let Some(owned) = self.owned.get_mut(&tp) {

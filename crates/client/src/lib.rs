@@ -280,17 +280,20 @@ impl Client {
     }
 
     /// Commits offsets for a group; `member_id` empty commits outside membership (only
-    /// allowed while the group has no live members).
+    /// allowed while the group has no live members). `member_epoch` is the epoch the
+    /// member's last heartbeat answer gave it (0 outside membership).
     pub async fn commit_offsets(
         &self,
         group: &str,
         member_id: &str,
+        member_epoch: i32,
         offsets: Vec<pb::OffsetEntry>,
     ) -> Result<()> {
         self.raw()
             .commit_offsets(pb::CommitOffsetsRequest {
                 group: group.to_string(),
                 member_id: member_id.to_string(),
+                member_epoch,
                 offsets,
             })
             .await
