@@ -385,3 +385,69 @@ async fn a_negative_batch_length_in_a_sealed_segment_is_data_loss_and_the_broker
         assert_eq!(again.code(), Some(tonic::Code::DataLoss), "{again}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_scans_no_segment_and_a_crash_rescans_only_active_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_string(), "65536".to_string()),
+        ("remote.storage.enable".to_string(), "false".to_string()),
+    ]);
+    let broker = TestBroker::start(&data).await;
+    let client = broker.client().await;
+    client.create_topic("rs", 1, 1, configs).await.unwrap();
+    produce_n(&client, "rs", 3000, 4096).await;
+    broker.stop().await;
+    assert!(
+        data.join(".clean-shutdown").exists(),
+        "a clean stop is recorded"
+    );
+
+    let broker = TestBroker::start(&data).await;
+    assert!(
+        !data.join(".clean-shutdown").exists(),
+        "removed before any write"
+    );
+    assert_eq!(
+        broker.broker.metrics().log_recovery_scanned_bytes.get(),
+        0,
+        "a clean start scans nothing"
+    );
+    let client = broker.client().await;
+    let got = read_all(&client, "rs", 0, 0).await;
+    assert_eq!(got.len(), 3000);
+    produce_n(&client, "rs", 10, 4096).await;
+    broker.stop().await;
+
+    // kill -9: no marker, so the active segments are scanned (and only they).
+    let mut server = ServerProcess::start(&data, &dir.path().join("a.log"));
+    let client = Client::connect(&server.addr).await.unwrap();
+    produce_n(&client, "rs", 10, 4096).await;
+    server.kill();
+    assert!(!data.join(".clean-shutdown").exists());
+    let server = ServerProcess::start(&data, &dir.path().join("b.log"));
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("opened the partition logs"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("clean_shutdown=false"), "{line}");
+    let scanned: u64 = line
+        .split("scanned_bytes=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let active: u64 = ["rs", "__consumer_offsets"]
+        .iter()
+        .map(|t| std::fs::metadata(active_segment(&data, t)).unwrap().len())
+        .sum();
+    assert_eq!(
+        scanned, active,
+        "only the active segments are scanned: {line}"
+    );
+    let client = Client::connect(&server.addr).await.unwrap();
+    assert_eq!(read_all(&client, "rs", 0, 0).await.len(), 3020);
+}

@@ -3,6 +3,9 @@
 //! Data directory layout:
 //! ```text
 //! <data-dir>/.lock                       held while a broker runs on this directory
+//! <data-dir>/.clean-shutdown             written last by a clean shutdown, removed at
+//!                                        start before anything is written: while it is
+//!                                        there, active segments need no recovery scan
 //! <data-dir>/topics/<topic>/topic.json   name, id, partitions, replication factor, overrides
 //! <data-dir>/topics/<topic>/<n>/         partition n's log (see strata-log)
 //! <data-dir>/tombstones/<topic_id>.json  a deleted topic whose objects are still being
@@ -39,6 +42,9 @@ use crate::error::{BrokerError, Result};
 use crate::groups::OFFSETS_TOPIC;
 use crate::metrics::Metrics;
 use crate::topic_config::{self, EffectiveConfig};
+
+/// Written in the data directory by a clean shutdown (see the module docs).
+const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 
 /// Largest fetch answer, whatever the client asks for.
 pub const MAX_FETCH_BYTES: usize = 64 << 20;
@@ -420,7 +426,21 @@ impl Broker {
             flusher: Default::default(),
             _lock: lock,
         };
-        broker.load_topics()?;
+        // A clean shutdown closed every log: trust the active segments' index files. The
+        // marker goes before anything can be written, so a crash from here on is unclean.
+        let marker = broker.config.data_dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
+        broker.load_topics(clean)?;
+        if clean {
+            std::fs::remove_file(&marker)
+                .map_err(|e| BrokerError::io(format!("removing {}", marker.display()), e))?;
+            sync_dir(&broker.config.data_dir)?;
+        }
+        tracing::info!(
+            clean_shutdown = clean,
+            scanned_bytes = broker.metrics.log_recovery_scanned_bytes.get(),
+            "opened the partition logs"
+        );
         broker.load_manifests().await?;
         broker.recover_from_bucket().await?;
         if broker.topic(OFFSETS_TOPIC).is_err() {
@@ -449,7 +469,7 @@ impl Broker {
         &self.metrics
     }
 
-    fn load_topics(&self) -> Result<()> {
+    fn load_topics(&self, clean_shutdown: bool) -> Result<()> {
         let entries = std::fs::read_dir(&self.topics_dir)
             .map_err(|e| BrokerError::io(format!("listing {}", self.topics_dir.display()), e))?;
         let mut topics = self.topics.write();
@@ -480,7 +500,7 @@ impl Broker {
                     "topic metadata had no topic id (written by an earlier version); gave it one. Objects an earlier version offloaded for it, under topics/<topic>/partition=<n>/ without a topic_id=<id> level, are not read");
                 write_json_atomic(&meta_path, &meta)?;
             }
-            let topic = self.open_topic(meta, path, &[])?;
+            let topic = self.open_topic(meta, path, &[], clean_shutdown)?;
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(topics = topics.len(), "loaded topics");
@@ -492,18 +512,23 @@ impl Broker {
         meta: TopicMeta,
         dir: PathBuf,
         starts: &[i64],
+        clean_shutdown: bool,
     ) -> Result<Topic> {
         let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             let name = format!("{}-{p}", meta.name);
             let start = starts.get(p as usize).copied().unwrap_or(0);
-            let (log, report) = Log::open_from(
+            let options = strata_log::OpenOptions {
+                start_offset: start,
+                clean_shutdown,
+            };
+            let (log, report) = Log::open_with(
                 dir.join(p.to_string()),
                 &name,
                 config.log_config(),
                 self.clock.clone(),
-                start,
+                options,
             )
             .map_err(|source| BrokerError::Log {
                 topic: meta.name.clone(),
@@ -513,6 +538,9 @@ impl Broker {
             if report.truncated_bytes > 0 {
                 self.metrics.log_recovery_truncations.add(1);
             }
+            self.metrics
+                .log_recovery_scanned_bytes
+                .add(report.scanned_bytes);
             let (hw, _) = watch::channel(log.log_end_offset());
             partitions.push(Arc::new(Partition {
                 topic: meta.name.clone(),
@@ -637,7 +665,7 @@ impl Broker {
         std::fs::rename(&staging, &dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         sync_dir(&self.topics_dir)?;
-        let topic = Arc::new(self.open_topic(meta, dir, starts)?);
+        let topic = Arc::new(self.open_topic(meta, dir, starts, false)?);
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -1048,14 +1076,33 @@ impl Broker {
         let _ = rx.wait_for(|&c| c).await;
     }
 
-    /// fsyncs every partition (clean shutdown).
-    pub fn flush_all(&self) {
+    /// Ends a clean shutdown: closes every partition's log (fsynced, active indexes
+    /// written; nothing more is written to it) and, when all closed, writes the
+    /// clean-shutdown marker so the next start needs no recovery scan. Blocking I/O.
+    pub fn close_all(&self) {
+        let mut failed = 0;
         for t in self.topics.read().values() {
             for p in &t.partitions {
-                if let Err(e) = p.log.write().flush() {
-                    tracing::warn!(topic = %t.meta().name, partition = p.id, error = %e, "flush failed");
+                if let Err(e) = p.log.write().close() {
+                    failed += 1;
+                    tracing::warn!(topic = %t.meta().name, partition = p.id, error = %e, "closing the log failed");
                 }
             }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "not every log closed cleanly: the next start recovers them"
+            );
+            return;
+        }
+        let marker = self.config.data_dir.join(CLEAN_SHUTDOWN);
+        let written = File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| BrokerError::io(format!("writing {}", marker.display()), e))
+            .and_then(|()| sync_dir(&self.config.data_dir));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not record the clean shutdown; the next start recovers the logs");
         }
     }
 }

@@ -95,6 +95,7 @@ metrics! {
     Counter fetch_errors "strata_fetch_errors_total" "Fetch requests refused or failed.";
     Counter fetch_bytes "strata_fetch_bytes_total" "Batch bytes served.";
     Histogram fetch_latency "strata_fetch_latency_seconds" "Time to serve one fetch, long-poll wait included.";
+    Counter log_recovery_scanned_bytes "strata_log_recovery_scanned_bytes_total" "Bytes of segments scanned at start-up because their indexes could not be trusted (0 after a clean shutdown).";
     Counter log_recovery_truncations "strata_log_recovery_truncations_total" "Active segments whose bad tail was cut at start-up.";
     Counter log_timed_flushes "strata_log_timed_flushes_total" "fsyncs made because a partition's oldest unflushed append reached flush.ms.";
     Counter log_corruptions "strata_log_corruptions_total" "Corrupt batches detected on read.";

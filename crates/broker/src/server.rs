@@ -73,7 +73,7 @@ pub async fn run(
         let _ = t.await;
     }
     let b = broker.clone();
-    let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
     tracing::info!("broker stopped");
     result
 }

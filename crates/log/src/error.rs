@@ -28,9 +28,7 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
-    #[error(
-        "{log} is out of service: {reason}. After a failed fsync the kernel may have dropped the unsynced pages, so nothing more is written to or read from this log: check the disk, then restart the broker (recovery rechecks what reached it)"
-    )]
+    #[error("{log} is out of service: {reason}")]
     OutOfService { log: String, reason: String },
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] RecordError),

@@ -88,6 +88,19 @@ pub struct RecoveryReport {
     pub log_end_offset: i64,
     /// Sealed segments with a bad tail (reported, not modified): (file, offset, reason).
     pub corrupt_sealed: Vec<(PathBuf, i64, String)>,
+    /// Bytes of segments scanned batch by batch because their indexes could not be
+    /// trusted (the active segment after an unclean shutdown, missing index files).
+    pub scanned_bytes: u64,
+}
+
+/// How to open a log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Where a log with no segments yet starts.
+    pub start_offset: i64,
+    /// The broker shut down cleanly ([`Log::close`] ran and nothing was written since),
+    /// so the active segment's index files are trusted instead of scanning it.
+    pub clean_shutdown: bool,
 }
 
 /// Decides whether a sealed segment may be deleted by retention.
@@ -163,6 +176,22 @@ impl Log {
         clock: Arc<dyn Clock>,
         start_offset: i64,
     ) -> Result<(Self, RecoveryReport)> {
+        let options = OpenOptions {
+            start_offset,
+            clean_shutdown: false,
+        };
+        Self::open_with(dir, name, config, clock, options)
+    }
+
+    /// As [`Log::open`], with [`OpenOptions`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        name: impl Into<String>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        options: OpenOptions,
+    ) -> Result<(Self, RecoveryReport)> {
+        let start_offset = options.start_offset;
         let dir = dir.as_ref().to_path_buf();
         let name = name.into();
         if !dir.exists() {
@@ -195,8 +224,15 @@ impl Log {
         let n = bases.len();
         for (i, base) in bases.into_iter().enumerate() {
             let active = i + 1 == n;
+            // After a clean shutdown the active segment was fsynced and its indexes
+            // written (`Log::close`): it loads like a sealed one, without a scan.
+            let trust_indexes = !active || options.clean_shutdown;
             let (mut seg, scan) =
-                Segment::open(&dir, base, config.index_interval_bytes, now, !active)?;
+                Segment::open(&dir, base, config.index_interval_bytes, now, trust_indexes)?;
+            if scan.is_some() {
+                report.scanned_bytes += seg.size;
+            }
+            let rebuilt = scan.is_some();
             if let Some(end) = scan
                 && let Some(reason) = end.error
             {
@@ -227,8 +263,9 @@ impl Log {
                         .corrupt_sealed
                         .push((seg.path(), seg.next_offset, reason));
                 }
-            } else if !active && !seg.is_empty() {
-                // Indexes were rebuilt by the scan: persist them.
+            } else if rebuilt && !active && !seg.is_empty() {
+                // Indexes were missing or invalid and the scan rebuilt them: persist them.
+                // Valid ones are never rewritten (a start costs no index writes).
                 seg.write_indexes()?;
             }
             segments.insert(base, seg);
@@ -334,7 +371,9 @@ impl Log {
     fn sync_active(&mut self) -> Result<()> {
         if let Err(e) = self.active().sync() {
             tracing::error!(log = %self.name, error = %e, "fsync failed: the log is out of service until the broker restarts");
-            self.out_of_service = Some(format!("fsync failed: {e}"));
+            self.out_of_service = Some(format!(
+                "fsync failed ({e}). The kernel may have dropped the unsynced pages, so nothing more is written to or read from this log: check the disk, then restart the broker (recovery rechecks what reached it)"
+            ));
             return self.in_service();
         }
         Ok(())
@@ -452,6 +491,19 @@ impl Log {
         tracing::debug!(log = %self.name, base_offset = end, "rolled segment");
         let seg = Segment::create(&self.dir, end, self.config.index_interval_bytes, now)?;
         self.segments.insert(end, seg);
+        Ok(())
+    }
+
+    /// Ends a clean shutdown: fsyncs the active segment and writes its indexes, so the
+    /// next open (with [`OpenOptions::clean_shutdown`]) need not scan it. The log then
+    /// refuses every call, as after a failed fsync: nothing can make those files stale.
+    pub fn close(&mut self) -> Result<()> {
+        self.flush()?;
+        if !self.active().is_empty() {
+            self.active().write_indexes()?;
+        }
+        // Nothing may change the log after its state is recorded for the next start.
+        self.out_of_service = Some("the log was closed for shutdown".into());
         Ok(())
     }
 

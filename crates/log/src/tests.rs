@@ -466,3 +466,55 @@ fn a_failed_fsync_takes_the_log_out_of_service_and_acknowledges_nothing_after_it
     fill(&mut log, 1, 1000);
     assert_eq!(log.log_end_offset(), end + 3);
 }
+
+/// Inode of every index file in `dir`: a rewrite (temp file, rename) changes it.
+fn index_inodes(dir: &Path) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "index" || e == "timeindex")
+        })
+        .map(|p| {
+            let ino = std::fs::metadata(&p).unwrap().ino();
+            (p, ino)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_start_rewrites_no_valid_index_and_after_a_clean_shutdown_scans_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 40, 1000);
+    let active_size = log.segments().last().unwrap().size;
+    log.close().unwrap();
+    drop(log);
+    let before = index_inodes(dir.path());
+    assert!(before.len() > 4);
+    let clean = OpenOptions {
+        clean_shutdown: true,
+        ..Default::default()
+    };
+    let (log, report) =
+        Log::open_with(dir.path(), "t-0", small(), Arc::new(SystemClock), clean).unwrap();
+    assert_eq!(report.scanned_bytes, 0, "a clean start scans no segment");
+    assert_eq!(values(&log, 0), expected(0..120));
+    assert_eq!(
+        index_inodes(dir.path()),
+        before,
+        "no index file was rewritten"
+    );
+    drop(log);
+    // After an unclean stop only the active segment is scanned; valid sealed indexes
+    // are still not rewritten.
+    let (mut log, report) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(report.scanned_bytes, active_size);
+    assert_eq!(index_inodes(dir.path()), before);
+    fill(&mut log, 2, 1000);
+    assert_eq!(values(&log, 0), expected(0..126));
+}
