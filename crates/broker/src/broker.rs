@@ -558,7 +558,9 @@ impl Broker {
                 upload_backlog: Default::default(),
                 offload_progress: tokio::sync::Notify::new(),
                 backlog_ceiling: std::sync::atomic::AtomicU64::new(u64::MAX),
-                last_upload_ms: Default::default(),
+                // Offload counts as making progress from the start: produce may wait for
+                // it for OFFLOAD_STALL_MS before a missing upload means it has stalled.
+                last_upload_ms: std::sync::atomic::AtomicI64::new(self.clock.now_ms()),
                 tier_work: tokio::sync::Mutex::new(()),
             }));
         }

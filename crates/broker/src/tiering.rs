@@ -782,6 +782,7 @@ mod tests {
     use futures::TryStreamExt;
     use std::collections::BTreeMap;
     use strata_log::{Clock, ManualClock};
+    use strata_tier::faults::{Fault, Op};
 
     async fn broker(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<Broker> {
         let config = BrokerConfig {
@@ -813,15 +814,14 @@ mod tests {
         }
     }
 
-    /// A broker whose offload is known to be working (a segment was committed just
-    /// now), and its partition.
+    /// A broker just started, so its offload has not stalled (no upload is overdue
+    /// yet), and its partition.
     async fn working(
         dir: &std::path::Path,
         clock: &Arc<ManualClock>,
     ) -> (Arc<Broker>, Arc<Partition>) {
         let b = broker(dir, clock.clone()).await;
         let p = b.partition("t", 0).unwrap();
-        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
         (b, p)
     }
 
@@ -940,21 +940,49 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .expect("a stalled offload lets produce through");
-        // A failed upload lets produce through at once, however recent the last commit.
-        p.last_upload_ms.store(clock.now_ms(), Ordering::Relaxed);
+        // A failed upload lets produce through at once, however recent the last commit:
+        // everything is uploaded, the backlog grows again, then the bucket fails writes.
+        b.tier_tick().await;
+        assert_eq!(p.upload_backlog.load(Ordering::Relaxed), 0);
+        assert_eq!(p.last_upload_ms.load(Ordering::Relaxed), clock.now_ms());
+        grow(&b, &p, 10);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(futures::poll!(&mut wait).is_pending());
-        b.tier_failed(&p, "the bucket is away".into());
+        let faults = b.bucket.faults.clone();
+        faults.inject(Op::Put, "", Fault::Fail, None);
+        b.tier_tick().await;
+        let error = p.tier.lock().last_error.clone().expect("the upload failed");
+        assert!(
+            error.contains("injected failure") && !error.contains("panic"),
+            "the store's error, not a panic of the upload: {error}"
+        );
         tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .expect("a failing offload lets produce through");
-        // Uploads resume (a commit clears the error): produce is not held back to drain
-        // what piled up during the outage, only kept from adding to it.
-        fill(&b, 8);
-        p.tier.lock().last_error = None;
-        b.refresh_backlog(&p);
+        // Uploads resume (a commit clears the error) but stall after the first segment:
+        // produce is not held back to drain what piled up during the outage, only kept
+        // from adding to it.
+        fill(&b, 12);
+        faults.clear();
+        let second = awaiting_upload(&p).1[1].base_offset;
+        faults.inject(Op::Put, &format!("{second:020}-"), Fault::Stall, None);
+        clock.advance(60_000); // past the retry backoff
+        let tick = tokio::spawn({
+            let b = b.clone();
+            async move { b.tier_tick().await }
+        });
+        let p2 = p.clone();
+        tokio::time::timeout(Duration::from_secs(30), async move {
+            while p2.tier.lock().last_error.is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a segment is committed again");
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
-        grow(&b, &p, 10);
+        grow(&b, &p, 14);
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_pending());
+        faults.clear();
+        tick.await.unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! This crate owns:
 //! - [`codec`]: segment batches <-> Parquet rows (schema in `docs/parquet-schema.md`);
 //! - [`store`]: building the `ObjectStore` from a URL (`file://`, `s3://`, `memory://`);
+//! - [`faults`]: a wrapper that makes chosen requests fail or stall, for fault tests;
 //! - [`manifest`]: the per-partition manifest that lists every remote segment, so the
 //!   bucket alone is enough to find and serve a partition's history;
 //! - [`remote`]: writing a segment as one Parquet object;
@@ -22,6 +23,7 @@
 pub mod cache;
 pub mod codec;
 pub mod counting;
+pub mod faults;
 pub mod manifest;
 pub mod read;
 pub mod remote;

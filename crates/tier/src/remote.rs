@@ -244,8 +244,10 @@ pub async fn upload_segment_file(
     };
     {
         use tokio::io::AsyncWriteExt;
+        // A failed shutdown cannot be aborted (BufWriter panics on abort after
+        // shutdown): an incomplete multipart upload is left for the bucket's
+        // AbortIncompleteMultipartUpload rule, as after a crash. Nothing is listed.
         if let Err(e) = out.shutdown().await {
-            let _ = out.abort().await;
             return Err(TierError::Format(format!("uploading {key}: {e}")));
         }
     }

@@ -26,16 +26,21 @@ pub struct Bucket {
     pub prefix: Path,
     pub url: String,
     pub counters: Arc<StoreCounters>,
+    /// Faults to inject into requests (disarmed unless a test arms them).
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 impl Bucket {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
         let counters = Arc::new(StoreCounters::default());
+        let faults = Arc::new(crate::faults::Faults::default());
+        let store = Arc::new(crate::faults::FaultyStore::new(store, faults.clone()));
         Self {
             store: Arc::new(CountingStore::new(store, counters.clone())),
             prefix: Path::from(prefix),
             url: url.to_string(),
             counters,
+            faults,
         }
     }
 
