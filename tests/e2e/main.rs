@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod cli_roundtrip;
 mod crash;
+mod fuzz_smoke;
 mod groups;
 mod long_poll;
 mod s3;

@@ -25,6 +25,7 @@ use bytes::{Buf, Bytes};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::schema::types::ColumnPath;
@@ -324,9 +325,62 @@ pub const DECODED_BATCH_BYTES: usize = 256 * 1024;
 /// 512..16384 in `cargo bench --bench tier`).
 const DECODE_BATCH_ROWS: usize = 2048;
 
+/// Checks what a footer says about where its data lies before anything relies on it:
+/// every column chunk's offset and size are not negative and lie inside the object,
+/// and row counts are not negative. (The parquet crate asserts some of this and
+/// panics; an object in the bucket can hold anything.)
+pub fn check_footer(meta: &ParquetMetaData, object_len: u64) -> Result<(), TierError> {
+    for (i, g) in meta.row_groups().iter().enumerate() {
+        if g.num_rows() < 0 {
+            return Err(TierError::Format(format!(
+                "row group {i} claims {} rows",
+                g.num_rows()
+            )));
+        }
+        for c in g.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let inside = start >= 0
+                && len >= 0
+                && (start as u64)
+                    .checked_add(len as u64)
+                    .is_some_and(|end| end <= object_len);
+            if !inside {
+                return Err(TierError::Format(format!(
+                    "row group {i}, column {}: bytes {start}..+{len} lie outside the {object_len}-byte object",
+                    c.column_path()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes row group `rg` of the object described by `meta`, whose bytes `span` holds,
-/// into stored batches of up to [`DECODED_BATCH_BYTES`].
+/// into stored batches of up to [`DECODED_BATCH_BYTES`]. `meta` must have passed
+/// [`check_footer`]. Should the parquet decoder still panic on damaged bytes, that is
+/// an error here, not a panic.
 pub fn decode_row_group(
+    span: &Span,
+    meta: &ArrowReaderMetadata,
+    rg: usize,
+) -> Result<Bytes, TierError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_row_group_inner(span, meta, rg)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(TierError::Format(format!(
+            "row group {rg} could not be decoded (the parquet decoder failed: {why})"
+        )))
+    })
+}
+
+fn decode_row_group_inner(
     span: &Span,
     meta: &ArrowReaderMetadata,
     rg: usize,

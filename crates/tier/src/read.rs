@@ -460,6 +460,7 @@ impl ColdReader {
         meta: std::result::Result<ParquetMetaData, ParquetError>,
     ) -> Result<Arc<Footer>> {
         let meta = meta.map_err(|e| corrupt(seg, e.into()))?;
+        crate::codec::check_footer(&meta, seg.size_bytes).map_err(|e| corrupt(seg, e))?;
         let meta = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default())
             .map_err(|e| corrupt(seg, e.into()))?;
         let groups = meta
@@ -471,7 +472,7 @@ impl ColdReader {
                 for c in g.columns() {
                     let (start, len) = c.byte_range();
                     lo = lo.min(start);
-                    hi = hi.max(start + len);
+                    hi = hi.max(start.saturating_add(len));
                 }
                 lo.min(hi)..hi
             })
