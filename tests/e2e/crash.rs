@@ -451,3 +451,76 @@ async fn a_clean_restart_scans_no_segment_and_a_crash_rescans_only_active_ones()
     let client = Client::connect(&server.addr).await.unwrap();
     assert_eq!(read_all(&client, "rs", 0, 0).await.len(), 3020);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_topic_is_rebuilt_from_the_bucket_never_restarts_it_at_offset_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let store = format!("file://{}", objects.display());
+    let args = ["--object-store", store.as_str()];
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "65536".to_string())]);
+    let mut a =
+        ServerProcess::start_with(&dir.path().join("a"), &dir.path().join("a.log"), &args, &[]);
+    let client = Client::connect(&a.addr).await.unwrap();
+    client.create_topic("rebuilt", 1, 1, configs).await.unwrap();
+    produce_n(&client, "rebuilt", 3000, 4096).await;
+    wait_until(Duration::from_secs(60), "offload", || {
+        let c = client.clone();
+        async move {
+            let d = c.describe_topic("rebuilt").await.unwrap();
+            // Every sealed segment uploaded.
+            let p = &d.partitions[0];
+            p.remote_segments >= 3 && p.segments == p.remote_segments + 1
+        }
+    })
+    .await;
+    let remote_end = {
+        let d = client.describe_topic("rebuilt").await.unwrap();
+        d.partitions[0].high_watermark - d.partitions[0].upload_lag
+    };
+    assert!(remote_end > 0);
+    a.kill();
+
+    // A broker with an empty disk rebuilds the topic from the bucket and is killed right
+    // after the topic's directory appears, before it is opened.
+    let b = dir.path().join("b");
+    let log = ServerProcess::run_until_crash(
+        &b,
+        &dir.path().join("b1.log"),
+        &args,
+        &[("FAILPOINTS", "topic-create-after-rename=return(rebuilt)")],
+    );
+    assert!(log.contains("failpoint topic-create-after-rename"), "{log}");
+    let server = ServerProcess::start_with(&b, &dir.path().join("b2.log"), &args, &[]);
+    let client = Client::connect(&server.addr).await.unwrap();
+    let p = client.describe_topic("rebuilt").await.unwrap().partitions[0].clone();
+    assert_eq!(p.log_start_offset, 0);
+    assert_eq!(p.local_log_start_offset, remote_end, "{p:?}");
+    assert_eq!(p.high_watermark, remote_end);
+    // New records continue the cold tier's offsets: none is given twice.
+    let mut prod = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            track_acks: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    prod.send(
+        "rebuilt",
+        Some(0),
+        None,
+        Some(&seq_value(remote_end as u64)),
+        &[],
+    )
+    .await
+    .unwrap();
+    prod.flush().await.unwrap();
+    assert_eq!(prod.acked()[0].base_offset, remote_end);
+    let all = read_all(&client, "rebuilt", 0, 0).await;
+    assert_eq!(all.len() as i64, remote_end + 1);
+    for (i, (offset, _, value)) in all.iter().enumerate() {
+        assert_eq!((*offset, value), (i as i64, &seq_value(i as u64)));
+    }
+}

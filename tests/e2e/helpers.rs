@@ -81,12 +81,12 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(data_dir: &Path, log: &Path) -> Self {
-        let mut child = Command::new(STRATA)
-            .args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+        Self::start_with(data_dir, log, &[], &[])
+    }
+
+    /// `strata server` with extra arguments and environment (e.g. `FAILPOINTS`).
+    pub fn start_with(data_dir: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Self::command(data_dir, args, env)
             .stderr(Stdio::piped())
             .spawn()
             .expect("starts strata server");
@@ -130,6 +130,48 @@ impl ServerProcess {
             child,
             addr,
             log: log.to_path_buf(),
+        }
+    }
+
+    fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(STRATA);
+        c.args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null());
+        c
+    }
+
+    /// Runs `strata server` until it exits by itself (a failpoint that crashes it), at
+    /// most 60 s, logging to `log`; returns the log. Panics if it exits another way.
+    pub fn run_until_crash(
+        data_dir: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> String {
+        let file = std::fs::File::create(log).unwrap();
+        let mut child = Self::command(data_dir, args, env)
+            .stderr(file)
+            .spawn()
+            .expect("starts strata server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(9), "killed by its failpoint: {text}");
+                return text;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not reach its failpoint in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -187,6 +187,21 @@ impl Partition {
         log.flush().map(|()| true)
     }
 
+    pub(crate) fn log_write(&self) -> parking_lot::RwLockWriteGuard<'_, Log> {
+        self.log.write()
+    }
+
+    /// Moves the high watermark forward to `hw` (never back) and wakes its waiters.
+    pub(crate) fn publish_high_watermark(&self, hw: i64) {
+        self.high_watermark.send_if_modified(|v| {
+            let moved = hw > *v;
+            if moved {
+                *v = hw;
+            }
+            moved
+        });
+    }
+
     pub(crate) fn log_read(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
         self.log.read()
     }
@@ -514,7 +529,7 @@ impl Broker {
         starts: &[i64],
         clean_shutdown: bool,
     ) -> Result<Topic> {
-        let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
+        let config = self.effective_config(&meta);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
             let name = format!("{}-{p}", meta.name);
@@ -571,6 +586,16 @@ impl Broker {
             dir,
             meta_in_bucket: AtomicBool::new(false),
         })
+    }
+
+    /// A topic's configs: its own over the broker's defaults. Internal topics take no
+    /// broker default: a broker-wide `retention.bytes` must not delete group offsets.
+    fn effective_config(&self, meta: &TopicMeta) -> EffectiveConfig {
+        if meta.name == OFFSETS_TOPIC {
+            EffectiveConfig::new(&BTreeMap::new(), &meta.configs)
+        } else {
+            EffectiveConfig::new(&self.config.topic_defaults, &meta.configs)
+        }
     }
 
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>> {
@@ -664,9 +689,29 @@ impl Broker {
         std::fs::create_dir_all(&staging)
             .map_err(|e| BrokerError::io(format!("creating {}", staging.display()), e))?;
         write_json_atomic(&staging.join("topic.json"), &meta)?;
+        // Each partition's log exists, starting where it must (the cold tier's end for
+        // a topic rebuilt from the bucket), before the topic appears: a crash after the
+        // rename can never leave a partition that restarts at offset 0 under remote data.
+        let config = self.effective_config(&meta);
+        for p in 0..partitions {
+            let start = starts.get(p as usize).copied().unwrap_or(0);
+            Log::open_from(
+                staging.join(p.to_string()),
+                format!("{name}-{p}"),
+                config.log_config(),
+                self.clock.clone(),
+                start,
+            )
+            .map_err(|source| BrokerError::Log {
+                topic: name.to_string(),
+                partition: p,
+                source,
+            })?;
+        }
         std::fs::rename(&staging, &dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
         sync_dir(&self.topics_dir)?;
+        strata_failpoint::crash_at("topic-create-after-rename", || name.to_string());
         let topic = Arc::new(self.open_topic(meta, dir, starts, false)?);
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
@@ -764,6 +809,11 @@ impl Broker {
                     .into(),
             ));
         }
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} is internal (it holds consumer group offsets): its configs are the broker's and cannot be altered"
+            )));
+        }
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let mut meta = topic.meta();
@@ -771,8 +821,22 @@ impl Broker {
             meta.configs.remove(k);
         }
         meta.configs.extend(set);
+        let config = self.effective_config(&meta);
+        if topic.config().remote_enabled() && !config.remote_enabled() {
+            // Local retention would then delete what only the cold tier had uploaded
+            // past, and offload could never continue the manifest: a gap for good.
+            let remote: usize = topic
+                .partitions
+                .iter()
+                .map(|p| p.remote.read().segments.len())
+                .sum();
+            if remote > 0 {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "remote.storage.enable cannot be turned off for topic {name:?}: its cold tier holds {remote} segment(s), and offsets would go missing between them and the local log; keep it on, or delete the topic"
+                )));
+            }
+        }
         write_json_atomic(&topic.dir.join("topic.json"), &meta)?;
-        let config = EffectiveConfig::new(&self.config.topic_defaults, &meta.configs);
         for p in &topic.partitions {
             p.log.write().set_config(config.log_config());
         }
@@ -907,14 +971,7 @@ impl Broker {
         }
         self.metrics.produce_bytes.add(buf.len() as u64);
         // Concurrent appends may publish out of order: the watermark only moves forward.
-        let hw = info.last_offset + 1;
-        p.high_watermark.send_if_modified(|v| {
-            let moved = hw > *v;
-            if moved {
-                *v = hw;
-            }
-            moved
-        });
+        p.publish_high_watermark(info.last_offset + 1);
         Ok(Produced {
             base_offset: info.base_offset,
             last_offset: info.last_offset,

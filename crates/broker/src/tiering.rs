@@ -207,16 +207,33 @@ impl Broker {
     }
 
     /// Loads every partition's manifest from the bucket.
+    /// Loads every partition's manifest from the bucket. A local log that ends below
+    /// the cold tier's end (its directory lost, or a crash that lost a tail the bucket
+    /// already has) restarts at that end, so its offsets never repeat the cold tier's.
     pub(crate) async fn load_manifests(&self) -> Result<()> {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in t.partitions() {
-                if let Some(m) = Manifest::load(&self.bucket, &p.topic, &p.topic_id, p.id)
+                let Some(m) = Manifest::load(&self.bucket, &p.topic, &p.topic_id, p.id)
                     .await
                     .map_err(|e| remote_err(p, e))?
-                {
-                    *p.remote.write() = m;
+                else {
+                    continue;
+                };
+                if let Some(end) = m.next_offset() {
+                    let mut log = p.log_write();
+                    if log.log_end_offset() < end {
+                        tracing::warn!(topic = %p.topic, partition = p.id, local_end = log.log_end_offset(),
+                            remote_end = end, "the local log ends below the cold tier; it restarts where the cold tier ends");
+                        log.reset_to(end).map_err(|source| BrokerError::Log {
+                            topic: p.topic.clone(),
+                            partition: p.id,
+                            source,
+                        })?;
+                        p.publish_high_watermark(end);
+                    }
                 }
+                *p.remote.write() = m;
             }
         }
         Ok(())
@@ -829,6 +846,65 @@ mod tests {
     fn grow(b: &Broker, p: &Partition, sealed: usize) {
         fill(b, sealed);
         b.refresh_backlog(p);
+    }
+
+    #[tokio::test]
+    async fn a_cold_tier_that_retention_empties_keeps_its_end_and_nothing_is_uploaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = broker(dir.path(), clock.clone()).await;
+        fill(&b, 3);
+        b.tier_tick().await;
+        let p = b.partition("t", 0).unwrap();
+        let end = p.remote.read().next_offset().unwrap();
+        let uploads = b.metrics().uploads.get();
+        assert_eq!(uploads, 3);
+        // Every record is past retention; remote retention runs before local retention.
+        let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        b.alter_configs("t", configs, vec![]).await.unwrap();
+        b.tier_tick().await;
+        assert!(
+            p.remote.read().segments.is_empty(),
+            "remote retention emptied it"
+        );
+        assert_eq!(p.remote.read().next_offset(), Some(end), "its end is kept");
+        b.tier_tick().await;
+        assert_eq!(
+            b.metrics().uploads.get(),
+            uploads,
+            "nothing is uploaded again"
+        );
+        let stored = Manifest::load(&b.bucket, "t", &p.topic_id, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.next_offset(), Some(end));
+        // Local retention may now delete what the cold tier had, and nothing else.
+        b.housekeeping();
+        assert_eq!(p.state().local_log_start_offset, end);
+        assert_eq!(p.state().log_start_offset, end);
+    }
+
+    #[tokio::test]
+    async fn turning_the_tier_off_under_remote_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = broker(dir.path(), clock).await;
+        fill(&b, 2);
+        b.tier_tick().await;
+        let off = BTreeMap::from([("remote.storage.enable".to_string(), "false".to_string())]);
+        let Err(e) = b.alter_configs("t", off.clone(), vec![]).await else {
+            panic!("turning the tier off was accepted");
+        };
+        assert!(e.to_string().contains("cannot be turned off"), "{e}");
+        assert!(
+            b.topic("t").unwrap().config().remote_enabled(),
+            "nothing changed"
+        );
+        // A topic with nothing in the cold tier may turn it off.
+        let configs = BTreeMap::new();
+        b.create_topic("fresh", 1, 1, configs).await.unwrap();
+        b.alter_configs("fresh", off, vec![]).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -657,6 +657,28 @@ impl Log {
         Ok(())
     }
 
+    /// Empties the log and starts it again at `offset` (Kafka's truncateFullyAndStartAt):
+    /// for a log found behind what the cold tier already holds, so that its offsets
+    /// continue the cold tier's instead of repeating them.
+    pub fn reset_to(&mut self, offset: i64) -> Result<()> {
+        self.in_service()?;
+        let now = self.clock.now_ms();
+        // The new segment first: a crash in between leaves it and older ones, and the
+        // next start (still behind the cold tier) resets again.
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
+        for (_, seg) in std::mem::take(&mut self.segments) {
+            if seg.base_offset != offset {
+                seg.delete_files()?;
+            }
+        }
+        self.segments.insert(offset, fresh);
+        self.epochs.truncate_from(offset)?;
+        self.unflushed = 0;
+        self.first_unflushed_ms = None;
+        tracing::warn!(log = %self.name, offset, "log emptied and restarted at an offset");
+        Ok(())
+    }
+
     /// Applies `retention.ms` and `retention.bytes` to sealed segments, oldest first,
     /// stopping at the first one the guard keeps. Returns the deleted segments.
     pub fn enforce_retention(&mut self, guard: &dyn DeletionGuard) -> Result<Vec<SegmentInfo>> {

@@ -39,6 +39,11 @@ pub struct Manifest {
     pub topic_id: String,
     pub partition: u32,
     pub segments: Vec<RemoteSegment>,
+    /// Offset after the last record ever offloaded. Remote retention removes segments
+    /// but never this: a manifest that retention emptied still says where the cold
+    /// tier ends, so nothing below it is uploaded again and no log restarts below it.
+    #[serde(default)]
+    pub end_offset: Option<i64>,
 }
 
 impl Manifest {
@@ -49,12 +54,17 @@ impl Manifest {
             topic_id: topic_id.to_string(),
             partition,
             segments: Vec::new(),
+            end_offset: None,
         }
     }
 
-    /// Offset after the last remote record (the first offset not offloaded).
+    /// Offset after the last record ever offloaded (the first offset not offloaded),
+    /// also once remote retention has removed every segment.
     pub fn next_offset(&self) -> Option<i64> {
-        self.segments.last().map(|s| s.last_offset + 1)
+        self.segments
+            .last()
+            .map(|s| s.last_offset + 1)
+            .or(self.end_offset)
     }
 
     /// The remote segment holding `offset`.
@@ -89,6 +99,7 @@ impl Manifest {
                 next - 1
             )));
         }
+        self.end_offset = Some(seg.last_offset + 1);
         self.segments.push(seg);
         Ok(true)
     }
@@ -172,6 +183,15 @@ mod tests {
         assert!(m.add(seg(10, 20)).unwrap());
         assert_eq!(m.find(15).unwrap().base_offset, 10);
         assert_eq!(m.find(21), None);
+        // Retention empties it: it still knows where the cold tier ends.
+        let mut emptied = m.clone();
+        emptied.segments.clear();
+        assert_eq!(emptied.next_offset(), Some(21));
+        assert!(
+            emptied.add(seg(0, 9)).is_err(),
+            "nothing below its end again"
+        );
+        assert!(emptied.add(seg(21, 30)).unwrap());
         m.save(&bucket).await.unwrap();
         assert_eq!(Manifest::load(&bucket, "t", "a", 0).await.unwrap(), Some(m));
         assert_eq!(
