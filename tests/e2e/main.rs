@@ -2,6 +2,7 @@
 //! binary as a child process for crash tests), real gRPC over loopback sockets.
 
 mod helpers;
+mod history;
 
 mod bad_input;
 mod cli_roundtrip;
