@@ -175,6 +175,29 @@ impl ServerProcess {
         }
     }
 
+    /// Waits (at most 60 s) for the process to die by SIGKILL, as a crash failpoint
+    /// makes it.
+    pub async fn wait_for_crash(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "crashed by its failpoint: {}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not crash within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// kill -9.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();

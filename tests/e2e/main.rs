@@ -7,6 +7,7 @@ mod history;
 mod bad_input;
 mod cli_roundtrip;
 mod crash;
+mod crash_matrix;
 mod fuzz_smoke;
 mod groups;
 mod long_poll;

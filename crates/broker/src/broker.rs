@@ -734,6 +734,7 @@ impl Broker {
             topic_id: id.clone(),
             deleted_ms: self.clock.now_ms(),
         })?;
+        strata_failpoint::crash_at("topic-delete-after-tombstone", || name.to_string());
         self.topics.write().remove(name);
         for p in &topic.partitions {
             p.deleted.store(true, Ordering::Relaxed);

@@ -232,6 +232,7 @@ async fn remove_objects(bucket: &Bucket, t: &Tombstone) -> std::result::Result<u
         .put(&marker, PutPayload::from(body))
         .await
         .map_err(|e| format!("marking {dir} deleted: {e}"))?;
+    strata_failpoint::crash_at("topic-delete-after-marker", || t.topic.clone());
     let mut removed = 0;
     // Twice at most: a second listing proves the first one's deletes all took.
     for _ in 0..2 {

@@ -55,6 +55,8 @@ pub struct TierState {
     pub last_error: Option<String>,
     failures: u32,
     retry_at_ms: i64,
+    /// Whether this run has swept the partition's prefix for objects no manifest lists.
+    swept: bool,
 }
 
 /// Lets local retention delete only what the cold tier already holds.
@@ -508,6 +510,20 @@ impl Broker {
                 }
             }
         }
+        if !p.tier.lock().swept {
+            match self.sweep_orphans(p).await {
+                Ok(n) => {
+                    p.tier.lock().swept = true;
+                    if n > 0 {
+                        tracing::info!(topic = %p.topic, partition = p.id, objects = n,
+                            "removed objects that a crash left outside the manifest");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "could not sweep the partition's objects; will retry")
+                }
+            }
+        }
         while !p.is_deleted() {
             let more = self.offload(p).await;
             if p.is_deleted() {
@@ -729,6 +745,7 @@ impl Broker {
             // The topic is going: its deletion removes this object with the others.
             return Err("the topic was deleted".into());
         }
+        strata_failpoint::crash_at("tier-upload-before-manifest", || p.topic.clone());
         let mut m = p.remote.read().clone();
         m.add(rs.clone()).map_err(|e| e.to_string())?;
         m.save(&self.bucket)
@@ -750,6 +767,49 @@ impl Broker {
         tracing::info!(topic = %p.topic, partition = p.id, base = rs.base_offset, last = rs.last_offset,
             bytes = rs.size_bytes, "offloaded segment");
         Ok(())
+    }
+
+    /// Removes the partition's objects that its manifest does not list and that lie
+    /// below its end: what a crash left between remote retention's manifest save and
+    /// its delete. An unlisted object at or past the end is an upload whose manifest
+    /// save a crash prevented: offload writes the same key again and lists it. Runs once
+    /// per partition after start-up, under its `tier_work` lock (no upload under way).
+    async fn sweep_orphans(&self, p: &Partition) -> std::result::Result<usize, String> {
+        use futures::TryStreamExt;
+        let dir = self.bucket.partition_dir(&p.topic, &p.topic_id, p.id);
+        let objects: Vec<_> = self
+            .bucket
+            .store
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| format!("listing {dir}: {e}"))?;
+        let (listed, end) = {
+            let m = p.remote.read();
+            let listed: std::collections::HashSet<String> =
+                m.segments.iter().map(|s| s.key.clone()).collect();
+            (listed, m.next_offset())
+        };
+        let Some(end) = end else { return Ok(0) };
+        let mut removed = 0;
+        for key in objects {
+            let Some(last) = key
+                .filename()
+                .and_then(|f| f.strip_suffix(".parquet"))
+                .and_then(|f| f.split_once('-'))
+                .and_then(|(_, last)| last.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if last < end && !listed.contains(key.as_ref()) {
+                match self.bucket.store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(format!("deleting {key}: {e}")),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn remote_retention(&self, p: &Partition, (ms, bytes): (i64, i64)) -> Result<()> {
@@ -781,6 +841,7 @@ impl Broker {
             m.segments.remove(0);
             m.save(&self.bucket).await.map_err(|e| remote_err(p, e))?;
             *p.remote.write() = m;
+            strata_failpoint::crash_at("tier-retention-before-object-delete", || p.topic.clone());
             let key = object_store::path::Path::from(first.key.as_str());
             if let Err(e) = self.bucket.store.delete(&key).await {
                 tracing::warn!(key = %first.key, error = %e, "could not delete an expired remote segment");

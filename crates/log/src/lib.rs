@@ -488,6 +488,7 @@ impl Log {
         }
         self.sync_active()?;
         self.active().write_indexes()?;
+        strata_failpoint::crash_at("log-roll-after-seal", || self.name.clone());
         tracing::debug!(log = %self.name, base_offset = end, "rolled segment");
         let seg = Segment::create(&self.dir, end, self.config.index_interval_bytes, now)?;
         self.segments.insert(end, seg);
@@ -696,6 +697,7 @@ impl Log {
             if !(expired || oversize) || !guard.may_delete(seg.base_offset, seg.next_offset) {
                 break;
             }
+            strata_failpoint::crash_at("log-retention-before-delete", || self.name.clone());
             let seg = self.segments.pop_first().expect("non-empty").1;
             size -= seg.size as i64;
             seg.delete_files()?;
