@@ -67,11 +67,14 @@ impl fmt::Display for Anomaly {
     }
 }
 
+/// One consumer pass: where it started, and (offset, value) in delivery order.
+type Pass = (i64, Vec<(i64, Vec<u8>)>);
+
 /// What was acknowledged and what was read.
 #[derive(Default)]
 pub struct History {
     acked: BTreeMap<i64, Vec<u8>>,
-    reads: Vec<(i64, Vec<(i64, Vec<u8>)>)>,
+    reads: Vec<Pass>,
 }
 
 impl History {
