@@ -41,6 +41,33 @@ pub enum BenchCommand {
         max_in_flight: usize,
         #[arg(long, default_value_t = 5)]
         linger_ms: u64,
+        /// What values hold: `repeat` (windows of one 4 KiB buffer: compresses about
+        /// 100x), `random` (bytes that do not compress) or `json` (JSON-like event
+        /// text with varying fields, which compresses as real events do).
+        #[arg(long, default_value = "repeat")]
+        payload: Payload,
+    },
+    /// End-to-end latency: a producer at a fixed rate and a consumer tailing the same
+    /// partitions; reports produce-time-to-delivery percentiles (like Kafka's
+    /// EndToEndLatency tool and the OpenMessaging Benchmark).
+    E2e {
+        #[arg(long, default_value = "strata-e2e")]
+        topic: String,
+        /// Records per second the producer sends.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// Seconds to send for (after one second of warm-up, not counted).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        #[arg(long, default_value_t = 100)]
+        record_size: usize,
+        /// Partitions of the topic if it is created.
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+        #[arg(long, default_value_t = 1)]
+        linger_ms: u64,
+        #[arg(long, default_value = "1")]
+        acks: String,
     },
     /// Read a topic from the earliest offset to its current end (one subscription per
     /// partition, as `strata consume` does).
@@ -68,6 +95,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
             concurrency,
             max_in_flight,
             linger_ms,
+            payload,
         } => {
             let acks: Acks = acks.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if concurrency == 0 || partitions == 0 {
@@ -87,6 +115,38 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 record_size,
                 partitions,
                 concurrency,
+                config,
+                payload,
+            )
+            .await
+        }
+        BenchCommand::E2e {
+            topic,
+            rate,
+            duration,
+            record_size,
+            partitions,
+            linger_ms,
+            acks,
+        } => {
+            let acks: Acks = acks.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            if rate == 0 || partitions == 0 || record_size < 8 {
+                bail!("--rate and --partitions must be at least 1, --record-size at least 8");
+            }
+            let config = ProducerConfig {
+                batch_size: 64 * 1024,
+                linger: Duration::from_millis(linger_ms),
+                acks,
+                max_in_flight: 8,
+                track_acks: false,
+            };
+            e2e(
+                addr,
+                &topic,
+                rate,
+                duration,
+                record_size,
+                partitions,
                 config,
             )
             .await
@@ -127,6 +187,119 @@ fn progress(
     })
 }
 
+/// What benchmark values hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    Repeat,
+    Random,
+    Json,
+}
+
+/// Bytes that records take their values from, one window per record: allocated once,
+/// so producing allocates nothing per record. `windows` is how many distinct values
+/// there are before they repeat.
+struct Values {
+    bytes: Vec<u8>,
+    stride: usize,
+    windows: usize,
+    size: usize,
+}
+
+impl Values {
+    fn new(kind: Payload, size: usize) -> Self {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        match kind {
+            // Windows one byte apart into a 4 KiB buffer of letters.
+            Payload::Repeat => {
+                let bytes = (0..size + 4096)
+                    .map(|_| b'a' + (next() % 26) as u8)
+                    .collect();
+                Self {
+                    bytes,
+                    stride: 1,
+                    windows: 4096,
+                    size,
+                }
+            }
+            // 64 MiB of random bytes, windows side by side: longer than any zstd window.
+            Payload::Random => {
+                let windows = ((64 << 20) / size.max(1)).max(1);
+                let mut bytes = Vec::with_capacity(windows * size);
+                while bytes.len() < windows * size {
+                    bytes.extend_from_slice(&next().to_le_bytes());
+                }
+                bytes.truncate(windows * size);
+                Self {
+                    bytes,
+                    stride: size,
+                    windows,
+                    size,
+                }
+            }
+            // Events as JSON, each padded or cut to the record size.
+            Payload::Json => {
+                let windows = ((16 << 20) / size.max(1)).clamp(1, 1 << 20);
+                let events = ["page_view", "click", "add_to_cart", "checkout", "search"];
+                let countries = ["DE", "FR", "US", "BR", "JP", "IN", "NG", "SE"];
+                let mut bytes = Vec::with_capacity(windows * size);
+                for i in 0..windows {
+                    let r = next();
+                    let mut e = format!(
+                        "{{\"event\":\"{}\",\"user\":\"u{:07}\",\"session\":\"{:016x}\",\"ts\":{},\"country\":\"{}\",\"path\":\"/products/{}\",\"amount\":{}.{:02},\"ua\":\"Mozilla/5.0 (X11; Linux x86_64)\"}}",
+                        events[(r % 5) as usize],
+                        (r >> 8) % 5_000_000,
+                        next(),
+                        1_767_225_600_000u64 + i as u64 * 7 + (r >> 40) % 7,
+                        countries[((r >> 16) % 8) as usize],
+                        (r >> 24) % 100_000,
+                        (r >> 32) % 500,
+                        (r >> 48) % 100,
+                    )
+                    .into_bytes();
+                    e.resize(size, b' ');
+                    bytes.extend_from_slice(&e);
+                }
+                Self {
+                    bytes,
+                    stride: size,
+                    windows,
+                    size,
+                }
+            }
+        }
+    }
+
+    /// The value of record `n`.
+    fn get(&self, n: u64) -> &[u8] {
+        let at = (n % self.windows as u64) as usize * self.stride;
+        &self.bytes[at..at + self.size]
+    }
+}
+
+/// Finds the topic's partition count, creating it with `partitions` if it is missing.
+async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Result<u32> {
+    match client.describe_topic(topic).await {
+        Ok(d) => Ok(d.partitions.len() as u32),
+        Err(ClientError::Broker {
+            code: tonic::Code::NotFound,
+            ..
+        }) => {
+            client
+                .create_topic(topic, partitions as i32, 1, Default::default())
+                .await?;
+            Ok(partitions)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn produce(
     addr: &str,
     topic: &str,
@@ -135,31 +308,11 @@ async fn produce(
     partitions: u32,
     concurrency: usize,
     config: ProducerConfig,
+    payload: Payload,
 ) -> Result<()> {
     let client = Client::connect(addr).await?;
-    let partitions = match client.describe_topic(topic).await {
-        Ok(d) => d.partitions.len() as u32,
-        Err(ClientError::Broker {
-            code: tonic::Code::NotFound,
-            ..
-        }) => {
-            client
-                .create_topic(topic, partitions as i32, 1, Default::default())
-                .await?;
-            partitions
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // One pseudo-random buffer; each record is a window into it (no per-record allocation).
-    let mut payload = vec![0u8; record_size + 4096];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for b in payload.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = b'a' + (x % 26) as u8;
-    }
-    let payload = Arc::new(payload);
+    let partitions = ensure_topic(&client, topic, partitions).await?;
+    let payload = Arc::new(Values::new(payload, record_size));
     let sent = Arc::new(AtomicU64::new(0));
     let sent_bytes = Arc::new(AtomicU64::new(0));
     let reporter = progress("produce", sent.clone(), sent_bytes.clone());
@@ -180,12 +333,11 @@ async fn produce(
             let mut p = Producer::new(client, config).await?;
             for j in 0..n {
                 let part = ((j / per_record_batch) as u32 + i as u32) % partitions;
-                let off = (j % 4096) as usize;
                 p.send(
                     &topic,
                     Some(part),
                     None,
-                    Some(&payload[off..off + record_size]),
+                    Some(payload.get(j * concurrency as u64 + i as u64)),
                     &[],
                 )
                 .await?;
@@ -299,5 +451,110 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
     );
+    Ok(())
+}
+
+/// A producer at a fixed rate and a consumer per partition tailing it, in one process:
+/// each value starts with its send time (ns since the run began), and the consumer
+/// records delivery time minus send time. The first second is warm-up, not counted.
+async fn e2e(
+    addr: &str,
+    topic: &str,
+    rate: u64,
+    duration: u64,
+    record_size: usize,
+    partitions: u32,
+    config: ProducerConfig,
+) -> Result<()> {
+    let client = Client::connect(addr).await?;
+    let partitions = ensure_topic(&client, topic, partitions).await?;
+    let base = Instant::now();
+    let warmup_ns = 1_000_000_000u64;
+    let received = Arc::new(AtomicU64::new(0));
+    let received_bytes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for partition in 0..partitions {
+        let client = Client::connect(addr).await?;
+        let stream =
+            consumer::subscribe(&client, topic, partition, StartOffset::Latest, 256 * 1024).await?;
+        let (received, received_bytes, stop) =
+            (received.clone(), received_bytes.clone(), stop.clone());
+        consumers.push(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            let mut hist =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            while !stop.load(Ordering::Relaxed) {
+                let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+                let Ok(Some(b)) = next else { continue };
+                let b = b?;
+                let now = base.elapsed().as_nanos() as u64;
+                let (mut n, mut bytes) = (0, 0);
+                for r in b.records() {
+                    let r = r.map_err(|e| ClientError::Invalid(e.to_string()))?;
+                    let v = r.value.unwrap_or_default();
+                    let Some(stamp) = v.get(..8) else { continue };
+                    let sent = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
+                    if sent >= warmup_ns {
+                        let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                    }
+                    n += 1;
+                    bytes += v.len() as u64;
+                }
+                received.fetch_add(n, Ordering::Relaxed);
+                received_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Ok::<_, ClientError>(hist)
+        }));
+    }
+    let values = Values::new(Payload::Random, record_size);
+    let mut value = values.get(0).to_vec();
+    let mut p = Producer::new(client, config).await?;
+    let reporter = progress("e2e", received.clone(), received_bytes.clone());
+    let total_ns = (duration + 1) * 1_000_000_000;
+    let mut sent = 0u64;
+    loop {
+        let elapsed = base.elapsed().as_nanos() as u64;
+        if elapsed >= total_ns {
+            break;
+        }
+        let due = (elapsed as u128 * rate as u128 / 1_000_000_000) as u64;
+        while sent < due {
+            value.copy_from_slice(values.get(sent));
+            let stamp = base.elapsed().as_nanos() as u64;
+            value[..8].copy_from_slice(&stamp.to_le_bytes());
+            // Sticky partitions, a hundred records at a time, as Kafka's producer does.
+            let partition = ((sent / 100) % partitions as u64) as u32;
+            p.send(topic, Some(partition), None, Some(&value), &[])
+                .await?;
+            sent += 1;
+        }
+        p.poll_linger().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    p.flush().await?;
+    let drained = Instant::now();
+    while received.load(Ordering::Relaxed) < sent && drained.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reporter.abort();
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for c in consumers {
+        hist.add(c.await??)?;
+    }
+    let got = received.load(Ordering::Relaxed);
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{sent} records sent at {rate} records/s, {got} delivered; end-to-end latency {:.2} ms 50th, {:.2} ms 99th, {:.2} ms 99.9th, {:.2} ms max ({} measured after 1 s of warm-up)",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1000.0,
+        hist.len(),
+    );
+    if got < sent {
+        bail!("only {got} of {sent} records were delivered within 30 s of the last send");
+    }
     Ok(())
 }
