@@ -126,14 +126,19 @@ async fn produce_to(client: &Client, topic: &str, partition: u32, n: u64, batch_
     p.close().await.unwrap();
 }
 
-fn active_segment(data: &std::path::Path, topic: &str) -> std::path::PathBuf {
+/// The segment files of a topic's partition 0, oldest first.
+fn segment_files(data: &std::path::Path, topic: &str) -> Vec<std::path::PathBuf> {
     let mut logs: Vec<_> = std::fs::read_dir(data.join("topics").join(topic).join("0"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     logs.sort();
-    logs.pop().unwrap()
+    logs
+}
+
+fn active_segment(data: &std::path::Path, topic: &str) -> std::path::PathBuf {
+    segment_files(data, topic).pop().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,13 +241,7 @@ async fn a_flipped_byte_in_a_sealed_segment_is_reported_not_served() {
     produce_n(&client, "flip", 2000, 2048).await;
     broker.stop().await;
 
-    let dir0 = data.join("topics/flip/0");
-    let mut logs: Vec<_> = std::fs::read_dir(&dir0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
+    let logs = segment_files(&data, "flip");
     assert!(logs.len() > 3, "small segments rolled");
     let second = &logs[1];
     let second_base = segment_base(second);
@@ -328,13 +327,7 @@ async fn a_negative_batch_length_in_a_sealed_segment_is_data_loss_and_the_broker
         produce_to(&client, "neg", 1, 500, 1024).await;
         drop(server);
 
-        let dir0 = data.join("topics/neg/0");
-        let mut logs: Vec<_> = std::fs::read_dir(&dir0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .collect();
-        logs.sort();
+        let logs = segment_files(&data, "neg");
         assert!(logs.len() > 3, "small segments rolled");
         let sealed = &logs[1];
         let mut bytes = std::fs::read(sealed).unwrap();

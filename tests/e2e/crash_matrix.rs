@@ -127,18 +127,25 @@ async fn produce_until_crash(client: Client, limit: u64) -> Vec<(i64, Vec<u8>)> 
     acked
 }
 
-/// Kills the broker at `site` while it takes and tiers data, restarts it, and checks.
-async fn crash_while_moving_data(site: &str) {
+/// A temp dir, the data dir and store in it, and a server with `site` armed for the
+/// test's topic.
+fn start_armed(site: &str) -> (tempfile::TempDir, std::path::PathBuf, Store, ServerProcess) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let store = Store::new(dir.path());
     let fp = format!("{site}=return({TOPIC})");
-    let mut server = ServerProcess::start_with(
+    let server = ServerProcess::start_with(
         &data,
         &dir.path().join("a.log"),
         &store.args(),
         &[("FAILPOINTS", fp.as_str())],
     );
+    (dir, data, store, server)
+}
+
+/// Kills the broker at `site` while it takes and tiers data, restarts it, and checks.
+async fn crash_while_moving_data(site: &str) {
+    let (dir, data, store, mut server) = start_armed(site);
     let client = Client::connect(&server.addr).await.unwrap();
     // Small segments; local retention keeps only what is not uploaded; total retention
     // about ten segments, so remote retention deletes too.
@@ -210,16 +217,7 @@ async fn crash_while_moving_data(site: &str) {
 /// Kills the broker at `site` while a topic is deleted, restarts it, and checks that
 /// the topic stays deleted and its objects all go.
 async fn crash_while_deleting(site: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = Store::new(dir.path());
-    let fp = format!("{site}=return({TOPIC})");
-    let mut server = ServerProcess::start_with(
-        &data,
-        &dir.path().join("a.log"),
-        &store.args(),
-        &[("FAILPOINTS", fp.as_str())],
-    );
+    let (dir, data, store, mut server) = start_armed(site);
     let client = Client::connect(&server.addr).await.unwrap();
     let configs = BTreeMap::from([("segment.bytes".to_string(), "65536".to_string())]);
     client.create_topic(TOPIC, 1, 1, configs).await.unwrap();

@@ -365,18 +365,39 @@ pub fn decode_row_group(
     meta: &ArrowReaderMetadata,
     rg: usize,
 ) -> Result<Bytes, TierError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    contain(&format!("row group {rg}"), || {
         decode_row_group_inner(span, meta, rg)
-    }))
-    .unwrap_or_else(|panic| {
+    })
+}
+
+/// Runs parquet/arrow code over bytes from the bucket, turning a panic of theirs into
+/// an error: they assert on some damage instead of returning an error (fuzzing found
+/// such panics in arrow-buffer while decoding definition levels).
+pub fn contain<T>(what: &str, f: impl FnOnce() -> Result<T, TierError>) -> Result<T, TierError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         Err(TierError::Format(format!(
-            "row group {rg} could not be decoded (the parquet decoder failed: {why})"
+            "{what} could not be decoded (the parquet decoder failed: {why})"
         )))
+    })
+}
+
+/// Reads a footer the way the cold reader does, from the object's last bytes (or all
+/// of it): parsed, checked with [`check_footer`], and ready for [`decode_row_group`].
+pub fn footer_metadata(
+    meta: ParquetMetaData,
+    object_len: u64,
+) -> Result<ArrowReaderMetadata, TierError> {
+    check_footer(&meta, object_len)?;
+    contain("the footer", || {
+        Ok(ArrowReaderMetadata::try_new(
+            std::sync::Arc::new(meta),
+            Default::default(),
+        )?)
     })
 }
 

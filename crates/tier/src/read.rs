@@ -411,7 +411,9 @@ impl ColdReader {
         }
         let reader = || ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
         if let Some(s) = span.filter(|s| s.start == 0 && s.bytes.len() as u64 == seg.size_bytes) {
-            return self.keep_footer(seg, reader().parse_and_finish(&s.bytes));
+            let parsed =
+                crate::codec::contain("the footer", || Ok(reader().parse_and_finish(&s.bytes)?));
+            return self.keep_footer(seg, parsed);
         }
         let cell = self
             .fetching_footers
@@ -439,11 +441,18 @@ impl ColdReader {
                     .get_range(&path, size - want..size)
                     .await?;
                 let mut r = reader();
-                match r.try_parse_sized(&tail, size) {
-                    Ok(()) => break r.finish(),
-                    Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
-                        want = n as u64;
-                    }
+                let parsed =
+                    crate::codec::contain("the footer", || match r.try_parse_sized(&tail, size) {
+                        Ok(()) => Ok(Some(r.finish()?)),
+                        Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
+                            want = n as u64;
+                            Ok(None)
+                        }
+                        Err(e) => Err(e.into()),
+                    });
+                match parsed {
+                    Ok(Some(meta)) => break Ok(meta),
+                    Ok(None) => {}
                     Err(e) => break Err(e),
                 }
             };
@@ -457,12 +466,11 @@ impl ColdReader {
     fn keep_footer(
         &self,
         seg: &RemoteSegment,
-        meta: std::result::Result<ParquetMetaData, ParquetError>,
+        meta: Result<ParquetMetaData>,
     ) -> Result<Arc<Footer>> {
-        let meta = meta.map_err(|e| corrupt(seg, e.into()))?;
-        crate::codec::check_footer(&meta, seg.size_bytes).map_err(|e| corrupt(seg, e))?;
-        let meta = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default())
-            .map_err(|e| corrupt(seg, e.into()))?;
+        let meta = meta.map_err(|e| corrupt(seg, e))?;
+        let meta =
+            crate::codec::footer_metadata(meta, seg.size_bytes).map_err(|e| corrupt(seg, e))?;
         let groups = meta
             .metadata()
             .row_groups()

@@ -94,19 +94,15 @@ pub fn segment(data: &[u8]) {
 /// A Parquet object read as the cold tier reads one: the footer, then every row group
 /// decoded back into stored batches.
 pub fn parquet(data: &[u8]) {
-    use parquet::arrow::arrow_reader::ArrowReaderMetadata;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
     let bytes = Bytes::copy_from_slice(data);
-    let Ok(meta) = ParquetMetaDataReader::new()
-        .with_page_index_policy(PageIndexPolicy::Skip)
-        .parse_and_finish(&bytes)
-    else {
-        return;
-    };
-    if strata_tier::codec::check_footer(&meta, bytes.len() as u64).is_err() {
-        return;
-    }
-    let Ok(meta) = ArrowReaderMetadata::try_new(Arc::new(meta), Default::default()) else {
+    let parsed = strata_tier::codec::contain("the footer", || {
+        Ok(ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Skip)
+            .parse_and_finish(&bytes)?)
+    });
+    let Ok(meta) = parsed else { return };
+    let Ok(meta) = strata_tier::codec::footer_metadata(meta, bytes.len() as u64) else {
         return;
     };
     let span = strata_tier::codec::Span {
