@@ -149,6 +149,21 @@ pub(crate) fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
     format!("{}#{:08x}#{rg}", seg.key, seg.crc32)
 }
 
+fn footer_reader() -> ParquetMetaDataReader {
+    ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip)
+}
+
+/// Parses a footer on a blocking thread, its panics contained: the parquet crate's
+/// thrift decoder can spend seconds of CPU on a damaged footer (fuzzing found one that
+/// claims huge lists), which must not hold an async worker.
+async fn parse_footer(
+    parse: impl FnOnce() -> Result<Option<ParquetMetaData>> + Send + 'static,
+) -> Result<Option<ParquetMetaData>> {
+    tokio::task::spawn_blocking(move || crate::codec::contain("the footer", parse))
+        .await
+        .map_err(|e| TierError::Format(format!("parsing a footer: {e}")))?
+}
+
 /// Byte offset in `bytes` of the first batch holding an offset at or after `from`.
 fn batch_start(bytes: &[u8], from: i64) -> usize {
     let mut pos = 0;
@@ -409,10 +424,13 @@ impl ColdReader {
         if let Some(f) = self.kept_footer(seg) {
             return Ok(f);
         }
-        let reader = || ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip);
         if let Some(s) = span.filter(|s| s.start == 0 && s.bytes.len() as u64 == seg.size_bytes) {
-            let parsed =
-                crate::codec::contain("the footer", || Ok(reader().parse_and_finish(&s.bytes)?));
+            let bytes = s.bytes.clone();
+            let parsed = parse_footer(move || Ok(Some(footer_reader().parse_and_finish(&bytes)?)))
+                .await
+                .and_then(|m| {
+                    m.ok_or_else(|| TierError::Format("the footer is incomplete".into()))
+                });
             return self.keep_footer(seg, parsed);
         }
         let cell = self
@@ -440,19 +458,24 @@ impl ColdReader {
                     .store
                     .get_range(&path, size - want..size)
                     .await?;
-                let mut r = reader();
-                let parsed =
-                    crate::codec::contain("the footer", || match r.try_parse_sized(&tail, size) {
+                let had = want;
+                let needed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let needed_in = needed.clone();
+                let parsed = parse_footer(move || {
+                    let mut r = footer_reader();
+                    match r.try_parse_sized(&tail, size) {
                         Ok(()) => Ok(Some(r.finish()?)),
-                        Err(ParquetError::NeedMoreData(n)) if (n as u64) > want => {
-                            want = n as u64;
+                        Err(ParquetError::NeedMoreData(n)) if (n as u64) > had => {
+                            needed_in.store(n as u64, std::sync::atomic::Ordering::Relaxed);
                             Ok(None)
                         }
                         Err(e) => Err(e.into()),
-                    });
+                    }
+                })
+                .await;
                 match parsed {
                     Ok(Some(meta)) => break Ok(meta),
-                    Ok(None) => {}
+                    Ok(None) => want = needed.load(std::sync::atomic::Ordering::Relaxed),
                     Err(e) => break Err(e),
                 }
             };
