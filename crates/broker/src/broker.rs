@@ -108,6 +108,8 @@ pub struct Partition {
     pub(crate) backlog_ceiling: std::sync::atomic::AtomicU64,
     /// When offload last committed a segment (broker clock, ms).
     pub(crate) last_upload_ms: std::sync::atomic::AtomicI64,
+    /// Set while the partition waits in the `flush.ms` queue (see `flush`).
+    pub(crate) flush_queued: AtomicBool,
     /// Held while offload or remote retention works on the partition, so deleting the
     /// topic can wait for uploads under way before it removes the topic's objects.
     pub(crate) tier_work: tokio::sync::Mutex<()>,
@@ -577,6 +579,7 @@ impl Broker {
                 // it for OFFLOAD_STALL_MS before a missing upload means it has stalled.
                 last_upload_ms: std::sync::atomic::AtomicI64::new(self.clock.now_ms()),
                 tier_work: tokio::sync::Mutex::new(()),
+                flush_queued: AtomicBool::new(false),
             }));
         }
         Ok(Topic {
@@ -742,19 +745,24 @@ impl Broker {
         }
         let buried = self.bury(&topic.dir);
         self.forget_topic_offsets(name);
+        self.metrics.topic_deletions.add(1);
+        if let Err(e) = buried {
+            // The tombstone makes the delete stick, and must outlive the directory: the
+            // removal starts only after the next start has moved the directory away.
+            tracing::warn!(topic = name, error = %e, "could not move the deleted topic's files away; the next start will, and then removes its objects");
+            return Ok(());
+        }
+        // Should this request be dropped while it waits (a client that gives up, the
+        // shutdown grace ending), removal still starts, a minute on, when uploads under
+        // way have long ended.
+        let mut start = crate::deletion::StartOnDrop::new(&self.deletions, &id, &*self.clock);
         // Offload sees the partitions deleted and stops; wait for uploads under way, so
         // none lands after the objects are removed.
         for p in &topic.partitions {
             drop(p.tier_work.lock().await);
         }
-        self.deletions.start(&id);
-        self.metrics.topic_deletions.add(1);
+        start.now();
         tracing::info!(topic = name, topic_id = %id, "deleted topic; its objects are removed in the background");
-        // The tombstone already makes the delete stick: a directory that could not be
-        // moved away is moved at the next start.
-        if let Err(e) = buried {
-            tracing::warn!(topic = name, error = %e, "could not move the deleted topic's files away; the next start will");
-        }
         Ok(())
     }
 
@@ -826,14 +834,15 @@ impl Broker {
         if topic.config().remote_enabled() && !config.remote_enabled() {
             // Local retention would then delete what only the cold tier had uploaded
             // past, and offload could never continue the manifest: a gap for good.
-            let remote: usize = topic
+            // Any offload at all counts, also one remote retention has since emptied:
+            // the manifest's end would still have to meet the local log.
+            let offloaded = topic
                 .partitions
                 .iter()
-                .map(|p| p.remote.read().segments.len())
-                .sum();
-            if remote > 0 {
+                .any(|p| p.remote.read().next_offset().is_some());
+            if offloaded {
                 return Err(BrokerError::InvalidConfig(format!(
-                    "remote.storage.enable cannot be turned off for topic {name:?}: its cold tier holds {remote} segment(s), and offsets would go missing between them and the local log; keep it on, or delete the topic"
+                    "remote.storage.enable cannot be turned off for topic {name:?}: it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it on, or delete the topic"
                 )));
             }
         }
@@ -938,9 +947,11 @@ impl Broker {
             let (batch, min_ts) =
                 strata_record::Batch::validate_with_min_timestamp(&buf[pos..]).map_err(invalid)?;
             let h = batch.header();
-            if h.attributes & strata_record::TIMESTAMP_TYPE_LOG_APPEND == 0 {
-                // Kafka's KIP-937 bounds: a timestamp far in the future would pin time
-                // retention for as long; one far in the past would expire at once.
+            // Kafka's KIP-937 bounds: a timestamp far in the future would pin time
+            // retention for as long; one far in the past would expire at once. They hold
+            // whatever the batch's timestamp-type bit says: nothing here stamps append
+            // time, so the producer's timestamps are what is stored.
+            {
                 let bad = |timestamp: i64, direction, key, limit| BrokerError::InvalidTimestamp {
                     topic: topic.to_string(),
                     partition,

@@ -130,8 +130,14 @@ impl Deletions {
 
     /// Lets removal of a recorded deletion's objects begin, and begins it.
     pub fn start(&self, topic_id: &str) {
+        self.start_at(topic_id, i64::MIN);
+    }
+
+    /// Lets removal begin at `at_ms` (broker clock) or later.
+    fn start_at(&self, topic_id: &str, at_ms: i64) {
         if let Some(e) = self.entries.lock().get_mut(topic_id) {
             e.started = true;
+            e.retry_at_ms = at_ms;
         }
         self.wake.notify_one();
     }
@@ -206,6 +212,44 @@ impl Deletions {
 
     fn path(&self, topic_id: &str) -> PathBuf {
         self.dir.join(format!("{topic_id}.json"))
+    }
+}
+
+/// Starts a recorded deletion's removal when [`StartOnDrop::now`] is called, or, if the
+/// deleting request is dropped before that, a minute after it was dropped.
+pub(crate) struct StartOnDrop<'a> {
+    deletions: &'a Deletions,
+    topic_id: String,
+    clock: &'a dyn strata_log::Clock,
+    pending: bool,
+}
+
+impl<'a> StartOnDrop<'a> {
+    pub(crate) fn new(
+        deletions: &'a Deletions,
+        topic_id: &str,
+        clock: &'a dyn strata_log::Clock,
+    ) -> Self {
+        Self {
+            deletions,
+            topic_id: topic_id.to_string(),
+            clock,
+            pending: true,
+        }
+    }
+
+    pub(crate) fn now(&mut self) {
+        self.pending = false;
+        self.deletions.start(&self.topic_id);
+    }
+}
+
+impl Drop for StartOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.pending {
+            let at = self.clock.now_ms() + 60_000;
+            self.deletions.start_at(&self.topic_id, at);
+        }
     }
 }
 

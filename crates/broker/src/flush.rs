@@ -5,8 +5,8 @@
 //! partition is then queued here by due time. One task ([`Flusher::run`]) sleeps until
 //! the earliest is due and fsyncs it on a blocking thread. A queued partition holds only
 //! a weak reference, so deleting a topic needs nothing from here. A partition is queued
-//! at most once per flush interval, so the cost on produce is one map insert per
-//! `flush.ms`, not per append.
+//! at most once at a time (a flag on the partition), so the cost on produce is one
+//! atomic swap per append and one map insert per fsync.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -27,8 +27,14 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    /// Queues `p` for an fsync `after_ms` from now.
+    /// Queues `p` for an fsync `after_ms` from now, unless it is queued already (the
+    /// fsync then due covers this append too).
     pub(crate) fn schedule(&self, p: &Arc<Partition>, after_ms: i64) {
+        if p.flush_queued
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let at = Instant::now() + Duration::from_millis(after_ms.max(0) as u64);
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut due = self.due.lock();
@@ -54,6 +60,9 @@ impl Flusher {
                         continue;
                     };
                     let Some(p) = p.upgrade() else { continue };
+                    // Cleared before the fsync: an append after it queues the next one.
+                    p.flush_queued
+                        .store(false, std::sync::atomic::Ordering::Release);
                     let metrics = metrics.clone();
                     let _ = tokio::task::spawn_blocking(move || {
                         if p.is_deleted() {

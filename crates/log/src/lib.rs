@@ -664,14 +664,13 @@ impl Log {
     pub fn reset_to(&mut self, offset: i64) -> Result<()> {
         self.in_service()?;
         let now = self.clock.now_ms();
-        // The new segment first: a crash in between leaves it and older ones, and the
-        // next start (still behind the cold tier) resets again.
-        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
+        // The old segments go first: a crash in between leaves fewer of them (or none,
+        // and an empty log), always ending below `offset`, so the next start resets
+        // again. Creating the new one first would leave it above a hole for good.
         for (_, seg) in std::mem::take(&mut self.segments) {
-            if seg.base_offset != offset {
-                seg.delete_files()?;
-            }
+            seg.delete_files()?;
         }
+        let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
         self.segments.insert(offset, fresh);
         self.epochs.truncate_from(offset)?;
         self.unflushed = 0;

@@ -63,9 +63,6 @@ const CRC_START: usize = OFF_ATTRIBUTES;
 
 /// Attribute bits for the compression codec (Kafka's numbering).
 pub const COMPRESSION_MASK: i16 = 0x07;
-/// Attribute bit set when timestamps are the broker's append time (Kafka's
-/// LogAppendTime), clear for the producer's CreateTime.
-pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 
 /// Everything that can be wrong with batch bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -480,6 +477,10 @@ impl<'a> RecordIter<'a> {
             return Err(malformed("empty record"));
         }
         let ts_delta = varint::read_varlong(body, &mut p).map_err(malformed)?;
+        let timestamp = self
+            .base_timestamp
+            .checked_add(ts_delta)
+            .ok_or_else(|| malformed("a record timestamp runs past the largest timestamp"))?;
         let offset_delta = varint::read_varint(body, &mut p).map_err(malformed)?;
         let key = varint::read_bytes(body, &mut p).map_err(malformed)?;
         let value = varint::read_bytes(body, &mut p).map_err(malformed)?;
@@ -501,7 +502,7 @@ impl<'a> RecordIter<'a> {
         Ok(RecordRef {
             offset: self.base_offset + offset_delta as i64,
             offset_delta,
-            timestamp: self.base_timestamp + ts_delta,
+            timestamp,
             key,
             value,
             header_count: header_count as u32,

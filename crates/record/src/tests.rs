@@ -192,3 +192,17 @@ fn a_header_whose_length_or_offsets_cannot_be_is_refused_before_use() {
     b[8..12].copy_from_slice(&((HEADER_LEN - LENGTH_PREFIX) as i32).to_be_bytes());
     assert_eq!(BatchHeader::decode(&b).unwrap().total_len(), HEADER_LEN);
 }
+
+#[test]
+fn a_record_timestamp_past_the_largest_is_refused_not_an_overflow() {
+    let mut b = build(&[
+        (1, None, Some(b"a".to_vec()), vec![]),
+        (5, None, Some(b"b".to_vec()), vec![]),
+    ]);
+    // base_timestamp near i64::MAX: base + the second record's delta overflows.
+    b[27..35].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+    let crc = crc32fast::hash(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let e = Batch::validate(&b).unwrap_err();
+    assert!(e.to_string().contains("largest timestamp"), "{e}");
+}

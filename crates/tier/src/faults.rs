@@ -78,6 +78,7 @@ impl Faults {
     /// `key_contains` (empty: every key), for the next `times` of them (`None`: until
     /// [`Faults::clear`]).
     pub fn inject(&self, op: Op, key_contains: &str, fault: Fault, times: Option<u32>) {
+        assert_ne!(times, Some(0), "a fault for no request at all");
         self.rules.lock().push(Rule {
             op,
             key_contains: key_contains.to_string(),
@@ -89,9 +90,11 @@ impl Faults {
 
     /// Disarms every fault and lets stalled requests go on.
     pub fn clear(&self) {
-        self.rules.lock().clear();
+        let mut rules = self.rules.lock();
+        rules.clear();
         self.armed.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(rules);
         self.released.notify_waiters();
     }
 
@@ -100,11 +103,14 @@ impl Faults {
         self.hits.load(Ordering::Relaxed)
     }
 
-    fn take(&self, op: Op, key: &str) -> Option<Fault> {
+    /// The fault for this request, if any, and the generation it belongs to (a stall
+    /// ends when [`Faults::clear`] moves past it).
+    fn take(&self, op: Op, key: &str) -> Option<(Fault, u64)> {
         if !self.armed.load(Ordering::Acquire) {
             return None;
         }
         let mut rules = self.rules.lock();
+        let generation = self.generation.load(Ordering::Acquire);
         let i = rules
             .iter()
             .position(|r| r.op == op && key.contains(&r.key_contains))?;
@@ -116,7 +122,7 @@ impl Faults {
             }
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(fault)
+        Some((fault, generation))
     }
 
     /// Applies the fault for a request before it runs: an error to return, or `None`
@@ -124,23 +130,20 @@ impl Faults {
     async fn before(&self, op: Op, key: &str) -> std::result::Result<bool, object_store::Error> {
         match self.take(op, key) {
             None => Ok(false),
-            Some(Fault::Fail) => Err(injected(op, key, "injected failure")),
-            Some(Fault::SlowDown) => Err(injected(
+            Some((Fault::Fail, _)) => Err(injected(op, key, "injected failure")),
+            Some((Fault::SlowDown, _)) => Err(injected(
                 op,
                 key,
                 "503 SlowDown: please reduce your request rate (injected)",
             )),
-            Some(Fault::Stall) => {
-                let generation = self.generation.load(Ordering::Acquire);
-                loop {
-                    let released = self.released.notified();
-                    if self.generation.load(Ordering::Acquire) != generation {
-                        return Ok(false);
-                    }
-                    released.await;
+            Some((Fault::Stall, generation)) => loop {
+                let released = self.released.notified();
+                if self.generation.load(Ordering::Acquire) != generation {
+                    return Ok(false);
                 }
-            }
-            Some(Fault::LoseAnswer) => Ok(true),
+                released.await;
+            },
+            Some((Fault::LoseAnswer, _)) => Ok(true),
         }
     }
 }
