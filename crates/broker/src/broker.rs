@@ -534,24 +534,8 @@ impl Broker {
         let config = self.effective_config(&meta);
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let name = format!("{}-{p}", meta.name);
-            let start = starts.get(p as usize).copied().unwrap_or(0);
-            let options = strata_log::OpenOptions {
-                start_offset: start,
-                clean_shutdown,
-            };
-            let (log, report) = Log::open_with(
-                dir.join(p.to_string()),
-                &name,
-                config.log_config(),
-                self.clock.clone(),
-                options,
-            )
-            .map_err(|source| BrokerError::Log {
-                topic: meta.name.clone(),
-                partition: p,
-                source,
-            })?;
+            let (log, report) =
+                self.open_partition_log(&meta, &config, &dir, p, starts, clean_shutdown)?;
             if report.truncated_bytes > 0 {
                 self.metrics.log_recovery_truncations.add(1);
             }
@@ -588,6 +572,35 @@ impl Broker {
             partitions,
             dir,
             meta_in_bucket: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens partition `p`'s log under the topic directory `dir`; a new log starts at
+    /// `starts[p]` (0 where not given).
+    fn open_partition_log(
+        &self,
+        meta: &TopicMeta,
+        config: &EffectiveConfig,
+        dir: &Path,
+        p: u32,
+        starts: &[i64],
+        clean_shutdown: bool,
+    ) -> Result<(Log, strata_log::RecoveryReport)> {
+        let options = strata_log::OpenOptions {
+            start_offset: starts.get(p as usize).copied().unwrap_or(0),
+            clean_shutdown,
+        };
+        Log::open_with(
+            dir.join(p.to_string()),
+            format!("{}-{p}", meta.name),
+            config.log_config(),
+            self.clock.clone(),
+            options,
+        )
+        .map_err(|source| BrokerError::Log {
+            topic: meta.name.clone(),
+            partition: p,
+            source,
         })
     }
 
@@ -697,19 +710,7 @@ impl Broker {
         // rename can never leave a partition that restarts at offset 0 under remote data.
         let config = self.effective_config(&meta);
         for p in 0..partitions {
-            let start = starts.get(p as usize).copied().unwrap_or(0);
-            Log::open_from(
-                staging.join(p.to_string()),
-                format!("{name}-{p}"),
-                config.log_config(),
-                self.clock.clone(),
-                start,
-            )
-            .map_err(|source| BrokerError::Log {
-                topic: name.to_string(),
-                partition: p,
-                source,
-            })?;
+            self.open_partition_log(&meta, &config, &staging, p, starts, false)?;
         }
         std::fs::rename(&staging, &dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -280,17 +280,14 @@ async fn remove_objects(bucket: &Bucket, t: &Tombstone) -> std::result::Result<u
     let mut removed = 0;
     // Twice at most: a second listing proves the first one's deletes all took.
     for _ in 0..2 {
-        let keys: Vec<_> = bucket
-            .store
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_collect()
+        let keys = bucket
+            .list_keys(&dir)
             .await
             .map_err(|e| format!("listing {dir}: {e}"))?;
         let keys: Vec<_> = keys.into_iter().filter(|k| *k != marker).collect();
         if keys.is_empty() {
-            return match bucket.store.delete(&marker).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(removed),
+            return match bucket.delete_if_present(&marker).await {
+                Ok(()) => Ok(removed),
                 Err(e) => Err(format!("removing {marker}: {e}")),
             };
         }

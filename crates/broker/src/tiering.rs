@@ -775,14 +775,10 @@ impl Broker {
     /// save a crash prevented: offload writes the same key again and lists it. Runs once
     /// per partition after start-up, under its `tier_work` lock (no upload under way).
     async fn sweep_orphans(&self, p: &Partition) -> std::result::Result<usize, String> {
-        use futures::TryStreamExt;
         let dir = self.bucket.partition_dir(&p.topic, &p.topic_id, p.id);
-        let objects: Vec<_> = self
+        let objects = self
             .bucket
-            .store
-            .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_collect()
+            .list_keys(&dir)
             .await
             .map_err(|e| format!("listing {dir}: {e}"))?;
         let (listed, end) = {
@@ -803,10 +799,11 @@ impl Broker {
                 continue;
             };
             if last < end && !listed.contains(key.as_ref()) {
-                match self.bucket.store.delete(&key).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
-                    Err(e) => return Err(format!("deleting {key}: {e}")),
-                }
+                self.bucket
+                    .delete_if_present(&key)
+                    .await
+                    .map_err(|e| format!("deleting {key}: {e}"))?;
+                removed += 1;
             }
         }
         Ok(removed)

@@ -91,6 +91,25 @@ impl Bucket {
         removed
     }
 
+    /// Every key under `prefix`.
+    pub async fn list_keys(&self, prefix: &Path) -> object_store::Result<Vec<Path>> {
+        use futures::TryStreamExt;
+        self.store
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+    }
+
+    /// Deletes `key`; one already gone counts as deleted (deletes are retried).
+    pub async fn delete_if_present(&self, key: &Path) -> object_store::Result<()> {
+        use object_store::ObjectStoreExt;
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `<prefix>/topics/<topic>`: every incarnation of the topic name.
     pub fn topic_name_dir(&self, topic: &str) -> Path {
         self.prefix.clone().join("topics").join(topic)
