@@ -28,6 +28,14 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
+    /// An fsync failed: what was written may not be on disk, and a retry can "succeed"
+    /// over pages the kernel dropped. The log that saw it goes out of service.
+    #[error("{context}: fsync failed: {source}")]
+    SyncFailed {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{log} is out of service: {reason}")]
     OutOfService { log: String, reason: String },
     #[error("invalid batch: {0}")]
@@ -43,6 +51,13 @@ pub enum LogError {
 impl LogError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sync(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::SyncFailed {
             context: context.into(),
             source,
         }

@@ -28,6 +28,7 @@
 //! lock, appends under a write lock and reads under a read lock.
 
 mod clock;
+mod compact;
 mod epoch;
 mod error;
 mod segment;
@@ -37,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compact::{CleanReport, Cleaned, Cleaning, CompactConfig};
 pub use epoch::EpochCache;
 pub use error::{LogError, Result};
 use segment::Segment;
@@ -59,6 +61,9 @@ pub struct LogConfig {
     pub flush_ms: i64,
     /// Bytes of log between offset index entries.
     pub index_interval_bytes: u64,
+    /// `cleanup.policy=compact` (with or without `delete`): keep the latest record per
+    /// key ([`Log::cleanable`]). Retention above applies as well when it is set.
+    pub compact: Option<CompactConfig>,
 }
 
 impl Default for LogConfig {
@@ -71,6 +76,7 @@ impl Default for LogConfig {
             flush_messages: u64::MAX,
             flush_ms: i64::MAX,
             index_interval_bytes: 4096,
+            compact: None,
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct Log {
     first_unflushed_ms: Option<i64>,
     /// Set by the first failed fsync; the log refuses everything after it.
     out_of_service: Option<String>,
+    /// Offsets below this were compacted (`cleaner-offset-checkpoint`).
+    cleaner_checkpoint: i64,
 }
 
 impl Log {
@@ -201,6 +209,7 @@ impl Log {
                 segment::sync_dir(parent)?;
             }
         }
+        compact::recover(&dir, &name)?;
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
@@ -275,6 +284,7 @@ impl Log {
             segments.insert(start_offset, seg);
         }
         let epochs = EpochCache::open(&dir)?;
+        let dir_for_checkpoint = dir.clone();
         let mut log = Self {
             dir,
             name,
@@ -285,6 +295,7 @@ impl Log {
             unflushed: 0,
             first_unflushed_ms: None,
             out_of_service: None,
+            cleaner_checkpoint: compact::read_checkpoint(&dir_for_checkpoint),
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from(end)?;
@@ -369,14 +380,26 @@ impl Log {
 
     /// fsyncs the active segment; a failure takes the log out of service for good.
     fn sync_active(&mut self) -> Result<()> {
-        if let Err(e) = self.active().sync() {
+        let r = self.active().sync();
+        self.guarded(|_| r)
+    }
+
+    /// Runs `f`; if an fsync failed in it (of a segment, an index, a checkpoint or a
+    /// directory), the log goes out of service for good before the error returns.
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let r = f(self);
+        if let Err(e @ LogError::SyncFailed { .. }) = &r
+            && self.out_of_service.is_none()
+        {
             tracing::error!(log = %self.name, error = %e, "fsync failed: the log is out of service until the broker restarts");
             self.out_of_service = Some(format!(
                 "fsync failed ({e}). The kernel may have dropped the unsynced pages, so nothing more is written to or read from this log: check the disk, then restart the broker (recovery rechecks what reached it)"
             ));
-            return self.in_service();
+            return self
+                .in_service()
+                .map(|()| unreachable!("just taken out of service"));
         }
-        Ok(())
+        r
     }
 
     fn label(&self, mut e: LogError) -> LogError {
@@ -389,6 +412,10 @@ impl Log {
     /// Appends batches (concatenated, already validated with [`Batch::validate`]) as
     /// leader: rewrites each base offset from the log end and stamps `leader_epoch`.
     pub fn append(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_inner(batches, leader_epoch))
+    }
+
+    fn append_inner(&mut self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
         self.in_service()?;
         let mut next = self.log_end_offset();
         let base = next;
@@ -419,6 +446,10 @@ impl Log {
     /// Appends batches that already carry offsets and epochs (a follower copying its
     /// leader). The first must start at the log end offset and offsets must be dense.
     pub fn append_replicated(&mut self, batches: &[u8]) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_replicated_inner(batches))
+    }
+
+    fn append_replicated_inner(&mut self, batches: &[u8]) -> Result<AppendInfo> {
         self.in_service()?;
         let mut next = self.log_end_offset();
         let base = next;
@@ -481,6 +512,10 @@ impl Log {
 
     /// Seals the active segment and starts a new one at the log end offset.
     pub fn roll(&mut self, now: i64) -> Result<()> {
+        self.guarded(|log| log.roll_inner(now))
+    }
+
+    fn roll_inner(&mut self, now: i64) -> Result<()> {
         self.in_service()?;
         let end = self.log_end_offset();
         if self.active().is_empty() {
@@ -630,6 +665,10 @@ impl Log {
     /// Removes everything at and after `offset` (rounded down to a batch boundary);
     /// used when a follower's log diverges from its leader's.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_to_inner(offset))
+    }
+
+    fn truncate_to_inner(&mut self, offset: i64) -> Result<()> {
         self.in_service()?;
         if offset >= self.log_end_offset() {
             return Ok(());
@@ -654,6 +693,7 @@ impl Log {
         // A truncated sealed segment becomes the active one: drop its stale index files.
         let end = self.log_end_offset();
         self.epochs.truncate_from(end)?;
+        self.lower_cleaner_checkpoint(end)?;
         tracing::info!(log = %self.name, offset = end, "truncated log");
         Ok(())
     }
@@ -662,6 +702,10 @@ impl Log {
     /// for a log found behind what the cold tier already holds, so that its offsets
     /// continue the cold tier's instead of repeating them.
     pub fn reset_to(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.reset_to_inner(offset))
+    }
+
+    fn reset_to_inner(&mut self, offset: i64) -> Result<()> {
         self.in_service()?;
         let now = self.clock.now_ms();
         // The old segments go first: a crash in between leaves fewer of them (or none,
@@ -673,15 +717,29 @@ impl Log {
         let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
         self.segments.insert(offset, fresh);
         self.epochs.truncate_from(offset)?;
+        self.lower_cleaner_checkpoint(offset)?;
         self.unflushed = 0;
         self.first_unflushed_ms = None;
         tracing::warn!(log = %self.name, offset, "log emptied and restarted at an offset");
         Ok(())
     }
 
+    /// Offsets written from `end` on are new: none of them may count as compacted.
+    fn lower_cleaner_checkpoint(&mut self, end: i64) -> Result<()> {
+        if self.cleaner_checkpoint > end {
+            self.cleaner_checkpoint = end;
+            compact::write_checkpoint(&self.dir, end)?;
+        }
+        Ok(())
+    }
+
     /// Applies `retention.ms` and `retention.bytes` to sealed segments, oldest first,
     /// stopping at the first one the guard keeps. Returns the deleted segments.
     pub fn enforce_retention(&mut self, guard: &dyn DeletionGuard) -> Result<Vec<SegmentInfo>> {
+        self.guarded(|log| log.enforce_retention_inner(guard))
+    }
+
+    fn enforce_retention_inner(&mut self, guard: &dyn DeletionGuard) -> Result<Vec<SegmentInfo>> {
         self.in_service()?;
         let now = self.clock.now_ms();
         let mut size = self.size_bytes() as i64;

@@ -93,6 +93,22 @@ impl Segment {
         }
     }
 
+    /// The open segment file, for readers that work without the log's lock (the
+    /// cleaner reads sealed segments, which no append changes).
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Whether recovery found this sealed segment damaged.
+    pub fn has_bad_tail(&self) -> bool {
+        self.bad_tail.is_some()
+    }
+
+    /// Records that the segment's files were renamed into `dir` (the file stays open).
+    pub fn moved_to(&mut self, dir: &Path) {
+        self.dir = dir.to_path_buf();
+    }
+
     /// Marks the bytes past `valid_len` unreadable (a sealed segment recovery found
     /// damaged): reads there fail with `reason` and the position.
     pub fn set_bad_tail(&mut self, valid_len: u64, reason: String) {
@@ -491,11 +507,11 @@ impl Segment {
         let path = self.path();
         if strata_failpoint::hit("log-fsync", || path.to_string_lossy().into_owned()) {
             let e = std::io::Error::other("failpoint log-fsync");
-            return Err(LogError::io(format!("syncing {}", path.display()), e));
+            return Err(LogError::sync(format!("syncing {}", path.display()), e));
         }
         self.file
             .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", path.display()), e))
+            .map_err(|e| LogError::sync(format!("syncing {}", path.display()), e))
     }
 
     /// Writes the index files (on seal). Temp file then rename, so a crash leaves
@@ -610,6 +626,55 @@ impl Segment {
     }
 }
 
+/// Calls `f` with each batch of the first `size` bytes of a segment file, in order,
+/// each CRC-checked; reads in chunks, so memory stays at a chunk or one batch. Stops at
+/// the first error, `f`'s or the file's (a batch that does not parse or runs past `size`).
+pub(crate) fn for_each_batch(
+    file: &File,
+    size: u64,
+    path: &Path,
+    mut f: impl FnMut(Batch<'_>) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut buf = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (SCAN_CHUNK as u64).min(size - pos) as usize;
+        buf.resize(want, 0);
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut off = 0usize;
+        loop {
+            let rest = &buf[off..];
+            let total = match batch_total_len(rest) {
+                None => break,
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(t)) => t,
+            };
+            if total > rest.len() {
+                if off == 0 {
+                    // One batch larger than a chunk: read it whole.
+                    if pos + total as u64 > size {
+                        return Err("batch runs past the end of the segment".into());
+                    }
+                    buf.resize(total, 0);
+                    file.read_exact_at(&mut buf, pos)
+                        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    continue;
+                }
+                break;
+            }
+            let batch = Batch::parse(rest).map_err(|e| e.to_string())?;
+            f(batch)?;
+            off += total;
+        }
+        if off == 0 {
+            return Err("a batch header runs past the end of the segment".into());
+        }
+        pos += off as u64;
+    }
+    Ok(())
+}
+
 /// What a reader expects of the next batch.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -645,14 +710,21 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let ctx = |e| LogError::io(format!("writing {}", path.display()), e);
     let mut f = File::create(&tmp).map_err(ctx)?;
     f.write_all(data).map_err(ctx)?;
-    f.sync_data().map_err(ctx)?;
+    f.sync_data()
+        .map_err(|e| LogError::sync(format!("writing {}", path.display()), e))?;
     std::fs::rename(&tmp, path).map_err(ctx)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// fsyncs a directory, making the creation, renaming and removal of its entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(format!("syncing directory {}", dir.display()), e))
+    let context = || format!("syncing directory {}", dir.display());
+    if strata_failpoint::hit("log-dir-fsync", || dir.to_string_lossy().into_owned()) {
+        return Err(LogError::sync(
+            context(),
+            std::io::Error::other("failpoint log-dir-fsync"),
+        ));
+    }
+    let d = File::open(dir).map_err(|e| LogError::io(context(), e))?;
+    d.sync_all().map_err(|e| LogError::sync(context(), e))
 }

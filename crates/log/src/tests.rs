@@ -467,6 +467,52 @@ fn a_failed_fsync_takes_the_log_out_of_service_and_acknowledges_nothing_after_it
     assert_eq!(log.log_end_offset(), end + 3);
 }
 
+#[test]
+fn a_failed_fsync_in_a_truncation_or_of_a_directory_takes_the_log_out_of_service() {
+    // A truncation's fsync: the cut must be durable before anything is appended after it.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 20, 1000);
+    let scope = dir.path().to_string_lossy().to_string();
+    strata_failpoint::configure("log-fsync", &format!("return({scope})")).unwrap();
+    let err = log.truncate_to(10).unwrap_err();
+    strata_failpoint::clear("log-fsync");
+    assert!(matches!(err, LogError::OutOfService { .. }), "{err}");
+    assert!(err.to_string().contains("fsync failed"), "{err}");
+    let mut b = batch(1000, &["after"]);
+    assert!(matches!(
+        log.append(&mut b, 1),
+        Err(LogError::OutOfService { .. })
+    ));
+
+    // A directory's fsync, when a roll creates the next segment: the new file's name
+    // might not survive a crash, so nothing is appended to it.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 2, 1000);
+    let scope = dir.path().to_string_lossy().to_string();
+    strata_failpoint::configure("log-dir-fsync", &format!("return({scope})")).unwrap();
+    let segments = log.segment_count();
+    let mut err = None;
+    for _ in 0..50 {
+        let mut b = batch(1000, &["x", "y", "z"]);
+        if let Err(e) = log.append(&mut b, 1) {
+            err = Some(e);
+            break;
+        }
+    }
+    strata_failpoint::clear("log-dir-fsync");
+    let err = err.expect("a roll came and its directory fsync failed");
+    assert!(matches!(err, LogError::OutOfService { .. }), "{err}");
+    assert_eq!(log.segment_count(), segments, "no roll before the failure");
+    assert!(log.out_of_service().is_some());
+    let end = log.log_end_offset();
+    drop(log);
+    // A restart recovers everything that was acknowledged.
+    let (log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    assert_eq!(log.log_end_offset(), end);
+}
+
 /// Inode of every index file in `dir`: a rewrite (temp file, rename) changes it.
 fn index_inodes(dir: &Path) -> Vec<(PathBuf, u64)> {
     use std::os::unix::fs::MetadataExt;

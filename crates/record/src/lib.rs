@@ -33,7 +33,7 @@
 mod builder;
 mod varint;
 
-pub use builder::BatchBuilder;
+pub use builder::{BatchBuilder, RetainedBatch};
 
 use std::fmt;
 
