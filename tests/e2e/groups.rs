@@ -760,3 +760,83 @@ async fn a_heartbeat_or_commit_with_a_stale_member_epoch_is_fenced() {
         .unwrap();
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_or_commit_that_cannot_be_stored_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("unstored", 4, 1, Default::default())
+        .await
+        .unwrap();
+    produce_values(&client, "unstored", 4, 0, 40).await;
+    let hb = |id: &str, epoch: i32, owned: Vec<u32>| pb::GroupHeartbeatRequest {
+        group: "ug".into(),
+        member_id: id.to_string(),
+        member_epoch: epoch,
+        topics: vec!["unstored".into()],
+        owned: vec![pb::TopicPartitions {
+            topic: "unstored".into(),
+            partitions: owned,
+        }],
+        assignor: String::new(),
+        session_timeout_ms: 30_000,
+    };
+    let a = client.group_heartbeat(hb("", 0, vec![])).await.unwrap();
+    let owned: Vec<u32> = a
+        .assignment
+        .iter()
+        .flat_map(|tp| tp.partitions.clone())
+        .collect();
+    assert_eq!(owned.len(), 4);
+    let entry = |offset| {
+        vec![pb::OffsetEntry {
+            topic: "unstored".into(),
+            partition: 0,
+            offset,
+            metadata: String::new(),
+        }]
+    };
+    client
+        .commit_offsets("ug", &a.member_id, a.member_epoch, entry(5))
+        .await
+        .unwrap();
+    let before = client.describe_group("ug").await.unwrap();
+
+    // The offsets topic refuses the write: a join and a commit both fail, and neither
+    // leaves a trace in memory that the log does not have.
+    let scope = dir.path().to_string_lossy().to_string();
+    strata_failpoint::configure("groups-persist", &format!("return({scope})")).unwrap();
+    let joined = client.group_heartbeat(hb("", 0, vec![])).await;
+    let committed = client
+        .commit_offsets("ug", &a.member_id, a.member_epoch, entry(9))
+        .await;
+    strata_failpoint::clear("groups-persist");
+    assert!(joined.is_err(), "the join was not stored: {joined:?}");
+    assert!(
+        committed.is_err(),
+        "the commit was not stored: {committed:?}"
+    );
+    let after = client.describe_group("ug").await.unwrap();
+    assert_eq!(after.group_epoch, before.group_epoch);
+    let ids = |d: &pb::GroupDescription| -> Vec<String> {
+        d.members.iter().map(|m| m.member_id.clone()).collect()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    let offsets = client.committed_offsets("ug", vec![]).await.unwrap();
+    assert_eq!(
+        offsets.iter().map(|o| o.offset).collect::<Vec<_>>(),
+        vec![5]
+    );
+    // A's assignment is untouched; once the log takes writes again a join works.
+    let r = client
+        .group_heartbeat(hb(&a.member_id, a.member_epoch, owned.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.member_epoch, a.member_epoch);
+    let b = client.group_heartbeat(hb("", 0, vec![])).await.unwrap();
+    assert!(!b.member_id.is_empty());
+    assert_eq!(client.describe_group("ug").await.unwrap().members.len(), 2);
+    broker.stop().await;
+}

@@ -304,6 +304,7 @@ pub struct Broker {
     /// Segments being encoded and uploaded at once, over all partitions.
     pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
+    pub(crate) group_snapshots: crate::groups::SnapshotState,
     pub(crate) deletions: crate::deletion::Deletions,
     pub(crate) flusher: crate::flush::Flusher,
     _lock: File,
@@ -438,6 +439,7 @@ impl Broker {
             staging_dir,
             closing: watch::channel(false).0,
             groups: parking_lot::Mutex::new(Default::default()),
+            group_snapshots: Default::default(),
             bucket,
             deletions,
             flusher: Default::default(),
@@ -461,14 +463,10 @@ impl Broker {
         broker.load_manifests().await?;
         broker.recover_from_bucket().await?;
         if broker.topic(OFFSETS_TOPIC).is_err() {
-            let configs = BTreeMap::from([
-                ("retention.ms".to_string(), "-1".to_string()),
-                ("segment.bytes".to_string(), (64 << 20).to_string()),
-            ]);
-            // Group state stays on local disk only: it is not offloaded.
-            let mut configs = configs;
-            configs.insert("remote.storage.enable".into(), "false".into());
+            let configs = broker.offsets_topic_configs();
             broker.create_topic_now(broker.new_meta(OFFSETS_TOPIC, 1, 1, configs), &[])?;
+            // A broker rebuilt from the bucket alone: the offsets it last copied there.
+            broker.restore_group_offsets().await?;
         }
         broker.load_groups()?;
         Ok(Arc::new(broker))
@@ -604,11 +602,26 @@ impl Broker {
         })
     }
 
-    /// A topic's configs: its own over the broker's defaults. Internal topics take no
-    /// broker default: a broker-wide `retention.bytes` must not delete group offsets.
+    /// The offsets topic's configs, fixed by the broker (as Kafka's `offsets.topic.*`):
+    /// compacted, so the latest commit of every group and partition is kept however
+    /// quiet the group, and the topic does not grow without end; never offloaded (the
+    /// bucket gets a snapshot of the offsets instead, see `groups`).
+    fn offsets_topic_configs(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                self.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ])
+    }
+
+    /// A topic's configs: its own over the broker's defaults. The offsets topic takes
+    /// neither: its configs are fixed ([`Broker::offsets_topic_configs`]), whatever an
+    /// earlier version stored for it, and no broker-wide default applies to it.
     fn effective_config(&self, meta: &TopicMeta) -> EffectiveConfig {
         if meta.name == OFFSETS_TOPIC {
-            EffectiveConfig::new(&BTreeMap::new(), &meta.configs)
+            EffectiveConfig::new(&BTreeMap::new(), &self.offsets_topic_configs())
         } else {
             EffectiveConfig::new(&self.config.topic_defaults, &meta.configs)
         }
@@ -741,6 +754,9 @@ impl Broker {
         strata_failpoint::crash_at("topic-delete-after-tombstone", || name.to_string());
         self.topics.write().remove(name);
         for p in &topic.partitions {
+            // Under the log's lock: a compaction swap (which checks this flag under it)
+            // is either done before the directory moves or never starts.
+            let _log = p.log.write();
             p.deleted.store(true, Ordering::Relaxed);
             p.high_watermark.send_modify(|_| {});
         }
@@ -831,6 +847,7 @@ impl Broker {
             meta.configs.remove(k);
         }
         meta.configs.extend(set);
+        topic_config::validate_all(&meta.configs)?;
         let config = self.effective_config(&meta);
         if topic.config().remote_enabled() && !config.remote_enabled() {
             // Local retention would then delete what only the cold tier had uploaded
@@ -843,7 +860,7 @@ impl Broker {
                 .any(|p| p.remote.read().next_offset().is_some());
             if offloaded {
                 return Err(BrokerError::InvalidConfig(format!(
-                    "remote.storage.enable cannot be turned off for topic {name:?}: it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it on, or delete the topic"
+                    "offloading cannot stop for topic {name:?} (remote.storage.enable=false, or cleanup.policy=compact, which never offloads): it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it as it is, or delete the topic"
                 )));
             }
         }
@@ -906,9 +923,10 @@ impl Broker {
     ) -> Result<Produced> {
         let t = self.topic(topic)?;
         let p = self.partition(topic, partition)?;
-        let (max, (before_max, after_max)) = {
+        let (max, (before_max, after_max), compacted) = {
             let c = t.config.read();
-            (c.max_message_bytes(), c.timestamp_bounds())
+            let compacted = c.cleanup_policy().compact;
+            (c.max_message_bytes(), c.timestamp_bounds(), compacted)
         };
         let now = self.clock.now_ms();
         let mut buf = if batches.is_empty() {
@@ -948,6 +966,13 @@ impl Broker {
             let (batch, min_ts) =
                 strata_record::Batch::validate_with_min_timestamp(&buf[pos..]).map_err(invalid)?;
             let h = batch.header();
+            // Compaction keeps the latest record per key: a record without one has no
+            // place in a compacted topic (Kafka refuses it too).
+            if compacted && batch.records().any(|r| r.is_ok_and(|r| r.key.is_none())) {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "topic {topic:?} is compacted (cleanup.policy=compact) and keeps the latest record per key: every record needs a key; give each record one, or produce to a topic with cleanup.policy=delete"
+                )));
+            }
             // Kafka's KIP-937 bounds: a timestamp far in the future would pin time
             // retention for as long; one far in the past would expire at once. They hold
             // whatever the batch's timestamp-type bit says: nothing here stamps append
@@ -1126,6 +1151,59 @@ impl Broker {
                         .retention_deleted_segments
                         .add(deleted.len() as u64),
                     Err(e) => tracing::warn!(log = log.name(), error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// One compaction pass over each compacted partition that is dirty enough. The
+    /// rewrite runs without the partition's lock; only the swap takes it.
+    pub fn compact_logs(&self) {
+        let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
+        for t in topics {
+            if *self.closing.borrow() {
+                return;
+            }
+            if !t.config().cleanup_policy().compact {
+                continue;
+            }
+            for p in &t.partitions {
+                if p.is_deleted() || p.is_closed() {
+                    continue;
+                }
+                let Some(pass) = p.log.read().cleanable() else {
+                    continue;
+                };
+                let abort = || *self.closing.borrow();
+                let result = pass.run(&abort).and_then(|cleaned| {
+                    let Some(cleaned) = cleaned else {
+                        return Ok(None);
+                    };
+                    let mut log = p.log.write();
+                    // A delete marks its partitions under this lock: a pass that finished
+                    // after it must not touch the directory (which a new incarnation of
+                    // the name may use by now). What it wrote is in `cleaned/`, which the
+                    // next pass or start removes.
+                    if p.is_deleted() || p.is_closed() {
+                        return Ok(None);
+                    }
+                    log.swap_cleaned(cleaned)
+                });
+                match result {
+                    Ok(Some(report)) => {
+                        self.metrics.compactions.add(1);
+                        self.metrics
+                            .compaction_removed_records
+                            .add(report.records_removed);
+                        self.metrics
+                            .compaction_reclaimed_bytes
+                            .add(report.bytes_before.saturating_sub(report.bytes_after));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics.compaction_errors.add(1);
+                        tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "compaction failed; retrying at the next interval");
+                    }
                 }
             }
         }

@@ -47,6 +47,12 @@ pub struct BrokerConfig {
     /// disk stays bounded under sustained load. During an object-store outage produce
     /// never waits. 0 turns the limit off.
     pub upload_backlog_limit_bytes: u64,
+    /// Segment size of the compacted offsets topic (Kafka's `offsets.topic.segment.bytes`):
+    /// compaction never touches the active segment, so this bounds what it leaves.
+    pub offsets_topic_segment_bytes: u64,
+    /// How often committed group offsets are copied to the bucket, when they changed, so
+    /// a broker rebuilt from the bucket alone has them (0: never).
+    pub offsets_snapshot_interval_ms: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -65,6 +71,8 @@ impl Default for BrokerConfig {
             cold_read_ahead_bytes: 128 << 20,
             housekeeping_interval_ms: 1000,
             upload_backlog_limit_bytes: 4 << 30,
+            offsets_topic_segment_bytes: 64 << 20,
+            offsets_snapshot_interval_ms: 5000,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -106,6 +114,11 @@ impl BrokerConfig {
         if self.housekeeping_interval_ms == 0 {
             return bad("housekeeping_interval_ms must be at least 1".into());
         }
+        topic_config::validate(
+            "segment.bytes",
+            &self.offsets_topic_segment_bytes.to_string(),
+        )
+        .map_err(|e| BrokerError::InvalidConfig(format!("offsets_topic_segment_bytes: {e}")))?;
         for (k, v) in &self.topic_defaults {
             topic_config::validate(k, v)
                 .map_err(|e| BrokerError::InvalidConfig(format!("topic_defaults: {e}")))?;

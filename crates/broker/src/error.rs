@@ -147,7 +147,7 @@ impl BrokerError {
             Self::Log { source, .. } => match source {
                 LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
                 LogError::Corrupt { .. } => Code::DataLoss,
-                LogError::OutOfService { .. } => Code::Unavailable,
+                LogError::OutOfService { .. } | LogError::SyncFailed { .. } => Code::Unavailable,
                 LogError::InvalidBatch(_) => Code::InvalidArgument,
                 LogError::NonSequential { .. } => Code::FailedPrecondition,
                 LogError::Io { .. } => Code::Internal,

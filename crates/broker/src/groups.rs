@@ -261,6 +261,12 @@ impl Broker {
         if entries.is_empty() {
             return Ok(());
         }
+        if strata_failpoint::hit("groups-persist", || {
+            self.config().data_dir.to_string_lossy().into_owned()
+        }) {
+            let e = std::io::Error::other("failpoint groups-persist");
+            return Err(BrokerError::io(format!("appending to {OFFSETS_TOPIC}"), e));
+        }
         let now = self.clock().now_ms();
         let records: Vec<PlainRecord> = entries
             .into_iter()
@@ -272,6 +278,9 @@ impl Broker {
             })
             .collect();
         self.append_internal(OFFSETS_TOPIC, &records)?;
+        self.group_snapshots
+            .changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -891,6 +900,152 @@ impl Broker {
         for g in groups.groups.values_mut() {
             g.offsets.retain(|(t, _), _| t != topic);
         }
+    }
+}
+
+/// Whether the bucket's copy of the committed offsets is behind.
+#[derive(Debug, Default)]
+pub struct SnapshotState {
+    /// Bumped by every change written to the offsets topic.
+    changes: std::sync::atomic::AtomicU64,
+    /// `changes` as of the last copy written to the bucket.
+    taken: std::sync::atomic::AtomicU64,
+}
+
+/// The bucket's copy of the committed offsets (`<prefix>/groups/offsets.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct OffsetsSnapshot {
+    version: u32,
+    taken_ms: i64,
+    groups: Vec<GroupSnapshot>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GroupSnapshot {
+    group: String,
+    assignor: String,
+    offsets: Vec<(String, u32, i64, String)>,
+}
+
+/// `<prefix>/groups/offsets.json`
+fn snapshot_key(bucket: &strata_tier::store::Bucket) -> object_store::path::Path {
+    bucket.prefix.clone().join("groups").join("offsets.json")
+}
+
+/// The committed offsets in the bucket. The offsets topic stays on local disk (it is
+/// compacted, and compacted topics are not offloaded); so that a broker rebuilt from the
+/// bucket alone keeps its groups' positions, the coordinator copies the committed
+/// offsets there every `offsets_snapshot_interval_ms` when they changed, and at
+/// shutdown. A rebuilt broker gets the offsets of the last copy, as it gets the records
+/// offloaded so far: commits made after it are lost with the disk.
+impl Broker {
+    /// Writes the committed offsets to the bucket if they changed since the last copy;
+    /// returns whether it wrote.
+    pub async fn snapshot_group_offsets(&self) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        use std::sync::atomic::Ordering;
+        let changes = self.group_snapshots.changes.load(Ordering::Relaxed);
+        if changes == self.group_snapshots.taken.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let snapshot = {
+            let groups = self.groups.lock();
+            OffsetsSnapshot {
+                version: 1,
+                taken_ms: self.clock().now_ms(),
+                groups: groups
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| !g.offsets.is_empty() || !g.assignor.is_empty())
+                    .map(|(id, g)| GroupSnapshot {
+                        group: id.clone(),
+                        assignor: g.assignor.clone(),
+                        offsets: g
+                            .offsets
+                            .iter()
+                            .map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone()))
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        };
+        let body = serde_json::to_vec(&snapshot).expect("snapshot serializes");
+        let key = snapshot_key(&self.bucket);
+        self.bucket
+            .store
+            .put(&key, body.into())
+            .await
+            .map_err(|e| {
+                BrokerError::io(
+                    format!("writing {key} to the object store"),
+                    std::io::Error::other(e),
+                )
+            })?;
+        self.group_snapshots.taken.store(changes, Ordering::Relaxed);
+        self.metrics().group_offset_snapshots.add(1);
+        Ok(true)
+    }
+
+    /// Fills a new offsets topic from the bucket's copy, if there is one (start-up, before
+    /// the groups are loaded).
+    pub(crate) async fn restore_group_offsets(&self) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let key = snapshot_key(&self.bucket);
+        let unreadable = |e: &dyn std::fmt::Display| {
+            BrokerError::InvalidConfig(format!(
+                "reading the committed group offsets {key} in the object store: {e}"
+            ))
+        };
+        let bytes = match self.bucket.store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(|e| unreadable(&e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(unreadable(&e)),
+        };
+        let snapshot: OffsetsSnapshot =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
+        let now = self.clock().now_ms();
+        let mut entries = Vec::new();
+        for g in &snapshot.groups {
+            if !g.assignor.is_empty() {
+                let v = GroupValue {
+                    assignor: g.assignor.clone(),
+                };
+                entries.push((
+                    Key::Group {
+                        group: g.group.clone(),
+                    },
+                    Some(serde_json::to_vec(&v).expect("group serializes")),
+                ));
+            }
+            for (topic, partition, offset, metadata) in &g.offsets {
+                let v = OffsetValue {
+                    offset: *offset,
+                    metadata: metadata.clone(),
+                    commit_ms: now,
+                };
+                entries.push((
+                    Key::Offset {
+                        group: g.group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(serde_json::to_vec(&v).expect("offset serializes")),
+                ));
+            }
+        }
+        let restored = entries.len();
+        // In batches well under the offsets topic's max.message.bytes.
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            self.persist(entries.by_ref().take(1000).collect())?;
+        }
+        tracing::info!(
+            groups = snapshot.groups.len(),
+            records = restored,
+            taken_ms = snapshot.taken_ms,
+            "restored committed group offsets from the object store"
+        );
+        Ok(())
     }
 }
 

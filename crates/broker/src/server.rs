@@ -30,6 +30,8 @@ pub async fn run(
     let housekeeping = tokio::spawn(housekeeping(broker.clone(), stop_rx.clone()));
     let tiering = tokio::spawn(tiering(broker.clone(), stop_rx.clone()));
     let deletions = tokio::spawn(deletions(broker.clone(), stop_rx.clone()));
+    let cleaner = tokio::spawn(cleaner(broker.clone(), stop_rx.clone()));
+    let snapshots = tokio::spawn(group_offset_snapshots(broker.clone(), stop_rx.clone()));
     let flusher = tokio::spawn({
         let b = broker.clone();
         let stop = stop_rx.clone();
@@ -68,6 +70,12 @@ pub async fn run(
     let _ = housekeeping.await;
     let _ = tiering.await;
     let _ = deletions.await;
+    let _ = cleaner.await;
+    let _ = snapshots.await;
+    // The last commits into the bucket's copy too (bounded: the store may be away).
+    if let Err(e) = tokio::time::timeout(SHUTDOWN_GRACE, broker.snapshot_group_offsets()).await {
+        tracing::warn!(error = %e, "group offsets were not copied to the object store at shutdown");
+    }
     let _ = flusher.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
@@ -110,6 +118,48 @@ async fn housekeeping(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bo
         let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
     })
     .await
+}
+
+/// Copies the committed group offsets to the bucket when they changed.
+async fn group_offset_snapshots(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every_ms = broker.config().offsets_snapshot_interval_ms;
+    if every_ms == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            r = broker.snapshot_group_offsets() => if let Err(e) = r {
+                tracing::warn!(error = %e, "could not copy group offsets to the object store; retrying");
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Log compaction: one pass at a time over the compacted partitions (Kafka's single
+/// cleaner thread), on a blocking thread; produce and fetch wait only for each swap.
+///
+/// A pass under way is not abandoned at shutdown: it stops at its next segment (it
+/// watches the broker's shutdown) and is awaited, so no pass outlives the broker.
+async fn cleaner(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config().housekeeping_interval_ms,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.compact_logs()).await;
+    }
 }
 
 /// Offload and remote retention; runs beside produce, never in its way. Every

@@ -954,11 +954,18 @@ mod tests {
         let Err(e) = b.alter_configs("t", off.clone(), vec![]).await else {
             panic!("turning the tier off was accepted");
         };
-        assert!(e.to_string().contains("cannot be turned off"), "{e}");
+        assert!(e.to_string().contains("offloading cannot stop"), "{e}");
         assert!(
             b.topic("t").unwrap().config().remote_enabled(),
             "nothing changed"
         );
+        // Nor may it become compacted: compacted topics never offload.
+        let compact = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let Err(e) = b.alter_configs("t", compact, vec![]).await else {
+            panic!("compacting an offloaded topic was accepted");
+        };
+        assert!(e.to_string().contains("cleanup.policy=compact"), "{e}");
+        assert!(b.topic("t").unwrap().config().remote_enabled());
         // A topic with nothing in the cold tier may turn it off.
         let configs = BTreeMap::new();
         b.create_topic("fresh", 1, 1, configs).await.unwrap();

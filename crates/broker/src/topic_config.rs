@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use strata_log::LogConfig;
+use strata_log::{CompactConfig, LogConfig};
 
 use crate::error::BrokerError;
 
@@ -50,14 +50,41 @@ fn check_message_bytes(v: &str) -> Result<(), String> {
     }
 }
 fn check_cleanup(v: &str) -> Result<(), String> {
-    match v.trim() {
-        "delete" => Ok(()),
-        "compact" | "compact,delete" | "delete,compact" => {
-            Err("compaction is not supported yet; use cleanup.policy=delete".into())
-        }
-        _ => Err("must be delete".into()),
+    CleanupPolicy::parse(v).map(|_| ())
+}
+fn check_ratio(v: &str) -> Result<(), String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+        _ => Err("must be a number from 0 to 1".into()),
     }
 }
+
+/// `cleanup.policy`: delete old segments, keep the latest record per key, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let mut p = Self {
+            delete: false,
+            compact: false,
+        };
+        for part in v.split(',').map(str::trim) {
+            match part {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => {
+                    return Err("must be delete, compact, or both (compact,delete)".into());
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
 fn check_local_retention(v: &str) -> Result<(), String> {
     long_at_least(-2)(v).map_err(|e| format!("{e} (-2: same as the total retention, -1: no limit)"))
 }
@@ -76,8 +103,14 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "cleanup.policy",
         default: "delete",
-        doc: "delete old segments (compact is not supported yet)",
+        doc: "delete old segments, compact (keep the latest record per key), or compact,delete",
         check: check_cleanup,
+    },
+    Key {
+        name: "delete.retention.ms",
+        default: "86400000",
+        doc: "how long compaction keeps a tombstone after the values it deletes",
+        check: check_non_negative,
     },
     Key {
         name: "flush.messages",
@@ -122,6 +155,12 @@ pub const KEYS: &[Key] = &[
         check: check_non_negative,
     },
     Key {
+        name: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        doc: "compact when the uncompacted share of sealed segments is at least this",
+        check: check_ratio,
+    },
+    Key {
         name: "min.insync.replicas",
         default: "1",
         doc: "replicas that must have a record for acks=all",
@@ -130,7 +169,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "remote.storage.enable",
         default: "true",
-        doc: "seal old segments to the object store as Parquet",
+        doc: "seal old segments to the object store as Parquet (never for compacted topics)",
         check: check_bool,
     },
     Key {
@@ -179,9 +218,21 @@ pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
     })
 }
 
-/// Checks a whole set of overrides.
+/// Checks a whole set of overrides, each key and how they go together.
 pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), BrokerError> {
-    configs.iter().try_for_each(|(k, v)| validate(k, v))
+    configs.iter().try_for_each(|(k, v)| validate(k, v))?;
+    let compact = configs
+        .get("cleanup.policy")
+        .and_then(|v| CleanupPolicy::parse(v).ok())
+        .is_some_and(|p| p.compact);
+    if compact && configs.get("remote.storage.enable").map(|v| v.trim()) == Some("true") {
+        // As in Kafka (KIP-405): the cold tier holds dense offset ranges, one Parquet
+        // object per segment, and compaction rewrites segments in place.
+        return Err(BrokerError::InvalidConfig(
+            "remote.storage.enable=true cannot be combined with cleanup.policy=compact: compacted topics stay on local disk; drop remote.storage.enable or use cleanup.policy=delete".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The effective configuration of a topic: broker defaults overlaid by topic overrides.
@@ -235,7 +286,11 @@ impl EffectiveConfig {
     }
 
     pub fn remote_enabled(&self) -> bool {
-        self.get("remote.storage.enable").trim() == "true"
+        self.get("remote.storage.enable").trim() == "true" && !self.cleanup_policy().compact
+    }
+
+    pub fn cleanup_policy(&self) -> CleanupPolicy {
+        CleanupPolicy::parse(self.get("cleanup.policy")).expect("validated config")
     }
 
     /// Total retention (both tiers): (retention.ms, retention.bytes).
@@ -258,8 +313,24 @@ impl EffectiveConfig {
     }
 
     pub fn log_config(&self) -> LogConfig {
-        let (retention_ms, retention_bytes) = self.local_retention();
+        let policy = self.cleanup_policy();
+        let (retention_ms, retention_bytes) = if policy.delete {
+            self.local_retention()
+        } else {
+            // compact alone: nothing is deleted for its age or the log's size.
+            (-1, -1)
+        };
+        let compact = policy.compact.then(|| CompactConfig {
+            delete_retention_ms: self.long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: self
+                .get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse()
+                .expect("validated config"),
+            ..CompactConfig::default()
+        });
         LogConfig {
+            compact,
             segment_bytes: self.long("segment.bytes") as u64,
             segment_ms: self.long("segment.ms"),
             retention_ms,
@@ -289,7 +360,21 @@ mod tests {
         );
         let e = validate("segment.bytes", "10").unwrap_err().to_string();
         assert!(e.contains("at least 1024"), "{e}");
-        assert!(validate("cleanup.policy", "compact").is_err());
+        let e = validate("cleanup.policy", "compress")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("delete, compact, or both"), "{e}");
+        validate("cleanup.policy", "compact,delete").unwrap();
+        let both = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("remote.storage.enable".to_string(), "true".to_string()),
+        ]);
+        let e = validate_all(&both).unwrap_err().to_string();
+        assert!(e.contains("compacted topics stay on local disk"), "{e}");
+        let e = validate("min.cleanable.dirty.ratio", "2")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from 0 to 1"), "{e}");
         validate("retention.ms", "-1").unwrap();
     }
 
@@ -303,5 +388,24 @@ mod tests {
         assert_eq!(lc.segment_bytes, 2048);
         let seg = c.entries().find(|e| e.0 == "segment.bytes").unwrap();
         assert!(!seg.2);
+    }
+
+    #[test]
+    fn compact_alone_deletes_nothing_by_age_and_never_offloads() {
+        let compact = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let c = EffectiveConfig::new(&BTreeMap::new(), &compact);
+        let lc = c.log_config();
+        assert_eq!((lc.retention_ms, lc.retention_bytes), (-1, -1));
+        assert_eq!(lc.compact.unwrap().delete_retention_ms, 86_400_000);
+        assert!(!c.remote_enabled());
+        let both = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string()),
+        ]);
+        let lc = EffectiveConfig::new(&BTreeMap::new(), &both).log_config();
+        assert_eq!(lc.retention_ms, 1000);
+        assert!(lc.compact.is_some());
+        let delete = EffectiveConfig::new(&BTreeMap::new(), &BTreeMap::new()).log_config();
+        assert!(delete.compact.is_none());
     }
 }
