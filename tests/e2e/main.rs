@@ -11,6 +11,7 @@ mod crash_matrix;
 mod fuzz_smoke;
 mod groups;
 mod long_poll;
+mod power_loss;
 mod s3;
 mod tiered;
 mod topics;
