@@ -234,7 +234,8 @@ async fn bad_requests_are_refused_with_clear_errors_and_change_nothing() {
         ("retention.hours", "1"),
         ("retention.ms", "soon"),
         ("segment.bytes", "1"),
-        ("cleanup.policy", "compact"),
+        ("cleanup.policy", "compress"),
+        ("min.cleanable.dirty.ratio", "1.5"),
     ];
     for (k, v) in bad {
         let configs = BTreeMap::from([(k.to_string(), v.to_string())]);

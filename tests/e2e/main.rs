@@ -5,6 +5,7 @@ mod helpers;
 mod history;
 
 mod bad_input;
+mod compaction;
 mod cli_roundtrip;
 mod crash;
 mod crash_matrix;
