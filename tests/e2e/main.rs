@@ -5,8 +5,8 @@ mod helpers;
 mod history;
 
 mod bad_input;
-mod compaction;
 mod cli_roundtrip;
+mod compaction;
 mod crash;
 mod crash_matrix;
 mod fuzz_smoke;
