@@ -129,6 +129,16 @@ async fn a_compacted_topic_keeps_the_latest_record_of_every_key_at_its_offset_ac
         0
     );
 
+    // A compacted topic does not start offloading when it stops compacting.
+    let e = client
+        .alter_configs("kv", configs(&[("cleanup.policy", "delete")]), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("remote.storage.enable=false too"),
+        "{e}"
+    );
+
     // 4000 records over 40 keys: once compacted, about one per key below the active
     // segment.
     let mut history = produce_keyed(&client, "kv", 0, 4000, 40).await;

@@ -359,6 +359,9 @@ pub(crate) fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(
     sync_dir(path.parent().expect("has parent"))
 }
 
+/// In the data directory while the offsets topic waits to be filled from the bucket.
+const OFFSETS_RESTORE_PENDING: &str = ".offsets-restore-pending";
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -462,11 +465,21 @@ impl Broker {
         );
         broker.load_manifests().await?;
         broker.recover_from_bucket().await?;
+        // A broker rebuilt from the bucket alone fills its new offsets topic with the
+        // offsets last copied there. The marker, written before the topic exists and
+        // removed once the copy is in it, makes a restore that failed (or crashed) run
+        // again at the next start rather than leave the groups empty for good.
+        let restore = broker.config.data_dir.join(OFFSETS_RESTORE_PENDING);
         if broker.topic(OFFSETS_TOPIC).is_err() {
+            write_json_atomic(&restore, &serde_json::json!({ "restore": "group offsets" }))?;
             let configs = broker.offsets_topic_configs();
             broker.create_topic_now(broker.new_meta(OFFSETS_TOPIC, 1, 1, configs), &[])?;
-            // A broker rebuilt from the bucket alone: the offsets it last copied there.
+        }
+        if restore.exists() {
             broker.restore_group_offsets().await?;
+            std::fs::remove_file(&restore)
+                .map_err(|e| BrokerError::io(format!("removing {}", restore.display()), e))?;
+            sync_dir(&broker.config.data_dir)?;
         }
         broker.load_groups()?;
         Ok(Arc::new(broker))
@@ -849,6 +862,13 @@ impl Broker {
         meta.configs.extend(set);
         topic_config::validate_all(&meta.configs)?;
         let config = self.effective_config(&meta);
+        if topic.config().cleanup_policy().compact && config.remote_enabled() {
+            // Compacted segments have offsets without records, and the cold tier holds
+            // dense offset ranges, one object per segment.
+            return Err(BrokerError::InvalidConfig(format!(
+                "topic {name:?} was compacted and cannot start offloading: its segments have gaps the cold tier does not take; leaving cleanup.policy=compact needs remote.storage.enable=false too"
+            )));
+        }
         if topic.config().remote_enabled() && !config.remote_enabled() {
             // Local retention would then delete what only the cold tier had uploaded
             // past, and offload could never continue the manifest: a gap for good.
@@ -1175,7 +1195,10 @@ impl Broker {
                     continue;
                 };
                 let abort = || *self.closing.borrow();
-                let result = pass.run(&abort).and_then(|cleaned| {
+                // A failed fsync of the pass (its new files, the partition directory)
+                // counts as the log's own.
+                let run = pass.run(&abort).map_err(|e| p.log.write().note_error(e));
+                let result = run.and_then(|cleaned| {
                     let Some(cleaned) = cleaned else {
                         return Ok(None);
                     };

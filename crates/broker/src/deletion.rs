@@ -307,3 +307,97 @@ async fn remove_objects(bucket: &Bucket, t: &Tombstone) -> std::result::Result<u
         "objects keep appearing under {dir} after they were deleted"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use strata_log::ManualClock;
+
+    use crate::broker::{Broker, PlainRecord};
+    use crate::config::BrokerConfig;
+
+    /// A broker on an in-memory bucket whose topic `t` has three sealed segments in it.
+    async fn offloaded(dir: &Path, clock: Arc<ManualClock>) -> Arc<Broker> {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            object_store: "memory://".into(),
+            cold_cache_memory_bytes: 0,
+            cold_cache_disk_bytes: 0,
+            ..BrokerConfig::default()
+        };
+        let b = Broker::open(config, clock).await.unwrap();
+        let configs = BTreeMap::from([("segment.bytes".to_string(), (4 << 10).to_string())]);
+        b.create_topic("t", 1, 1, configs).await.unwrap();
+        let p = b.partition("t", 0).unwrap();
+        let record = PlainRecord {
+            key: None,
+            value: Some(Bytes::from(vec![7u8; 1000])),
+            timestamp_ms: 1,
+            headers: Vec::new(),
+        };
+        while p.log_read().segments().len() <= 3 {
+            b.produce("t", 0, Bytes::new(), std::slice::from_ref(&record))
+                .unwrap();
+        }
+        b.tier_tick().await;
+        b
+    }
+
+    #[tokio::test]
+    async fn a_delete_dropped_while_it_waits_for_an_upload_removes_the_objects_a_minute_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let b = offloaded(dir.path(), clock.clone()).await;
+        let id = b.topic("t").unwrap().meta().id;
+        let prefix = b.bucket.topic_dir("t", &id);
+        let objects = || async { b.bucket.list_keys(&prefix).await.unwrap() };
+        let before = objects().await;
+        assert_eq!(
+            before
+                .iter()
+                .filter(|k| k.as_ref().ends_with(".parquet"))
+                .count(),
+            3,
+            "{before:?}"
+        );
+
+        // An upload under way, which the delete waits for; the client gives up meanwhile.
+        let p = b.partition("t", 0).unwrap();
+        let upload = p.tier_work.lock().await;
+        let mut delete = Box::pin(b.delete_topic("t"));
+        assert!(
+            futures::poll!(&mut delete).is_pending(),
+            "the delete waits for the upload"
+        );
+        drop(delete);
+        drop(upload);
+        assert!(
+            b.list_topics().iter().all(|t| t.name != "t"),
+            "the topic is deleted all the same"
+        );
+        let pending = b.pending_deletions();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].tombstone.topic_id, id);
+
+        // Not at once: an upload the dropped request no longer waits for may still land.
+        assert_eq!(b.run_deletions().await, 1);
+        clock.advance(59_999);
+        assert_eq!(b.run_deletions().await, 1);
+        assert_eq!(objects().await, before, "nothing removed within the minute");
+
+        // A minute after the drop, the deletion round removes them.
+        clock.advance(1);
+        assert_eq!(b.run_deletions().await, 0, "{:?}", b.pending_deletions());
+        let left = objects().await;
+        assert!(left.is_empty(), "orphaned objects: {left:?}");
+        assert!(b.pending_deletions().is_empty());
+        let tombstones: Vec<_> = std::fs::read_dir(dir.path().join("tombstones"))
+            .unwrap()
+            .collect();
+        assert!(tombstones.is_empty(), "{tombstones:?}");
+    }
+}

@@ -927,6 +927,10 @@ struct GroupSnapshot {
     offsets: Vec<(String, u32, i64, String)>,
 }
 
+/// Bytes of records per batch when the offsets topic is filled from the bucket: a
+/// quarter of its default `max.message.bytes`.
+const RESTORE_BATCH_BYTES: usize = 256 << 10;
+
 /// `<prefix>/groups/offsets.json`
 fn snapshot_key(bucket: &strata_tier::store::Bucket) -> object_store::path::Path {
     bucket.prefix.clone().join("groups").join("offsets.json")
@@ -1034,11 +1038,23 @@ impl Broker {
             }
         }
         let restored = entries.len();
-        // In batches well under the offsets topic's max.message.bytes.
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            self.persist(entries.by_ref().take(1000).collect())?;
+        // In batches well under the offsets topic's max.message.bytes (names and commit
+        // metadata have no small bound). Restoring twice (a restore cut short, then run
+        // again) appends the same keys and values again: the state is the same.
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (key, value) in entries {
+            let size = serde_json::to_vec(&key).map_or(0, |k| k.len())
+                + value.as_ref().map_or(0, Vec::len)
+                + 32;
+            if !chunk.is_empty() && bytes + size > RESTORE_BATCH_BYTES {
+                self.persist(std::mem::take(&mut chunk))?;
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push((key, value));
         }
+        self.persist(chunk)?;
         tracing::info!(
             groups = snapshot.groups.len(),
             records = restored,

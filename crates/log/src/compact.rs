@@ -13,13 +13,15 @@
 //!
 //! What a pass keeps, for each record below the cleaned end:
 //! - a record whose key appears later in the dirty part is removed;
-//! - a tombstone (null value) that is the latest for its key is removed once its
-//!   timestamp is older than `delete.retention.ms`, so consumers that read the key's
-//!   earlier value have that long to see the delete;
+//! - a tombstone (null value) that is the latest for its key is removed once the pass
+//!   that first kept it is `delete.retention.ms` old (Kafka's delete horizon; the
+//!   passes are dated in `cleaner-offset-checkpoint`), so consumers that read the key's
+//!   earlier value have that long to see the delete, whatever the tombstone's own
+//!   timestamp;
 //! - a record without a key is removed (producers may not send one to a compacted topic).
 //!
 //! Offsets never change. Each rewritten batch covers a contiguous offset range of the
-//! batches it replaces ([`strata_record::RetainedBatch`]), so a segment stays dense in
+//! batches it replaces (at most `i32::MAX` offsets, as a segment does) ([`strata_record::RetainedBatch`]), so a segment stays dense in
 //! batches and readers step by `next_offset` as before; a read of a removed offset
 //! returns the batch that covered it and the reader skips to the next record. Batches are
 //! never merged across leader epochs (the epoch of a batch stays the epoch it was written
@@ -87,8 +89,12 @@ const PLAN: &str = "plan";
 const CHECKPOINT: &str = "cleaner-offset-checkpoint";
 /// Rewritten batches stay under this size (a batch is never split below one record).
 const MAX_OUT_BATCH: usize = 1 << 20;
-/// Map overhead per key beyond its bytes (hash table slot, box, offset).
-const KEY_OVERHEAD: usize = 48;
+/// The most offsets one rewritten batch or segment covers: a batch's `last_offset_delta`
+/// and its records' offset deltas are i32, a segment's index holds u32 relative offsets.
+const MAX_SPAN: i64 = i32::MAX as i64;
+/// Map overhead per key beyond its bytes: the table slot (box pointer and length,
+/// offset) at hashbrown's load factor, and the allocation of the boxed key.
+const KEY_OVERHEAD: usize = 96;
 
 /// An old segment a new one replaces: (base offset, next offset, size), as read.
 type Replaced = (i64, i64, u64);
@@ -116,6 +122,8 @@ pub struct Cleaning {
     segment_bytes: u64,
     index_interval: u64,
     now_ms: i64,
+    /// Earlier passes (see [`CleanerState`]), to date tombstones.
+    passes: Vec<(i64, i64)>,
 }
 
 /// The new segments of a pass, ready for [`Log::swap_cleaned`].
@@ -126,13 +134,16 @@ pub struct Cleaned {
     start: i64,
     end: i64,
     report: CleanReport,
+    /// When the pass began (it dates the tombstones it kept).
+    now_ms: i64,
 }
 
 impl Log {
     /// The offset below which the log was compacted (the cleaner checkpoint), never
     /// past the active segment.
     pub fn cleaner_checkpoint(&self) -> i64 {
-        self.cleaner_checkpoint
+        self.cleaner
+            .checkpoint
             .max(self.log_start_offset())
             .min(self.active().base_offset)
     }
@@ -189,6 +200,7 @@ impl Log {
             segment_bytes: self.config.segment_bytes,
             index_interval: self.config.index_interval_bytes,
             now_ms: self.clock.now_ms(),
+            passes: self.cleaner.passes.clone(),
         })
     }
 
@@ -224,12 +236,21 @@ impl Log {
             .map_err(|e| LogError::io(format!("committing {}", swap_dir.display()), e))?;
         sync_dir(&self.dir)?;
         strata_failpoint::crash_at("log-compact-after-commit", || self.name.clone());
-        finish_swap(&self.dir, &self.name)?;
+        if let Err(e) = finish_swap(&self.dir, &self.name) {
+            // Committed but not finished: the files no longer match the segments held in
+            // memory. Serve nothing more; the next start finishes the swap.
+            tracing::error!(log = %self.name, error = %e, "a committed compaction swap could not be finished: the log is out of service until the broker restarts");
+            self.out_of_service = Some(format!(
+                "a committed compaction swap could not be finished ({e}); restart the broker, which finishes it"
+            ));
+            return Err(e);
+        }
         let Cleaned {
             groups,
             start,
             end,
             mut report,
+            now_ms,
         } = cleaned;
         let olds: Vec<i64> = self.segments.range(start..end).map(|(&b, _)| b).collect();
         for b in olds {
@@ -239,8 +260,21 @@ impl Log {
             seg.moved_to(&self.dir);
             self.segments.insert(seg.base_offset, seg);
         }
-        self.cleaner_checkpoint = end;
-        write_checkpoint(&self.dir, end)?;
+        self.cleaner.checkpoint = end;
+        self.cleaner.passes.push((end, now_ms));
+        if let Some(compact) = self.config.compact {
+            // Older passes than the newest one past delete.retention.ms tell nothing
+            // more: everything below that one's end is already removable.
+            let horizon = now_ms.saturating_sub(compact.delete_retention_ms);
+            let old = self
+                .cleaner
+                .passes
+                .iter()
+                .filter(|p| p.1 <= horizon)
+                .count();
+            self.cleaner.passes.drain(..old.saturating_sub(1));
+        }
+        write_state(&self.dir, &self.cleaner)?;
         report.segments_after = self.segments.range(start..end).count();
         report.bytes_after = self.segments.range(start..end).map(|(_, s)| s.size).sum();
         tracing::info!(
@@ -281,7 +315,9 @@ impl Cleaning {
     fn run_inner(&self, abort: &dyn Fn() -> bool) -> Result<Option<Cleaned>> {
         let cleaned_dir = self.dir.join(CLEANED_DIR);
         remove_dir(&cleaned_dir)?;
-        let (map, end) = self.key_map()?;
+        let Some((map, end)) = self.key_map(abort)? else {
+            return Ok(None);
+        };
         let mut report = CleanReport {
             cleaned_to: end,
             ..Default::default()
@@ -299,6 +335,13 @@ impl Cleaning {
         std::fs::create_dir(&cleaned_dir)
             .map_err(|e| LogError::io(format!("creating {}", cleaned_dir.display()), e))?;
         let horizon = self.now_ms.saturating_sub(self.config.delete_retention_ms);
+        // A tombstone goes once the pass that first kept it is delete.retention.ms old
+        // (Kafka's delete horizon): never in the pass that first sees it, whatever
+        // timestamp its producer gave it.
+        let tombstone_expired = |offset: i64| {
+            let first = self.passes.partition_point(|p| p.0 <= offset);
+            self.passes.get(first).is_some_and(|p| p.1 <= horizon)
+        };
         let mut out = Vec::new();
         // The new segment being written, its writer, and the old segments it replaces.
         let mut current: Option<(Segment, Writer, Vec<Replaced>)> = None;
@@ -308,8 +351,11 @@ impl Cleaning {
             }
             // Consecutive segments go into one new segment while it would stay within
             // segment.bytes even if all of the next one were kept.
+            // Nor may one cover more offsets than its index can address (u32 relative
+            // offsets; Kafka caps a segment at i32::MAX offsets too).
             if let Some((seg, writer, _)) = &current
-                && seg.size + writer.pending() as u64 + s.size > self.segment_bytes
+                && (seg.size + writer.pending() as u64 + s.size > self.segment_bytes
+                    || s.next_offset - seg.base_offset > MAX_SPAN)
             {
                 let (seg, writer, olds) = current.take().expect("checked");
                 out.push(self.seal(seg, writer, olds)?);
@@ -337,13 +383,13 @@ impl Cleaning {
                         h.base_offset, writer.covered
                     ));
                 }
-                writer.start_batch(seg, h.leader_epoch, h.base_offset, h.max_timestamp)?;
+                writer.start_batch(seg, h)?;
                 for r in batch.records() {
                     let r = r.map_err(|e| e.to_string())?;
                     let latest = r
                         .key
                         .is_some_and(|k| map.get(k).is_none_or(|&o| r.offset >= o));
-                    let expired_tombstone = r.value.is_none() && r.timestamp <= horizon;
+                    let expired_tombstone = r.value.is_none() && tombstone_expired(r.offset);
                     if latest && !expired_tombstone {
                         writer.push(seg, &r)?;
                     } else {
@@ -378,6 +424,7 @@ impl Cleaning {
             start,
             end,
             report,
+            now_ms: self.now_ms,
         }))
     }
 
@@ -402,8 +449,10 @@ impl Cleaning {
 
     /// Maps each key of the dirty part to its latest offset. Returns the map and the
     /// end of what it covers: the end of the last segment whose keys all fit in the
-    /// budget (at least the first dirty segment, whatever its size).
-    fn key_map(&self) -> Result<(KeyMap, i64)> {
+    /// budget. The budget is checked between segments, so the first dirty segment is
+    /// always mapped whole (as Kafka's cleaner needs its buffer to hold one segment):
+    /// memory is the budget plus at most one segment's keys.
+    fn key_map(&self, abort: &dyn Fn() -> bool) -> Result<Option<(KeyMap, i64)>> {
         let mut map: KeyMap = HashMap::new();
         let mut used = 0usize;
         let mut end = self.first_dirty;
@@ -414,6 +463,9 @@ impl Cleaning {
         {
             if end > self.first_dirty && used > self.config.key_map_bytes {
                 break;
+            }
+            if abort() {
+                return Ok(None);
             }
             segment::for_each_batch(&s.file, s.size, &s.path, |batch| {
                 for r in batch.records() {
@@ -439,14 +491,15 @@ impl Cleaning {
             })?;
             end = s.next_offset;
         }
-        Ok((map, end))
+        Ok(Some((map, end)))
     }
 }
 
 /// Writes the kept records of consecutive batches as batches that cover the same
 /// offsets, closing one at an epoch change or when it is full.
 struct Writer {
-    out: Option<(RetainedBatch, i32, i64)>,
+    /// The batch being built: the records, (leader epoch, attributes), max timestamp.
+    out: Option<(RetainedBatch, (i32, i16), i64)>,
     /// Offset after the last input batch seen.
     covered: i64,
 }
@@ -464,20 +517,30 @@ impl Writer {
         self.out.as_ref().map_or(0, |(b, _, _)| b.size())
     }
 
+    /// Starts on the input batch `h`: a new output batch when the open one has another
+    /// leader epoch or attributes (timestamp type), or would cover too many offsets.
     fn start_batch(
         &mut self,
         seg: &mut Segment,
-        epoch: i32,
-        base: i64,
-        max_ts: i64,
+        h: &strata_record::BatchHeader,
     ) -> Result<(), String> {
-        if self.out.as_ref().is_some_and(|(_, e, _)| *e != epoch) {
+        // Records are written uncompressed; the timestamp type stays as it was.
+        let kind = (
+            h.leader_epoch,
+            h.attributes & !strata_record::COMPRESSION_MASK,
+        );
+        if self
+            .out
+            .as_ref()
+            .is_some_and(|(b, k, _)| *k != kind || h.next_offset() - b.base_offset() > MAX_SPAN)
+        {
             self.close(seg)?;
         }
+        let base = h.base_offset;
         let (_, _, ts) = self
             .out
-            .get_or_insert_with(|| (RetainedBatch::append_to(Vec::new(), base), epoch, i64::MIN));
-        *ts = (*ts).max(max_ts);
+            .get_or_insert_with(|| (RetainedBatch::append_to(Vec::new(), base), kind, i64::MIN));
+        *ts = (*ts).max(h.max_timestamp);
         Ok(())
     }
 
@@ -487,12 +550,12 @@ impl Writer {
             .as_ref()
             .is_some_and(|(b, _, _)| b.record_count() > 0 && b.size() >= MAX_OUT_BATCH);
         if full {
-            let (b, epoch, ts) = self.out.take().expect("open batch");
-            let buf = b.finish(r.offset, epoch, ts);
+            let (b, kind, ts) = self.out.take().expect("open batch");
+            let buf = b.finish(r.offset, kind.0, kind.1, ts);
             seg.append(&buf).map_err(|e| e.to_string())?;
             self.out = Some((
                 RetainedBatch::append_to(Vec::new(), r.offset),
-                epoch,
+                kind,
                 i64::MIN,
             ));
         }
@@ -502,26 +565,64 @@ impl Writer {
 
     /// Ends the open batch at the offsets covered so far.
     fn close(&mut self, seg: &mut Segment) -> Result<(), String> {
-        if let Some((b, epoch, ts)) = self.out.take()
+        if let Some((b, kind, ts)) = self.out.take()
             && self.covered > b.base_offset()
         {
-            let buf = b.finish(self.covered, epoch, ts);
+            let buf = b.finish(self.covered, kind.0, kind.1, ts);
             seg.append(&buf).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 }
 
-/// Reads the cleaner checkpoint of the log in `dir` (`i64::MIN` when there is none).
-pub(crate) fn read_checkpoint(dir: &Path) -> i64 {
-    std::fs::read_to_string(dir.join(CHECKPOINT))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(i64::MIN)
+/// What the cleaner has done to a log (`cleaner-offset-checkpoint`): the first line is
+/// the offset below which the log is compacted; each further line, `end at_ms`, a pass
+/// that compacted everything below `end` at `at_ms` (ends and times ascending), which
+/// dates the tombstones it kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CleanerState {
+    pub checkpoint: i64,
+    pub passes: Vec<(i64, i64)>,
 }
 
-pub(crate) fn write_checkpoint(dir: &Path, offset: i64) -> Result<()> {
-    write_atomic(&dir.join(CHECKPOINT), format!("{offset}\n").as_bytes())
+impl CleanerState {
+    /// Offsets from `end` on are new: none of them counts as compacted.
+    pub(crate) fn lower_to(&mut self, end: i64) -> bool {
+        let changed = self.checkpoint > end || self.passes.last().is_some_and(|p| p.0 > end);
+        self.checkpoint = self.checkpoint.min(end);
+        for p in &mut self.passes {
+            p.0 = p.0.min(end);
+        }
+        changed
+    }
+}
+
+/// Reads the cleaner state of the log in `dir` (nothing compacted when there is none or
+/// it is unreadable: the next pass then redoes work, never skips any).
+pub(crate) fn read_state(dir: &Path) -> CleanerState {
+    let text = std::fs::read_to_string(dir.join(CHECKPOINT)).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(checkpoint) = lines.next().and_then(|l| l.trim().parse().ok()) else {
+        return CleanerState {
+            checkpoint: i64::MIN,
+            passes: Vec::new(),
+        };
+    };
+    let passes = lines
+        .filter_map(|l| {
+            let (end, at) = l.split_once(' ')?;
+            Some((end.parse().ok()?, at.parse().ok()?))
+        })
+        .collect();
+    CleanerState { checkpoint, passes }
+}
+
+pub(crate) fn write_state(dir: &Path, state: &CleanerState) -> Result<()> {
+    let mut text = format!("{}\n", state.checkpoint);
+    for (end, at) in &state.passes {
+        text.push_str(&format!("{end} {at}\n"));
+    }
+    write_atomic(&dir.join(CHECKPOINT), text.as_bytes())
 }
 
 /// At open: removes a pass that never committed and finishes one that did.
@@ -543,8 +644,16 @@ pub(crate) fn recover(dir: &Path, name: &str) -> Result<()> {
 fn finish_swap(dir: &Path, name: &str) -> Result<()> {
     let swap = dir.join(SWAP_DIR);
     let plan_path = swap.join(PLAN);
-    let plan = std::fs::read_to_string(&plan_path)
-        .map_err(|e| LogError::io(format!("reading {}", plan_path.display()), e))?;
+    let plan = match std::fs::read_to_string(&plan_path) {
+        Ok(plan) => plan,
+        // The plan goes last (below): a swap/ without one was finished, and only its
+        // removal was cut short.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_dir(&swap)?;
+            return sync_dir(dir);
+        }
+        Err(e) => return Err(LogError::io(format!("reading {}", plan_path.display()), e)),
+    };
     let bad_plan = || LogError::Corrupt {
         log: name.to_string(),
         offset: 0,
@@ -596,6 +705,10 @@ fn finish_swap(dir: &Path, name: &str) -> Result<()> {
         strata_failpoint::crash_at("log-compact-mid-swap", || name.to_string());
     }
     sync_dir(dir)?;
+    // The plan first, then the (now empty) directory: a crash between leaves a swap/
+    // without a plan, which means finished.
+    std::fs::remove_file(&plan_path)
+        .map_err(|e| LogError::io(format!("removing {}", plan_path.display()), e))?;
     remove_dir(&swap)?;
     sync_dir(dir)
 }
@@ -783,6 +896,11 @@ mod tests {
             &[("kept", Some("1".into())), ("gone", Some("2".into()))],
         );
         put(&mut log, NOW, &[("gone", None)]);
+        // A tombstone its producer dated long ago is kept by the pass that first sees
+        // it all the same: the horizon runs from that pass.
+        let long_ago = NOW - 10 * 86_400_000;
+        put(&mut log, long_ago, &[("old", Some("3".into()))]);
+        put(&mut log, long_ago, &[("old", None)]);
         fill(&mut log, 120, NOW);
         let report = compact(&mut log).unwrap();
         let kept = read_all(&log, 0);
@@ -793,15 +911,16 @@ mod tests {
             vec![(2, "gone".into(), None)],
             "the value is gone, its tombstone stays within delete.retention.ms"
         );
+        assert_eq!(of("old"), vec![(4, "old".into(), None)]);
         assert_eq!(report.tombstones_removed, 0);
 
         // Past delete.retention.ms the tombstone, still the latest for its key, goes too.
         clock.advance(60_001);
         fill(&mut log, 120, NOW + 60_001);
         let report = compact(&mut log).unwrap();
-        assert_eq!(report.tombstones_removed, 1, "{report:?}");
+        assert_eq!(report.tombstones_removed, 2, "{report:?}");
         let kept = read_all(&log, 0);
-        assert!(!kept.iter().any(|r| r.1 == "gone"));
+        assert!(!kept.iter().any(|r| r.1 == "gone" || r.1 == "old"));
         assert_eq!(kept[0], (0, "kept".into(), Some("1".into())));
     }
 

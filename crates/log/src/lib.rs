@@ -159,8 +159,8 @@ pub struct Log {
     first_unflushed_ms: Option<i64>,
     /// Set by the first failed fsync; the log refuses everything after it.
     out_of_service: Option<String>,
-    /// Offsets below this were compacted (`cleaner-offset-checkpoint`).
-    cleaner_checkpoint: i64,
+    /// What compaction did (`cleaner-offset-checkpoint`).
+    cleaner: compact::CleanerState,
 }
 
 impl Log {
@@ -295,10 +295,13 @@ impl Log {
             unflushed: 0,
             first_unflushed_ms: None,
             out_of_service: None,
-            cleaner_checkpoint: compact::read_checkpoint(&dir_for_checkpoint),
+            cleaner: compact::read_state(&dir_for_checkpoint),
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from(end)?;
+        // A crash between a truncation and its checkpoint write: offsets from the log
+        // end on are new, never compacted.
+        log.lower_cleaner_checkpoint(end)?;
         report.log_end_offset = end;
         Ok((log, report))
     }
@@ -724,11 +727,19 @@ impl Log {
         Ok(())
     }
 
+    /// Records an error met outside the log's own calls (a compaction pass run without
+    /// the lock): a failed fsync takes the log out of service as it would inside.
+    pub fn note_error(&mut self, e: LogError) -> LogError {
+        match self.guarded(|_| Err::<(), _>(e)) {
+            Err(e) => e,
+            Ok(()) => unreachable!("an error stays an error"),
+        }
+    }
+
     /// Offsets written from `end` on are new: none of them may count as compacted.
     fn lower_cleaner_checkpoint(&mut self, end: i64) -> Result<()> {
-        if self.cleaner_checkpoint > end {
-            self.cleaner_checkpoint = end;
-            compact::write_checkpoint(&self.dir, end)?;
+        if self.cleaner.lower_to(end) {
+            compact::write_state(&self.dir, &self.cleaner)?;
         }
         Ok(())
     }

@@ -249,7 +249,13 @@ impl RetainedBatch {
     /// `leader_epoch`; its max timestamp is the largest of its records' and
     /// `max_timestamp` (the removed records' batches, so time retention and the time
     /// index see the range as they did before). Returns the buffer with the batch.
-    pub fn finish(mut self, next_offset: i64, leader_epoch: i32, max_timestamp: i64) -> Vec<u8> {
+    pub fn finish(
+        mut self,
+        next_offset: i64,
+        leader_epoch: i32,
+        attributes: i16,
+        max_timestamp: i64,
+    ) -> Vec<u8> {
         assert!(
             next_offset > self.base_offset,
             "a batch covers at least one offset"
@@ -262,8 +268,11 @@ impl RetainedBatch {
         h[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
         h[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
         h[16] = MAGIC as u8;
-        h[21..23].copy_from_slice(&0i16.to_be_bytes());
-        let last_delta = (next_offset - 1 - self.base_offset) as i32;
+        // The records are written uncompressed; other bits (the timestamp type) stay.
+        let attributes = attributes & !crate::COMPRESSION_MASK;
+        h[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let last_delta = i32::try_from(next_offset - 1 - self.base_offset)
+            .expect("a batch covers at most i32::MAX offsets");
         h[23..27].copy_from_slice(&last_delta.to_be_bytes());
         h[27..35].copy_from_slice(&base_ts.to_be_bytes());
         h[35..43].copy_from_slice(&max_ts.to_be_bytes());
@@ -342,7 +351,7 @@ mod tests {
         {
             kept.push(&r);
         }
-        let out = kept.finish(105, 7, 0);
+        let out = kept.finish(105, 7, 0, 0);
         let batch = Batch::parse(&out).unwrap();
         let h = batch.header();
         assert_eq!(
@@ -375,7 +384,7 @@ mod tests {
             vec![(&b"h"[..], Some(&b"x"[..]))]
         );
         // A batch whose records were all removed still covers its offsets.
-        let empty = RetainedBatch::append_to(Vec::new(), 200).finish(210, 1, 5_000);
+        let empty = RetainedBatch::append_to(Vec::new(), 200).finish(210, 1, 0, 5_000);
         let e = Batch::parse(&empty).unwrap();
         assert_eq!(
             (e.header().record_count, e.header().next_offset()),
