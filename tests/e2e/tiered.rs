@@ -1,14 +1,15 @@
 //! The cold tier against a real S3-compatible server: offload, reads across tiers,
-//! a broker rebuilt from the bucket alone, an S3 outage, and no orphaned objects.
+//! a broker rebuilt from the bucket alone, an S3 outage, S3 answering `503 SlowDown`,
+//! and no orphaned objects.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_client::{Client, Producer, ProducerConfig, pb};
 
 use crate::helpers::*;
 use crate::history::History;
-use crate::s3::S3Server;
+use crate::s3::{S3Op, S3Server};
 
 const URL: &str = "s3://strata/cluster-a";
 
@@ -728,4 +729,238 @@ async fn a_topic_deleted_during_an_s3_outage_stays_deleted_and_its_objects_go_la
     );
     assert!(!topic_names(&client).await.contains(&"solo".to_string()));
     fresh.stop().await;
+}
+
+/// An object store client for `s3`'s bucket that retries a failed request `retries`
+/// times (object_store's default backoff).
+fn s3_client(s3: &S3Server, retries: usize) -> object_store::aws::AmazonS3 {
+    let mut b = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(crate::s3::BUCKET)
+        .with_retry(object_store::RetryConfig {
+            max_retries: retries,
+            ..Default::default()
+        });
+    for (k, v) in s3.options() {
+        b = b.with_config(k.parse().unwrap(), v);
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_server_answers_503_slow_down_when_told_and_object_store_retries_it() {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let key = Path::from("x/one");
+
+    // Without retries the client sees S3's answer itself.
+    let once = s3_client(&s3, 0);
+    s3.slow_down_next(1, &[S3Op::Put]);
+    let e = once
+        .put(&key, PutPayload::from_static(b"a"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("503") && e.contains("<Code>SlowDown</Code>"),
+        "{e}"
+    );
+    once.put(&key, PutPayload::from_static(b"a"))
+        .await
+        .expect("only the next request was refused");
+    assert_eq!(s3.slowed_down(), BTreeMap::from([(S3Op::Put, 1)]));
+
+    // With object_store's retries, half of every kind refused is absorbed.
+    let retrying = s3_client(&s3, 10);
+    s3.slow_down(50, &S3Op::ALL);
+    retrying
+        .put(&key, PutPayload::from_static(b"b"))
+        .await
+        .unwrap();
+    let got = retrying.get(&key).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&got[..], b"b");
+    let listed: Vec<_> = retrying.list(None).try_collect().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    retrying.delete(&key).await.unwrap();
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
+    assert_eq!(
+        s3.slowed_down(),
+        BTreeMap::from([
+            (S3Op::List, 1),
+            (S3Op::Get, 1),
+            (S3Op::Put, 2),
+            // object_store deletes even one object with DeleteObjects.
+            (S3Op::DeleteMany, 1)
+        ]),
+        "each kind's first request was refused, and its retry served"
+    );
+}
+
+/// About 1 KiB, unique to `i` and incompressible (xorshift64 seeded by `i`), so 12 MiB
+/// segments make Parquet objects above the 8 MiB multipart part: they go up in parts.
+fn bulky(i: u64) -> Vec<u8> {
+    let mut v = format!("value-{i:08}-").into_bytes();
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while v.len() < 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+/// One consumer pass over partition 0 of `topic` from `from` to the high watermark, as
+/// a consumer makes it: a fetch answered UNAVAILABLE (the cold tier's store failing) is
+/// tried again from where the pass stands. Returns (offset, value) in delivery order,
+/// and how many fetches were tried again.
+async fn consume_retrying(client: &Client, topic: &str, from: i64) -> (Vec<(i64, Vec<u8>)>, u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::new();
+    let mut at = from;
+    let mut retried = 0;
+    loop {
+        let r = match client.fetch(topic, 0, at, 1 << 20, 1, Duration::ZERO).await {
+            Ok(r) => r,
+            Err(e) if e.code() == Some(tonic::Code::Unavailable) => {
+                assert!(Instant::now() < deadline, "fetch at {at} kept failing: {e}");
+                retried += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => panic!("fetch at {at}: {e:?}"),
+        };
+        if r.batches.is_empty() {
+            assert!(
+                at >= r.high_watermark,
+                "empty fetch at {at} below the high watermark {}",
+                r.high_watermark
+            );
+            return (out, retried);
+        }
+        for b in strata_record::BatchIter::new(&r.batches) {
+            for rec in b.expect("valid batch").records() {
+                let rec = rec.expect("valid record");
+                if rec.offset >= at {
+                    out.push((rec.offset, rec.value.unwrap_or_default().to_vec()));
+                }
+            }
+        }
+        at = r.next_offset;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_answering_503_slow_down_loses_and_duplicates_nothing() {
+    // About 50 MiB: four sealed 12 MiB segments, each uploaded in two parts.
+    const N: u64 = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    // Two of every three requests of each kind, from the broker's first on: its
+    // start-up probe lists, puts, gets and deletes.
+    s3.slow_down(66, &S3Op::ALL);
+    let broker = broker_on(&dir.path().join("data"), &s3).await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_string(), (12 << 20).to_string()),
+        ("local.retention.bytes".to_string(), "1024".to_string()),
+    ]);
+    client.create_topic("slow", 1, 1, configs).await.unwrap();
+    let mut p = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            batch_size: 64 * 1024,
+            track_acks: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..N {
+        p.send("slow", Some(0), None, Some(&bulky(i)), &[])
+            .await
+            .unwrap();
+    }
+    p.flush().await.unwrap();
+    // One producer, in order, to one partition: the i-th record sent went to offset i.
+    let mut history = History::new();
+    let mut at = 0;
+    for a in p.acked() {
+        assert_eq!(a.base_offset, at, "one producer, in order");
+        for o in at..at + a.record_count as i64 {
+            history.ack(o, bulky(o as u64));
+        }
+        at += a.record_count as i64;
+    }
+    assert_eq!(at, N as i64);
+    p.close().await.unwrap();
+
+    // Offload goes on through the 503s, and a consumer reads across both tiers.
+    wait_until(
+        Duration::from_secs(120),
+        "offload while S3 answers 503",
+        || {
+            let c = client.clone();
+            async move {
+                let p = partition(&c, "slow").await;
+                p.remote_segments >= 2 && p.local_log_start_offset > 0
+            }
+        },
+    )
+    .await;
+    let gets = || s3.slowed_down().get(&S3Op::Get).copied().unwrap_or(0);
+    let gets_before = gets();
+    let (pass, retried) = consume_retrying(&client, "slow", 0).await;
+    assert!(
+        gets() > gets_before,
+        "the cold tier's reads were answered 503 too: {:?}",
+        s3.slowed_down()
+    );
+    history.read(0, pass);
+
+    // S3 serves again: offload catches up, local retention leaves the disk the tail.
+    s3.serve_all();
+    wait_until(
+        Duration::from_secs(120),
+        "offload to catch up once S3 serves again",
+        || {
+            let c = client.clone();
+            async move {
+                let p = partition(&c, "slow").await;
+                p.tier_error.is_empty()
+                    && p.segments == 1
+                    && p.local_log_start_offset == p.high_watermark - p.upload_lag
+            }
+        },
+    )
+    .await;
+    let p = partition(&client, "slow").await;
+    assert_eq!(p.log_start_offset, 0);
+    assert!(p.remote_segments >= 4, "{p:?}");
+    assert!(p.local_log_start_offset > (N as i64) * 3 / 4, "{p:?}");
+    let all = read_all(&client, "slow", 0, 0).await;
+    history.read(0, all.into_iter().map(|(o, _, v)| (o, v)));
+    history.assert_clean("with S3 answering 503 SlowDown");
+
+    let slowed = s3.slowed_down();
+    for op in [
+        S3Op::List,
+        S3Op::Get,
+        S3Op::Put,
+        S3Op::DeleteMany,
+        S3Op::CreateMultipart,
+        S3Op::UploadPart,
+        S3Op::CompleteMultipart,
+    ] {
+        assert!(
+            slowed.contains_key(&op),
+            "no {op:?} was answered 503: {slowed:?}"
+        );
+    }
+    eprintln!(
+        "503 SlowDown answered: {slowed:?}; fetches tried again: {retried}; failed uploads: {}",
+        broker.broker.metrics().upload_failures.get()
+    );
+    broker.stop().await;
 }
