@@ -9,7 +9,14 @@
 //! every value was 4% of encoding. Rows come back as record batches
 //! in the log's own format with the same offsets, timestamps, keys, values and headers
 //! (batch boundaries, producer ids and leader epochs are not kept).
+//!
+//! Bytes read back are checked against the CRC-32s the uploader recorded in the manifest
+//! (of the object, of its footer, of each row group) before the parquet decoder sees
+//! them: its Thrift decoder walks a list's claimed length without comparing it to the
+//! bytes left, so one damaged length costs it seconds of CPU (a `list<bool>` of
+//! 2^31 - 1 elements in a footer, or one of doubles at the end of a page header).
 
+use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
@@ -25,13 +32,14 @@ use bytes::{Buf, Bytes};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::schema::types::ColumnPath;
 use strata_record::{BatchBuilder, BatchIter, RecordError};
 
 use crate::TierError;
+use crate::manifest::FooterSum;
 
 fn header_fields() -> Fields {
     Fields::from(vec![
@@ -384,6 +392,78 @@ pub fn contain<T>(what: &str, f: impl FnOnce() -> Result<T, TierError>) -> Resul
             "{what} could not be decoded (the parquet decoder failed: {why})"
         )))
     })
+}
+
+/// The byte range of each row group, from its first column chunk's first page to the
+/// end of its last, as `meta` gives them.
+pub fn row_group_ranges(meta: &ParquetMetaData) -> Vec<Range<u64>> {
+    meta.row_groups()
+        .iter()
+        .map(|g| {
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            for c in g.columns() {
+                let (start, len) = c.byte_range();
+                lo = lo.min(start);
+                hi = hi.max(start.saturating_add(len));
+            }
+            lo.min(hi)..hi
+        })
+        .collect()
+}
+
+/// Checks `bytes`, called `what` in the error, against the CRC-32 recorded for them.
+pub fn check_crc(what: &str, bytes: &[u8], expected: u32) -> Result<(), TierError> {
+    let found = crc32fast::hash(bytes);
+    if found == expected {
+        Ok(())
+    } else {
+        Err(TierError::Checksum {
+            what: what.to_string(),
+            found,
+            expected,
+        })
+    }
+}
+
+/// The footer reader of the cold tier: the page index is never read.
+pub fn footer_reader() -> ParquetMetaDataReader {
+    ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip)
+}
+
+/// Parses the footer of an object of `object_len` bytes from `tail`, its last bytes, once
+/// they are the footer `sum` describes: bytes that differ from what the uploader wrote
+/// never reach the decoder.
+pub fn parse_checked_footer(
+    tail: &Bytes,
+    object_len: u64,
+    sum: &FooterSum,
+) -> Result<ParquetMetaData, TierError> {
+    if tail.len() as u64 != sum.len {
+        return Err(TierError::Format(format!(
+            "its footer is {} bytes, the manifest says {}",
+            tail.len(),
+            sum.len
+        )));
+    }
+    check_crc("the footer", tail, sum.crc32)?;
+    contain("the footer", || {
+        let mut reader = footer_reader();
+        reader.try_parse_sized(tail, object_len)?;
+        Ok(reader.finish()?)
+    })
+}
+
+/// Checks every row group of `groups` (byte ranges, from [`row_group_ranges`]) that lies
+/// inside `span` against its CRC-32 in `crcs`, before any of them is decoded.
+pub fn check_row_groups(span: &Span, groups: &[Range<u64>], crcs: &[u32]) -> Result<(), TierError> {
+    let end = span.start + span.bytes.len() as u64;
+    for (i, (g, &crc)) in groups.iter().zip(crcs).enumerate() {
+        if g.start >= span.start && g.end <= end {
+            let at = (g.start - span.start) as usize..(g.end - span.start) as usize;
+            check_crc(&format!("row group {i}"), &span.bytes[at], crc)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a footer the way the cold reader does, from the object's last bytes (or all

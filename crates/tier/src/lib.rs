@@ -40,6 +40,24 @@ pub enum TierError {
     Record(#[from] strata_record::RecordError),
     #[error("{0}")]
     Format(String),
+    /// Bytes read back differ from what the uploader wrote: they are refused before
+    /// anything decodes them.
+    #[error("{what}'s CRC-32 is {found:08x}, the manifest says {expected:08x}")]
+    Checksum {
+        what: String,
+        found: u32,
+        expected: u32,
+    },
+    /// A remote segment that cannot be read, and why.
+    #[error(
+        "remote segment {key} (offsets {base_offset}..={last_offset}) cannot be read: {source}"
+    )]
+    Corrupt {
+        key: String,
+        base_offset: i64,
+        last_offset: i64,
+        source: Box<TierError>,
+    },
     #[error("invalid object store URL {url:?}: {reason}")]
     Url { url: String, reason: String },
 }

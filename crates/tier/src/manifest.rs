@@ -3,8 +3,10 @@
 //!
 //! It lists every remote segment of the partition, oldest first, with what a reader
 //! needs to serve an offset without listing the bucket or reading footers first: offset
-//! and time ranges, size, the first offset of each row group, and a CRC-32 of the object.
-//! It is rewritten whole after each upload or deletion (format in `docs/manifest.md`).
+//! and time ranges, size, the first offset of each row group, and a CRC-32 of the object,
+//! of its footer and of each row group, so no byte read back reaches the Parquet decoder
+//! unchecked. It is rewritten whole after each upload or deletion (format in
+//! `docs/cold-tier.md`).
 
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,38 @@ pub struct RemoteSegment {
     pub row_groups: Vec<i64>,
     /// CRC-32 of the whole object.
     pub crc32: u32,
+    /// The footer's length and CRC-32. Absent in entries written before they were
+    /// recorded: such a footer is parsed unchecked (contained, on a blocking thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footer: Option<FooterSum>,
+    /// CRC-32 of each row group's bytes, in order; absent like `footer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_group_crc32: Option<Vec<u32>>,
+}
+
+/// The footer of an object: its last `len` bytes (the Thrift `FileMetaData`, its 4-byte
+/// length and the closing `PAR1`), and their CRC-32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FooterSum {
+    pub len: u64,
+    pub crc32: u32,
+}
+
+impl FooterSum {
+    /// The footer that `tail`, the last bytes of an object, ends with; None if they do
+    /// not end in a footer that lies inside them.
+    pub fn of(tail: &[u8]) -> Option<Self> {
+        let end = &tail[tail.len().checked_sub(8)?..];
+        if &end[4..] != b"PAR1" {
+            return None;
+        }
+        let len = u32::from_le_bytes(end[..4].try_into().expect("4 bytes")) as usize + 8;
+        let footer = &tail[tail.len().checked_sub(len)?..];
+        Some(Self {
+            len: len as u64,
+            crc32: crc32fast::hash(footer),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +200,8 @@ mod tests {
             key: format!("k{base}"),
             row_groups: vec![base],
             crc32: 0,
+            footer: None,
+            row_group_crc32: None,
         }
     }
 

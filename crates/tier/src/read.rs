@@ -18,7 +18,11 @@
 //!   one) are held, least recently used out first, besides those still being fetched
 //!   (a few per reader: the read-ahead of one read); parsed footers are kept for at
 //!   most `FOOTERS_KEPT` objects and `footer_bytes` of memory.
-//! - An object fetched whole is checked against the manifest's CRC before use.
+//! - No byte from the bucket reaches the parquet decoder before it is checked against a
+//!   CRC-32 the manifest recorded at upload: an object fetched whole against the
+//!   object's, a footer fetched alone against the footer's, and a span against its row
+//!   groups'. Entries written before footer and row-group CRCs were recorded have their
+//!   footers and spans decoded unchecked (contained, on blocking threads).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -30,12 +34,12 @@ use object_store::path::Path;
 use parking_lot::Mutex;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::OnceCell;
 
 use crate::cache::RowGroupCache;
-use crate::codec::{Span, decode_row_group};
-use crate::manifest::RemoteSegment;
+use crate::codec::{Span, decode_row_group, footer_reader};
+use crate::manifest::{FooterSum, RemoteSegment};
 use crate::store::Bucket;
 use crate::{Result, TierError};
 
@@ -149,13 +153,9 @@ pub(crate) fn cache_key(seg: &RemoteSegment, rg: usize) -> String {
     format!("{}#{:08x}#{rg}", seg.key, seg.crc32)
 }
 
-fn footer_reader() -> ParquetMetaDataReader {
-    ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Skip)
-}
-
-/// Parses a footer on a blocking thread, its panics contained: the parquet crate's
-/// thrift decoder can spend seconds of CPU on a damaged footer (fuzzing found one that
-/// claims huge lists), which must not hold an async worker.
+/// Parses a footer on a blocking thread, its panics contained: it is CPU work, and the
+/// parquet crate's Thrift decoder can spend seconds on a damaged footer (see
+/// [`crate::codec`]), which must not hold an async worker.
 async fn parse_footer(
     parse: impl FnOnce() -> Result<Option<ParquetMetaData>> + Send + 'static,
 ) -> Result<Option<ParquetMetaData>> {
@@ -332,7 +332,7 @@ impl ColdReader {
             Some(self.footer(seg, None).await?)
         };
         let (cell, range, _) = self.slot(seg, footer.as_deref(), rg, ahead);
-        cell.get_or_try_init(|| self.fetch(seg, range, footer.is_none()))
+        cell.get_or_try_init(|| self.fetch(seg, range, footer.as_deref()))
             .await
             .cloned()
     }
@@ -398,28 +398,33 @@ impl ColdReader {
         (cell, range, true)
     }
 
-    async fn fetch(&self, seg: &RemoteSegment, range: Range<u64>, whole: bool) -> Result<Span> {
+    /// Fetches bytes `range` of `seg` and checks them before anyone decodes them: the
+    /// whole object (`footer` None) against its CRC-32, a span against its row groups'.
+    async fn fetch(
+        &self,
+        seg: &RemoteSegment,
+        range: Range<u64>,
+        footer: Option<&Footer>,
+    ) -> Result<Span> {
         let path = Path::from(seg.key.as_str());
         let bytes = self.bucket.store.get_range(&path, range.clone()).await?;
-        if whole && crc32fast::hash(&bytes) != seg.crc32 {
-            return Err(corrupt(
-                seg,
-                TierError::Format(format!(
-                    "its CRC-32 is {:08x}, the manifest says {:08x}",
-                    crc32fast::hash(&bytes),
-                    seg.crc32
-                )),
-            ));
-        }
-        Ok(Span {
+        let span = Span {
             start: range.start,
             bytes,
             object_len: seg.size_bytes,
-        })
+        };
+        let checked = match (footer, &seg.row_group_crc32) {
+            (None, _) => crate::codec::check_crc("the object", &span.bytes, seg.crc32),
+            (Some(f), Some(crcs)) => crate::codec::check_row_groups(&span, &f.groups, crcs),
+            (Some(_), None) => Ok(()),
+        };
+        checked.map_err(|e| corrupt(seg, e))?;
+        Ok(span)
     }
 
-    /// The parsed footer of `seg`: kept, or parsed from `whole` (a span that holds the
-    /// whole object), or fetched. Concurrent callers share one footer GET.
+    /// The parsed footer of `seg`: kept, or parsed from `span` if it holds the whole
+    /// object (checked when it was fetched), or fetched and checked. Concurrent callers
+    /// share one footer GET.
     async fn footer(&self, seg: &RemoteSegment, span: Option<&Span>) -> Result<Arc<Footer>> {
         if let Some(f) = self.kept_footer(seg) {
             return Ok(f);
@@ -449,6 +454,12 @@ impl ColdReader {
             if let Some(f) = self.kept_footer(seg) {
                 return Ok(f);
             }
+            if let Some(sum) = seg.footer {
+                let meta = self.fetch_checked_footer(seg, sum).await?;
+                return self.keep_footer(seg, meta);
+            }
+            // An entry from before footers were recorded: the last FOOTER_HINT bytes,
+            // more if the footer says it is longer, parsed unchecked.
             let path = Path::from(seg.key.as_str());
             let size = seg.size_bytes;
             let mut want = FOOTER_HINT.min(size);
@@ -485,6 +496,36 @@ impl ColdReader {
         .cloned()
     }
 
+    /// Fetches the footer the manifest describes (its exact bytes, one GET) and parses it
+    /// once they match its CRC-32. The GET's errors are returned; what the footer holds
+    /// is for [`ColdReader::keep_footer`] to judge.
+    async fn fetch_checked_footer(
+        &self,
+        seg: &RemoteSegment,
+        sum: FooterSum,
+    ) -> Result<Result<ParquetMetaData>> {
+        let size = seg.size_bytes;
+        if !(8..=size).contains(&sum.len) {
+            return Ok(Err(TierError::Format(format!(
+                "the manifest gives its footer {} bytes of {size}",
+                sum.len
+            ))));
+        }
+        let path = Path::from(seg.key.as_str());
+        let tail = self
+            .bucket
+            .store
+            .get_range(&path, size - sum.len..size)
+            .await?;
+        Ok(
+            parse_footer(move || crate::codec::parse_checked_footer(&tail, size, &sum).map(Some))
+                .await
+                .and_then(|m| {
+                    m.ok_or_else(|| TierError::Format("the footer is incomplete".into()))
+                }),
+        )
+    }
+
     /// Checks a parsed footer against the manifest and keeps it.
     fn keep_footer(
         &self,
@@ -494,27 +535,16 @@ impl ColdReader {
         let meta = meta.map_err(|e| corrupt(seg, e))?;
         let meta =
             crate::codec::footer_metadata(meta, seg.size_bytes).map_err(|e| corrupt(seg, e))?;
-        let groups = meta
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| {
-                let (mut lo, mut hi) = (u64::MAX, 0);
-                for c in g.columns() {
-                    let (start, len) = c.byte_range();
-                    lo = lo.min(start);
-                    hi = hi.max(start.saturating_add(len));
-                }
-                lo.min(hi)..hi
-            })
-            .collect::<Vec<_>>();
-        if groups.len() != seg.row_groups.len() {
+        let groups = crate::codec::row_group_ranges(meta.metadata());
+        let crcs = seg.row_group_crc32.as_ref().map_or(groups.len(), Vec::len);
+        if groups.len() != seg.row_groups.len() || groups.len() != crcs {
             return Err(corrupt(
                 seg,
                 TierError::Format(format!(
-                    "it holds {} row groups, the manifest says {}",
+                    "it holds {} row groups, the manifest lists {} (and {} CRCs)",
                     groups.len(),
-                    seg.row_groups.len()
+                    seg.row_groups.len(),
+                    crcs
                 )),
             ));
         }
@@ -611,8 +641,8 @@ impl ColdReader {
             let (cell, range, fresh) = self.slot(&s, footer.as_deref(), rg, true);
             if fresh {
                 tokio::spawn(async move {
-                    let whole = footer.is_none();
-                    if let Err(e) = cell.get_or_try_init(|| this.fetch(&s, range, whole)).await {
+                    let fetch = || this.fetch(&s, range, footer.as_deref());
+                    if let Err(e) = cell.get_or_try_init(fetch).await {
                         tracing::debug!(key = %s.key, error = %e, "read-ahead fetch failed");
                     }
                 });
@@ -635,11 +665,14 @@ impl ColdReader {
     }
 }
 
+/// `e` about `seg`, named with its key and offsets: bad data in the bucket.
 fn corrupt(seg: &RemoteSegment, e: TierError) -> TierError {
-    TierError::Format(format!(
-        "remote segment {} (offsets {}..={}) cannot be read: {e}",
-        seg.key, seg.base_offset, seg.last_offset
-    ))
+    TierError::Corrupt {
+        key: seg.key.clone(),
+        base_offset: seg.base_offset,
+        last_offset: seg.last_offset,
+        source: Box::new(e),
+    }
 }
 
 #[cfg(test)]
@@ -883,5 +916,128 @@ mod tests {
             e.contains(&segs[0].key) && e.contains("0..=1999") && e.contains("CRC"),
             "{e}"
         );
+    }
+
+    /// Writes `patch` over the stored bytes of `seg` from `at` on; the size stays.
+    async fn overwrite(bucket: &Bucket, seg: &RemoteSegment, at: u64, patch: &[u8]) {
+        let path = Path::from(seg.key.as_str());
+        let bytes = bucket.store.get(&path).await.unwrap().bytes().await;
+        let mut bytes = bytes.unwrap().to_vec();
+        bytes[at as usize..at as usize + patch.len()].copy_from_slice(patch);
+        bucket.store.put(&path, bytes.into()).await.unwrap();
+    }
+
+    /// The start of a Thrift struct whose first field (id 15, unknown to Parquet) is a
+    /// `list<bool>` of 2^31 - 1 elements: the parquet decoder skips such a list element
+    /// by element, reading nothing, for seconds of CPU.
+    const SLOW_THRIFT: [u8; 7] = [0xf9, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07];
+
+    /// A reader that fetches footers and row groups on their own, as for large objects.
+    fn span_reader(bucket: &Bucket) -> Arc<ColdReader> {
+        let options = ReadOptions {
+            whole_object_bytes: 0,
+            read_ahead_bytes: 0,
+            ..Default::default()
+        };
+        ColdReader::new(bucket.clone(), None, options)
+    }
+
+    /// What `read` failed with, if it was a check that refused bytes before decoding.
+    fn refused(e: TierError) -> String {
+        match e {
+            TierError::Corrupt { source, .. } => match *source {
+                TierError::Checksum { what, .. } => what,
+                other => panic!("decoded, then failed: {other}"),
+            },
+            other => panic!("not a corrupt object: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_records_the_crc_of_its_footer_and_of_each_row_group() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = segments(&bucket, 1, 5_000, 1_000).await.remove(0);
+        let path = Path::from(seg.key.as_str());
+        let bytes = bucket
+            .store
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(seg.footer, crate::manifest::FooterSum::of(&bytes));
+        let meta = footer_reader().parse_and_finish(&bytes).unwrap();
+        let groups = crate::codec::row_group_ranges(&meta);
+        assert_eq!(groups.len(), 5);
+        assert_eq!(groups[0].start, 4, "the first row group follows the magic");
+        let crcs: Vec<u32> = groups
+            .iter()
+            .map(|g| crc32fast::hash(&bytes[g.start as usize..g.end as usize]))
+            .collect();
+        assert_eq!(seg.row_group_crc32, Some(crcs));
+        let footer = seg.footer.unwrap();
+        assert_eq!(
+            footer.len,
+            u32::from_le_bytes(bytes[bytes.len() - 8..][..4].try_into().unwrap()) as u64 + 8
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_footer_is_refused_before_the_decoder_sees_it() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = segments(&bucket, 1, 5_000, 1_000).await.remove(0);
+        let footer_at = seg.size_bytes - seg.footer.unwrap().len;
+        overwrite(&bucket, &seg, footer_at, &SLOW_THRIFT).await;
+        let reader = span_reader(&bucket);
+        let e = reader.read(&seg, None, 2_500, 1).await.unwrap_err();
+        assert!(e.to_string().contains(&seg.key), "{e}");
+        assert_eq!(refused(e), "the footer");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_row_group_is_refused_before_the_decoder_sees_it() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = segments(&bucket, 1, 5_000, 1_000).await.remove(0);
+        let reader = span_reader(&bucket);
+        // The footer is read (and kept) first; then row group 1's first page header
+        // is damaged.
+        let first = reader.read(&seg, None, 0, 1).await.unwrap();
+        let groups = reader.kept_footer(&seg).unwrap().groups.clone();
+        overwrite(&bucket, &seg, groups[1].start, &SLOW_THRIFT).await;
+        let e = reader.read(&seg, None, 1_500, 1).await.unwrap_err();
+        assert_eq!(refused(e), "row group 1");
+        assert!(
+            crate::offsets_of(&first).contains(&0),
+            "row group 0 was served"
+        );
+        let third = reader.read(&seg, None, 2_500, 1).await.unwrap();
+        assert!(
+            crate::offsets_of(&third).contains(&2_500),
+            "so is row group 2"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_from_before_footer_and_row_group_crcs_is_read_as_before() {
+        let bucket = crate::store::open("memory://").unwrap();
+        let seg = segments(&bucket, 1, 5_000, 1_000).await.remove(0);
+        let mut json = serde_json::to_value(&seg).unwrap();
+        let entry = json.as_object_mut().unwrap();
+        assert!(entry.remove("footer").is_some());
+        assert!(entry.remove("row_group_crc32").is_some());
+        let old: RemoteSegment = serde_json::from_value(json).unwrap();
+        assert_eq!((old.footer, old.row_group_crc32.as_ref()), (None, None));
+        assert!(
+            !serde_json::to_string(&old).unwrap().contains("footer"),
+            "and is written back as it was"
+        );
+        for reader in [
+            span_reader(&bucket),
+            ColdReader::new(bucket.clone(), None, ReadOptions::default()),
+        ] {
+            let got = reader.read(&old, None, 3_333, 1).await.unwrap();
+            assert!(crate::offsets_of(&got).contains(&3_333));
+        }
     }
 }

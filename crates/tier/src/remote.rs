@@ -1,11 +1,18 @@
 //! Writing a sealed segment as one Parquet object (reading it back is [`crate::read`]).
+//!
+//! Besides the object's size and CRC-32, the upload records the CRC-32 of its footer and
+//! of each row group in the manifest entry, computed from the bytes as they are written,
+//! so a reader checks whatever range it fetches before decoding it. To know where each
+//! row group's bytes end, the writer is handed at most one row group's rows at a time
+//! and flushed after each; the ranges are then compared with what the footer says.
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use parquet::arrow::ArrowWriter;
 
-use crate::codec::{RowsBuilder, SCHEMA, writer_properties};
-use crate::manifest::RemoteSegment;
+use crate::codec::{RowsBuilder, SCHEMA, row_group_ranges, writer_properties};
+use crate::manifest::{FooterSum, RemoteSegment};
 use crate::store::Bucket;
 use crate::{Result, TierError};
 
@@ -31,20 +38,48 @@ struct PartSink {
     tx: tokio::sync::mpsc::Sender<Bytes>,
     crc: crc32fast::Hasher,
     size: u64,
+    /// CRC-32 of the bytes written since the last cut.
+    piece: crc32fast::Hasher,
+    /// Each cut: where it fell, and the CRC-32 of the bytes since the cut before.
+    cuts: Vec<(u64, u32)>,
+    /// Once set, a copy of every byte written since (the page index and the footer).
+    tail: Option<Vec<u8>>,
 }
 
 impl PartSink {
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            part: Vec::with_capacity(PART_BYTES),
+            tx,
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            piece: crc32fast::Hasher::new(),
+            cuts: Vec::new(),
+            tail: None,
+        }
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
         let part = std::mem::replace(&mut self.part, Vec::with_capacity(PART_BYTES));
         self.tx
             .blocking_send(Bytes::from(part))
             .map_err(|_| std::io::Error::other("the upload stopped"))
     }
+
+    /// Ends a piece after the bytes written so far.
+    fn cut(&mut self) {
+        let piece = std::mem::take(&mut self.piece).finalize();
+        self.cuts.push((self.size, piece));
+    }
 }
 
 impl std::io::Write for PartSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.crc.update(data);
+        self.piece.update(data);
+        if let Some(tail) = &mut self.tail {
+            tail.extend_from_slice(data);
+        }
         self.size += data.len() as u64;
         // Parts are filled to exactly PART_BYTES, so the buffer never regrows.
         let mut rest = data;
@@ -71,6 +106,35 @@ struct Encoded {
     row_groups: Vec<i64>,
     crc32: u32,
     size: u64,
+    footer: FooterSum,
+    row_group_crc32: Vec<u32>,
+}
+
+/// Hands whatever the writer holds to the sink and cuts a piece there.
+fn cut(writer: &mut ArrowWriter<PartSink>) -> Result<()> {
+    writer
+        .sync()
+        .map_err(|e| TierError::Format(format!("writing the object: {e}")))?;
+    writer.inner_mut().cut();
+    Ok(())
+}
+
+/// Writes `rows` as row groups of at most `rows_per_group` rows, each one flushed and
+/// cut, so that each row group is one piece of the sink.
+fn write_row_groups(
+    writer: &mut ArrowWriter<PartSink>,
+    rows: &RecordBatch,
+    rows_per_group: usize,
+) -> Result<()> {
+    let mut at = 0;
+    while at < rows.num_rows() {
+        let n = rows_per_group.min(rows.num_rows() - at);
+        writer.write(&rows.slice(at, n))?;
+        writer.flush()?;
+        cut(writer)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Reads a sealed segment file and writes it as Parquet into `sink`, checking every
@@ -83,11 +147,14 @@ fn encode_segment(
     use std::io::Read;
     let io = |e: std::io::Error| TierError::Format(format!("reading {}: {e}", file.display()));
     let mut f = std::fs::File::open(file).map_err(io)?;
+    let rows_per_group = rows_per_group.max(1);
     let mut writer = ArrowWriter::try_new(
         sink,
         SCHEMA.clone(),
         Some(writer_properties(rows_per_group)),
     )?;
+    // The leading magic is the first piece; each row group is one after it.
+    cut(&mut writer)?;
     let mut rows = RowsBuilder::new();
     // One buffer for the whole file: complete batches are handed over, a partial one
     // moves to the front for the next read.
@@ -123,14 +190,13 @@ fn encode_segment(
             if rows.rows() > 0
                 && (rows.rows() + count > rows_per_group || rows.bytes() + len > ROW_GROUP_BYTES)
             {
-                writer.write(&rows.finish())?;
-                writer.flush()?;
+                write_row_groups(&mut writer, &rows.finish(), rows_per_group)?;
             }
             rows.append_batches(batch, 0)?;
             start += len;
         }
         if n == 0 && rows.rows() > 0 {
-            writer.write(&rows.finish())?;
+            write_row_groups(&mut writer, &rows.finish(), rows_per_group)?;
         }
         if n == 0 {
             if start != end {
@@ -154,6 +220,8 @@ fn encode_segment(
             "segment {base}..={last} holds {records} records: offsets are not dense"
         )));
     }
+    // What is written from here on is the page index and the footer.
+    writer.inner_mut().tail = Some(Vec::new());
     let meta = writer.finish()?;
     let mut row_groups = Vec::with_capacity(meta.num_row_groups());
     let mut first = base;
@@ -162,6 +230,29 @@ fn encode_segment(
         first += rg.num_rows();
     }
     let sink = writer.inner_mut();
+    // The pieces cut between the magic and the footer must be the row groups as the
+    // footer places them, or their CRCs would check other bytes than a reader decodes.
+    let pieces: Vec<_> = sink.cuts.windows(2).map(|w| w[0].0..w[1].0).collect();
+    let groups = row_group_ranges(&meta);
+    if pieces != groups {
+        let i = groups
+            .iter()
+            .zip(&pieces)
+            .take_while(|(g, p)| g == p)
+            .count();
+        return Err(TierError::Format(format!(
+            "the Parquet writer's footer places row group {i} of {} at {:?}, but it wrote \
+             {} row groups and the bytes of that one at {:?}",
+            groups.len(),
+            groups.get(i),
+            pieces.len(),
+            pieces.get(i)
+        )));
+    }
+    let row_group_crc32 = sink.cuts.iter().skip(1).map(|&(_, crc)| crc).collect();
+    let footer = FooterSum::of(sink.tail.as_deref().unwrap_or_default())
+        .ok_or_else(|| TierError::Format("the Parquet writer wrote no footer".into()))?;
+    sink.tail = None;
     if !sink.part.is_empty() {
         sink.send().map_err(io)?;
     }
@@ -170,6 +261,8 @@ fn encode_segment(
         row_groups,
         crc32: sink.crc.clone().finalize(),
         size: sink.size,
+        footer,
+        row_group_crc32,
     })
 }
 
@@ -197,12 +290,7 @@ pub async fn upload_segment_file(
             offsets.end()
         ));
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
-    let sink = PartSink {
-        part: Vec::with_capacity(PART_BYTES),
-        tx,
-        crc: crc32fast::Hasher::new(),
-        size: 0,
-    };
+    let sink = PartSink::new(tx);
     let path = file.to_path_buf();
     let encode = tokio::task::spawn_blocking(move || encode_segment(&path, rows_per_group, sink));
     let mut out = BufWriter::with_capacity(bucket.store.clone(), key.clone(), PART_BYTES)
@@ -262,6 +350,8 @@ pub async fn upload_segment_file(
         key: key.to_string(),
         row_groups: encoded.row_groups,
         crc32: encoded.crc32,
+        footer: Some(encoded.footer),
+        row_group_crc32: Some(encoded.row_group_crc32),
     })
 }
 

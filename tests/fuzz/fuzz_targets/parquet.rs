@@ -1,5 +1,6 @@
 #![no_main]
-// The cold tier contains panics of the parquet and arrow crates on damaged objects
+// A cold-tier object uploaded and read back as the broker does (see targets::parquet).
+// The cold tier contains panics of the parquet and arrow crates
 // (strata_tier::codec::contain): they are errors there, so they must not abort here.
 // libFuzzer's hook aborts on every panic, caught or not; this one only stays silent, so
 // a panic that escapes our code still aborts (it unwinds into libFuzzer) and is found.

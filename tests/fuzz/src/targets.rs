@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use strata_record::{Batch, BatchBuilder, BatchHeader, BatchIter};
 
 /// The batch codec on wire or disk bytes: header decode, full validation, iteration.
@@ -91,31 +90,229 @@ pub fn segment(data: &[u8]) {
     }
 }
 
-/// A Parquet object read as the cold tier reads one: the footer, then every row group
-/// decoded back into stored batches.
+/// A record as written and as read back: offset, timestamp, key, value, headers.
+type Rec = (
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(Vec<u8>, Option<Vec<u8>>)>,
+);
+
+fn records_of(batches: &[u8]) -> Vec<Rec> {
+    let mut out = Vec::new();
+    for b in BatchIter::new(batches) {
+        for r in b.expect("valid batches").records() {
+            let r = r.expect("valid records");
+            let headers = r
+                .headers()
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)));
+            let (key, value) = (r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec));
+            out.push((r.offset, r.timestamp, key, value, headers.collect()));
+        }
+    }
+    out
+}
+
+/// The runtime the cold tier's uploader and reader run on here.
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+/// How a cold object is read: whole with one GET (objects up to 16 MiB), or its footer
+/// and row groups fetched on their own (larger ones).
+fn readers(bucket: &strata_tier::store::Bucket) -> [Arc<strata_tier::read::ColdReader>; 2] {
+    use strata_tier::read::{ColdReader, ReadOptions};
+    let whole = ReadOptions {
+        read_ahead_bytes: 0,
+        ..Default::default()
+    };
+    let spans = ReadOptions {
+        whole_object_bytes: 0,
+        ..whole.clone()
+    };
+    [whole, spans].map(|o| ColdReader::new(bucket.clone(), None, o))
+}
+
+/// Every record of `seg`, read from its first offset to its last as a consumer would.
+async fn read_all(
+    reader: &Arc<strata_tier::read::ColdReader>,
+    seg: &strata_tier::manifest::RemoteSegment,
+) -> Result<Vec<Rec>, strata_tier::TierError> {
+    let mut out: Vec<Rec> = Vec::new();
+    let mut at = seg.base_offset;
+    while at <= seg.last_offset {
+        let got = records_of(&reader.read(seg, None, at, 64 * 1024).await?);
+        out.extend(got.into_iter().filter(|r| r.0 >= at));
+        let next = out.last().map_or(at, |r| r.0 + 1);
+        assert!(next > at, "a read at offset {at} made no progress");
+        at = next;
+    }
+    Ok(out)
+}
+
+/// Uploads the segment file holding `batches` (offsets from 0) as the broker does.
+async fn upload(
+    bucket: &strata_tier::store::Bucket,
+    batches: &[u8],
+    rows_per_group: usize,
+) -> strata_tier::manifest::RemoteSegment {
+    let last = records_of(batches).last().expect("records").0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("00000000000000000000.log");
+    std::fs::write(&file, batches).unwrap();
+    strata_tier::remote::upload_segment_file(bucket, "t", "id", 0, &file, 0..=last, rows_per_group)
+        .await
+        .expect("a valid segment uploads")
+}
+
+/// The object a manifest lists, for inputs that are the bytes the bucket holds under its
+/// key: its entry and its records.
+async fn listed() -> &'static (strata_tier::manifest::RemoteSegment, Vec<Rec>) {
+    static LISTED: tokio::sync::OnceCell<(strata_tier::manifest::RemoteSegment, Vec<Rec>)> =
+        tokio::sync::OnceCell::const_new();
+    LISTED
+        .get_or_init(|| async {
+            let bucket = strata_tier::store::open("memory://").expect("memory store");
+            let batches = batches(40, 0);
+            (upload(&bucket, &batches, 7).await, records_of(&batches))
+        })
+        .await
+}
+
+/// A length byte and that many bytes (or as many as are left) off the front of `data`.
+fn take(data: &mut &[u8]) -> Vec<u8> {
+    let Some((&n, rest)) = data.split_first() else {
+        return Vec::new();
+    };
+    let (field, rest) = rest.split_at((n as usize).min(rest.len()));
+    *data = rest;
+    field.to_vec()
+}
+
+/// Records from fuzz bytes: per record a tag (bit 0 key, bit 1 value, bits 2-3 header
+/// count, bits 4-7 timestamp step), then each field as a length byte and its bytes; a
+/// header value's length byte 255 means null. At most 1000 records, in batches of up to
+/// `per_batch`.
+fn records_from(mut data: &[u8], per_batch: usize) -> Vec<u8> {
+    let (mut out, mut ts, mut offset) = (Vec::new(), 1_000i64, 0i64);
+    while !data.is_empty() && offset < 1000 {
+        let mut b = BatchBuilder::new(ts, 1024);
+        let mut n = 0;
+        while n < per_batch && !data.is_empty() {
+            let tag = data[0];
+            data = &data[1..];
+            ts += (tag >> 4) as i64;
+            let key = (tag & 1 != 0).then(|| take(&mut data));
+            let value = (tag & 2 != 0).then(|| take(&mut data));
+            let mut headers = Vec::new();
+            for _ in 0..(tag >> 2) & 3 {
+                let k = String::from_utf8_lossy(&take(&mut data)).into_owned();
+                let v = match data.split_first() {
+                    Some((255, rest)) => {
+                        data = rest;
+                        None
+                    }
+                    _ => Some(take(&mut data)),
+                };
+                headers.push((k, v));
+            }
+            let headers: Vec<(&str, Option<&[u8]>)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref()))
+                .collect();
+            b.append(ts, key.as_deref(), value.as_deref(), &headers);
+            n += 1;
+        }
+        let mut bytes = b.finish_vec();
+        strata_record::set_base_offset(&mut bytes, offset);
+        offset += n as i64;
+        out.extend(bytes);
+    }
+    out
+}
+
+/// A cold-tier object through the product path: uploaded by the uploader, which records
+/// its manifest entry, and read back by the cold reader, which checks every byte against
+/// that entry before the parquet decoder sees it. Two kinds of input:
+///
+/// - bytes starting with `PAR1` are what the bucket returns for a listed object (the
+///   seeds' records, uploaded once): read whole and in spans, they give back exactly
+///   its records or an error;
+/// - anything else is records (see [`records_from`]) after four bytes: records per
+///   batch (1 + the high four bits) and rows per row group (2 to the power of the low
+///   three), the position (u16) of a byte to damage, and the mask to XOR it with (0:
+///   none). The object must read back exactly, whole and in spans, and undamaged also
+///   through an entry from before footer and row-group CRCs were recorded. Damaged, it
+///   is refused (`Corrupt`) when read whole, and read exactly or refused in spans,
+///   where the leading magic and the page index are never read.
+///
+/// Inputs the checks refuse never reach the decoder, so a slow or failing decode here
+/// is a finding in what the uploader writes.
 pub fn parquet(data: &[u8]) {
-    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-    let bytes = Bytes::copy_from_slice(data);
-    let parsed = strata_tier::codec::contain("the footer", || {
-        Ok(ParquetMetaDataReader::new()
-            .with_page_index_policy(PageIndexPolicy::Skip)
-            .parse_and_finish(&bytes)?)
-    });
-    let Ok(meta) = parsed else { return };
-    let Ok(meta) = strata_tier::codec::footer_metadata(meta, bytes.len() as u64) else {
-        return;
-    };
-    let span = strata_tier::codec::Span {
-        start: 0,
-        object_len: bytes.len() as u64,
-        bytes,
-    };
-    for rg in 0..meta.metadata().num_row_groups().min(64) {
-        if let Ok(out) = strata_tier::codec::decode_row_group(&span, &meta, rg) {
-            for b in BatchIter::new(&out) {
-                b.expect("decoded batches are valid");
+    RUNTIME.block_on(parquet_async(data))
+}
+
+async fn parquet_async(data: &[u8]) {
+    use object_store::ObjectStoreExt;
+    use strata_tier::TierError;
+    let bucket = strata_tier::store::open("memory://").expect("memory store");
+    if data.starts_with(b"PAR1") {
+        let (seg, records) = listed().await;
+        let path = object_store::path::Path::from(seg.key.as_str());
+        bucket.store.put(&path, data.to_vec().into()).await.unwrap();
+        for reader in readers(&bucket) {
+            if let Ok(got) = read_all(&reader, seg).await {
+                assert!(&got == records, "other records than the listed object's");
             }
         }
+        return;
+    }
+    let Some((head, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let batches = records_from(rest, 1 + (head[0] >> 4) as usize);
+    if batches.is_empty() {
+        return;
+    }
+    let written = records_of(&batches);
+    let seg = upload(&bucket, &batches, 1 << (head[0] & 7)).await;
+    for reader in readers(&bucket) {
+        assert!(read_all(&reader, &seg).await.unwrap() == written);
+    }
+    let (at, mask) = (u16::from_le_bytes([head[1], head[2]]) as u64, head[3]);
+    if mask == 0 {
+        let mut legacy = seg.clone();
+        legacy.footer = None;
+        legacy.row_group_crc32 = None;
+        assert!(read_all(&readers(&bucket)[1], &legacy).await.unwrap() == written);
+        return;
+    }
+    let path = object_store::path::Path::from(seg.key.as_str());
+    let mut object = bucket
+        .store
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let at = (at % seg.size_bytes) as usize;
+    object[at] ^= mask;
+    bucket.store.put(&path, object.into()).await.unwrap();
+    let [whole, spans] = readers(&bucket);
+    let refused = |e: &TierError| matches!(e, TierError::Corrupt { .. });
+    match read_all(&whole, &seg).await {
+        Err(e) => assert!(refused(&e), "byte {at} damaged: {e}"),
+        Ok(_) => panic!("byte {at} damaged, yet the object was read whole"),
+    }
+    match read_all(&spans, &seg).await {
+        Err(e) => assert!(refused(&e), "byte {at} damaged: {e}"),
+        Ok(got) => assert!(got == written, "byte {at} damaged: other records read"),
     }
 }
 
@@ -169,6 +366,16 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                         .unwrap();
                 w.write(&batch).unwrap();
                 out.push(w.into_inner().unwrap());
+            }
+            // Records: batches of 2, row groups of 8; intact, then damaged at byte 64
+            // (a row group) and at byte 0 (the magic, which no reader looks at).
+            let mut records = Vec::new();
+            for i in 0..30u8 {
+                records.extend([0x1f, 2, b'k', i, 3, b'v', i, i, 1, b'h', 255]);
+                records.extend([1, b'n', 1, i, 0, 0]);
+            }
+            for head in [[0x13, 0, 0, 0], [0x13, 64, 0, 0xff], [0x13, 0, 0, 0x01]] {
+                out.push([head.as_slice(), &records].concat());
             }
             out
         }
