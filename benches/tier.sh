@@ -3,9 +3,13 @@
 # and with a warm cache; upload throughput and upload lag under sustained produce;
 # object-store GETs per GB replayed; sustained produce with the foundation benchmark's
 # settings (3 partitions), local disk use sampled, with the tier on and off.
-#   benches/tier.sh [RECORDS] [RECORD_SIZE] [SUSTAINED_RECORDS] [BACKLOG_RECORDS]
+#   benches/tier.sh [--payload repeat|random|json] [RECORDS] [RECORD_SIZE] [SUSTAINED_RECORDS] [BACKLOG_RECORDS]
+# --payload goes to every `strata bench produce` here: `repeat` (the default) compresses
+# about 100x in Parquet, `random` not at all, `json` as event text does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+payload=repeat
+if [ "${1:-}" = --payload ]; then payload=$2; shift 2; fi
 records=${1:-6000000}
 size=${2:-100}
 sustained=${3:-60000000}
@@ -35,14 +39,14 @@ field() { sed "s/.*\"$1\":\([0-9]*\).*/\1/"; }
 # Sum of a numeric field over a topic's partitions.
 total() { "$bin" topic describe "$1" $b --output json 2>/dev/null | grep -o "\"$2\":[0-9]*" | awk -F: '{ s += $2 } END { printf "%.0f\n", s }'; }
 segment=67108864
-echo "cores: $(nproc); $records records of $size bytes; cold segments of $segment bytes"
+echo "cores: $(nproc); $records records of $size bytes, $payload payload; cold segments of $segment bytes"
 $bin topic create hot $b --partitions 1 --config remote.storage.enable=false >/dev/null
 $bin topic create cold $b --partitions 1 --config segment.bytes=$segment --config local.retention.bytes=1 >/dev/null
-$bin bench produce $b --topic hot --records "$records" --record-size "$size" --partitions 1 | sed 's/^/produce hot:  /'
+$bin bench produce $b --payload "$payload" --topic hot --records "$records" --record-size "$size" --partitions 1 | sed 's/^/produce hot:  /'
 # While the tiered topic takes sustained produce, sample how far offload trails it.
 (while true; do "$bin" topic describe cold $b --output json 2>/dev/null | field upload_lag; sleep 0.25; done) >"$dir/lag" &
 sampler=$!
-$bin bench produce $b --topic cold --records "$records" --record-size "$size" --partitions 1 | sed 's/^/produce cold: /'
+$bin bench produce $b --payload "$payload" --topic cold --records "$records" --record-size "$size" --partitions 1 | sed 's/^/produce cold: /'
 kill $sampler; wait $sampler 2>/dev/null || true; sampler=
 echo "upload lag while producing: max $(sort -n "$dir/lag" | tail -1) records over $(wc -l <"$dir/lag") samples (one segment is ~$((segment / (size + 8))) records)"
 # Wait for offload: only the active segment stays local.
@@ -54,11 +58,11 @@ done
 # The foundation benchmark's produce (10 M records, 3 partitions, tier off), for the rate
 # offload has to keep up with on this machine now.
 $bin topic create foundation $b --partitions 3 --config remote.storage.enable=false >/dev/null
-$bin bench produce $b --topic foundation --records 10000000 --record-size "$size" | sed 's/^/foundation produce: /'
+$bin bench produce $b --payload "$payload" --topic foundation --records 10000000 --record-size "$size" | sed 's/^/foundation produce: /'
 $bin topic delete foundation $b >/dev/null
 # Offload on its own: a backlog written with the tier off, then the tier turned on.
 $bin topic create backlog $b --partitions 1 --config segment.bytes=$segment --config local.retention.bytes=1 --config remote.storage.enable=false >/dev/null
-$bin bench produce $b --topic backlog --records "$backlog" --record-size "$size" --partitions 1 >/dev/null
+$bin bench produce $b --payload "$payload" --topic backlog --records "$backlog" --record-size "$size" --partitions 1 >/dev/null
 l0=$(metric strata_tier_upload_log_bytes_total); p0=$(metric strata_tier_upload_bytes_total)
 t0=$(date +%s.%N)
 $bin topic alter backlog $b --config remote.storage.enable=true >/dev/null
@@ -68,7 +72,7 @@ for _ in $(seq 1200); do
 done
 t1=$(date +%s.%N)
 l1=$(metric strata_tier_upload_log_bytes_total); p1=$(metric strata_tier_upload_bytes_total)
-echo "offload of a backlog: $((l1 - l0)) log bytes as $((p1 - p0)) Parquet bytes in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s: $(awk -v n="$((l1 - l0))" -v a="$t0" -v b="$t1" -v s="$size" 'BEGIN { printf "%.0f MB/s of log, %.2f M records/s", n / (b - a) / 1e6, n / (s + 8) / (b - a) / 1e6 }')"
+echo "offload of a backlog: $((l1 - l0)) log bytes as $((p1 - p0)) Parquet bytes ($(awk -v l="$((l1 - l0))" -v p="$((p1 - p0))" 'BEGIN { printf "%.3f", p / l }') of the log) in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s: $(awk -v n="$((l1 - l0))" -v a="$t0" -v b="$t1" -v s="$size" 'BEGIN { printf "%.0f MB/s of log, %.2f M records/s", n / (b - a) / 1e6, n / (s + 8) / (b - a) / 1e6 }')"
 $bin bench consume $b --topic hot | sed 's/^/replay hot:         /'
 g0=$(metric strata_s3_get_requests_total); r0=$(metric strata_tier_remote_read_bytes_total)
 $bin bench consume $b --topic cold | sed 's/^/replay cold, empty: /'
@@ -85,7 +89,7 @@ for tier in true false; do
   $bin topic create $t $b --partitions 3 --config segment.bytes=268435456 --config local.retention.bytes=1 --config remote.storage.enable=$tier >/dev/null
   (while true; do echo "$(total $t size_bytes) $(total $t upload_lag)"; sleep 0.25; done) >"$dir/disk" &
   sampler=$!
-  $bin bench produce $b --topic $t --records "$sustained" --record-size "$size" | sed "s/^/sustained produce, tier $tier: /"
+  $bin bench produce $b --payload "$payload" --topic $t --records "$sustained" --record-size "$size" | sed "s/^/sustained produce, tier $tier: /"
   kill $sampler; wait $sampler 2>/dev/null || true; sampler=
   echo "  local disk: max $(sort -n "$dir/disk" | tail -1 | awk '{ printf "%.0f MB", $1 / 1e6 }'), at the end $(tail -1 "$dir/disk" | awk '{ printf "%.0f MB", $1 / 1e6 }') of $(awk -v n="$sustained" -v s="$size" 'BEGIN { printf "%.0f MB", n * (s + 8) / 1e6 }') produced; upload lag max $(sort -n -k2 "$dir/disk" | tail -1 | awk '{ print $2 }') records ($(wc -l <"$dir/disk") samples)"
   $bin topic delete $t $b >/dev/null
