@@ -43,7 +43,7 @@ impl TestBroker {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let b = broker.clone();
         let task = tokio::spawn(async move {
-            strata_broker::server::run(b, listener, None, async {
+            strata_server::run(b, listener, None, async {
                 let _ = rx.await;
             })
             .await

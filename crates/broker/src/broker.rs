@@ -1077,7 +1077,7 @@ impl Broker {
             Ok(f) => self.metrics.fetch_bytes.add(f.batches.len() as u64),
             Err(e) => {
                 self.metrics.fetch_errors.add(1);
-                if e.code() == tonic::Code::DataLoss {
+                if e.kind() == crate::error::ErrorKind::StorageCorrupt {
                     self.metrics.log_corruptions.add(1);
                 }
             }

@@ -3,7 +3,9 @@
 //! Owns topics and partitions ([`broker`]), the semantics of produce, fetch, list-offsets
 //! and admin requests, per-topic configs under Kafka's names ([`topic_config`]), broker
 //! configuration ([`config`]), consumer groups and committed offsets ([`groups`]),
-//! metrics ([`metrics`]) and the gRPC service ([`service`]), run by [`server::run`].
+//! metrics ([`metrics`]) and its background work ([`tasks`]). It speaks no wire protocol:
+//! errors carry a transport-neutral [`error::ErrorKind`], and the gRPC edge lives in
+//! `strata-server`.
 //!
 //! Storage is delegated to `strata-log`: one log per partition. The broker validates
 //! every produced batch (CRC, sizes, record count, `max.message.bytes`) before anything
@@ -17,8 +19,7 @@ pub mod error;
 mod flush;
 pub mod groups;
 pub mod metrics;
-pub mod server;
-pub mod service;
+pub mod tasks;
 pub mod tiering;
 pub mod topic_config;
 

@@ -310,7 +310,7 @@ async fn server(a: ServerArgs) -> Result<()> {
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         "strata server ready"
     );
-    strata_broker::server::run(broker, listener, metrics, shutdown_signal()).await?;
+    strata_server::run(broker, listener, metrics, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -1,8 +1,45 @@
-//! The broker's one error type and its mapping to gRPC status codes.
+//! The broker's one error type and its transport-neutral [`ErrorKind`].
+//!
+//! The core never speaks a wire protocol's error codes: each edge (the gRPC service,
+//! a Kafka listener) maps [`ErrorKind`] to its own codes, once, in one place.
 
 use strata_log::LogError;
 use strata_record::RecordError;
-use tonic::{Code, Status};
+
+/// What kind of failure an error is, for the edges to map to their own codes. Kinds
+/// are finer than gRPC codes where a Kafka client needs the difference (an unknown
+/// topic and an unknown partition, a too-large batch and a corrupt one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    UnknownTopic,
+    UnknownPartition,
+    TopicExists,
+    InvalidTopicName,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidConfig,
+    /// A request that is malformed or not allowed as asked.
+    InvalidRequest,
+    MessageTooLarge,
+    InvalidTimestamp,
+    /// A batch that fails its checks (CRC, sizes, counts).
+    CorruptMessage,
+    OffsetOutOfRange,
+    /// An append whose offsets do not continue the log.
+    NonSequential,
+    /// Stored data (local or remote) that fails its checks: never served.
+    StorageCorrupt,
+    /// Try again later: shutting down, a log out of service, the object store away.
+    Unavailable,
+    /// A local I/O failure.
+    Internal,
+    UnknownGroup,
+    UnknownMember,
+    FencedMemberEpoch,
+    GroupNotEmpty,
+    /// A group member acting on a partition it does not own.
+    NotOwner,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -131,47 +168,39 @@ impl BrokerError {
         }
     }
 
-    pub fn code(&self) -> Code {
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
         match self {
-            Self::UnknownTopic(_) => Code::NotFound,
-            Self::PartitionOutOfRange { .. } => Code::NotFound,
-            Self::TopicExists(_) => Code::AlreadyExists,
-            Self::InvalidTopicName { .. }
-            | Self::InvalidPartitions(_)
-            | Self::InvalidConfig(_)
-            | Self::MessageTooLarge { .. }
-            | Self::InvalidTimestamp { .. }
-            | Self::InvalidBatch { .. }
-            | Self::InvalidRequest(_) => Code::InvalidArgument,
-            Self::ReplicationFactor { .. } => Code::FailedPrecondition,
+            Self::UnknownTopic(_) => K::UnknownTopic,
+            Self::PartitionOutOfRange { .. } => K::UnknownPartition,
+            Self::TopicExists(_) => K::TopicExists,
+            Self::InvalidTopicName { .. } => K::InvalidTopicName,
+            Self::InvalidPartitions(_) => K::InvalidPartitions,
+            Self::InvalidConfig(_) => K::InvalidConfig,
+            Self::MessageTooLarge { .. } => K::MessageTooLarge,
+            Self::InvalidTimestamp { .. } => K::InvalidTimestamp,
+            Self::InvalidBatch { .. } => K::CorruptMessage,
+            Self::InvalidRequest(_) => K::InvalidRequest,
+            Self::ReplicationFactor { .. } => K::InvalidReplicationFactor,
             Self::Log { source, .. } => match source {
-                LogError::OffsetOutOfRange { .. } => Code::OutOfRange,
-                LogError::Corrupt { .. } => Code::DataLoss,
-                LogError::OutOfService { .. } | LogError::SyncFailed { .. } => Code::Unavailable,
-                LogError::InvalidBatch(_) => Code::InvalidArgument,
-                LogError::NonSequential { .. } => Code::FailedPrecondition,
-                LogError::Io { .. } => Code::Internal,
+                LogError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,
+                LogError::Corrupt { .. } => K::StorageCorrupt,
+                LogError::OutOfService { .. } | LogError::SyncFailed { .. } => K::Unavailable,
+                LogError::InvalidBatch(_) => K::CorruptMessage,
+                LogError::NonSequential { .. } => K::NonSequential,
+                LogError::Io { .. } => K::Internal,
             },
-            Self::Io { .. } => Code::Internal,
-            Self::ShuttingDown => Code::Unavailable,
-            Self::UnknownGroup(_) => Code::NotFound,
-            Self::Remote { corrupt: true, .. } => Code::DataLoss,
-            Self::Remote { corrupt: false, .. } => Code::Unavailable,
-            // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
-            Self::UnknownMember { .. } | Self::FencedMemberEpoch { .. } => Code::Aborted,
-            Self::GroupNotEmpty { .. } | Self::NotOwner { .. } => Code::FailedPrecondition,
-            Self::InvalidOffset { .. } => Code::OutOfRange,
+            Self::Io { .. } => K::Internal,
+            Self::ShuttingDown => K::Unavailable,
+            Self::UnknownGroup(_) => K::UnknownGroup,
+            Self::Remote { corrupt: true, .. } => K::StorageCorrupt,
+            Self::Remote { corrupt: false, .. } => K::Unavailable,
+            Self::UnknownMember { .. } => K::UnknownMember,
+            Self::FencedMemberEpoch { .. } => K::FencedMemberEpoch,
+            Self::GroupNotEmpty { .. } => K::GroupNotEmpty,
+            Self::NotOwner { .. } => K::NotOwner,
+            Self::InvalidOffset { .. } => K::OffsetOutOfRange,
         }
-    }
-}
-
-impl From<BrokerError> for Status {
-    fn from(e: BrokerError) -> Self {
-        let code = e.code();
-        if matches!(code, Code::Internal | Code::DataLoss) {
-            tracing::error!(error = %e, "request failed");
-        }
-        Status::new(code, e.to_string())
     }
 }
 

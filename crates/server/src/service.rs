@@ -1,5 +1,5 @@
 //! The `strata.v1.Strata` gRPC service: translates requests to [`Broker`] calls and
-//! errors to status codes (in [`BrokerError`]'s `From` impl, the one place that maps them).
+//! errors to status codes (through [`crate::status`], the one place that maps them).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -16,9 +16,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
-use crate::error::BrokerError;
-use crate::groups::{Heartbeat, ResetTo};
+use strata_broker::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
+use strata_broker::error::BrokerError;
+use strata_broker::groups::{Heartbeat, ResetTo};
+
+use crate::status;
 
 /// Longest long-poll wait a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -204,9 +206,11 @@ impl Strata for Service {
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
         tokio::select! {
             _ = self.broker.wait_for_offload(&r.topic, r.partition).instrument(span.clone()) => {}
-            _ = self.broker.closing() => return Err(BrokerError::ShuttingDown.into()),
+            _ = self.broker.closing() => return Err(status(BrokerError::ShuttingDown)),
         }
-        let resp = span.in_scope(|| produce_one(&self.broker, r))?;
+        let resp = span
+            .in_scope(|| produce_one(&self.broker, r))
+            .map_err(status)?;
         Ok(Response::new(resp))
     }
 
@@ -225,7 +229,7 @@ impl Strata for Service {
                     let msg = tokio::select! {
                         m = inbound.next() => m,
                         _ = broker.closing() => {
-                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            let _ = tx.send(Err(status(BrokerError::ShuttingDown))).await;
                             break;
                         }
                     };
@@ -243,18 +247,18 @@ impl Strata for Service {
                     tokio::select! {
                         _ = broker.wait_for_offload(&r.topic, r.partition) => {}
                         _ = broker.closing() => {
-                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            let _ = tx.send(Err(status(BrokerError::ShuttingDown))).await;
                             break;
                         }
                     }
                     let resp = produce_one(&broker, r).unwrap_or_else(|e| {
-                        let status = Status::from(e);
+                        let st = status(e);
                         pb::ProduceResponse {
                             base_offset: -1,
                             last_offset: -1,
                             correlation_id: id,
-                            error_code: status.code() as i32,
-                            error_message: status.message().to_string(),
+                            error_code: st.code() as i32,
+                            error_message: st.message().to_string(),
                             ..Default::default()
                         }
                     });
@@ -278,7 +282,7 @@ impl Strata for Service {
             .broker
             .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, r.min_bytes as usize, wait)
             .instrument(tracing::debug_span!("fetch", topic = %r.topic, partition = r.partition, offset = r.offset))
-            .await?;
+            .await.map_err(status)?;
         let resp = fetch_response(
             &r.topic,
             r.partition,
@@ -298,10 +302,13 @@ impl Strata for Service {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = request.into_inner();
-        let p = self.broker.partition(&r.topic, r.partition)?;
+        let p = self
+            .broker
+            .partition(&r.topic, r.partition)
+            .map_err(status)?;
         // Refuse a bad start offset up front, as a status rather than a stream item.
         let broker = self.broker.clone();
-        broker.read_any(&p, r.offset, 1).await?;
+        broker.read_any(&p, r.offset, 1).await.map_err(status)?;
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
         // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
@@ -317,7 +324,7 @@ impl Strata for Service {
                         Ok(x) => x,
                         Err(e) => {
                             metrics.fetch_errors.add(1);
-                            let _ = tx.send(Err(Status::from(e))).await;
+                            let _ = tx.send(Err(status(e))).await;
                             return;
                         }
                     };
@@ -327,7 +334,7 @@ impl Strata for Service {
                             _ = tx.closed() => return,
                         }
                         if p.is_closed() {
-                            let _ = tx.send(Err(Status::from(BrokerError::ShuttingDown))).await;
+                            let _ = tx.send(Err(status(BrokerError::ShuttingDown))).await;
                             return;
                         }
                         continue;
@@ -368,7 +375,8 @@ impl Strata for Service {
         let (offset, ts, start, hw) = self
             .broker
             .list_offsets(&r.topic, r.partition, query)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ListOffsetsResponse {
             offset,
             timestamp_ms: ts,
@@ -391,7 +399,8 @@ impl Strata for Service {
                 r.replication_factor as i64,
                 configs,
             )
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::CreateTopicResponse {
             topic: Some(describe(&self.broker, &topic)),
         }))
@@ -401,7 +410,10 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker.delete_topic(&request.into_inner().name).await?;
+        self.broker
+            .delete_topic(&request.into_inner().name)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -430,7 +442,10 @@ impl Strata for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
-        let topic = self.broker.topic(&request.into_inner().name)?;
+        let topic = self
+            .broker
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
         Ok(Response::new(describe(&self.broker, &topic)))
     }
 
@@ -442,7 +457,8 @@ impl Strata for Service {
         let topic = self
             .broker
             .alter_configs(&r.name, r.set.into_iter().collect(), r.delete)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(describe(&self.broker, &topic)))
     }
 
@@ -466,7 +482,9 @@ impl Strata for Service {
             assignor: r.assignor,
             session_timeout_ms: r.session_timeout_ms,
         };
-        let a = span.in_scope(|| self.broker.group_heartbeat(hb))?;
+        let a = span
+            .in_scope(|| self.broker.group_heartbeat(hb))
+            .map_err(status)?;
         Ok(Response::new(pb::GroupHeartbeatResponse {
             member_id: a.member_id,
             member_epoch: a.member_epoch,
@@ -486,7 +504,8 @@ impl Strata for Service {
             .map(|o| (o.topic, o.partition, o.offset, o.metadata))
             .collect();
         self.broker
-            .commit_offsets(&r.group, &r.member_id, r.member_epoch, offsets)?;
+            .commit_offsets(&r.group, &r.member_id, r.member_epoch, offsets)
+            .map_err(status)?;
         Ok(Response::new(pb::CommitOffsetsResponse {}))
     }
 
@@ -500,7 +519,10 @@ impl Strata for Service {
             .iter()
             .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
             .collect();
-        let offsets = self.broker.committed_offsets(&r.group, wanted)?;
+        let offsets = self
+            .broker
+            .committed_offsets(&r.group, wanted)
+            .map_err(status)?;
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
@@ -527,7 +549,10 @@ impl Strata for Service {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
-        let d = self.broker.describe_group(&request.into_inner().group)?;
+        let d = self
+            .broker
+            .describe_group(&request.into_inner().group)
+            .map_err(status)?;
         Ok(Response::new(pb::GroupDescription {
             group: d.group,
             state: d.state.to_string(),
@@ -578,7 +603,8 @@ impl Strata for Service {
         let offsets = self
             .broker
             .reset_group_offsets(&r.group, &r.topic, to, r.partitions)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ResetGroupOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
@@ -588,7 +614,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
-        self.broker.delete_group(&request.into_inner().group)?;
+        self.broker
+            .delete_group(&request.into_inner().group)
+            .map_err(status)?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 }

@@ -1,0 +1,154 @@
+//! The network edge of a Strata broker: the gRPC service ([`service`]), the one mapping
+//! from the core's [`ErrorKind`] to gRPC status codes ([`status`]), and the `/metrics`
+//! endpoint. [`run`] serves a broker until a shutdown signal, with its background work
+//! running beside. Tests bind `127.0.0.1:0` and call [`run`] in-process.
+//!
+//! The broker core knows nothing of tonic: everything protocol-shaped lives here.
+
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::v1::strata_server::StrataServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use strata_broker::Broker;
+use strata_broker::error::{BrokerError, ErrorKind};
+use tonic::{Code, Status};
+
+use crate::service::Service;
+
+/// Largest gRPC message accepted or sent (a produce request or fetch answer).
+pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
+/// How long a shutdown waits for open requests before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `broker` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves,
+/// then flushes every log.
+pub async fn run(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let background = strata_broker::tasks::Background::start(&broker);
+    let metrics_task =
+        metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
+    let service = StrataServer::new(Service::new(broker.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
+    let b = broker.clone();
+    let serve = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .max_frame_size(Some((1 << 20) - 1))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            // End subscriptions, long polls and produce streams so connections drain.
+            b.begin_shutdown();
+            let _ = signalled_tx.send(());
+        });
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        _ = async {
+            let _ = signalled_rx.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after shutdown began; closing them");
+            Ok(())
+        }
+    };
+    background.stop().await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    let b = broker.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
+    tracing::info!("broker stopped");
+    result
+}
+
+/// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.
+async fn serve_metrics(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (mut conn, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&req);
+            let (status, body) = if line.starts_with("GET /metrics ") {
+                ("200 OK", broker.metrics_text())
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// The gRPC code for each kind of error: the one place the broker's errors meet gRPC.
+pub fn code(kind: ErrorKind) -> Code {
+    use ErrorKind as K;
+    match kind {
+        K::UnknownTopic | K::UnknownPartition | K::UnknownGroup => Code::NotFound,
+        K::TopicExists => Code::AlreadyExists,
+        K::InvalidTopicName
+        | K::InvalidPartitions
+        | K::InvalidConfig
+        | K::InvalidRequest
+        | K::MessageTooLarge
+        | K::InvalidTimestamp
+        | K::CorruptMessage => Code::InvalidArgument,
+        K::InvalidReplicationFactor | K::NonSequential | K::GroupNotEmpty | K::NotOwner => {
+            Code::FailedPrecondition
+        }
+        K::OffsetOutOfRange => Code::OutOfRange,
+        K::StorageCorrupt => Code::DataLoss,
+        K::Unavailable => Code::Unavailable,
+        K::Internal => Code::Internal,
+        // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
+        K::UnknownMember | K::FencedMemberEpoch => Code::Aborted,
+    }
+}
+
+/// The status a client sees for `e`: its code and its message. Failures that point at
+/// the broker itself (I/O, corrupt data) are logged here too.
+pub fn status(e: BrokerError) -> Status {
+    let code = code(e.kind());
+    if matches!(code, Code::Internal | Code::DataLoss) {
+        tracing::error!(error = %e, "request failed");
+    }
+    Status::new(code, e.to_string())
+}
