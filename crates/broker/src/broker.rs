@@ -19,9 +19,8 @@
 //! same name is another incarnation with another id, and nothing keyed by the id (its
 //! objects, manifests and cache entries) is ever shared between the two.
 //!
-//! Each partition's log sits behind its own lock: appends take it for writing, reads for
-//! reading. The high watermark is published on a `watch` channel that long-poll fetches
-//! and subscriptions wait on.
+//! Partitions themselves (log, high watermark, produce checks, fetch) are
+//! `strata_partition::Partition`s; this module is their registry.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,26 +29,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
-use strata_log::{Clock, Log, LogError};
-use strata_record::BatchBuilder;
+use strata_log::Clock;
+use strata_partition::metrics::Metrics;
+use strata_partition::topic_config::{self, EffectiveConfig};
+pub use strata_partition::{
+    Fetched, OffsetQuery, Partition, PartitionState, PlainRecord, Produced, Shared,
+    partition::{DEFAULT_FETCH_BYTES, MAX_FETCH_BYTES, fetch_size},
+};
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
-use crate::error::{BrokerError, Result};
+use crate::error::{BrokerError, ErrorKind, Result};
 use crate::groups::OFFSETS_TOPIC;
-use crate::metrics::Metrics;
-use crate::topic_config::{self, EffectiveConfig};
 
 /// Written in the data directory by a clean shutdown (see the module docs).
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 
 /// Largest fetch answer, whatever the client asks for.
-pub const MAX_FETCH_BYTES: usize = 64 << 20;
-/// Fetch size when the client leaves it at 0.
-pub const DEFAULT_FETCH_BYTES: usize = 1 << 20;
 pub const MAX_PARTITIONS: i64 = 10_000;
 
 /// What is persisted about a topic.
@@ -68,7 +67,8 @@ pub struct TopicMeta {
 
 pub struct Topic {
     meta: RwLock<TopicMeta>,
-    config: RwLock<EffectiveConfig>,
+    /// Shared with the topic's partitions.
+    config: Arc<RwLock<EffectiveConfig>>,
     partitions: Vec<Arc<Partition>>,
     dir: PathBuf,
     /// False until the topic's metadata is stored in the bucket (after create/alter).
@@ -87,226 +87,18 @@ impl Topic {
     }
 }
 
-pub struct Partition {
-    pub topic: String,
-    /// The topic's id: which incarnation of the name this partition belongs to.
-    pub topic_id: String,
-    pub id: u32,
-    log: RwLock<Log>,
-    high_watermark: watch::Sender<i64>,
-    leader_epoch: i32,
-    deleted: AtomicBool,
-    closed: AtomicBool,
-    /// Remote segments in the cold tier (a copy of the bucket's manifest).
-    pub(crate) remote: RwLock<strata_tier::manifest::Manifest>,
-    pub(crate) tier: parking_lot::Mutex<crate::tiering::TierState>,
-    /// Bytes of sealed local segments not yet in the cold tier, as offload last saw them.
-    pub(crate) upload_backlog: std::sync::atomic::AtomicU64,
-    /// Woken whenever offload commits a segment or fails, for produce waiting on it.
-    pub(crate) offload_progress: tokio::sync::Notify,
-    /// Produce waits while `upload_backlog` is above this (see `wait_for_offload`).
-    pub(crate) backlog_ceiling: std::sync::atomic::AtomicU64,
-    /// When offload last committed a segment (broker clock, ms).
-    pub(crate) last_upload_ms: std::sync::atomic::AtomicI64,
-    /// Set while the partition waits in the `flush.ms` queue (see `flush`).
-    pub(crate) flush_queued: AtomicBool,
-    /// Held while offload or remote retention works on the partition, so deleting the
-    /// topic can wait for uploads under way before it removes the topic's objects.
-    pub(crate) tier_work: tokio::sync::Mutex<()>,
-}
-
-/// A snapshot of one partition's state.
-#[derive(Debug, Clone)]
-pub struct PartitionState {
-    pub partition: u32,
-    /// First offset held in either tier.
-    pub log_start_offset: i64,
-    /// First offset held on local disk.
-    pub local_log_start_offset: i64,
-    pub remote_segments: u32,
-    pub remote_bytes: u64,
-    /// Records below the high watermark not yet in the cold tier.
-    pub upload_lag: i64,
-    /// The last offload error, until an upload succeeds.
-    pub tier_error: Option<String>,
-    pub high_watermark: i64,
-    pub size_bytes: u64,
-    pub segments: u32,
-    pub leader_epoch: i32,
-}
-
-impl Partition {
-    fn err(&self, source: LogError) -> BrokerError {
-        BrokerError::Log {
-            topic: self.topic.clone(),
-            partition: self.id,
-            source,
-        }
-    }
-
-    /// The error for `offset` outside what the partition holds, as of `s`.
-    pub(crate) fn out_of_range(&self, offset: i64, s: &PartitionState) -> BrokerError {
-        BrokerError::InvalidOffset {
-            topic: self.topic.clone(),
-            partition: self.id,
-            offset,
-            start: s.log_start_offset,
-            end: s.high_watermark,
-        }
-    }
-
-    pub fn state(&self) -> PartitionState {
-        let log = self.log.read();
-        let remote = self.remote.read();
-        let local_start = log.log_start_offset();
-        let start = remote
-            .segments
-            .first()
-            .map(|s| s.base_offset.min(local_start))
-            .unwrap_or(local_start);
-        let uploaded_to = remote.next_offset().unwrap_or(local_start);
-        PartitionState {
-            partition: self.id,
-            log_start_offset: start,
-            local_log_start_offset: local_start,
-            remote_segments: remote.segments.len() as u32,
-            remote_bytes: remote.segments.iter().map(|s| s.size_bytes).sum(),
-            upload_lag: (log.log_end_offset() - uploaded_to).max(0),
-            tier_error: self.tier.lock().last_error.clone(),
-            high_watermark: log.log_end_offset(),
-            size_bytes: log.size_bytes(),
-            segments: log.segment_count() as u32,
-            leader_epoch: self.leader_epoch,
-        }
-    }
-
-    /// fsyncs the partition's log if anything is unflushed; whether it did.
-    pub(crate) fn flush_log(&self) -> std::result::Result<bool, LogError> {
-        let mut log = self.log.write();
-        if log.unflushed_records() == 0 {
-            return Ok(false);
-        }
-        log.flush().map(|()| true)
-    }
-
-    pub(crate) fn log_write(&self) -> parking_lot::RwLockWriteGuard<'_, Log> {
-        self.log.write()
-    }
-
-    /// Moves the high watermark forward to `hw` (never back) and wakes its waiters.
-    pub(crate) fn publish_high_watermark(&self, hw: i64) {
-        self.high_watermark.send_if_modified(|v| {
-            let moved = hw > *v;
-            if moved {
-                *v = hw;
-            }
-            moved
-        });
-    }
-
-    pub(crate) fn log_read(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
-        self.log.read()
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        *self.high_watermark.borrow()
-    }
-
-    /// Waits until the high watermark moves past `offset`, the partition is deleted, or
-    /// the deadline passes.
-    pub async fn wait_beyond(&self, offset: i64, deadline: Option<tokio::time::Instant>) {
-        let mut rx = self.high_watermark.subscribe();
-        let wait = rx.wait_for(|&hw| hw > offset || self.is_deleted() || self.is_closed());
-        match deadline {
-            Some(d) => {
-                let _ = tokio::time::timeout_at(d, wait).await;
-            }
-            None => {
-                let _ = wait.await;
-            }
-        }
-    }
-
-    /// Fetches and subscriptions currently waiting for this partition to grow.
-    pub fn waiters(&self) -> usize {
-        self.high_watermark.receiver_count()
-    }
-
-    pub fn is_deleted(&self) -> bool {
-        self.deleted.load(Ordering::Relaxed)
-    }
-
-    /// True once the broker is shutting down: waiters stop waiting.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
-    /// Reads batches from `offset`; at most `max_bytes` but at least one batch.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64, i64)> {
-        if self.is_deleted() {
-            return Err(BrokerError::UnknownTopic(self.topic.clone()));
-        }
-        let log = self.log.read();
-        let buf = log.read(offset, max_bytes).map_err(|e| self.err(e))?;
-        Ok((
-            Bytes::from(buf),
-            log.log_end_offset(),
-            log.log_start_offset(),
-        ))
-    }
-}
-
-/// Result of a produce.
-#[derive(Debug, Clone, Copy)]
-pub struct Produced {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub record_count: u32,
-    pub log_start_offset: i64,
-}
-
-/// Result of a fetch.
-#[derive(Debug, Clone)]
-pub struct Fetched {
-    pub batches: Bytes,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-}
-
-/// A record in the plain (non-batch) form.
-#[derive(Debug, Clone, Default)]
-pub struct PlainRecord {
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub timestamp_ms: i64,
-    pub headers: Vec<(String, Bytes)>,
-}
-
-/// How to resolve an offset.
-#[derive(Debug, Clone, Copy)]
-pub enum OffsetQuery {
-    Earliest,
-    Latest,
-    Timestamp(i64),
-}
-
 pub struct Broker {
     config: BrokerConfig,
-    clock: Arc<dyn Clock>,
+    /// Clock, metrics, cold tier and `flush.ms` timers, shared with every partition.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
-    metrics: Arc<Metrics>,
     topics_dir: PathBuf,
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
-    pub(crate) bucket: strata_tier::store::Bucket,
-    pub(crate) cold: Arc<strata_tier::read::ColdReader>,
-    /// Segments being encoded and uploaded at once, over all partitions.
-    pub(crate) upload_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
     pub(crate) group_snapshots: crate::groups::SnapshotState,
     pub(crate) deletions: crate::deletion::Deletions,
-    pub(crate) flusher: crate::flush::Flusher,
     _lock: File,
 }
 
@@ -430,22 +222,28 @@ impl Broker {
             ..Default::default()
         };
         let cold = strata_tier::read::ColdReader::new(bucket.clone(), cache, read_options);
-        let broker = Self {
-            cold,
-            upload_slots: Arc::new(tokio::sync::Semaphore::new(crate::tiering::UPLOADS_AT_ONCE)),
-            config,
+        let shared = Arc::new(Shared {
             clock,
+            metrics: Arc::new(Metrics::default()),
+            bucket,
+            cold,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                strata_partition::tier::UPLOADS_AT_ONCE,
+            )),
+            upload_backlog_limit_bytes: config.upload_backlog_limit_bytes,
+            flusher: Default::default(),
+        });
+        let broker = Self {
+            shared,
+            config,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
-            metrics: Arc::new(Metrics::default()),
             topics_dir,
             staging_dir,
             closing: watch::channel(false).0,
             groups: parking_lot::Mutex::new(Default::default()),
             group_snapshots: Default::default(),
-            bucket,
             deletions,
-            flusher: Default::default(),
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -460,7 +258,7 @@ impl Broker {
         }
         tracing::info!(
             clean_shutdown = clean,
-            scanned_bytes = broker.metrics.log_recovery_scanned_bytes.get(),
+            scanned_bytes = broker.metrics().log_recovery_scanned_bytes.get(),
             "opened the partition logs"
         );
         broker.load_manifests().await?;
@@ -490,11 +288,11 @@ impl Broker {
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+        &self.shared.clock
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.shared.metrics
     }
 
     fn load_topics(&self, clean_shutdown: bool) -> Result<()> {
@@ -542,76 +340,28 @@ impl Broker {
         starts: &[i64],
         clean_shutdown: bool,
     ) -> Result<Topic> {
-        let config = self.effective_config(&meta);
+        let config = Arc::new(RwLock::new(self.effective_config(&meta)));
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let (log, report) =
-                self.open_partition_log(&meta, &config, &dir, p, starts, clean_shutdown)?;
-            if report.truncated_bytes > 0 {
-                self.metrics.log_recovery_truncations.add(1);
-            }
-            self.metrics
-                .log_recovery_scanned_bytes
-                .add(report.scanned_bytes);
-            let (hw, _) = watch::channel(log.log_end_offset());
-            partitions.push(Arc::new(Partition {
-                topic: meta.name.clone(),
-                topic_id: meta.id.clone(),
-                id: p,
-                log: RwLock::new(log),
-                high_watermark: hw,
-                leader_epoch: 0,
-                deleted: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                remote: RwLock::new(strata_tier::manifest::Manifest::new(
-                    &meta.name, &meta.id, p,
-                )),
-                tier: parking_lot::Mutex::new(Default::default()),
-                upload_backlog: Default::default(),
-                offload_progress: tokio::sync::Notify::new(),
-                backlog_ceiling: std::sync::atomic::AtomicU64::new(u64::MAX),
-                // Offload counts as making progress from the start: produce may wait for
-                // it for OFFLOAD_STALL_MS before a missing upload means it has stalled.
-                last_upload_ms: std::sync::atomic::AtomicI64::new(self.clock.now_ms()),
-                tier_work: tokio::sync::Mutex::new(()),
-                flush_queued: AtomicBool::new(false),
-            }));
+            partitions.push(Partition::open(
+                &self.shared,
+                &meta.name,
+                &meta.id,
+                p,
+                dir.join(p.to_string()),
+                config.clone(),
+                strata_log::OpenOptions {
+                    start_offset: starts.get(p as usize).copied().unwrap_or(0),
+                    clean_shutdown,
+                },
+            )?);
         }
         Ok(Topic {
             meta: RwLock::new(meta),
-            config: RwLock::new(config),
+            config,
             partitions,
             dir,
             meta_in_bucket: AtomicBool::new(false),
-        })
-    }
-
-    /// Opens partition `p`'s log under the topic directory `dir`; a new log starts at
-    /// `starts[p]` (0 where not given).
-    fn open_partition_log(
-        &self,
-        meta: &TopicMeta,
-        config: &EffectiveConfig,
-        dir: &Path,
-        p: u32,
-        starts: &[i64],
-        clean_shutdown: bool,
-    ) -> Result<(Log, strata_log::RecoveryReport)> {
-        let options = strata_log::OpenOptions {
-            start_offset: starts.get(p as usize).copied().unwrap_or(0),
-            clean_shutdown,
-        };
-        Log::open_with(
-            dir.join(p.to_string()),
-            format!("{}-{p}", meta.name),
-            config.log_config(),
-            self.clock.clone(),
-            options,
-        )
-        .map_err(|source| BrokerError::Log {
-            topic: meta.name.clone(),
-            partition: p,
-            source,
         })
     }
 
@@ -710,7 +460,7 @@ impl Broker {
             partitions: partitions as u32,
             replication_factor: rf as u32,
             configs,
-            created_ms: self.clock.now_ms(),
+            created_ms: self.shared.clock.now_ms(),
         }
     }
 
@@ -736,7 +486,19 @@ impl Broker {
         // rename can never leave a partition that restarts at offset 0 under remote data.
         let config = self.effective_config(&meta);
         for p in 0..partitions {
-            self.open_partition_log(&meta, &config, &staging, p, starts, false)?;
+            let start = starts.get(p as usize).copied().unwrap_or(0);
+            let dir = staging.join(p.to_string());
+            strata_partition::partition::open_log(
+                &self.shared,
+                &meta.name,
+                p,
+                dir,
+                &config,
+                strata_log::OpenOptions {
+                    start_offset: start,
+                    clean_shutdown: false,
+                },
+            )?;
         }
         std::fs::rename(&staging, &dir)
             .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
@@ -762,20 +524,16 @@ impl Broker {
         self.deletions.record(crate::deletion::Tombstone {
             topic: name.to_string(),
             topic_id: id.clone(),
-            deleted_ms: self.clock.now_ms(),
+            deleted_ms: self.shared.clock.now_ms(),
         })?;
         strata_failpoint::crash_at("topic-delete-after-tombstone", || name.to_string());
         self.topics.write().remove(name);
         for p in &topic.partitions {
-            // Under the log's lock: a compaction swap (which checks this flag under it)
-            // is either done before the directory moves or never starts.
-            let _log = p.log.write();
-            p.deleted.store(true, Ordering::Relaxed);
-            p.high_watermark.send_modify(|_| {});
+            p.mark_deleted();
         }
         let buried = self.bury(&topic.dir);
         self.forget_topic_offsets(name);
-        self.metrics.topic_deletions.add(1);
+        self.shared.metrics.topic_deletions.add(1);
         if let Err(e) = buried {
             // The tombstone makes the delete stick, and must outlive the directory: the
             // removal starts only after the next start has moved the directory away.
@@ -785,11 +543,12 @@ impl Broker {
         // Should this request be dropped while it waits (a client that gives up, the
         // shutdown grace ending), removal still starts, a minute on, when uploads under
         // way have long ended.
-        let mut start = crate::deletion::StartOnDrop::new(&self.deletions, &id, &*self.clock);
+        let mut start =
+            crate::deletion::StartOnDrop::new(&self.deletions, &id, &*self.shared.clock);
         // Offload sees the partitions deleted and stops; wait for uploads under way, so
         // none lands after the objects are removed.
         for p in &topic.partitions {
-            drop(p.tier_work.lock().await);
+            drop(p.tier.work.lock().await);
         }
         start.now();
         tracing::info!(topic = name, topic_id = %id, "deleted topic; its objects are removed in the background");
@@ -814,7 +573,10 @@ impl Broker {
 
     /// Runs the `flush.ms` timers until `stop` changes (see `flush`).
     pub async fn run_flusher(&self, stop: watch::Receiver<bool>) {
-        self.flusher.run(self.metrics.clone(), stop).await
+        self.shared
+            .flusher
+            .run(self.shared.metrics.clone(), stop)
+            .await
     }
 
     /// Deletions whose objects are still being removed from the bucket.
@@ -825,7 +587,7 @@ impl Broker {
     /// Tries now to finish every pending deletion; returns how many remain.
     pub async fn finish_deletions(&self) -> usize {
         self.deletions
-            .run_due(&self.bucket, self.clock.now_ms(), true)
+            .run_due(&self.shared.bucket, self.shared.clock.now_ms(), true)
             .await
     }
 
@@ -877,7 +639,7 @@ impl Broker {
             let offloaded = topic
                 .partitions
                 .iter()
-                .any(|p| p.remote.read().next_offset().is_some());
+                .any(|p| p.tier.remote.read().next_offset().is_some());
             if offloaded {
                 return Err(BrokerError::InvalidConfig(format!(
                     "offloading cannot stop for topic {name:?} (remote.storage.enable=false, or cleanup.policy=compact, which never offloads): it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it as it is, or delete the topic"
@@ -886,7 +648,7 @@ impl Broker {
         }
         write_json_atomic(&topic.dir.join("topic.json"), &meta)?;
         for p in &topic.partitions {
-            p.log.write().set_config(config.log_config());
+            p.set_config(&config);
         }
         *topic.config.write() = config;
         *topic.meta.write() = meta;
@@ -905,12 +667,19 @@ impl Broker {
     ) -> Result<Produced> {
         let started = Instant::now();
         let result = self.produce_inner(topic, partition, batches, records);
-        self.metrics.produce_requests.add(1);
+        self.shared.metrics.produce_requests.add(1);
         match &result {
-            Ok(p) => self.metrics.produce_records.add(p.record_count as u64),
-            Err(_) => self.metrics.produce_errors.add(1),
+            Ok(p) => self
+                .shared
+                .metrics
+                .produce_records
+                .add(p.record_count as u64),
+            Err(_) => self.shared.metrics.produce_errors.add(1),
         }
-        self.metrics.produce_latency.observe(started.elapsed());
+        self.shared
+            .metrics
+            .produce_latency
+            .observe(started.elapsed());
         result
     }
 
@@ -941,120 +710,7 @@ impl Broker {
         batches: Bytes,
         records: &[PlainRecord],
     ) -> Result<Produced> {
-        let t = self.topic(topic)?;
-        let p = self.partition(topic, partition)?;
-        let (max, (before_max, after_max), compacted) = {
-            let c = t.config.read();
-            let compacted = c.cleanup_policy().compact;
-            (c.max_message_bytes(), c.timestamp_bounds(), compacted)
-        };
-        let now = self.clock.now_ms();
-        let mut buf = if batches.is_empty() {
-            if records.is_empty() {
-                return Err(BrokerError::InvalidRequest(
-                    "produce request holds no records: send batches or records".into(),
-                ));
-            }
-            BytesMut::from(&self.build_batch(records)[..])
-        } else {
-            BytesMut::from(batches)
-        };
-        let invalid = |source| BrokerError::InvalidBatch {
-            topic: topic.to_string(),
-            partition,
-            source,
-        };
-        // Check every batch before anything is written: all or nothing.
-        let mut pos = 0;
-        while pos < buf.len() {
-            let len = match strata_record::batch_total_len(&buf[pos..]) {
-                Some(r) => r.map_err(invalid)?,
-                None => {
-                    return Err(invalid(strata_record::RecordError::Truncated {
-                        need: strata_record::LENGTH_PREFIX,
-                        have: buf.len() - pos,
-                    }));
-                }
-            };
-            if len > max {
-                return Err(BrokerError::MessageTooLarge {
-                    topic: topic.to_string(),
-                    size: len,
-                    max,
-                });
-            }
-            let (batch, min_ts) =
-                strata_record::Batch::validate_with_min_timestamp(&buf[pos..]).map_err(invalid)?;
-            let h = batch.header();
-            // Compaction keeps the latest record per key: a record without one has no
-            // place in a compacted topic (Kafka refuses it too).
-            if compacted && batch.records().any(|r| r.is_ok_and(|r| r.key.is_none())) {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "topic {topic:?} is compacted (cleanup.policy=compact) and keeps the latest record per key: every record needs a key; give each record one, or produce to a topic with cleanup.policy=delete"
-                )));
-            }
-            // Kafka's KIP-937 bounds: a timestamp far in the future would pin time
-            // retention for as long; one far in the past would expire at once. They hold
-            // whatever the batch's timestamp-type bit says: nothing here stamps append
-            // time, so the producer's timestamps are what is stored.
-            {
-                let bad = |timestamp: i64, direction, key, limit| BrokerError::InvalidTimestamp {
-                    topic: topic.to_string(),
-                    partition,
-                    timestamp,
-                    now,
-                    distance: (timestamp - now).saturating_abs(),
-                    direction,
-                    key,
-                    limit,
-                };
-                if now.saturating_sub(min_ts) > before_max {
-                    let key = "message.timestamp.before.max.ms";
-                    return Err(bad(min_ts, "before", key, before_max));
-                }
-                if h.max_timestamp.saturating_sub(now) > after_max {
-                    let key = "message.timestamp.after.max.ms";
-                    return Err(bad(h.max_timestamp, "after", key, after_max));
-                }
-            }
-            pos += len;
-        }
-        let (info, start) = {
-            let mut log = p.log.write();
-            let info = log.append(&mut buf, p.leader_epoch).map_err(|e| p.err(e))?;
-            (info, log.log_start_offset())
-        };
-        if let Some(ms) = info.flush_after_ms {
-            self.flusher.schedule(&p, ms);
-        }
-        self.metrics.produce_bytes.add(buf.len() as u64);
-        // Concurrent appends may publish out of order: the watermark only moves forward.
-        p.publish_high_watermark(info.last_offset + 1);
-        Ok(Produced {
-            base_offset: info.base_offset,
-            last_offset: info.last_offset,
-            record_count: info.record_count,
-            log_start_offset: start,
-        })
-    }
-
-    fn build_batch(&self, records: &[PlainRecord]) -> Vec<u8> {
-        let now = self.clock.now_ms();
-        let ts = |r: &PlainRecord| {
-            if r.timestamp_ms > 0 {
-                r.timestamp_ms
-            } else {
-                now
-            }
-        };
-        let mut b = BatchBuilder::new(ts(&records[0]), 1024);
-        let mut headers = Vec::new();
-        for r in records {
-            headers.clear();
-            headers.extend(r.headers.iter().map(|(k, v)| (k.as_str(), Some(&v[..]))));
-            b.append(ts(r), r.key.as_deref(), r.value.as_deref(), &headers);
-        }
-        b.finish_vec()
+        self.partition(topic, partition)?.append(batches, records)
     }
 
     /// Long-poll fetch: answers as soon as `min_bytes` are available (at least one
@@ -1072,17 +728,17 @@ impl Broker {
         let result = self
             .fetch_inner(topic, partition, offset, max_bytes, min_bytes, max_wait)
             .await;
-        self.metrics.fetch_requests.add(1);
+        self.shared.metrics.fetch_requests.add(1);
         match &result {
-            Ok(f) => self.metrics.fetch_bytes.add(f.batches.len() as u64),
+            Ok(f) => self.shared.metrics.fetch_bytes.add(f.batches.len() as u64),
             Err(e) => {
-                self.metrics.fetch_errors.add(1);
-                if e.kind() == crate::error::ErrorKind::StorageCorrupt {
-                    self.metrics.log_corruptions.add(1);
+                self.shared.metrics.fetch_errors.add(1);
+                if e.kind() == ErrorKind::StorageCorrupt {
+                    self.shared.metrics.log_corruptions.add(1);
                 }
             }
         }
-        self.metrics.fetch_latency.observe(started.elapsed());
+        self.shared.metrics.fetch_latency.observe(started.elapsed());
         result
     }
 
@@ -1096,29 +752,7 @@ impl Broker {
         max_wait: Duration,
     ) -> Result<Fetched> {
         let p = self.partition(topic, partition)?;
-        let max_bytes = fetch_size(max_bytes);
-        let min_bytes = min_bytes.clamp(1, max_bytes);
-        let deadline = tokio::time::Instant::now() + max_wait;
-        loop {
-            let (batches, hw, start) = self.read_any(&p, offset, max_bytes).await?;
-            let done = batches.len() >= min_bytes || tokio::time::Instant::now() >= deadline;
-            if done {
-                return Ok(Fetched {
-                    batches,
-                    high_watermark: hw,
-                    log_start_offset: start,
-                });
-            }
-            // Not enough yet: wait for the next append past what we have seen.
-            let seen = if batches.is_empty() { offset } else { hw };
-            p.wait_beyond(seen.max(offset), Some(deadline)).await;
-            if p.is_deleted() {
-                return Err(BrokerError::UnknownTopic(topic.to_string()));
-            }
-            if p.is_closed() {
-                return Err(BrokerError::ShuttingDown);
-            }
-        }
+        p.fetch(offset, max_bytes, min_bytes, max_wait).await
     }
 
     /// Resolves an offset over both tiers: (offset, its timestamp or -1, log start, hw).
@@ -1128,23 +762,7 @@ impl Broker {
         partition: u32,
         query: OffsetQuery,
     ) -> Result<(i64, i64, i64, i64)> {
-        let p = self.partition(topic, partition)?;
-        let s = p.state();
-        let (start, end) = (s.log_start_offset, s.high_watermark);
-        let (offset, ts) = match query {
-            OffsetQuery::Earliest => (start, -1),
-            OffsetQuery::Latest => (end, -1),
-            OffsetQuery::Timestamp(t) => match self.remote_offset_for_timestamp(&p, t).await? {
-                Some(found) => found,
-                None => p
-                    .log
-                    .read()
-                    .offset_for_timestamp(t)
-                    .map_err(|e| p.err(e))?
-                    .unwrap_or((-1, -1)),
-            },
-        };
-        Ok((offset, ts, start, end))
+        self.partition(topic, partition)?.list_offsets(query).await
     }
 
     /// Retention, `flush.ms` and `segment.ms` for every partition; expired group members.
@@ -1152,26 +770,8 @@ impl Broker {
         self.expire_members();
         let topics: Vec<Arc<Topic>> = self.topics.read().values().cloned().collect();
         for t in topics {
-            let remote = t.config().remote_enabled();
             for p in &t.partitions {
-                // With the cold tier on, only what it already holds may leave the disk.
-                let guard = crate::tiering::Uploaded {
-                    upto: remote.then(|| {
-                        let m = p.remote.read();
-                        m.next_offset().unwrap_or(i64::MIN)
-                    }),
-                };
-                let mut log = p.log.write();
-                if let Err(e) = log.tick() {
-                    tracing::warn!(log = log.name(), error = %e, "flush/roll failed");
-                }
-                match log.enforce_retention(&guard) {
-                    Ok(deleted) => self
-                        .metrics
-                        .retention_deleted_segments
-                        .add(deleted.len() as u64),
-                    Err(e) => tracing::warn!(log = log.name(), error = %e, "retention failed"),
-                }
+                p.housekeeping();
             }
         }
     }
@@ -1187,47 +787,9 @@ impl Broker {
             if !t.config().cleanup_policy().compact {
                 continue;
             }
+            let abort = || *self.closing.borrow();
             for p in &t.partitions {
-                if p.is_deleted() || p.is_closed() {
-                    continue;
-                }
-                let Some(pass) = p.log.read().cleanable() else {
-                    continue;
-                };
-                let abort = || *self.closing.borrow();
-                // A failed fsync of the pass (its new files, the partition directory)
-                // counts as the log's own.
-                let run = pass.run(&abort).map_err(|e| p.log.write().note_error(e));
-                let result = run.and_then(|cleaned| {
-                    let Some(cleaned) = cleaned else {
-                        return Ok(None);
-                    };
-                    let mut log = p.log.write();
-                    // A delete marks its partitions under this lock: a pass that finished
-                    // after it must not touch the directory (which a new incarnation of
-                    // the name may use by now). What it wrote is in `cleaned/`, which the
-                    // next pass or start removes.
-                    if p.is_deleted() || p.is_closed() {
-                        return Ok(None);
-                    }
-                    log.swap_cleaned(cleaned)
-                });
-                match result {
-                    Ok(Some(report)) => {
-                        self.metrics.compactions.add(1);
-                        self.metrics
-                            .compaction_removed_records
-                            .add(report.records_removed);
-                        self.metrics
-                            .compaction_reclaimed_bytes
-                            .add(report.bytes_before.saturating_sub(report.bytes_after));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.metrics.compaction_errors.add(1);
-                        tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "compaction failed; retrying at the next interval");
-                    }
-                }
+                p.compact(&abort);
             }
         }
     }
@@ -1237,8 +799,7 @@ impl Broker {
         self.closing.send_replace(true);
         for t in self.topics.read().values() {
             for p in &t.partitions {
-                p.closed.store(true, Ordering::Relaxed);
-                p.high_watermark.send_modify(|_| {});
+                p.mark_closed();
             }
         }
     }
@@ -1256,7 +817,7 @@ impl Broker {
         let mut failed = 0;
         for t in self.topics.read().values() {
             for p in &t.partitions {
-                if let Err(e) = p.log.write().close() {
+                if let Err(e) = p.close() {
                     failed += 1;
                     tracing::warn!(topic = %t.meta().name, partition = p.id, error = %e, "closing the log failed");
                 }
@@ -1287,12 +848,4 @@ fn unique_suffix() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{nanos}-{}", SEQ.fetch_add(1, Ordering::Relaxed))
-}
-
-pub fn fetch_size(max_bytes: usize) -> usize {
-    if max_bytes == 0 {
-        DEFAULT_FETCH_BYTES
-    } else {
-        max_bytes.min(MAX_FETCH_BYTES)
-    }
 }

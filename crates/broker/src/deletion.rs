@@ -353,8 +353,8 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let b = offloaded(dir.path(), clock.clone()).await;
         let id = b.topic("t").unwrap().meta().id;
-        let prefix = b.bucket.topic_dir("t", &id);
-        let objects = || async { b.bucket.list_keys(&prefix).await.unwrap() };
+        let prefix = b.shared.bucket.topic_dir("t", &id);
+        let objects = || async { b.shared.bucket.list_keys(&prefix).await.unwrap() };
         let before = objects().await;
         assert_eq!(
             before
@@ -367,7 +367,7 @@ mod tests {
 
         // An upload under way, which the delete waits for; the client gives up meanwhile.
         let p = b.partition("t", 0).unwrap();
-        let upload = p.tier_work.lock().await;
+        let upload = p.tier.work.lock().await;
         let mut delete = Box::pin(b.delete_topic("t"));
         assert!(
             futures::poll!(&mut delete).is_pending(),

@@ -974,8 +974,9 @@ impl Broker {
             }
         };
         let body = serde_json::to_vec(&snapshot).expect("snapshot serializes");
-        let key = snapshot_key(&self.bucket);
-        self.bucket
+        let key = snapshot_key(&self.shared.bucket);
+        self.shared
+            .bucket
             .store
             .put(&key, body.into())
             .await
@@ -994,13 +995,13 @@ impl Broker {
     /// the groups are loaded).
     pub(crate) async fn restore_group_offsets(&self) -> Result<()> {
         use object_store::ObjectStoreExt;
-        let key = snapshot_key(&self.bucket);
+        let key = snapshot_key(&self.shared.bucket);
         let unreadable = |e: &dyn std::fmt::Display| {
             BrokerError::InvalidConfig(format!(
                 "reading the committed group offsets {key} in the object store: {e}"
             ))
         };
-        let bytes = match self.bucket.store.get(&key).await {
+        let bytes = match self.shared.bucket.store.get(&key).await {
             Ok(r) => r.bytes().await.map_err(|e| unreadable(&e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(unreadable(&e)),

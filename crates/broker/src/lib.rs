@@ -7,21 +7,23 @@
 //! errors carry a transport-neutral [`error::ErrorKind`], and the gRPC edge lives in
 //! `strata-server`.
 //!
-//! Storage is delegated to `strata-log`: one log per partition. The broker validates
-//! every produced batch (CRC, sizes, record count, `max.message.bytes`) before anything
-//! is written, assigns offsets by rewriting batch headers, and serves fetches from the
-//! stored bytes. With one broker the high watermark is the log end offset.
+//! Each partition is a `strata_partition::Partition` (log, LEO, high watermark, epoch,
+//! role, its share of the cold tier); the broker holds them in its topic registry and
+//! drives them. Dependencies point one way: `strata-server` → `strata-broker` →
+//! `strata-partition` → `strata-log`/`strata-tier` → `strata-record`.
 
 pub mod broker;
 pub mod config;
 pub mod deletion;
-pub mod error;
-mod flush;
 pub mod groups;
-pub mod metrics;
 pub mod tasks;
 pub mod tiering;
-pub mod topic_config;
+
+/// The core's error type and its transport-neutral kind (owned by `strata-partition`).
+pub mod error {
+    pub use strata_partition::error::{Error as BrokerError, ErrorKind, Result};
+}
+pub use strata_partition::{metrics, topic_config};
 
 pub use broker::{Broker, validate_topic_name};
 pub use config::BrokerConfig;

@@ -632,6 +632,23 @@ impl Log {
         Ok(out)
     }
 
+    /// [`Log::read`], leaving out batches from `end` on: what a reader may see when only
+    /// offsets below `end` (the high watermark) are committed. `end` is a batch
+    /// boundary, so no batch is cut.
+    pub fn read_below(&self, offset: i64, max_bytes: usize, end: i64) -> Result<Vec<u8>> {
+        let mut out = self.read(offset, max_bytes)?;
+        let mut pos = 0;
+        while pos + strata_record::HEADER_LEN <= out.len() {
+            let h = strata_record::BatchHeader::decode(&out[pos..])?;
+            if h.base_offset >= end {
+                break;
+            }
+            pos += h.total_len();
+        }
+        out.truncate(pos);
+        Ok(out)
+    }
+
     /// The first offset whose record timestamp is >= `ts`, with that timestamp;
     /// `None` if every record is older.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {

@@ -86,6 +86,40 @@ fn appends_roll_and_read_back_dense_offsets_across_segments() {
     assert_eq!(values(&log, 77), expected(77..300));
 }
 
+/// What a reader bounded by a high watermark below the log end sees: whole batches up
+/// to it, never one that starts at or past it, within one segment and across them.
+#[test]
+fn a_read_below_an_end_stops_at_the_batch_that_starts_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small(), Arc::new(SystemClock));
+    fill(&mut log, 100, 1000); // batches of 3 records
+    let read_to = |from: i64, end: i64| {
+        let buf = log.read_below(from, 1 << 20, end).unwrap();
+        let offsets: Vec<i64> = BatchIter::new(&buf)
+            .flat_map(|b| {
+                b.unwrap()
+                    .records()
+                    .map(|r| r.unwrap().offset)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        offsets
+    };
+    assert_eq!(
+        read_to(0, 300),
+        (0..300).collect::<Vec<_>>(),
+        "end = LEO: everything"
+    );
+    assert_eq!(read_to(0, 150), (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        read_to(151, 153),
+        vec![150, 151, 152],
+        "the batch holding 151 only"
+    );
+    assert!(read_to(150, 150).is_empty(), "nothing starts below the end");
+    assert!(read_to(0, 0).is_empty());
+}
+
 #[test]
 fn missing_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,7 +42,7 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
+pub enum Error {
     #[error("unknown topic {0:?}; list topics with `strata topic list`")]
     UnknownTopic(String),
     #[error("topic {0:?} already exists")]
@@ -160,8 +160,8 @@ pub enum BrokerError {
     },
 }
 
-impl BrokerError {
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,
@@ -204,4 +204,4 @@ impl BrokerError {
     }
 }
 
-pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

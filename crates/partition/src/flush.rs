@@ -15,12 +15,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::broker::Partition;
 use crate::metrics::Metrics;
+use crate::partition::Partition;
 
 /// Partitions waiting for their `flush.ms` fsync, by due time.
 #[derive(Default)]
-pub(crate) struct Flusher {
+pub struct Flusher {
     due: Mutex<BTreeMap<(Instant, u64), Weak<Partition>>>,
     seq: std::sync::atomic::AtomicU64,
     wake: tokio::sync::Notify,
@@ -47,11 +47,7 @@ impl Flusher {
     }
 
     /// fsyncs each queued partition when it is due, until `stop` changes.
-    pub(crate) async fn run(
-        &self,
-        metrics: Arc<Metrics>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    pub async fn run(&self, metrics: Arc<Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let next = self.due.lock().keys().next().copied();
             match next {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use strata_log::{CompactConfig, LogConfig};
 
-use crate::error::BrokerError;
+use crate::error::Error;
 
 /// A config key: its name, default and a check of its value.
 pub struct Key {
@@ -202,24 +202,23 @@ fn key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
 
-fn unknown_key(name: &str) -> BrokerError {
+fn unknown_key(name: &str) -> Error {
     let valid: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-    BrokerError::InvalidConfig(format!(
+    Error::InvalidConfig(format!(
         "unknown config key {name:?}; valid keys are: {}",
         valid.join(", ")
     ))
 }
 
 /// Checks one key and value.
-pub fn validate(name: &str, value: &str) -> Result<(), BrokerError> {
+pub fn validate(name: &str, value: &str) -> Result<(), Error> {
     let k = key(name).ok_or_else(|| unknown_key(name))?;
-    (k.check)(value).map_err(|why| {
-        BrokerError::InvalidConfig(format!("invalid value {value:?} for {name}: {why}"))
-    })
+    (k.check)(value)
+        .map_err(|why| Error::InvalidConfig(format!("invalid value {value:?} for {name}: {why}")))
 }
 
 /// Checks a whole set of overrides, each key and how they go together.
-pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), Error> {
     configs.iter().try_for_each(|(k, v)| validate(k, v))?;
     let compact = configs
         .get("cleanup.policy")
@@ -228,7 +227,7 @@ pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), BrokerErro
     if compact && configs.get("remote.storage.enable").map(|v| v.trim()) == Some("true") {
         // As in Kafka (KIP-405): the cold tier holds dense offset ranges, one Parquet
         // object per segment, and compaction rewrites segments in place.
-        return Err(BrokerError::InvalidConfig(
+        return Err(Error::InvalidConfig(
             "remote.storage.enable=true cannot be combined with cleanup.policy=compact: compacted topics stay on local disk; drop remote.storage.enable or use cleanup.policy=delete".into(),
         ));
     }

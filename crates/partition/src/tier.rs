@@ -1,0 +1,520 @@
+//! One partition's side of the cold tier: offloading its sealed segments, remote
+//! retention, reads below the local log start, and holding produce back while offload
+//! catches up.
+//!
+//! Invariants:
+//! - Only sealed segments wholly below the high watermark are uploaded (committed
+//!   records only), oldest first, each one continuing the partition's manifest; the
+//!   manifest is saved after the object.
+//! - Local retention deletes a segment only once the manifest covers it
+//!   ([`Uploaded`]), so an object-store outage stops local deletion, never produce.
+//! - Failed uploads are retried with exponential backoff (1 s to 60 s); the last error
+//!   is visible in describe and in the upload failure counter.
+//! - Remote retention (`retention.ms`/`retention.bytes`) removes the manifest entry
+//!   first and the object second, so a reader never finds a listed object missing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use parking_lot::{Mutex, RwLock};
+use strata_log::DeletionGuard;
+use strata_tier::manifest::{Manifest, RemoteSegment};
+use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file};
+
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+
+/// Segments encoded and uploaded at once when offload is behind (over all partitions,
+/// and at most this many of one partition).
+pub const UPLOADS_AT_ONCE: usize = 2;
+/// Produce stops waiting for offload when no segment has been committed for this long.
+pub const OFFLOAD_STALL_MS: i64 = 10_000;
+
+/// An upload task, aborted if its round is dropped (the broker shutting down): the
+/// multipart upload is left incomplete, as after a crash, and redone at the next start.
+struct Upload(tokio::task::JoinHandle<(strata_tier::Result<RemoteSegment>, Duration)>);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Offload's retry state.
+#[derive(Debug, Default)]
+struct TierState {
+    last_error: Option<String>,
+    failures: u32,
+    retry_at_ms: i64,
+    /// Whether this run has swept the partition's prefix for objects no manifest lists.
+    swept: bool,
+}
+
+/// A partition's share of the cold tier.
+pub struct Tier {
+    /// Remote segments in the cold tier (a copy of the bucket's manifest).
+    pub remote: RwLock<Manifest>,
+    state: Mutex<TierState>,
+    /// Bytes of sealed local segments not yet in the cold tier, as offload last saw them.
+    upload_backlog: AtomicU64,
+    /// Woken whenever offload commits a segment or fails, for produce waiting on it.
+    offload_progress: tokio::sync::Notify,
+    /// Produce waits while `upload_backlog` is above this (see `wait_for_offload`).
+    backlog_ceiling: AtomicU64,
+    /// When offload last committed a segment (broker clock, ms).
+    last_upload_ms: AtomicI64,
+    /// Held while offload or remote retention works on the partition, so deleting the
+    /// topic can wait for uploads under way before it removes the topic's objects.
+    pub work: tokio::sync::Mutex<()>,
+}
+
+impl Tier {
+    pub(crate) fn new(topic: &str, topic_id: &str, id: u32, now_ms: i64) -> Self {
+        Self {
+            remote: RwLock::new(Manifest::new(topic, topic_id, id)),
+            state: Default::default(),
+            upload_backlog: Default::default(),
+            offload_progress: tokio::sync::Notify::new(),
+            backlog_ceiling: AtomicU64::new(u64::MAX),
+            // Offload counts as making progress from the start: produce may wait for it
+            // for OFFLOAD_STALL_MS before a missing upload means it has stalled.
+            last_upload_ms: AtomicI64::new(now_ms),
+            work: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last offload error, until an upload succeeds.
+    pub fn last_error(&self) -> Option<String> {
+        self.state.lock().last_error.clone()
+    }
+
+    /// Bytes of sealed local segments not yet in the cold tier, as offload last saw them.
+    pub fn upload_backlog(&self) -> u64 {
+        self.upload_backlog.load(Ordering::Relaxed)
+    }
+
+    /// When offload last committed a segment (broker clock, ms).
+    pub fn last_upload_ms(&self) -> i64 {
+        self.last_upload_ms.load(Ordering::Relaxed)
+    }
+
+    /// For a topic whose tier is off: nothing waits to be uploaded.
+    pub fn clear_backlog(&self) {
+        self.upload_backlog.store(0, Ordering::Relaxed);
+        self.offload_progress.notify_waiters();
+    }
+}
+
+/// Lets local retention delete only what the cold tier already holds.
+pub struct Uploaded {
+    /// Offset after the last uploaded record; `None` when the tier is off for the topic.
+    pub upto: Option<i64>,
+}
+
+impl DeletionGuard for Uploaded {
+    fn may_delete(&self, _base: i64, next: i64) -> bool {
+        self.upto.is_none_or(|upto| next <= upto)
+    }
+}
+
+/// The error for a cold-tier failure of `p`.
+pub fn remote_err(p: &Partition, e: strata_tier::TierError) -> Error {
+    Error::Remote {
+        topic: p.topic.clone(),
+        partition: p.id,
+        // A store error is an outage to retry; anything else is bad data in the bucket.
+        corrupt: !matches!(e, strata_tier::TierError::Store(_)),
+        reason: e.to_string(),
+    }
+}
+
+/// Where the cold tier ends (none: it is empty) and the partition's sealed segments past
+/// it that lie wholly below the high watermark, oldest first: what offload has yet to
+/// upload.
+fn awaiting_upload(p: &Partition) -> (Option<i64>, Vec<strata_log::SegmentInfo>) {
+    let next_remote = p.tier.remote.read().next_offset();
+    let hw = p.high_watermark();
+    let log = p.log_read();
+    let segs = log.segments();
+    let from = next_remote.unwrap_or(log.log_start_offset());
+    let waiting = segs[..segs.len() - 1]
+        .iter()
+        .filter(|s| s.next_offset > from && s.next_offset <= hw && s.size > 0)
+        .cloned()
+        .collect();
+    (next_remote, waiting)
+}
+
+impl Partition {
+    /// The sealed, committed segments offload has yet to upload, oldest first.
+    pub fn awaiting_upload(&self) -> Vec<strata_log::SegmentInfo> {
+        awaiting_upload(self).1
+    }
+
+    fn tier_enabled(&self) -> bool {
+        !self.is_deleted() && self.config.read().remote_enabled()
+    }
+
+    /// Replaces the partition's copy of its manifest (loaded from the bucket).
+    pub fn set_manifest(&self, m: Manifest) {
+        *self.tier.remote.write() = m;
+    }
+
+    /// One offload round under the partition's `work` lock: a first sweep for objects a
+    /// crash left outside the manifest, then offload and remote retention (with the
+    /// topic's total retention), again while offload finds more.
+    pub async fn tier_round(self: &Arc<Self>, retention: (i64, i64)) {
+        let _work = self.tier.work.lock().await;
+        if !self.tier.state.lock().swept {
+            match self.sweep_orphans().await {
+                Ok(n) => {
+                    self.tier.state.lock().swept = true;
+                    if n > 0 {
+                        tracing::info!(topic = %self.topic, partition = self.id, objects = n,
+                            "removed objects that a crash left outside the manifest");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "could not sweep the partition's objects; will retry")
+                }
+            }
+        }
+        while !self.is_deleted() {
+            let more = self.offload().await;
+            if self.is_deleted() {
+                return;
+            }
+            if let Err(e) = self.remote_retention(retention).await {
+                tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "remote retention failed");
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Waits while the partition's upload backlog is over its ceiling and offload is
+    /// making progress: produce then runs at the pace offload keeps, and local disk stays
+    /// bounded. The ceiling is `upload_backlog_limit_bytes`, or, after an outage or a
+    /// restart found more than that waiting, the lowest backlog seen since: produce is
+    /// never held back to drain a backlog it did not just create, only kept from growing
+    /// it. Returns at once when the backlog is under the ceiling (two atomic loads). An
+    /// object store that fails or hangs never holds produce: the wait ends when an upload
+    /// fails or when no segment has been committed for [`OFFLOAD_STALL_MS`].
+    pub async fn wait_for_offload(&self) {
+        if self.shared.upload_backlog_limit_bytes == 0 {
+            return;
+        }
+        let t = &self.tier;
+        let over =
+            || t.upload_backlog.load(Ordering::Relaxed) > t.backlog_ceiling.load(Ordering::Relaxed);
+        if !over() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let progress = t.offload_progress.notified();
+            let stalled = self.shared.clock.now_ms() - t.last_upload_ms.load(Ordering::Relaxed)
+                > OFFLOAD_STALL_MS;
+            if !over() || stalled || t.state.lock().last_error.is_some() || !self.tier_enabled() {
+                break;
+            }
+            // Woken by each committed segment; the timeout re-checks what no upload
+            // signals (a stall, the topic's tier turned off, the partition deleted).
+            let _ = tokio::time::timeout(Duration::from_millis(500), progress).await;
+        }
+        self.shared
+            .metrics
+            .produce_throttle
+            .observe(started.elapsed());
+    }
+
+    /// Recounts the partition's upload backlog from its log, lowers its ceiling to it
+    /// (never below the limit; no ceiling while uploads fail) and wakes waiting produce.
+    pub fn refresh_backlog(&self) {
+        let t = &self.tier;
+        let backlog = awaiting_upload(self).1.iter().map(|s| s.size).sum();
+        let ceiling = if t.state.lock().last_error.is_some() {
+            u64::MAX
+        } else {
+            let limit = self.shared.upload_backlog_limit_bytes;
+            limit.max(t.backlog_ceiling.load(Ordering::Relaxed).min(backlog))
+        };
+        t.upload_backlog.store(backlog, Ordering::Relaxed);
+        t.backlog_ceiling.store(ceiling, Ordering::Relaxed);
+        t.offload_progress.notify_waiters();
+    }
+
+    fn tier_failed(&self, what: String) {
+        let now = self.shared.clock.now_ms();
+        let mut st = self.tier.state.lock();
+        st.failures += 1;
+        let backoff = (1000i64 << st.failures.min(6)).min(60_000);
+        st.retry_at_ms = now + backoff;
+        tracing::warn!(topic = %self.topic, partition = self.id, error = %what, retry_in_ms = backoff, "offload failed");
+        st.last_error = Some(what);
+        drop(st);
+        self.tier.backlog_ceiling.store(u64::MAX, Ordering::Relaxed);
+        self.shared.metrics.upload_failures.add(1);
+        self.tier.offload_progress.notify_waiters();
+    }
+
+    /// Uploads the partition's sealed, committed segments that the manifest lacks, oldest
+    /// first, as found when called; returns whether it committed any (there may be more
+    /// by now). Up to [`UPLOADS_AT_ONCE`] are encoded and uploaded side by side (a
+    /// broker-wide limit, shared by all partitions) and the next starts as soon as one
+    /// finishes, so offload gets more of the machine the further it falls behind; they
+    /// join the manifest in offset order. It stops early when the topic is deleted or
+    /// its tier turned off.
+    async fn offload(&self) -> bool {
+        self.refresh_backlog();
+        if self.tier.state.lock().retry_at_ms > self.shared.clock.now_ms() {
+            return false;
+        }
+        let (next_remote, candidates) = awaiting_upload(self);
+        let Some(first) = candidates.first() else {
+            return false;
+        };
+        if let Some(n) = next_remote
+            && first.base_offset != n
+        {
+            self.tier_failed(format!(
+                "cannot offload: the next local segment starts at {} but the cold tier ends at {}",
+                first.base_offset,
+                n - 1
+            ));
+            return false;
+        }
+        let mut pending = candidates.into_iter();
+        let mut running = std::collections::VecDeque::new();
+        let mut committed = false;
+        loop {
+            while running.len() < UPLOADS_AT_ONCE && pending.len() > 0 && self.tier_enabled() {
+                // Wait for a slot only with nothing of this partition under way: an
+                // upload that has finished must not wait behind other partitions' ones
+                // to be committed.
+                let slots = &self.shared.upload_slots;
+                let slot = if running.is_empty() {
+                    slots.clone().acquire_owned().await.ok()
+                } else {
+                    slots.clone().try_acquire_owned().ok()
+                };
+                let Some(slot) = slot else { break };
+                let Some(seg) = pending.next() else { break };
+                let (bucket, topic, topic_id, id) = (
+                    self.shared.bucket.clone(),
+                    self.topic.clone(),
+                    self.topic_id.clone(),
+                    self.id,
+                );
+                let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
+                let task = Upload(tokio::spawn(async move {
+                    let _slot = slot;
+                    let started = std::time::Instant::now();
+                    let r = upload_segment_file(
+                        &bucket,
+                        &topic,
+                        &topic_id,
+                        id,
+                        &path,
+                        offsets,
+                        DEFAULT_ROWS_PER_GROUP,
+                    )
+                    .await;
+                    (r, started.elapsed())
+                }));
+                running.push_back((seg, task));
+            }
+            let Some((seg, mut task)) = running.pop_front() else {
+                return committed;
+            };
+            let (uploaded, took) = match (&mut task.0).await {
+                Ok(done) => done,
+                Err(e) => (
+                    Err(strata_tier::TierError::Format(format!(
+                        "the upload task failed: {e}"
+                    ))),
+                    Default::default(),
+                ),
+            };
+            if let Err(e) = self.commit_upload(&seg, uploaded, took).await {
+                if !self.is_deleted() {
+                    self.tier_failed(e);
+                }
+                // Later segments may not join the manifest before this one; let the
+                // uploads under way finish (their keys are rewritten on retry).
+                for (_, mut t) in running {
+                    let _ = (&mut t.0).await;
+                }
+                return committed;
+            }
+            committed = true;
+        }
+    }
+
+    /// Adds an uploaded segment to the partition's manifest, in the bucket first.
+    async fn commit_upload(
+        &self,
+        seg: &strata_log::SegmentInfo,
+        uploaded: strata_tier::Result<RemoteSegment>,
+        took: Duration,
+    ) -> std::result::Result<(), String> {
+        let rs = uploaded.map_err(|e| format!("uploading segment {}: {e}", seg.base_offset))?;
+        if self.is_deleted() {
+            // The topic is going: its deletion removes this object with the others.
+            return Err("the topic was deleted".into());
+        }
+        strata_failpoint::crash_at("tier-upload-before-manifest", || self.topic.clone());
+        let mut m = self.tier.remote.read().clone();
+        m.add(rs.clone()).map_err(|e| e.to_string())?;
+        m.save(&self.shared.bucket)
+            .await
+            .map_err(|e| format!("saving the manifest: {e}"))?;
+        *self.tier.remote.write() = m;
+        {
+            let mut st = self.tier.state.lock();
+            st.failures = 0;
+            st.last_error = None;
+        }
+        let metrics = &self.shared.metrics;
+        metrics.uploads.add(1);
+        metrics.upload_bytes.add(rs.size_bytes);
+        metrics.upload_log_bytes.add(seg.size);
+        metrics.upload_latency.observe(took);
+        self.tier
+            .last_upload_ms
+            .store(self.shared.clock.now_ms(), Ordering::Relaxed);
+        self.refresh_backlog();
+        tracing::info!(topic = %self.topic, partition = self.id, base = rs.base_offset, last = rs.last_offset,
+            bytes = rs.size_bytes, "offloaded segment");
+        Ok(())
+    }
+
+    /// Removes the partition's objects that its manifest does not list and that lie
+    /// below its end: what a crash left between remote retention's manifest save and
+    /// its delete. An unlisted object at or past the end is an upload whose manifest
+    /// save a crash prevented: offload writes the same key again and lists it. Runs once
+    /// per partition after start-up, under its `work` lock (no upload under way).
+    async fn sweep_orphans(&self) -> std::result::Result<usize, String> {
+        let bucket = &self.shared.bucket;
+        let dir = bucket.partition_dir(&self.topic, &self.topic_id, self.id);
+        let objects = bucket
+            .list_keys(&dir)
+            .await
+            .map_err(|e| format!("listing {dir}: {e}"))?;
+        let (listed, end) = {
+            let m = self.tier.remote.read();
+            let listed: std::collections::HashSet<String> =
+                m.segments.iter().map(|s| s.key.clone()).collect();
+            (listed, m.next_offset())
+        };
+        let Some(end) = end else { return Ok(0) };
+        let mut removed = 0;
+        for key in objects {
+            let Some(last) = key
+                .filename()
+                .and_then(|f| f.strip_suffix(".parquet"))
+                .and_then(|f| f.split_once('-'))
+                .and_then(|(_, last)| last.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if last < end && !listed.contains(key.as_ref()) {
+                bucket
+                    .delete_if_present(&key)
+                    .await
+                    .map_err(|e| format!("deleting {key}: {e}"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn remote_retention(&self, (ms, bytes): (i64, i64)) -> Result<()> {
+        let now = self.shared.clock.now_ms();
+        loop {
+            let mut m = self.tier.remote.read().clone();
+            let Some(first) = m.segments.first().cloned() else {
+                return Ok(());
+            };
+            let (local_start, local_size) = {
+                let log = self.log_read();
+                (log.log_start_offset(), log.size_bytes())
+            };
+            // Size over both tiers, counting each record once.
+            let remote_only: u64 = m
+                .segments
+                .iter()
+                .filter(|s| s.last_offset < local_start)
+                .map(|s| s.size_bytes)
+                .sum();
+            let total = (remote_only + local_size) as i64;
+            let expired = ms >= 0 && now.saturating_sub(first.max_timestamp) > ms;
+            let oversize = bytes >= 0
+                && first.last_offset < local_start
+                && total - first.size_bytes as i64 >= bytes;
+            if !(expired || oversize) {
+                return Ok(());
+            }
+            m.segments.remove(0);
+            m.save(&self.shared.bucket)
+                .await
+                .map_err(|e| remote_err(self, e))?;
+            *self.tier.remote.write() = m;
+            strata_failpoint::crash_at("tier-retention-before-object-delete", || {
+                self.topic.clone()
+            });
+            let key = object_store::path::Path::from(first.key.as_str());
+            if let Err(e) = self.shared.bucket.store.delete(&key).await {
+                tracing::warn!(key = %first.key, error = %e, "could not delete an expired remote segment");
+            }
+            self.shared.metrics.remote_deleted_segments.add(1);
+            tracing::info!(topic = %self.topic, partition = self.id, base = first.base_offset, last = first.last_offset,
+                reason = if expired { "retention.ms" } else { "retention.bytes" }, "deleted remote segment");
+        }
+    }
+
+    /// The first remote offset whose timestamp is >= `ts`, if the cold tier has one.
+    pub(crate) async fn remote_offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        let segs: Vec<_> = self
+            .tier
+            .remote
+            .read()
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= ts)
+            .cloned()
+            .collect();
+        let local_start = self.state().local_log_start_offset;
+        for seg in segs {
+            if seg.base_offset >= local_start {
+                break; // the local log answers from here on
+            }
+            let mut at = seg.base_offset;
+            while at <= seg.last_offset {
+                let bytes = self
+                    .shared
+                    .cold
+                    .read(&seg, None, at, 1 << 20)
+                    .await
+                    .map_err(|e| remote_err(self, e))?;
+                if bytes.is_empty() {
+                    break;
+                }
+                for b in strata_record::BatchIter::new(&bytes) {
+                    let b = b.map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                    for r in b.records() {
+                        let r = r.map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                        if r.timestamp >= ts {
+                            return Ok(Some((r.offset, r.timestamp)));
+                        }
+                    }
+                    at = b.header().next_offset();
+                }
+            }
+        }
+        Ok(None)
+    }
+}
