@@ -96,8 +96,7 @@ pub struct Broker {
     topics_dir: PathBuf,
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
-    pub(crate) groups: parking_lot::Mutex<crate::groups::Groups>,
-    pub(crate) group_snapshots: crate::groups::SnapshotState,
+    pub(crate) groups: strata_groups::Coordinator,
     pub(crate) deletions: crate::deletion::Deletions,
     _lock: File,
 }
@@ -241,8 +240,7 @@ impl Broker {
             topics_dir,
             staging_dir,
             closing: watch::channel(false).0,
-            groups: parking_lot::Mutex::new(Default::default()),
-            group_snapshots: Default::default(),
+            groups: Default::default(),
             deletions,
             _lock: lock,
         };
@@ -696,11 +694,6 @@ impl Broker {
             )));
         }
         self.append(topic, partition, batches, records)
-    }
-
-    /// Appends plain records to an internal topic (partition 0).
-    pub(crate) fn append_internal(&self, topic: &str, records: &[PlainRecord]) -> Result<Produced> {
-        self.append(topic, 0, Bytes::new(), records)
     }
 
     fn append(

@@ -1,0 +1,1226 @@
+//! Consumer groups: membership, server-side assignment and committed offsets.
+//!
+//! The protocol follows Kafka's KIP-848. Members heartbeat with their subscription and
+//! the partitions they own; the coordinator computes a target assignment for the group
+//! (range or round-robin) and answers each member with what it should own now:
+//! - a partition the member owns but should not is dropped from its answer (revoked);
+//!   the member stops reading it, commits, and heartbeats without it;
+//! - a partition is added to a member's answer only when no other member has it in its
+//!   assignment or still reports owning it.
+//!
+//! So no partition is ever owned by two members at once, provided members stop reading
+//! a partition before they heartbeat without it. Members that miss heartbeats for their
+//! session timeout are dropped by housekeeping and their partitions move on.
+//!
+//! The [`Coordinator`] owns every group's state. It reaches the node it runs on only
+//! through [`Host`] (the clock, topics' partitions, the bucket), passed to each call,
+//! so it depends on partitions but nothing depends on it except the broker.
+//!
+//! State is kept in memory and made durable in the internal topic `__consumer_offsets`
+//! (one partition), so it is replicated and tiered like any data when those arrive.
+//! Every change is appended before it is applied; at start-up the topic is replayed.
+//! Records are JSON: key `{"type":"offset","group","topic","partition"}` with value
+//! `{"offset","metadata","commit_ms"}`; key `{"type":"member","group","member"}` with
+//! the member's subscription and assignment; key `{"type":"group","group"}` with the
+//! group's assignor. A null value deletes the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use std::sync::Arc;
+
+use strata_partition::metrics::Metrics;
+use strata_partition::{Error as BrokerError, OffsetQuery, Partition, PlainRecord, Result};
+
+/// What the coordinator needs from the node it runs on.
+pub trait Host: Send + Sync {
+    fn now_ms(&self) -> i64;
+    /// A topic's partition count; an error naming the topic if there is none.
+    fn partition_count(&self, topic: &str) -> Result<u32>;
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>>;
+    fn bucket(&self) -> &strata_tier::store::Bucket;
+    fn metrics(&self) -> &Metrics;
+    /// Names this node in failpoint callbacks (its data directory).
+    fn label(&self) -> String;
+}
+
+/// The internal topic holding group state and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Assignors a group may use.
+pub const ASSIGNORS: &[&str] = &["range", "roundrobin"];
+const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+const MIN_SESSION_TIMEOUT_MS: u32 = 500;
+const MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
+
+type Tp = (String, u32);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Key {
+    Offset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+    Member {
+        group: String,
+        member: String,
+    },
+    Group {
+        group: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OffsetValue {
+    offset: i64,
+    metadata: String,
+    commit_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MemberValue {
+    epoch: i32,
+    topics: Vec<String>,
+    session_timeout_ms: u32,
+    assigned: Vec<Tp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GroupValue {
+    assignor: String,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    epoch: i32,
+    topics: Vec<String>,
+    session_timeout_ms: u32,
+    last_seen_ms: i64,
+    /// What the coordinator last told the member to own.
+    assigned: BTreeSet<Tp>,
+    /// What the member last reported owning.
+    owned: BTreeSet<Tp>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Group {
+    assignor: String,
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+    offsets: BTreeMap<Tp, (i64, String)>,
+}
+
+/// All groups, behind the coordinator's lock.
+#[derive(Debug, Default)]
+struct Groups {
+    groups: BTreeMap<String, Group>,
+    next_member: u64,
+}
+
+/// One heartbeat from a member (see `GroupHeartbeatRequest` in the proto).
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub group: String,
+    /// Empty to join.
+    pub member_id: String,
+    /// 0 to join, -1 to leave.
+    pub member_epoch: i32,
+    pub topics: Vec<String>,
+    pub owned: BTreeSet<Tp>,
+    pub assignor: String,
+    pub session_timeout_ms: u32,
+}
+
+/// A member's answer from a heartbeat.
+#[derive(Debug, Clone)]
+pub struct HeartbeatAnswer {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+/// One row of `group describe`'s offsets.
+#[derive(Debug, Clone)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed_offset: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+    pub metadata: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub topics: Vec<String>,
+    pub assignment: BTreeMap<String, Vec<u32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: &'static str,
+    pub assignor: String,
+    pub group_epoch: i32,
+    pub members: Vec<MemberDescription>,
+    pub offsets: Vec<PartitionLag>,
+}
+
+fn group_map(set: &BTreeSet<Tp>) -> BTreeMap<String, Vec<u32>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (t, p) in set {
+        out.entry(t.clone()).or_default().push(*p);
+    }
+    out
+}
+
+fn validate_group_name(group: &str) -> Result<()> {
+    if group.is_empty() || group.len() > 249 || group.chars().any(char::is_control) {
+        return Err(BrokerError::InvalidRequest(format!(
+            "invalid group name {group:?}: use 1 to 249 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Group {
+    fn state(&self, targets: &BTreeMap<String, BTreeSet<Tp>>) -> &'static str {
+        if self.members.is_empty() {
+            return "Empty";
+        }
+        let settled = self.members.iter().all(|(id, m)| {
+            let target = targets.get(id).cloned().unwrap_or_default();
+            m.assigned == target && m.owned == target
+        });
+        if settled { "Stable" } else { "Reconciling" }
+    }
+}
+
+/// Members subscribed to `topic`, in id order.
+fn subscribers_of<'a>(group: &'a Group, topic: &str) -> Vec<&'a String> {
+    group
+        .members
+        .iter()
+        .filter(|(_, m)| m.topics.iter().any(|t| t == topic))
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The target assignment: member id -> partitions, from sorted members and partitions.
+fn compute_targets(
+    group: &Group,
+    partitions_of: &dyn Fn(&str) -> u32,
+) -> BTreeMap<String, BTreeSet<Tp>> {
+    let mut targets: BTreeMap<String, BTreeSet<Tp>> = group
+        .members
+        .keys()
+        .map(|id| (id.clone(), BTreeSet::new()))
+        .collect();
+    let topics: BTreeSet<&String> = group
+        .members
+        .values()
+        .flat_map(|m| m.topics.iter())
+        .collect();
+    if group.assignor == "roundrobin" {
+        // Deal every subscribed partition in turn to the members subscribed to its topic.
+        let mut turn = 0usize;
+        for topic in topics {
+            let subscribers = subscribers_of(group, topic);
+            for p in 0..partitions_of(topic) {
+                let id = subscribers[turn % subscribers.len()];
+                targets
+                    .get_mut(id)
+                    .expect("member")
+                    .insert((topic.clone(), p));
+                turn += 1;
+            }
+        }
+    } else {
+        // Range: per topic, contiguous blocks; the first members get one extra.
+        for topic in topics {
+            let subscribers = subscribers_of(group, topic);
+            let n = partitions_of(topic) as usize;
+            let (each, extra) = (n / subscribers.len(), n % subscribers.len());
+            let mut p = 0;
+            for (i, id) in subscribers.iter().enumerate() {
+                let take = each + usize::from(i < extra);
+                for q in p..p + take {
+                    targets
+                        .get_mut(*id)
+                        .expect("member")
+                        .insert((topic.clone(), q as u32));
+                }
+                p += take;
+            }
+        }
+    }
+    targets
+}
+
+/// The group coordinator: every group's members, assignments and committed offsets.
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    groups: parking_lot::Mutex<Groups>,
+    snapshots: SnapshotState,
+}
+
+fn partitions_of(host: &dyn Host, topic: &str) -> u32 {
+    host.partition_count(topic).unwrap_or(0)
+}
+
+fn targets(host: &dyn Host, group: &Group) -> BTreeMap<String, BTreeSet<Tp>> {
+    compute_targets(group, &|t| partitions_of(host, t))
+}
+
+impl Coordinator {
+    /// Appends state changes to the offsets topic; `None` values delete keys.
+    fn persist(&self, host: &dyn Host, entries: Vec<(Key, Option<Vec<u8>>)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if strata_failpoint::hit("groups-persist", || host.label()) {
+            let e = std::io::Error::other("failpoint groups-persist");
+            return Err(BrokerError::io(format!("appending to {OFFSETS_TOPIC}"), e));
+        }
+        let now = host.now_ms();
+        let records: Vec<PlainRecord> = entries
+            .into_iter()
+            .map(|(k, v)| PlainRecord {
+                key: Some(Bytes::from(serde_json::to_vec(&k).expect("key serializes"))),
+                value: v.map(Bytes::from),
+                timestamp_ms: now,
+                headers: Vec::new(),
+            })
+            .collect();
+        host.partition(OFFSETS_TOPIC, 0)?
+            .append(Bytes::new(), &records)?;
+        self.snapshots
+            .changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn member_record(group: &str, id: &str, m: &Member) -> (Key, Option<Vec<u8>>) {
+        let v = MemberValue {
+            epoch: m.epoch,
+            topics: m.topics.clone(),
+            session_timeout_ms: m.session_timeout_ms,
+            assigned: m.assigned.iter().cloned().collect(),
+        };
+        (
+            Key::Member {
+                group: group.to_string(),
+                member: id.to_string(),
+            },
+            Some(serde_json::to_vec(&v).expect("member serializes")),
+        )
+    }
+
+    /// Rebuilds group state from the offsets topic (start-up).
+    pub fn load_groups(&self, host: &dyn Host) -> Result<()> {
+        let p = host.partition(OFFSETS_TOPIC, 0)?;
+        let now = host.now_ms();
+        let mut groups = self.groups.lock();
+        let mut at = p.state().log_start_offset;
+        let mut applied = 0u64;
+        loop {
+            let (buf, hw, _) = p.read(at, 4 << 20)?;
+            if buf.is_empty() {
+                break;
+            }
+            for b in strata_record::BatchIter::new(&buf) {
+                let b =
+                    b.map_err(|e| BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}")))?;
+                for r in b.records() {
+                    let r = r.map_err(|e| {
+                        BrokerError::InvalidRequest(format!("{OFFSETS_TOPIC}: {e}"))
+                    })?;
+                    if r.offset < at {
+                        continue;
+                    }
+                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok())
+                    else {
+                        tracing::warn!(
+                            offset = r.offset,
+                            "skipping unreadable record in {OFFSETS_TOPIC}"
+                        );
+                        continue;
+                    };
+                    groups.apply(key, r.value, now);
+                    applied += 1;
+                }
+                at = b.header().next_offset();
+            }
+            if at >= hw {
+                break;
+            }
+        }
+        tracing::info!(
+            groups = groups.groups.len(),
+            records = applied,
+            "loaded consumer groups"
+        );
+        Ok(())
+    }
+
+    pub fn group_heartbeat(&self, host: &dyn Host, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+        let Heartbeat {
+            group: group_id,
+            member_id,
+            member_epoch,
+            topics,
+            owned,
+            assignor,
+            session_timeout_ms,
+        } = hb;
+        let (group_id, member_id, assignor) =
+            (group_id.as_str(), member_id.as_str(), assignor.as_str());
+        validate_group_name(group_id)?;
+        let now = host.now_ms();
+        let mut guard = self.groups.lock();
+        let groups = &mut *guard;
+        if member_epoch == -1 {
+            // Leave.
+            if let Some(g) = groups.groups.get_mut(group_id)
+                && g.members.contains_key(member_id)
+            {
+                self.persist(
+                    host,
+                    vec![(
+                        Key::Member {
+                            group: group_id.to_string(),
+                            member: member_id.to_string(),
+                        },
+                        None,
+                    )],
+                )?;
+                g.members.remove(member_id);
+                g.epoch += 1;
+                tracing::info!(group = group_id, member = member_id, "member left");
+            }
+            return Ok(HeartbeatAnswer {
+                member_id: member_id.to_string(),
+                member_epoch: -1,
+                heartbeat_interval_ms: 0,
+                assignment: BTreeMap::new(),
+            });
+        }
+        let mut topics = topics;
+        topics.sort();
+        topics.dedup();
+        if topics.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "a group member must subscribe to at least one topic".into(),
+            ));
+        }
+        let joining = member_epoch == 0 || member_id.is_empty();
+        if joining {
+            // A topic deleted later is simply left out of the assignment.
+            for t in &topics {
+                host.partition_count(t)?;
+            }
+        }
+        let assignor = if assignor.is_empty() {
+            "range"
+        } else {
+            assignor
+        };
+        if !ASSIGNORS.contains(&assignor) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "unknown assignor {assignor:?}: use one of {}",
+                ASSIGNORS.join(", ")
+            )));
+        }
+        let session_timeout_ms = match session_timeout_ms {
+            0 => DEFAULT_SESSION_TIMEOUT_MS,
+            t if (MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&t) => t,
+            t => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "session timeout {t} ms is out of range: use {MIN_SESSION_TIMEOUT_MS}..={MAX_SESSION_TIMEOUT_MS}"
+                )));
+            }
+        };
+        let mut changes = Vec::new();
+        let creating_group = !groups.groups.contains_key(group_id);
+        if creating_group {
+            let v = GroupValue {
+                assignor: assignor.to_string(),
+            };
+            changes.push((
+                Key::Group {
+                    group: group_id.to_string(),
+                },
+                Some(serde_json::to_vec(&v).expect("group serializes")),
+            ));
+        }
+        let id = if member_id.is_empty() {
+            groups.next_member += 1;
+            format!("{group_id}-{:x}-{}", now, groups.next_member)
+        } else {
+            member_id.to_string()
+        };
+        let known = groups
+            .groups
+            .get(group_id)
+            .is_some_and(|g| g.members.contains_key(&id));
+        if !joining && !known {
+            return Err(BrokerError::UnknownMember {
+                group: group_id.to_string(),
+                member: id,
+            });
+        }
+        if !joining {
+            // KIP-848 fencing: a member speaks with the epoch it was last given. The one
+            // before is accepted only from a member that owns nothing it was not given
+            // (its last answer was lost); anything older is a zombie, which must rejoin
+            // before it may act for the group again.
+            let m = &groups.groups[group_id].members[&id];
+            let current = m.epoch.max(1);
+            let lost_answer = member_epoch == current - 1 && owned.is_subset(&m.assigned);
+            if member_epoch != current && !lost_answer {
+                return Err(BrokerError::FencedMemberEpoch {
+                    group: group_id.to_string(),
+                    member: id,
+                    sent: member_epoch,
+                    current,
+                });
+            }
+        }
+        let group = groups
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group {
+                assignor: assignor.to_string(),
+                ..Group::default()
+            });
+        // What memory held before this heartbeat: restored if its changes cannot be
+        // made durable, so nothing is answered, or acted on later, that is not stored.
+        let before = (group.epoch, group.members.get(&id).cloned());
+        let mut membership_changed = false;
+        let member = group.members.entry(id.clone()).or_insert_with(|| {
+            membership_changed = true;
+            Member {
+                epoch: 0,
+                topics: Vec::new(),
+                session_timeout_ms,
+                last_seen_ms: now,
+                assigned: BTreeSet::new(),
+                owned: BTreeSet::new(),
+            }
+        });
+        if member.topics != topics || member.session_timeout_ms != session_timeout_ms {
+            member.topics = topics;
+            member.session_timeout_ms = session_timeout_ms;
+            membership_changed = true;
+        }
+        member.last_seen_ms = now;
+        // A member can only own what it was given (still assigned, or being revoked and
+        // not yet reported given up); anything else it reports is ignored. A retried
+        // heartbeat that still reports a revoked partition keeps it owned, so the
+        // partition is not handed on before its owner lets go.
+        let held: BTreeSet<Tp> = member.assigned.union(&member.owned).cloned().collect();
+        member.owned = owned.intersection(&held).cloned().collect();
+        if membership_changed {
+            group.epoch += 1;
+        }
+        let targets = compute_targets(group, &|t| partitions_of(host, t));
+        let target = targets.get(&id).cloned().unwrap_or_default();
+        let taken: BTreeSet<Tp> = group
+            .members
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .flat_map(|(_, m)| m.assigned.iter().chain(m.owned.iter()).cloned())
+            .collect();
+        let member = group.members.get_mut(&id).expect("inserted");
+        let next: BTreeSet<Tp> = target
+            .iter()
+            .filter(|tp| member.assigned.contains(*tp) || !taken.contains(*tp))
+            .cloned()
+            .collect();
+        if next != member.assigned || membership_changed {
+            if next != member.assigned {
+                member.epoch += 1;
+            }
+            member.assigned = next;
+            changes.push(Self::member_record(group_id, &id, member));
+        }
+        let answer = HeartbeatAnswer {
+            member_id: id.clone(),
+            member_epoch: member.epoch.max(1),
+            heartbeat_interval_ms: (member.session_timeout_ms / 5).clamp(100, 3000),
+            assignment: group_map(&member.assigned),
+        };
+        if let Err(e) = self.persist(host, changes) {
+            // Nothing durable changed: put memory back as it was.
+            if creating_group {
+                groups.groups.remove(group_id);
+            } else {
+                group.epoch = before.0;
+                match before.1 {
+                    Some(m) => group.members.insert(id.clone(), m),
+                    None => group.members.remove(&id),
+                };
+            }
+            return Err(e);
+        }
+        if membership_changed {
+            tracing::info!(group = group_id, member = %id, epoch = group.epoch, "member joined or changed subscription");
+        }
+        Ok(answer)
+    }
+
+    /// Drops members whose session timed out (housekeeping).
+    pub fn expire_members(&self, host: &dyn Host) {
+        let now = host.now_ms();
+        let mut groups = self.groups.lock();
+        for (gid, g) in groups.groups.iter_mut() {
+            let expired: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, m)| now - m.last_seen_ms > m.session_timeout_ms as i64)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                let key = Key::Member {
+                    group: gid.clone(),
+                    member: id.clone(),
+                };
+                if let Err(e) = self.persist(host, vec![(key, None)]) {
+                    tracing::warn!(group = %gid, member = %id, error = %e, "could not record member expiry");
+                    continue;
+                }
+                g.members.remove(&id);
+                g.epoch += 1;
+                tracing::info!(group = %gid, member = %id, "member session expired; its partitions move to others");
+            }
+        }
+    }
+
+    /// Commits offsets for a group. A member commits only partitions it owns, with the
+    /// epoch it was last given (`member_epoch` > 0; 0 skips the check, for clients that
+    /// do not send it); an older epoch is fenced.
+    pub fn commit_offsets(
+        &self,
+        host: &dyn Host,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    ) -> Result<()> {
+        validate_group_name(group_id)?;
+        let now = host.now_ms();
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.groups.get(group_id) {
+            if member_id.is_empty() {
+                if !g.members.is_empty() {
+                    return Err(BrokerError::GroupNotEmpty {
+                        group: group_id.to_string(),
+                        members: g.members.len(),
+                        action: "commit offsets outside the group",
+                    });
+                }
+            } else {
+                let m = g
+                    .members
+                    .get(member_id)
+                    .ok_or_else(|| BrokerError::UnknownMember {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                    })?;
+                let current = m.epoch.max(1);
+                // A commit racing the answer that raised the epoch carries the one
+                // before; the ownership check below still holds it to what it owns.
+                if member_epoch > 0 && member_epoch != current && member_epoch != current - 1 {
+                    return Err(BrokerError::FencedMemberEpoch {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                        sent: member_epoch,
+                        current,
+                    });
+                }
+                for (t, p, _, _) in &offsets {
+                    let tp = (t.clone(), *p);
+                    if !m.assigned.contains(&tp) && !m.owned.contains(&tp) {
+                        return Err(BrokerError::NotOwner {
+                            group: group_id.to_string(),
+                            member: member_id.to_string(),
+                            topic: t.clone(),
+                            partition: *p,
+                        });
+                    }
+                }
+            }
+        } else if !member_id.is_empty() {
+            return Err(BrokerError::UnknownMember {
+                group: group_id.to_string(),
+                member: member_id.to_string(),
+            });
+        }
+        for (t, p, o, _) in &offsets {
+            let part = host.partition(t, *p)?;
+            let s = part.state();
+            if *o < 0 || *o > s.high_watermark {
+                return Err(part.out_of_range(*o, &s));
+            }
+        }
+        let mut changes = Vec::new();
+        if !groups.groups.contains_key(group_id) {
+            let v = GroupValue {
+                assignor: "range".into(),
+            };
+            changes.push((
+                Key::Group {
+                    group: group_id.to_string(),
+                },
+                Some(serde_json::to_vec(&v).expect("serializes")),
+            ));
+        }
+        for (t, p, o, meta) in &offsets {
+            let v = OffsetValue {
+                offset: *o,
+                metadata: meta.clone(),
+                commit_ms: now,
+            };
+            changes.push((
+                Key::Offset {
+                    group: group_id.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                },
+                Some(serde_json::to_vec(&v).expect("serializes")),
+            ));
+        }
+        self.persist(host, changes)?;
+        let g = groups
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group {
+                assignor: "range".into(),
+                ..Group::default()
+            });
+        for (t, p, o, meta) in offsets {
+            g.offsets.insert((t, p), (o, meta));
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group: all of them, or those asked for (-1 where none).
+    pub fn committed_offsets(
+        &self,
+        group_id: &str,
+        wanted: Vec<Tp>,
+    ) -> Result<Vec<(String, u32, i64, String)>> {
+        let groups = self.groups.lock();
+        let g = groups.groups.get(group_id);
+        let get = |tp: &Tp| {
+            g.and_then(|g| g.offsets.get(tp))
+                .cloned()
+                .unwrap_or((-1, String::new()))
+        };
+        if wanted.is_empty() {
+            return Ok(g
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone()))
+                        .collect()
+                })
+                .unwrap_or_default());
+        }
+        Ok(wanted
+            .into_iter()
+            .map(|tp| {
+                let (o, m) = get(&tp);
+                (tp.0, tp.1, o, m)
+            })
+            .collect())
+    }
+
+    pub fn list_groups(&self, host: &dyn Host) -> Vec<(String, &'static str, usize)> {
+        let groups = self.groups.lock();
+        groups
+            .groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.state(&targets(host, g)), g.members.len()))
+            .collect()
+    }
+
+    pub fn describe_group(&self, host: &dyn Host, group_id: &str) -> Result<GroupDescription> {
+        let groups = self.groups.lock();
+        let g = groups
+            .groups
+            .get(group_id)
+            .ok_or_else(|| BrokerError::UnknownGroup(group_id.to_string()))?;
+        let targets = targets(host, g);
+        let mut tps: BTreeSet<Tp> = g.offsets.keys().cloned().collect();
+        for m in g.members.values() {
+            for t in &m.topics {
+                for p in 0..partitions_of(host, t) {
+                    tps.insert((t.clone(), p));
+                }
+            }
+        }
+        let mut offsets = Vec::new();
+        for (t, p) in tps {
+            let Ok(part) = host.partition(&t, p) else {
+                continue;
+            };
+            let s = part.state();
+            let (committed, metadata) = g
+                .offsets
+                .get(&(t.clone(), p))
+                .cloned()
+                .unwrap_or((-1, String::new()));
+            let lag = if committed >= 0 {
+                (s.high_watermark - committed).max(0)
+            } else {
+                s.high_watermark - s.log_start_offset
+            };
+            offsets.push(PartitionLag {
+                topic: t,
+                partition: p,
+                committed_offset: committed,
+                high_watermark: s.high_watermark,
+                lag,
+                metadata,
+            });
+        }
+        Ok(GroupDescription {
+            group: group_id.to_string(),
+            state: g.state(&targets),
+            assignor: g.assignor.clone(),
+            group_epoch: g.epoch,
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    member_epoch: m.epoch,
+                    topics: m.topics.clone(),
+                    assignment: group_map(&m.assigned),
+                })
+                .collect(),
+            offsets,
+        })
+    }
+
+    /// Sets a group's committed offsets for a topic; refused while it has live members.
+    pub async fn reset_group_offsets(
+        &self,
+        host: &dyn Host,
+        group_id: &str,
+        topic: &str,
+        to: ResetTo,
+        partitions: Vec<u32>,
+    ) -> Result<Vec<(String, u32, i64, String)>> {
+        validate_group_name(group_id)?;
+        let n = host.partition_count(topic)?;
+        let partitions = if partitions.is_empty() {
+            (0..n).collect()
+        } else {
+            partitions
+        };
+        let mut offsets = Vec::new();
+        for p in partitions {
+            let part = host.partition(topic, p)?;
+            let s = part.state();
+            let o = match to {
+                ResetTo::Earliest => s.log_start_offset,
+                ResetTo::Latest => s.high_watermark,
+                ResetTo::Timestamp(ts) => {
+                    let (o, ..) = part.list_offsets(OffsetQuery::Timestamp(ts)).await?;
+                    if o < 0 { s.high_watermark } else { o }
+                }
+                ResetTo::Offset(o) => {
+                    if o < s.log_start_offset || o > s.high_watermark {
+                        return Err(part.out_of_range(o, &s));
+                    }
+                    o
+                }
+            };
+            offsets.push((topic.to_string(), p, o, String::new()));
+        }
+        {
+            let groups = self.groups.lock();
+            if let Some(g) = groups.groups.get(group_id)
+                && !g.members.is_empty()
+            {
+                return Err(BrokerError::GroupNotEmpty {
+                    group: group_id.to_string(),
+                    members: g.members.len(),
+                    action: "reset its offsets",
+                });
+            }
+        }
+        self.commit_offsets(host, group_id, "", 0, offsets.clone())?;
+        Ok(offsets)
+    }
+
+    pub fn delete_group(&self, host: &dyn Host, group_id: &str) -> Result<()> {
+        let mut groups = self.groups.lock();
+        let g = groups
+            .groups
+            .get(group_id)
+            .ok_or_else(|| BrokerError::UnknownGroup(group_id.to_string()))?;
+        if !g.members.is_empty() {
+            return Err(BrokerError::GroupNotEmpty {
+                group: group_id.to_string(),
+                members: g.members.len(),
+                action: "delete it",
+            });
+        }
+        let mut changes: Vec<(Key, Option<Vec<u8>>)> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    Key::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        changes.push((
+            Key::Group {
+                group: group_id.to_string(),
+            },
+            None,
+        ));
+        self.persist(host, changes)?;
+        groups.groups.remove(group_id);
+        tracing::info!(group = group_id, "deleted group");
+        Ok(())
+    }
+
+    /// Forgets every group's offsets for a deleted topic.
+    pub fn forget_topic_offsets(&self, host: &dyn Host, topic: &str) {
+        let mut groups = self.groups.lock();
+        let mut changes = Vec::new();
+        for (gid, g) in &groups.groups {
+            for (t, p) in g.offsets.keys().filter(|(t, _)| t == topic) {
+                changes.push((
+                    Key::Offset {
+                        group: gid.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                ));
+            }
+        }
+        if let Err(e) = self.persist(host, changes) {
+            tracing::warn!(topic, error = %e, "could not forget committed offsets of a deleted topic");
+            return;
+        }
+        for g in groups.groups.values_mut() {
+            g.offsets.retain(|(t, _), _| t != topic);
+        }
+    }
+}
+
+/// Whether the bucket's copy of the committed offsets is behind.
+#[derive(Debug, Default)]
+pub struct SnapshotState {
+    /// Bumped by every change written to the offsets topic.
+    changes: std::sync::atomic::AtomicU64,
+    /// `changes` as of the last copy written to the bucket.
+    taken: std::sync::atomic::AtomicU64,
+}
+
+/// The bucket's copy of the committed offsets (`<prefix>/groups/offsets.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct OffsetsSnapshot {
+    version: u32,
+    taken_ms: i64,
+    groups: Vec<GroupSnapshot>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GroupSnapshot {
+    group: String,
+    assignor: String,
+    offsets: Vec<(String, u32, i64, String)>,
+}
+
+/// Bytes of records per batch when the offsets topic is filled from the bucket: a
+/// quarter of its default `max.message.bytes`.
+const RESTORE_BATCH_BYTES: usize = 256 << 10;
+
+/// `<prefix>/groups/offsets.json`
+fn snapshot_key(bucket: &strata_tier::store::Bucket) -> object_store::path::Path {
+    bucket.prefix.clone().join("groups").join("offsets.json")
+}
+
+/// The committed offsets in the bucket. The offsets topic stays on local disk (it is
+/// compacted, and compacted topics are not offloaded); so that a broker rebuilt from the
+/// bucket alone keeps its groups' positions, the coordinator copies the committed
+/// offsets there every `offsets_snapshot_interval_ms` when they changed, and at
+/// shutdown. A rebuilt broker gets the offsets of the last copy, as it gets the records
+/// offloaded so far: commits made after it are lost with the disk.
+impl Coordinator {
+    /// Writes the committed offsets to the bucket if they changed since the last copy;
+    /// returns whether it wrote.
+    pub async fn snapshot_group_offsets(&self, host: &dyn Host) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        use std::sync::atomic::Ordering;
+        let changes = self.snapshots.changes.load(Ordering::Relaxed);
+        if changes == self.snapshots.taken.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let snapshot = {
+            let groups = self.groups.lock();
+            OffsetsSnapshot {
+                version: 1,
+                taken_ms: host.now_ms(),
+                groups: groups
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| !g.offsets.is_empty() || !g.assignor.is_empty())
+                    .map(|(id, g)| GroupSnapshot {
+                        group: id.clone(),
+                        assignor: g.assignor.clone(),
+                        offsets: g
+                            .offsets
+                            .iter()
+                            .map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone()))
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        };
+        let body = serde_json::to_vec(&snapshot).expect("snapshot serializes");
+        let key = snapshot_key(host.bucket());
+        host.bucket()
+            .store
+            .put(&key, body.into())
+            .await
+            .map_err(|e| {
+                BrokerError::io(
+                    format!("writing {key} to the object store"),
+                    std::io::Error::other(e),
+                )
+            })?;
+        self.snapshots.taken.store(changes, Ordering::Relaxed);
+        host.metrics().group_offset_snapshots.add(1);
+        Ok(true)
+    }
+
+    /// Fills a new offsets topic from the bucket's copy, if there is one (start-up, before
+    /// the groups are loaded).
+    pub async fn restore_group_offsets(&self, host: &dyn Host) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let key = snapshot_key(host.bucket());
+        let unreadable = |e: &dyn std::fmt::Display| {
+            BrokerError::InvalidConfig(format!(
+                "reading the committed group offsets {key} in the object store: {e}"
+            ))
+        };
+        let bytes = match host.bucket().store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(|e| unreadable(&e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(unreadable(&e)),
+        };
+        let snapshot: OffsetsSnapshot =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
+        let now = host.now_ms();
+        let mut entries = Vec::new();
+        for g in &snapshot.groups {
+            if !g.assignor.is_empty() {
+                let v = GroupValue {
+                    assignor: g.assignor.clone(),
+                };
+                entries.push((
+                    Key::Group {
+                        group: g.group.clone(),
+                    },
+                    Some(serde_json::to_vec(&v).expect("group serializes")),
+                ));
+            }
+            for (topic, partition, offset, metadata) in &g.offsets {
+                let v = OffsetValue {
+                    offset: *offset,
+                    metadata: metadata.clone(),
+                    commit_ms: now,
+                };
+                entries.push((
+                    Key::Offset {
+                        group: g.group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    Some(serde_json::to_vec(&v).expect("offset serializes")),
+                ));
+            }
+        }
+        let restored = entries.len();
+        // In batches well under the offsets topic's max.message.bytes (names and commit
+        // metadata have no small bound). Restoring twice (a restore cut short, then run
+        // again) appends the same keys and values again: the state is the same.
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (key, value) in entries {
+            let size = serde_json::to_vec(&key).map_or(0, |k| k.len())
+                + value.as_ref().map_or(0, Vec::len)
+                + 32;
+            if !chunk.is_empty() && bytes + size > RESTORE_BATCH_BYTES {
+                self.persist(host, std::mem::take(&mut chunk))?;
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push((key, value));
+        }
+        self.persist(host, chunk)?;
+        tracing::info!(
+            groups = snapshot.groups.len(),
+            records = restored,
+            taken_ms = snapshot.taken_ms,
+            "restored committed group offsets from the object store"
+        );
+        Ok(())
+    }
+}
+
+/// Where `reset_group_offsets` moves a group.
+#[derive(Debug, Clone, Copy)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+    Offset(i64),
+}
+
+impl Groups {
+    fn apply(&mut self, key: Key, value: Option<&[u8]>, now: i64) {
+        match key {
+            Key::Group { group } => {
+                match value.and_then(|v| serde_json::from_slice::<GroupValue>(v).ok()) {
+                    Some(v) => {
+                        self.groups.entry(group).or_default().assignor = v.assignor;
+                    }
+                    None => {
+                        self.groups.remove(&group);
+                    }
+                }
+            }
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => {
+                let g = self.groups.entry(group).or_default();
+                match value.and_then(|v| serde_json::from_slice::<OffsetValue>(v).ok()) {
+                    Some(v) => {
+                        g.offsets.insert((topic, partition), (v.offset, v.metadata));
+                    }
+                    None => {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+            Key::Member { group, member } => {
+                let g = self.groups.entry(group).or_default();
+                match value.and_then(|v| serde_json::from_slice::<MemberValue>(v).ok()) {
+                    Some(v) => {
+                        let assigned: BTreeSet<Tp> = v.assigned.into_iter().collect();
+                        g.members.insert(
+                            member,
+                            Member {
+                                epoch: v.epoch,
+                                topics: v.topics,
+                                session_timeout_ms: v.session_timeout_ms,
+                                // A restarted broker gives every member a full session to
+                                // come back, and assumes it still owns what it was given.
+                                last_seen_ms: now,
+                                owned: assigned.clone(),
+                                assigned,
+                            },
+                        );
+                    }
+                    None => {
+                        g.members.remove(&member);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(assignor: &str, members: &[(&str, &[&str])]) -> Group {
+        let mut g = Group {
+            assignor: assignor.into(),
+            ..Group::default()
+        };
+        for (id, topics) in members {
+            g.members.insert(
+                id.to_string(),
+                Member {
+                    epoch: 1,
+                    topics: topics.iter().map(|t| t.to_string()).collect(),
+                    session_timeout_ms: 1000,
+                    last_seen_ms: 0,
+                    assigned: BTreeSet::new(),
+                    owned: BTreeSet::new(),
+                },
+            );
+        }
+        g
+    }
+
+    fn parts(t: &BTreeMap<String, BTreeSet<Tp>>, id: &str) -> Vec<(String, u32)> {
+        t[id].iter().cloned().collect()
+    }
+
+    #[test]
+    fn range_gives_contiguous_blocks_and_roundrobin_deals_in_turn() {
+        let g = group("range", &[("a", &["t"]), ("b", &["t"]), ("c", &["t"])]);
+        let t = compute_targets(&g, &|_| 7);
+        assert_eq!(
+            parts(&t, "a"),
+            vec![("t".into(), 0), ("t".into(), 1), ("t".into(), 2)]
+        );
+        assert_eq!(parts(&t, "b"), vec![("t".into(), 3), ("t".into(), 4)]);
+        assert_eq!(parts(&t, "c"), vec![("t".into(), 5), ("t".into(), 6)]);
+        let g = group("roundrobin", &[("a", &["t", "u"]), ("b", &["t"])]);
+        let t = compute_targets(&g, &|_| 2);
+        assert_eq!(
+            parts(&t, "a"),
+            vec![("t".into(), 0), ("u".into(), 0), ("u".into(), 1)]
+        );
+        assert_eq!(parts(&t, "b"), vec![("t".into(), 1)]);
+    }
+
+    #[test]
+    fn every_partition_has_exactly_one_target_owner() {
+        for assignor in ASSIGNORS {
+            for members in 1..6 {
+                let ids: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+                let list: Vec<(&str, &[&str])> =
+                    ids.iter().map(|i| (i.as_str(), &["x", "y"][..])).collect();
+                let g = group(assignor, &list);
+                let t = compute_targets(&g, &|topic| if topic == "x" { 6 } else { 5 });
+                let all: Vec<&Tp> = t.values().flatten().collect();
+                let unique: BTreeSet<&Tp> = all.iter().cloned().collect();
+                assert_eq!(all.len(), 11, "{assignor} with {members}");
+                assert_eq!(unique.len(), 11);
+                let sizes: Vec<usize> = t.values().map(|s| s.len()).collect();
+                assert!(
+                    sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 2,
+                    "{sizes:?}"
+                );
+            }
+        }
+    }
+}
