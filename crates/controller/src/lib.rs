@@ -1,0 +1,459 @@
+//! The cluster controller: Strata's metadata (brokers now; topics, assignments, leaders,
+//! epochs and in-sync sets as replication lands) in a Raft group built on `openraft`,
+//! in KRaft's combined mode: the voters (`--voters`) are brokers too, and every other
+//! broker follows the log as a non-voting learner, so each broker applies the same
+//! metadata locally.
+//!
+//! - [`state`]: the [`ClusterState`] and the [`Command`]s that change it; apply is
+//!   deterministic (times travel in the commands, never `now()` in apply).
+//! - [`store`]: the log and vote, fsynced before acknowledged, and the state machine
+//!   with its snapshots, under `<data-dir>/raft/`.
+//! - [`network`]: Raft and broker-to-leader messages over a [`Transport`] the node
+//!   gives (gRPC in `strata-server`); no transport code here.
+//!
+//! Liveness is the leader's business, as in KRaft: brokers heartbeat to the leader,
+//! which keeps the times in memory and proposes [`Command::FenceBroker`] when one has
+//! been silent for its session timeout, and [`Command::UnfenceBroker`] when a fenced one
+//! is heard again. A new leader gives every broker a full session before fencing it.
+
+pub mod network;
+pub mod state;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+
+pub use network::{Network, Rpc, Transport};
+pub use state::{BrokerRecord, ClusterState, Command, CommandResult, NodeId};
+pub use store::{LogStore, Shared, StateMachine};
+
+/// A controller node's address, as Raft knows it.
+pub type Node = BasicNode;
+
+openraft::declare_raft_types!(
+    /// Strata's Raft types: commands in, command results out.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+/// Why a controller request failed.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum ControllerError {
+    #[error("no controller leader is known yet (an election may be under way); retry shortly")]
+    NoLeader,
+    #[error("the controller refused the change: {0}")]
+    Refused(String),
+    #[error("controller: {0}")]
+    Failed(String),
+}
+
+/// How a node runs its controller part.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub node_id: NodeId,
+    /// This node's advertised address (where other nodes reach it).
+    pub addr: String,
+    pub rack: Option<String>,
+    /// The voters: node id -> address. A node not among them joins as a learner.
+    pub voters: BTreeMap<NodeId, String>,
+    /// A node to ask to join through, for a node that is not a voter.
+    pub join: Option<String>,
+    /// `<data-dir>/raft`.
+    pub dir: PathBuf,
+    /// Identifies this node's data directory (see [`BrokerRecord::incarnation`]).
+    pub incarnation: String,
+    pub heartbeat_interval_ms: u64,
+    /// A broker silent this long is fenced.
+    pub session_timeout_ms: u64,
+    /// Raft election timeout range (ms); Raft's own heartbeats go at a fifth of the low end.
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl ControllerConfig {
+    pub fn is_voter(&self) -> bool {
+        self.voters.contains_key(&self.node_id)
+    }
+}
+
+/// A node's controller part: its Raft member, the applied cluster state, and (on the
+/// leader) broker liveness.
+pub struct Controller {
+    config: ControllerConfig,
+    raft: Raft<TypeConfig>,
+    shared: Arc<Shared>,
+    network: Network,
+    /// When the leader last heard from each broker; reset when leadership is won.
+    heard: parking_lot::Mutex<HashMap<NodeId, Instant>>,
+    /// The term in which this node last found itself leader, with when.
+    led_since: parking_lot::Mutex<Option<(u64, Instant)>>,
+}
+
+/// What a broker asking to join sends.
+#[derive(Debug, Serialize, Deserialize)]
+struct JoinRequest {
+    id: NodeId,
+    addr: String,
+}
+
+/// A broker's heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeartbeatRequest {
+    id: NodeId,
+}
+
+impl Controller {
+    /// Opens the controller's storage and starts its Raft member. A voter whose storage
+    /// is empty proposes the configured voter set as the first membership (every voter
+    /// does, with the same set, which Raft allows).
+    pub async fn start(
+        config: ControllerConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Self>, ControllerError> {
+        let failed = |e: &dyn std::fmt::Display| ControllerError::Failed(e.to_string());
+        let log = LogStore::open(&config.dir).map_err(|e| failed(&e))?;
+        let sm = StateMachine::open(&config.dir).map_err(|e| failed(&e))?;
+        let shared = sm.shared();
+        let (min, max) = config.election_timeout_ms;
+        let raft_config = openraft::Config {
+            cluster_name: "strata".into(),
+            election_timeout_min: min,
+            election_timeout_max: max,
+            heartbeat_interval: (min / 5).max(10),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| failed(&e))?);
+        let network = Network { transport };
+        let raft = Raft::new(config.node_id, raft_config, network.clone(), log, sm)
+            .await
+            .map_err(|e| failed(&e))?;
+        if config.is_voter() && !raft.is_initialized().await.map_err(|e| failed(&e))? {
+            let members: BTreeMap<NodeId, Node> = config
+                .voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(voters = ?config.voters, "controller: proposed the voter set")
+                }
+                // Another voter got there first, or this one already was: both fine.
+                Err(RaftError::APIError(e)) => {
+                    tracing::debug!(error = %e, "controller already initialized")
+                }
+                Err(e) => return Err(failed(&e)),
+            }
+        }
+        Ok(Arc::new(Self {
+            config,
+            raft,
+            shared,
+            network,
+            heard: Default::default(),
+            led_since: Default::default(),
+        }))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The cluster state as this node last applied it.
+    pub fn state(&self) -> ClusterState {
+        self.shared.state()
+    }
+
+    /// Changes whenever this node applies an entry or installs a snapshot.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<openraft::LogId<NodeId>>> {
+        self.shared.changes()
+    }
+
+    /// The current leader (id, address), if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// The Raft term this node is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// Voter ids of the current membership.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Answers a controller message from another node (the server's internal service).
+    pub async fn handle(&self, rpc: Rpc, body: &[u8]) -> Result<Vec<u8>, String> {
+        fn answer<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+            serde_json::to_vec(v).map_err(|e| e.to_string())
+        }
+        fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+            serde_json::from_slice(body).map_err(|e| format!("bad controller message: {e}"))
+        }
+        match rpc {
+            Rpc::AppendEntries => answer(&self.raft.append_entries(parse(body)?).await),
+            Rpc::Vote => answer(&self.raft.vote(parse(body)?).await),
+            Rpc::InstallSnapshot => answer(&self.raft.install_snapshot(parse(body)?).await),
+            Rpc::Propose => answer(&self.propose_here(parse(body)?).await),
+            Rpc::Heartbeat => {
+                let hb: HeartbeatRequest = parse(body)?;
+                answer(&self.heard_from(hb.id))
+            }
+            Rpc::Join => {
+                let j: JoinRequest = parse(body)?;
+                answer(&self.add_learner(j.id, j.addr).await)
+            }
+        }
+    }
+
+    /// Proposes `cmd` on this node, which must be the leader.
+    async fn propose_here(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ControllerError::NoLeader)
+            }
+            Err(e) => Err(ControllerError::Failed(e.to_string())),
+        }
+    }
+
+    /// Proposes `cmd` through the leader, wherever it is; waits for it to be applied
+    /// there. A refused command is an error that says why.
+    pub async fn submit(&self, cmd: Command) -> Result<(), ControllerError> {
+        let result = if self.is_leader() {
+            self.propose_here(cmd).await?
+        } else {
+            let body = serde_json::to_vec(&cmd).expect("commands serialize");
+            let answer = self.to_leader(Rpc::Propose, body).await?;
+            serde_json::from_slice::<Result<CommandResult, ControllerError>>(&answer)
+                .map_err(|e| ControllerError::Failed(e.to_string()))??
+        };
+        match result.error {
+            Some(why) => Err(ControllerError::Refused(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn to_leader(&self, rpc: Rpc, body: Vec<u8>) -> Result<Vec<u8>, ControllerError> {
+        let (_, addr) = self.leader().ok_or(ControllerError::NoLeader)?;
+        self.network
+            .transport
+            .call(addr, rpc, body)
+            .await
+            .map_err(ControllerError::Failed)
+    }
+
+    /// On the leader: adds a broker as a learner, so it follows the log.
+    async fn add_learner(&self, id: NodeId, addr: String) -> Result<(), ControllerError> {
+        if self.voter_ids().contains(&id) {
+            return Err(ControllerError::Refused(format!(
+                "node {id} is a voter; start it with --voters, not --join"
+            )));
+        }
+        self.raft
+            .add_learner(id, BasicNode { addr }, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                    ControllerError::NoLeader
+                }
+                e => ControllerError::Failed(e.to_string()),
+            })
+    }
+
+    /// Records a heartbeat (on the leader).
+    fn heard_from(&self, id: NodeId) -> Result<(), ControllerError> {
+        if !self.is_leader() {
+            return Err(ControllerError::NoLeader);
+        }
+        self.heard.lock().insert(id, Instant::now());
+        Ok(())
+    }
+
+    /// Runs this node's controller duties until `stop`: join (a learner), register,
+    /// heartbeat, and on the leader fence and unfence brokers by their heartbeats.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let every = Duration::from_millis(self.config.heartbeat_interval_ms);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut joined = self.config.is_voter();
+        let mut registered = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if !joined {
+                joined = self.join().await;
+                continue;
+            }
+            if !registered {
+                registered = self.register().await;
+            }
+            self.heartbeat().await;
+            if self.is_leader() {
+                self.check_liveness().await;
+            }
+        }
+    }
+
+    async fn join(&self) -> bool {
+        let Some(via) = self.config.join.clone() else {
+            return true;
+        };
+        let body = serde_json::to_vec(&JoinRequest {
+            id: self.config.node_id,
+            addr: self.config.addr.clone(),
+        })
+        .expect("serializes");
+        // Any node answers; a follower's answer says who leads, and the next try goes
+        // there once this node has learned it.
+        let target = self.leader().map(|(_, a)| a).unwrap_or(via);
+        match self
+            .network
+            .transport
+            .call(target.clone(), Rpc::Join, body)
+            .await
+        {
+            Ok(a) => match serde_json::from_slice::<Result<(), ControllerError>>(&a) {
+                Ok(Ok(())) => {
+                    tracing::info!(via = %target, "joined the cluster as a non-voter");
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(via = %target, error = %e, "could not join the cluster yet");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(via = %target, error = %e, "bad answer to a join");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(via = %target, error = %e, "could not reach the cluster to join");
+                false
+            }
+        }
+    }
+
+    async fn register(&self) -> bool {
+        let cmd = Command::RegisterBroker {
+            id: self.config.node_id,
+            addr: self.config.addr.clone(),
+            rack: self.config.rack.clone(),
+            incarnation: self.config.incarnation.clone(),
+            at_ms: now_ms(),
+        };
+        match self.submit(cmd).await {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = self.config.node_id,
+                    "registered with the controller"
+                );
+                true
+            }
+            Err(ControllerError::Refused(why)) => {
+                tracing::error!(%why, "the controller refused this broker's registration");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "registration not done yet");
+                false
+            }
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let id = self.config.node_id;
+        if self.is_leader() {
+            let _ = self.heard_from(id);
+            return;
+        }
+        let body = serde_json::to_vec(&HeartbeatRequest { id }).expect("serializes");
+        if let Err(e) = self.to_leader(Rpc::Heartbeat, body).await {
+            tracing::debug!(error = %e, "heartbeat to the controller failed");
+        }
+    }
+
+    /// On the leader: fences brokers silent for their session, unfences those heard.
+    async fn check_liveness(&self) {
+        let term = self.term();
+        let now = Instant::now();
+        let since = {
+            let mut led = self.led_since.lock();
+            match *led {
+                Some((t, at)) if t == term => at,
+                _ => {
+                    // Newly leader: what the previous leader heard is unknown here.
+                    *led = Some((term, now));
+                    self.heard.lock().clear();
+                    now
+                }
+            }
+        };
+        let session = Duration::from_millis(self.config.session_timeout_ms);
+        let state = self.state();
+        for b in state.brokers.values() {
+            let last = self.heard.lock().get(&b.id).copied();
+            let alive = match last {
+                Some(at) => now.duration_since(at) < session,
+                // Not heard since this node became leader: a session's grace.
+                None => now.duration_since(since) < session,
+            };
+            let cmd = match (b.fenced, alive, last.is_some()) {
+                (false, false, _) => Command::FenceBroker {
+                    id: b.id,
+                    at_ms: now_ms(),
+                },
+                (true, true, true) => Command::UnfenceBroker {
+                    id: b.id,
+                    at_ms: now_ms(),
+                },
+                _ => continue,
+            };
+            tracing::info!(broker = b.id, command = ?cmd, "broker liveness changed");
+            if let Err(e) = self.submit(cmd).await {
+                tracing::warn!(broker = b.id, error = %e, "could not record broker liveness");
+            }
+        }
+    }
+
+    /// Stops the Raft member.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
