@@ -135,8 +135,11 @@ impl ServerProcess {
 
     fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(STRATA);
-        c.args(["server", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
-            .arg("--data-dir")
+        c.args(["server", "--metrics-listen", ""]);
+        if !args.contains(&"--listen") {
+            c.args(["--listen", "127.0.0.1:0"]);
+        }
+        c.arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info")

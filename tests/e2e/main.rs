@@ -6,6 +6,7 @@ mod history;
 
 mod bad_input;
 mod cli_roundtrip;
+mod cluster;
 mod compaction;
 mod crash;
 mod crash_matrix;

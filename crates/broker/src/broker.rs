@@ -91,6 +91,8 @@ pub struct Broker {
     config: BrokerConfig,
     /// Clock, metrics, cold tier and `flush.ms` timers, shared with every partition.
     pub(crate) shared: Arc<Shared>,
+    /// Names this data directory (see [`node_identity`]).
+    incarnation: String,
     pub(crate) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: tokio::sync::Mutex<()>,
     topics_dir: PathBuf,
@@ -180,6 +182,7 @@ impl Broker {
                 data.display()
             )));
         }
+        let incarnation = node_identity(data, config.node_id)?;
         let topics_dir = data.join("topics");
         std::fs::create_dir_all(&topics_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", topics_dir.display()), e))?;
@@ -234,6 +237,7 @@ impl Broker {
         });
         let broker = Self {
             shared,
+            incarnation,
             config,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
@@ -283,6 +287,12 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Chosen when this data directory was first used: a broker that comes back with
+    /// another one has lost its disk, and the cluster treats it as new.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -831,6 +841,43 @@ impl Broker {
         if let Err(e) = written {
             tracing::warn!(error = %e, "could not record the clean shutdown; the next start recovers the logs");
         }
+    }
+}
+
+/// `<data-dir>/node.json`: which node id this data directory belongs to, and the
+/// incarnation id chosen when it was first used. A directory is never used under
+/// another node id: its replicas and votes are that node's.
+fn node_identity(data: &Path, node_id: u32) -> Result<String> {
+    #[derive(Serialize, Deserialize)]
+    struct NodeFile {
+        node_id: u32,
+        incarnation: String,
+    }
+    let path = data.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let f: NodeFile = serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::InvalidConfig(format!("{} is not valid: {e}", path.display()))
+            })?;
+            if f.node_id != node_id {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "data directory {} belongs to node {}, not {node_id}; start it with --node-id {} or use another --data-dir",
+                    data.display(),
+                    f.node_id,
+                    f.node_id
+                )));
+            }
+            Ok(f.incarnation)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = NodeFile {
+                node_id,
+                incarnation: new_topic_id(),
+            };
+            write_json_atomic(&path, &f)?;
+            Ok(f.incarnation)
+        }
+        Err(e) => Err(BrokerError::io(format!("reading {}", path.display()), e)),
     }
 }
 

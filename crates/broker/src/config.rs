@@ -25,6 +25,23 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// gRPC listen address.
     pub listen: String,
+    /// The address other brokers and clients reach this one at; empty: `listen`.
+    pub advertise: String,
+    /// This broker's rack (replica placement spreads over racks); empty: none.
+    pub rack: String,
+    /// The controller's voters, `ID@HOST:PORT,...` (each its advertised gRPC address);
+    /// empty for a single broker. A broker listed here is a voter; others `join`.
+    pub voters: String,
+    /// A cluster member to join through, for a broker that is not a voter.
+    pub join: String,
+    /// How often a cluster broker heartbeats to the controller leader.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker the controller has not heard from for this long is fenced: it leads
+    /// nothing and leaves in-sync sets (Kafka's `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// The controller's Raft election timeout: a random value between this and twice
+    /// this; Raft's heartbeats go at a fifth of it.
+    pub controller_election_timeout_ms: u64,
     /// Prometheus `/metrics` listen address; empty disables it.
     pub metrics_listen: String,
     /// Cold tier: `file:///PATH`, `s3://BUCKET/PREFIX` (AWS_* variables) or `memory://`;
@@ -63,6 +80,13 @@ impl Default for BrokerConfig {
             node_id: 1,
             data_dir: PathBuf::from("strata-data"),
             listen: DEFAULT_LISTEN.to_string(),
+            advertise: String::new(),
+            rack: String::new(),
+            voters: String::new(),
+            join: String::new(),
+            broker_heartbeat_interval_ms: 500,
+            broker_session_timeout_ms: 2000,
+            controller_election_timeout_ms: 1000,
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
             object_store: String::new(),
             object_store_options: BTreeMap::new(),
@@ -96,6 +120,46 @@ impl BrokerConfig {
         format!("file://{}", dir.join("objects").display())
     }
 
+    /// The address others reach this broker at.
+    pub fn advertised(&self) -> &str {
+        if self.advertise.is_empty() {
+            &self.listen
+        } else {
+            &self.advertise
+        }
+    }
+
+    /// Whether this broker is a cluster member (`voters` set).
+    pub fn clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
+
+    /// The voters, by node id; empty for a single broker.
+    pub fn voter_map(&self) -> Result<BTreeMap<u64, String>, BrokerError> {
+        let mut out = BTreeMap::new();
+        if self.voters.is_empty() {
+            return Ok(out);
+        }
+        for part in self.voters.split(',') {
+            let bad = || {
+                BrokerError::InvalidConfig(format!(
+                    "voters: {part:?} is not ID@HOST:PORT; list every voter, e.g. 1@10.0.0.1:9292,2@10.0.0.2:9292,3@10.0.0.3:9292"
+                ))
+            };
+            let (id, addr) = part.trim().split_once('@').ok_or_else(bad)?;
+            let id: u64 = id.parse().map_err(|_| bad())?;
+            if id == 0 || !addr.contains(':') {
+                return Err(bad());
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "voters: node {id} is listed twice"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
     /// Checks every setting; the error names the key and what is valid.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let bad = |m: String| Err(BrokerError::InvalidConfig(m));
@@ -110,6 +174,52 @@ impl BrokerConfig {
                 "metrics_listen = {:?} is not a socket address; use HOST:PORT such as {DEFAULT_METRICS_LISTEN}, or \"\" to disable",
                 self.metrics_listen
             ));
+        }
+        let voters = self.voter_map()?;
+        let me = self.node_id as u64;
+        if !voters.is_empty() {
+            match voters.get(&me) {
+                Some(addr) if addr != self.advertised() => {
+                    return bad(format!(
+                        "voters lists node {me} at {addr}, but it listens at {} (--advertise / --listen): give each voter its own advertised address",
+                        self.advertised()
+                    ));
+                }
+                Some(_) if !self.join.is_empty() => {
+                    return bad(format!(
+                        "node {me} is a voter: it needs no --join (only brokers outside --voters join)"
+                    ));
+                }
+                None if self.join.is_empty() => {
+                    return bad(format!(
+                        "node {me} is not among the voters ({}): add it there, or give --join HOST:PORT of a cluster member",
+                        self.voters
+                    ));
+                }
+                _ => {}
+            }
+            if self.advertised().starts_with("0.0.0.0:") || self.advertised().starts_with("[::]:") {
+                return bad(format!(
+                    "advertise = {:?} is not an address others can reach; set --advertise HOST:PORT",
+                    self.advertised()
+                ));
+            }
+        } else if !self.join.is_empty() {
+            return bad("join needs voters: give --voters too (the controller's voter set)".into());
+        }
+        if self.node_id == 0 {
+            return bad("node_id must be at least 1".into());
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return bad(format!(
+                "broker_session_timeout_ms ({}) must be longer than broker_heartbeat_interval_ms ({}), which must be at least 1",
+                self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
+            ));
+        }
+        if self.controller_election_timeout_ms < 50 {
+            return bad("controller_election_timeout_ms must be at least 50".into());
         }
         if self.housekeeping_interval_ms == 0 {
             return bad("housekeeping_interval_ms must be at least 1".into());

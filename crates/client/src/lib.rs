@@ -318,6 +318,16 @@ impl Client {
         Ok(r.into_inner().offsets)
     }
 
+    /// The cluster's brokers and controller as the connected broker knows them.
+    pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse> {
+        let r = self
+            .raw()
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner())
+    }
+
     pub async fn list_groups(&self) -> Result<Vec<pb::GroupSummary>> {
         let r = self
             .raw()

@@ -90,10 +90,44 @@ pub struct Controller {
     raft: Raft<TypeConfig>,
     shared: Arc<Shared>,
     network: Network,
-    /// When the leader last heard from each broker; reset when leadership is won.
-    heard: parking_lot::Mutex<HashMap<NodeId, Instant>>,
+    /// When the leader last heard from each broker, and from which incarnation of it;
+    /// reset when leadership is won.
+    heard: parking_lot::Mutex<HashMap<NodeId, (Instant, String)>>,
     /// The term in which this node last found itself leader, with when.
     led_since: parking_lot::Mutex<Option<(u64, Instant)>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    Pending,
+    Done,
+    Refused,
+}
+
+/// A voter with empty storage asking about itself.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    pub id: NodeId,
+}
+
+/// What a node answers to a [`ProbeRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    /// Whether the answering node has controller state (the cluster exists).
+    pub initialized: bool,
+    /// The incarnation under which the cluster knows the asking node, if it does.
+    pub knows: Option<String>,
+}
+
+impl ProbeAnswer {
+    /// What a node whose controller is not running yet answers.
+    pub fn not_initialized() -> Vec<u8> {
+        serde_json::to_vec(&Self {
+            initialized: false,
+            knows: None,
+        })
+        .expect("serializes")
+    }
 }
 
 /// What a broker asking to join sends.
@@ -107,9 +141,67 @@ struct JoinRequest {
 #[derive(Debug, Serialize, Deserialize)]
 struct HeartbeatRequest {
     id: NodeId,
+    /// Only the registered incarnation keeps a broker alive: one whose disk was wiped
+    /// stays fenced.
+    incarnation: String,
 }
 
 impl Controller {
+    /// Before a voter with empty controller storage takes part in Raft: makes sure it is
+    /// not a voter whose disk was wiped. Such a voter would vote as if it had never
+    /// voted and had no log, so a candidate missing committed entries could win with
+    /// its vote, and the leader would find its follower's log gone back. It asks the
+    /// other voters: any that has controller state and knows this node refuses it;
+    /// once a majority of the voter set (itself included) is known to be empty too,
+    /// this is a new cluster forming. Waits (asking again) until one or the other.
+    pub async fn check_empty_voter(
+        config: &ControllerConfig,
+        transport: &Arc<dyn Transport>,
+    ) -> Result<(), ControllerError> {
+        if !config.is_voter() || store::has_state(&config.dir) {
+            return Ok(());
+        }
+        let majority = config.voters.len() / 2 + 1;
+        let body = serde_json::to_vec(&ProbeRequest { id: config.node_id }).expect("serializes");
+        let mut waited = Duration::ZERO;
+        loop {
+            let mut empty = 1; // this node
+            let mut exists = false;
+            for (id, addr) in config
+                .voters
+                .iter()
+                .filter(|(id, _)| **id != config.node_id)
+            {
+                let Ok(a) = transport.call(addr.clone(), Rpc::Probe, body.clone()).await else {
+                    continue;
+                };
+                let Ok(answer) = serde_json::from_slice::<ProbeAnswer>(&a) else {
+                    continue;
+                };
+                if !answer.initialized {
+                    empty += 1;
+                    continue;
+                }
+                exists = true;
+                if let Some(incarnation) = answer.knows {
+                    return Err(ControllerError::Refused(format!(
+                        "node {} has no controller state, but voter {id} knows it (incarnation {incarnation}, this data directory is {}): its disk was wiped or replaced. A voter that lost its state would vote as new and could let committed metadata be lost, so it is not started; restore its data directory, or bring the broker back under a new --node-id",
+                        config.node_id, config.incarnation
+                    )));
+                }
+            }
+            if exists || empty >= majority {
+                return Ok(());
+            }
+            if waited.as_secs().is_multiple_of(10) && waited.subsec_millis() == 0 {
+                tracing::info!(voters = ?config.voters, answered_empty = empty - 1,
+                    "controller storage is empty: waiting for a majority of the voters to answer before forming the cluster");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            waited += Duration::from_millis(200);
+        }
+    }
+
     /// Opens the controller's storage and starts its Raft member. A voter whose storage
     /// is empty proposes the configured voter set as the first membership (every voter
     /// does, with the same set, which Raft allows).
@@ -223,11 +315,22 @@ impl Controller {
             Rpc::Propose => answer(&self.propose_here(parse(body)?).await),
             Rpc::Heartbeat => {
                 let hb: HeartbeatRequest = parse(body)?;
-                answer(&self.heard_from(hb.id))
+                answer(&self.heard_from(hb))
             }
             Rpc::Join => {
                 let j: JoinRequest = parse(body)?;
                 answer(&self.add_learner(j.id, j.addr).await)
+            }
+            Rpc::Probe => {
+                let p: ProbeRequest = parse(body)?;
+                answer(&ProbeAnswer {
+                    initialized: true,
+                    knows: self
+                        .state()
+                        .brokers
+                        .get(&p.id)
+                        .map(|b| b.incarnation.clone()),
+                })
             }
         }
     }
@@ -289,11 +392,13 @@ impl Controller {
     }
 
     /// Records a heartbeat (on the leader).
-    fn heard_from(&self, id: NodeId) -> Result<(), ControllerError> {
+    fn heard_from(&self, hb: HeartbeatRequest) -> Result<(), ControllerError> {
         if !self.is_leader() {
             return Err(ControllerError::NoLeader);
         }
-        self.heard.lock().insert(id, Instant::now());
+        self.heard
+            .lock()
+            .insert(hb.id, (Instant::now(), hb.incarnation));
         Ok(())
     }
 
@@ -304,7 +409,7 @@ impl Controller {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut joined = self.config.is_voter();
-        let mut registered = false;
+        let mut registered = Registration::Pending;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -314,7 +419,7 @@ impl Controller {
                 joined = self.join().await;
                 continue;
             }
-            if !registered {
+            if registered == Registration::Pending {
                 registered = self.register().await;
             }
             self.heartbeat().await;
@@ -363,7 +468,7 @@ impl Controller {
         }
     }
 
-    async fn register(&self) -> bool {
+    async fn register(&self) -> Registration {
         let cmd = Command::RegisterBroker {
             id: self.config.node_id,
             addr: self.config.addr.clone(),
@@ -377,26 +482,30 @@ impl Controller {
                     node_id = self.config.node_id,
                     "registered with the controller"
                 );
-                true
+                Registration::Done
             }
             Err(ControllerError::Refused(why)) => {
-                tracing::error!(%why, "the controller refused this broker's registration");
-                false
+                // For good: only the operator can resolve it (a new --node-id).
+                tracing::error!(%why, "the controller refused this broker's registration; it stays fenced");
+                Registration::Refused
             }
             Err(e) => {
                 tracing::debug!(error = %e, "registration not done yet");
-                false
+                Registration::Pending
             }
         }
     }
 
     async fn heartbeat(&self) {
-        let id = self.config.node_id;
+        let hb = HeartbeatRequest {
+            id: self.config.node_id,
+            incarnation: self.config.incarnation.clone(),
+        };
         if self.is_leader() {
-            let _ = self.heard_from(id);
+            let _ = self.heard_from(hb);
             return;
         }
-        let body = serde_json::to_vec(&HeartbeatRequest { id }).expect("serializes");
+        let body = serde_json::to_vec(&hb).expect("serializes");
         if let Err(e) = self.to_leader(Rpc::Heartbeat, body).await {
             tracing::debug!(error = %e, "heartbeat to the controller failed");
         }
@@ -421,7 +530,12 @@ impl Controller {
         let session = Duration::from_millis(self.config.session_timeout_ms);
         let state = self.state();
         for b in state.brokers.values() {
-            let last = self.heard.lock().get(&b.id).copied();
+            let last = self
+                .heard
+                .lock()
+                .get(&b.id)
+                .filter(|(_, incarnation)| *incarnation == b.incarnation)
+                .map(|(at, _)| *at);
             let alive = match last {
                 Some(at) => now.duration_since(at) < session,
                 // Not heard since this node became leader: a session's grace.

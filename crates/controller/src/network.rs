@@ -32,16 +32,21 @@ pub enum Rpc {
     Heartbeat,
     /// A broker that is not a voter asks to follow the controller's log.
     Join,
+    /// A voter with empty storage asks the others whether the cluster already exists
+    /// and knew it (see `Controller::check_empty_voter`). Answered before the answering
+    /// node's own controller is running.
+    Probe,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 6] = [
+    const ALL: [Rpc; 7] = [
         Self::AppendEntries,
         Self::Vote,
         Self::InstallSnapshot,
         Self::Propose,
         Self::Heartbeat,
         Self::Join,
+        Self::Probe,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Rpc {
             Self::Propose => "propose",
             Self::Heartbeat => "heartbeat",
             Self::Join => "join",
+            Self::Probe => "probe",
         }
     }
 

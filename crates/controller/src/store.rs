@@ -109,6 +109,12 @@ fn decode_records(buf: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
     (out, pos)
 }
 
+/// Whether `dir` holds controller state: a vote, log entries or a snapshot.
+pub fn has_state(dir: &Path) -> bool {
+    let nonempty = |name: &str| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() > 0);
+    nonempty("vote.json") || nonempty("log") || nonempty("snapshot.json")
+}
+
 struct LogInner {
     dir: PathBuf,
     file: Arc<File>,

@@ -8,3 +8,10 @@
 pub mod v1 {
     tonic::include_proto!("strata.v1");
 }
+
+/// Broker-to-broker messages (`proto/strata/internal/v1/cluster.proto`): not a public API.
+pub mod internal {
+    pub mod v1 {
+        tonic::include_proto!("strata.internal.v1");
+    }
+}

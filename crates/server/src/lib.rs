@@ -5,6 +5,7 @@
 //!
 //! The broker core knows nothing of tonic: everything protocol-shaped lives here.
 
+pub mod cluster;
 pub mod service;
 
 use std::future::Future;
@@ -27,20 +28,91 @@ pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
 /// How long a shutdown waits for open requests before closing connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `broker` on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves,
-/// then flushes every log.
+/// Serves a single broker on `listener` (and `/metrics` on `metrics`) until `shutdown`
+/// resolves, then flushes every log.
 pub async fn run(
     broker: Arc<Broker>,
     listener: TcpListener,
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), RunError> {
+    run_node(broker, None, listener, metrics, shutdown).await
+}
+
+/// How a cluster member starts its controller part.
+pub struct ControllerSetup {
+    pub config: strata_controller::ControllerConfig,
+    pub transport: Arc<dyn strata_controller::Transport>,
+}
+
+/// Why a broker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("controller: {0}")]
+    Controller(#[from] strata_controller::ControllerError),
+}
+
+/// [`run`] for a broker that is a cluster member. Its controller part starts once the
+/// node answers on its port (a voter with empty storage first asks the others about
+/// itself, and they must be able to ask it too); it then answers other nodes on the same
+/// port and runs its duties (registration, heartbeats, and on the leader, fencing)
+/// beside the broker's. A controller that cannot start stops the broker with its error.
+pub async fn run_node(
+    broker: Arc<Broker>,
+    controller: Option<ControllerSetup>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let background = strata_broker::tasks::Background::start(&broker);
     let metrics_task =
         metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
-    let service = StrataServer::new(Service::new(broker.clone()))
+    let node = Arc::new(cluster::Node::default());
+    let (failed_tx, failed_rx) =
+        tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
+    let duties = controller.map(|setup| {
+        let node = node.clone();
+        let stop = background.stopping();
+        tokio::spawn(async move {
+            let started = async {
+                strata_controller::Controller::check_empty_voter(&setup.config, &setup.transport)
+                    .await?;
+                strata_controller::Controller::start(setup.config, setup.transport).await
+            };
+            match started.await {
+                Ok(c) => {
+                    node.set(c.clone());
+                    c.run(stop).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the controller could not start; stopping");
+                    let _ = failed_tx.send(e);
+                }
+            }
+        })
+    });
+    let service = StrataServer::new(Service::new(broker.clone(), node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let internal = duties.is_some().then(|| {
+        strata_proto::internal::v1::cluster_server::ClusterServer::new(
+            cluster::ClusterService::new(node.clone()),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let failure = Arc::new(parking_lot::Mutex::new(None));
+    let shutdown = {
+        let failure = failure.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                Ok(e) = failed_rx => *failure.lock() = Some(e),
+            }
+        }
+    };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
     let b = broker.clone();
@@ -49,6 +121,7 @@ pub async fn run(
         .initial_connection_window_size(Some(16 << 20))
         .max_frame_size(Some((1 << 20) - 1))
         .add_service(service)
+        .add_optional_service(internal)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             // End subscriptions, long polls and produce streams so connections drain.
@@ -67,13 +140,23 @@ pub async fn run(
         }
     };
     background.stop().await;
+    if let Some(t) = duties {
+        let _ = t.await;
+    }
+    if let Some(c) = node.get() {
+        c.shutdown().await;
+    }
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
     let b = broker.clone();
     let _ = tokio::task::spawn_blocking(move || b.close_all()).await;
     tracing::info!("broker stopped");
-    result
+    result?;
+    match failure.lock().take() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.

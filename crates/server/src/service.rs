@@ -27,11 +27,60 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Service {
     broker: Arc<Broker>,
+    /// This node's controller part; never set for a single broker.
+    node: Arc<crate::cluster::Node>,
 }
 
 impl Service {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        Self { broker }
+    pub fn new(broker: Arc<Broker>, node: Arc<crate::cluster::Node>) -> Self {
+        Self { broker, node }
+    }
+
+    fn describe_cluster(&self) -> pb::DescribeClusterResponse {
+        let config = self.broker.config();
+        let Some(c) = self.node.get() else {
+            if config.clustered() {
+                // A cluster member whose controller part is still starting.
+                return pb::DescribeClusterResponse {
+                    brokers: Vec::new(),
+                    controller_id: -1,
+                    raft_term: 0,
+                    node_id: config.node_id as u64,
+                };
+            }
+            // A single broker: itself, its own controller.
+            let id = config.node_id as u64;
+            return pb::DescribeClusterResponse {
+                brokers: vec![pb::BrokerDescription {
+                    id,
+                    address: config.advertised().to_string(),
+                    rack: config.rack.clone(),
+                    state: "active".into(),
+                    voter: true,
+                }],
+                controller_id: id as i64,
+                raft_term: 0,
+                node_id: id,
+            };
+        };
+        let voters = c.voter_ids();
+        pb::DescribeClusterResponse {
+            brokers: c
+                .state()
+                .brokers
+                .values()
+                .map(|b| pb::BrokerDescription {
+                    id: b.id,
+                    address: b.addr.clone(),
+                    rack: b.rack.clone().unwrap_or_default(),
+                    state: if b.fenced { "fenced" } else { "active" }.into(),
+                    voter: voters.contains(&b.id),
+                })
+                .collect(),
+            controller_id: c.leader().map_or(-1, |(id, _)| id as i64),
+            raft_term: c.term(),
+            node_id: c.node_id(),
+        }
     }
 }
 
@@ -608,6 +657,13 @@ impl Strata for Service {
         Ok(Response::new(pb::ResetGroupOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<pb::DescribeClusterRequest>,
+    ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        Ok(Response::new(self.describe_cluster()))
     }
 
     async fn delete_group(

@@ -50,6 +50,13 @@ enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic, one per line; follows the tail unless --max-records.
     Consume(ConsumeArgs),
+    /// The cluster: brokers, controller, partitions in trouble.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
     /// List, describe, reset and delete consumer groups.
     Group {
         #[command(subcommand)]
@@ -84,6 +91,31 @@ struct ServerArgs {
     /// TOML config file (see deploy/strata.toml); flags and STRATA_* variables win.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
+    /// This broker's id (at least 1; never reused for a wiped disk) [default: 1].
+    #[arg(long, env = "STRATA_NODE_ID")]
+    node_id: Option<u32>,
+    /// The address others reach this broker at [default: --listen].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    advertise: Option<String>,
+    /// The controller's voters: ID@HOST:PORT,... (each its advertised gRPC address).
+    /// Without it: a single broker.
+    #[arg(long, env = "STRATA_VOTERS")]
+    voters: Option<String>,
+    /// A cluster member to join through, for a broker that is not among the voters.
+    #[arg(long, env = "STRATA_JOIN")]
+    join: Option<String>,
+    /// This broker's rack, for spreading replicas.
+    #[arg(long, env = "STRATA_RACK")]
+    rack: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Brokers (id, address, rack, state), the controller and its Raft term.
+    Status {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,7 +268,7 @@ fn init_tracing(default: &str) {
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Server(a) => {
-            init_tracing("info");
+            init_tracing("info,openraft=warn");
             server(a).await
         }
         Command::Topic { command, broker } => {
@@ -254,6 +286,10 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Group { command, broker } => {
             init_tracing("warn");
             group(command, &broker.broker).await
+        }
+        Command::Cluster { command, broker } => {
+            init_tracing("warn");
+            cluster(command, &broker.broker).await
         }
         Command::Bench { command, broker } => {
             init_tracing("warn");
@@ -279,6 +315,21 @@ async fn server(a: ServerArgs) -> Result<()> {
     if let Some(o) = a.object_store {
         config.object_store = o;
     }
+    if let Some(n) = a.node_id {
+        config.node_id = n;
+    }
+    if let Some(v) = a.advertise {
+        config.advertise = v;
+    }
+    if let Some(v) = a.voters {
+        config.voters = v;
+    }
+    if let Some(v) = a.join {
+        config.join = v;
+    }
+    if let Some(v) = a.rack {
+        config.rack = v;
+    }
     config.validate()?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| {
         format!(
@@ -302,7 +353,32 @@ async fn server(a: ServerArgs) -> Result<()> {
     };
     let data_dir = config.data_dir.clone();
     let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+    let voters = config.voter_map()?;
     let broker = Broker::open(config, Arc::new(strata_log::SystemClock)).await?;
+    let controller = if voters.is_empty() {
+        None
+    } else {
+        let c = broker.config();
+        let cc = strata_controller::ControllerConfig {
+            node_id: c.node_id as u64,
+            addr: c.advertised().to_string(),
+            rack: (!c.rack.is_empty()).then(|| c.rack.clone()),
+            voters,
+            join: (!c.join.is_empty()).then(|| c.join.clone()),
+            dir: c.data_dir.join("raft"),
+            incarnation: broker.incarnation().to_string(),
+            heartbeat_interval_ms: c.broker_heartbeat_interval_ms,
+            session_timeout_ms: c.broker_session_timeout_ms,
+            election_timeout_ms: (
+                c.controller_election_timeout_ms,
+                2 * c.controller_election_timeout_ms,
+            ),
+        };
+        Some(strata_server::ControllerSetup {
+            config: cc,
+            transport: Arc::new(strata_server::cluster::GrpcTransport::default()),
+        })
+    };
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -310,7 +386,7 @@ async fn server(a: ServerArgs) -> Result<()> {
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         "strata server ready"
     );
-    strata_server::run(broker, listener, metrics, shutdown_signal()).await?;
+    strata_server::run_node(broker, controller, listener, metrics, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -776,6 +852,51 @@ async fn consume_group(a: ConsumeArgs) -> Result<()> {
     }
     out.flush()?;
     member.close().await?;
+    Ok(())
+}
+
+async fn cluster(cmd: ClusterCommand, addr: &str) -> Result<()> {
+    let client = Client::connect(addr).await?;
+    match cmd {
+        ClusterCommand::Status { output } => {
+            let c = client.describe_cluster().await?;
+            match output {
+                Output::Json => {
+                    let brokers: Vec<_> = c
+                        .brokers
+                        .iter()
+                        .map(|b| serde_json::json!({"id": b.id, "address": b.address, "rack": b.rack, "state": b.state, "voter": b.voter}))
+                        .collect();
+                    let v = serde_json::json!({
+                        "brokers": brokers,
+                        "controller_id": c.controller_id,
+                        "raft_term": c.raft_term,
+                        "node_id": c.node_id,
+                    });
+                    println!("{v}");
+                }
+                Output::Text => {
+                    let controller = if c.controller_id < 0 {
+                        "none (an election is under way)".to_string()
+                    } else {
+                        c.controller_id.to_string()
+                    };
+                    println!(
+                        "controller: {controller}\traft_term={}\tanswered_by={}",
+                        c.raft_term, c.node_id
+                    );
+                    for b in &c.brokers {
+                        let rack = if b.rack.is_empty() { "-" } else { &b.rack };
+                        let role = if b.voter { "voter" } else { "broker" };
+                        println!(
+                            "broker {}\t{}\track={rack}\t{}\t{role}",
+                            b.id, b.address, b.state
+                        );
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,236 @@
+//! Clusters of real `strata server` processes: the controller's Raft group forms,
+//! every broker registers, a killed broker is fenced and a killed controller replaced,
+//! and a broker whose disk was wiped cannot come back under its old id.
+//!
+//! Each cluster listens on its own random loopback address (127.x.y.z), so clusters
+//! of tests running side by side never meet, and ports can be fixed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_client::{Client, pb};
+
+use crate::helpers::*;
+
+/// A cluster of broker processes on one loopback address.
+pub struct Cluster {
+    pub dir: PathBuf,
+    ip: String,
+    pub nodes: Vec<Option<ServerProcess>>,
+    voters: String,
+}
+
+impl Cluster {
+    /// Starts `n` voters.
+    pub fn start(dir: &Path, n: u64) -> Self {
+        let ip = random_loopback();
+        let voters = (1..=n)
+            .map(|i| format!("{i}@{ip}:{}", 19_300 + i))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            dir: dir.to_path_buf(),
+            ip,
+            nodes: Vec::new(),
+            voters,
+        };
+        for id in 1..=n {
+            let node = c.spawn(id);
+            c.nodes.push(Some(node));
+        }
+        c
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        format!("{}:{}", self.ip, 19_300 + id)
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
+    }
+
+    fn spawn(&self, id: u64) -> ServerProcess {
+        let addr = self.addr(id);
+        let node_id = id.to_string();
+        ServerProcess::start_with(
+            &self.data_dir(id),
+            &self.dir.join(format!("node-{id}.log")),
+            &[
+                "--node-id",
+                &node_id,
+                "--listen",
+                &addr,
+                "--voters",
+                &self.voters,
+            ],
+            &[("RUST_LOG", "info,openraft=warn")],
+        )
+    }
+
+    /// kill -9 of node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut n) = self.nodes[id as usize - 1].take() {
+            n.kill();
+        }
+    }
+
+    /// Starts node `id` again on its data directory.
+    pub fn restart(&mut self, id: u64) {
+        let node = self.spawn(id);
+        self.nodes[id as usize - 1] = Some(node);
+    }
+
+    /// Removes node `id`'s data directory (it must be stopped).
+    pub fn wipe(&self, id: u64) {
+        std::fs::remove_dir_all(self.data_dir(id)).unwrap();
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{id}.log"))).unwrap_or_default()
+    }
+
+    /// What node `id` answers to DescribeCluster, if it answers.
+    pub async fn describe(&self, id: u64) -> Option<pb::DescribeClusterResponse> {
+        let client = Client::connect(&self.addr(id)).await.ok()?;
+        client.describe_cluster().await.ok()
+    }
+
+    /// Waits until every running node agrees on a controller and on each broker's state.
+    pub async fn settled(&self, what: &str, ok: impl Fn(&pb::DescribeClusterResponse) -> bool) {
+        let running: Vec<u64> = (1..=self.nodes.len() as u64)
+            .filter(|id| self.nodes[*id as usize - 1].is_some())
+            .collect();
+        wait_until(Duration::from_secs(60), what, || async {
+            let mut seen = Vec::new();
+            for id in &running {
+                match self.describe(*id).await {
+                    Some(d) if d.controller_id > 0 && ok(&d) => {
+                        seen.push((d.controller_id, states(&d)))
+                    }
+                    _ => return false,
+                }
+            }
+            seen.windows(2).all(|w| w[0] == w[1])
+        })
+        .await;
+    }
+}
+
+/// (id, state) of every broker.
+fn states(d: &pb::DescribeClusterResponse) -> Vec<(u64, String)> {
+    d.brokers.iter().map(|b| (b.id, b.state.clone())).collect()
+}
+
+fn state_of(d: &pb::DescribeClusterResponse, id: u64) -> Option<&str> {
+    d.brokers
+        .iter()
+        .find(|b| b.id == id)
+        .map(|b| b.state.as_str())
+}
+
+/// A loopback address of its own for one cluster: 127.x.y.z, never 127.0.0.1.
+fn random_loopback() -> String {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ ((std::process::id() as u64) << 32);
+    // splitmix64: spreads nearby seeds apart.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let b = z.to_le_bytes();
+    format!("127.{}.{}.{}", 1 + b[0] % 254, b[1], 1 + b[2] % 254)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_elect_a_controller_fence_a_killed_one_and_replace_a_killed_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3);
+    c.settled("three active brokers and one controller", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active" && b.voter)
+    })
+    .await;
+    let first = c.describe(1).await.unwrap();
+    let leader = first.controller_id as u64;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+
+    // A follower killed: the controller fences it.
+    let follower = others[0];
+    c.kill(follower);
+    c.settled("the killed follower is fenced", |d| {
+        state_of(d, follower) == Some("fenced") && d.controller_id as u64 == leader
+    })
+    .await;
+    c.restart(follower);
+    c.settled("the restarted follower is active again", |d| {
+        d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+
+    // The controller killed: the others elect one of themselves in a later term, and
+    // fence the old one.
+    c.kill(leader);
+    c.settled("a new controller, which fences the old one", |d| {
+        d.controller_id as u64 != leader
+            && d.raft_term > first.raft_term
+            && state_of(d, leader) == Some("fenced")
+    })
+    .await;
+    c.restart(leader);
+    c.settled("all three active again", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_disk_was_wiped_is_refused_under_its_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3);
+    c.settled("three active brokers", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    // Never the controller: its restart would also have to wait for an election.
+    let leader = c.describe(1).await.unwrap().controller_id as u64;
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    c.kill(victim);
+    c.wipe(victim);
+    c.restart(victim);
+    // It must not take part in Raft: it stops, saying why and what to do.
+    let node = c.nodes[victim as usize - 1].as_mut().unwrap();
+    let status = wait_for_exit(&mut node.child, Duration::from_secs(60)).await;
+    assert!(!status.success(), "the wiped voter stops with an error");
+    let log = c.log(victim);
+    assert!(
+        log.contains("its disk was wiped or replaced") && log.contains("new --node-id"),
+        "{log}"
+    );
+    // The other two go on, with the wiped one fenced.
+    c.nodes[victim as usize - 1] = None;
+    c.settled("the wiped broker fenced, the others active", |d| {
+        state_of(d, victim) == Some("fenced")
+            && d.brokers.iter().filter(|b| b.state == "active").count() == 2
+    })
+    .await;
+}
+
+/// Waits for a child process to exit by itself.
+async fn wait_for_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
