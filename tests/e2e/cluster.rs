@@ -52,19 +52,33 @@ impl Cluster {
     fn spawn(&self, id: u64) -> ServerProcess {
         let addr = self.addr(id);
         let node_id = id.to_string();
+        let mut args = vec![
+            "--node-id",
+            &node_id,
+            "--listen",
+            &addr,
+            "--voters",
+            &self.voters,
+        ];
+        // A node past the voters joins through the first.
+        let via = self.addr(1);
+        if !self.voters.contains(&format!("{id}@")) {
+            args.extend(["--join", &via]);
+        }
         ServerProcess::start_with(
             &self.data_dir(id),
             &self.dir.join(format!("node-{id}.log")),
-            &[
-                "--node-id",
-                &node_id,
-                "--listen",
-                &addr,
-                "--voters",
-                &self.voters,
-            ],
+            &args,
             &[("RUST_LOG", "info,openraft=warn")],
         )
+    }
+
+    /// Starts one more broker, not a voter: it joins through node 1.
+    pub fn add_broker(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let node = self.spawn(id);
+        self.nodes.push(Some(node));
+        id
     }
 
     /// kill -9 of node `id`.
@@ -233,4 +247,41 @@ async fn wait_for_exit(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_broker_joins_a_running_cluster_as_a_non_voter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3);
+    c.settled("three active brokers", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let id = c.add_broker();
+    // Every node, the new one too (it follows the controller's log), sees it active
+    // and not voting.
+    c.settled("the fourth broker active, not a voter", |d| {
+        d.brokers.len() == 4
+            && d.brokers.iter().all(|b| b.state == "active")
+            && d.brokers.iter().filter(|b| b.voter).count() == 3
+            && d.brokers.iter().any(|b| b.id == id && !b.voter)
+    })
+    .await;
+    // Wiped and back under its id: refused before it takes part, like a voter.
+    c.kill(id);
+    c.wipe(id);
+    c.restart(id);
+    let node = c.nodes[id as usize - 1].as_mut().unwrap();
+    let status = wait_for_exit(&mut node.child, Duration::from_secs(60)).await;
+    assert!(!status.success(), "the wiped broker stops with an error");
+    assert!(c.log(id).contains("its disk was wiped or replaced"));
+    c.nodes[id as usize - 1] = None;
+    // It never leads the controller, whoever is killed.
+    let leader = c.describe(1).await.unwrap().controller_id as u64;
+    c.kill(leader);
+    c.settled("a new controller among the voters", |d| {
+        let new = d.controller_id as u64;
+        new != leader && new != id && state_of(d, leader) == Some("fenced")
+    })
+    .await;
 }

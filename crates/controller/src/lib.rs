@@ -147,21 +147,29 @@ struct HeartbeatRequest {
 }
 
 impl Controller {
-    /// Before a voter with empty controller storage takes part in Raft: makes sure it is
-    /// not a voter whose disk was wiped. Such a voter would vote as if it had never
-    /// voted and had no log, so a candidate missing committed entries could win with
-    /// its vote, and the leader would find its follower's log gone back. It asks the
-    /// other voters: any that has controller state and knows this node refuses it;
-    /// once a majority of the voter set (itself included) is known to be empty too,
-    /// this is a new cluster forming. Waits (asking again) until one or the other.
-    pub async fn check_empty_voter(
+    /// Before a node with empty controller storage takes part in Raft: makes sure it is
+    /// not one whose disk was wiped. A wiped voter would vote as if it had never voted
+    /// and had no log, so a candidate missing committed entries could win with its
+    /// vote; for any wiped node, the leader would find its log gone back (openraft's
+    /// leader stops on that). It asks the voters: any that has controller state and
+    /// knows this node refuses it; one that has state and does not know it lets it in
+    /// (a new broker); a voter also goes ahead once a majority of the voter set
+    /// (itself included) is known to be empty, which is a new cluster forming. Waits,
+    /// asking again, until one or the other.
+    pub async fn check_empty_node(
         config: &ControllerConfig,
         transport: &Arc<dyn Transport>,
     ) -> Result<(), ControllerError> {
-        if !config.is_voter() || store::has_state(&config.dir) {
+        if store::has_state(&config.dir) {
             return Ok(());
         }
-        let majority = config.voters.len() / 2 + 1;
+        // A voter counts itself towards forming a new cluster; a broker that joins needs
+        // the cluster to exist.
+        let majority = if config.is_voter() {
+            config.voters.len() / 2 + 1
+        } else {
+            usize::MAX
+        };
         let body = serde_json::to_vec(&ProbeRequest { id: config.node_id }).expect("serializes");
         let mut waited = Duration::ZERO;
         loop {
@@ -316,6 +324,13 @@ impl Controller {
             Rpc::Heartbeat => {
                 let hb: HeartbeatRequest = parse(body)?;
                 answer(&self.heard_from(hb))
+            }
+            Rpc::Join if !self.is_leader() => {
+                // The joining broker knows one member, not the leader: pass it on.
+                match self.to_leader(Rpc::Join, body.to_vec()).await {
+                    Ok(a) => Ok(a),
+                    Err(e) => answer(&Err::<(), _>(e)),
+                }
             }
             Rpc::Join => {
                 let j: JoinRequest = parse(body)?;

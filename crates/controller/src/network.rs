@@ -33,7 +33,7 @@ pub enum Rpc {
     /// A broker that is not a voter asks to follow the controller's log.
     Join,
     /// A voter with empty storage asks the others whether the cluster already exists
-    /// and knew it (see `Controller::check_empty_voter`). Answered before the answering
+    /// and knew it (see `Controller::check_empty_node`). Answered before the answering
     /// node's own controller is running.
     Probe,
 }

@@ -77,7 +77,7 @@ pub async fn run_node(
         let stop = background.stopping();
         tokio::spawn(async move {
             let started = async {
-                strata_controller::Controller::check_empty_voter(&setup.config, &setup.transport)
+                strata_controller::Controller::check_empty_node(&setup.config, &setup.transport)
                     .await?;
                 strata_controller::Controller::start(setup.config, setup.transport).await
             };
