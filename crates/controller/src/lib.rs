@@ -17,6 +17,7 @@
 //! is heard again. A new leader gives every broker a full session before fencing it.
 
 pub mod network;
+pub mod placement;
 pub mod state;
 pub mod store;
 
@@ -31,7 +32,9 @@ use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub use network::{Network, Rpc, Transport};
-pub use state::{BrokerRecord, ClusterState, Command, CommandResult, NodeId};
+pub use state::{
+    BrokerRecord, ClusterState, Command, CommandResult, NodeId, PartitionRecord, TopicRecord,
+};
 pub use store::{LogStore, Shared, StateMachine};
 
 /// A controller node's address, as Raft knows it.

@@ -29,6 +29,48 @@ pub struct BrokerRecord {
     pub registered_ms: i64,
 }
 
+/// One partition's replicas and leadership (Kafka's `PartitionRecord`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    /// The brokers holding a replica; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    /// None while no in-sync replica is alive (the partition is offline).
+    pub leader: Option<NodeId>,
+    /// Raised at every leader change; batches and requests carry it (KIP-101).
+    pub leader_epoch: i32,
+    /// The in-sync replicas: the only ones a leader may be chosen from (unclean
+    /// election is off). Never empty: an offline partition keeps its last member, which
+    /// leads again when it returns.
+    pub isr: Vec<NodeId>,
+    /// Raised at every change of this record, so a stale change can be refused
+    /// (KIP-497's partition epoch).
+    pub partition_epoch: i32,
+}
+
+impl PartitionRecord {
+    /// A new partition: the first replica leads, every replica is in sync.
+    pub fn new(replicas: Vec<NodeId>) -> Self {
+        Self {
+            leader: replicas.first().copied(),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    /// Fixed at creation (KIP-516): another topic of the same name has another id.
+    pub id: String,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionRecord>,
+    pub created_ms: i64,
+}
+
 /// A change to the cluster's metadata, proposed to the controller's Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -46,6 +88,11 @@ pub enum Command {
     FenceBroker { id: NodeId, at_ms: i64 },
     /// The controller heard from a fenced broker again.
     UnfenceBroker { id: NodeId, at_ms: i64 },
+    /// A new topic with its replica assignment (placed by the proposer, see
+    /// [`crate::placement`]).
+    CreateTopic { topic: TopicRecord },
+    /// Removes a topic, if it is still the incarnation named.
+    DeleteTopic { name: String, id: String },
 }
 
 /// What applying a command answered.
@@ -65,6 +112,8 @@ impl CommandResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub brokers: BTreeMap<NodeId, BrokerRecord>,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicRecord>,
 }
 
 impl ClusterState {
@@ -107,12 +156,121 @@ impl ClusterState {
                 match self.brokers.get_mut(id) {
                     Some(b) => {
                         b.fenced = fence;
+                        self.elect_leaders();
                         CommandResult::default()
                     }
                     None => CommandResult::refused(format!("broker {id} is not registered")),
                 }
             }
+            Command::CreateTopic { topic } => match self.check_new_topic(topic) {
+                Ok(()) => {
+                    let mut topic = topic.clone();
+                    for p in &mut topic.partitions {
+                        *p = PartitionRecord::new(p.replicas.clone());
+                    }
+                    self.topics.insert(topic.name.clone(), topic);
+                    self.elect_leaders();
+                    CommandResult::default()
+                }
+                Err(why) => CommandResult::refused(why),
+            },
+            Command::DeleteTopic { name, id } => match self.topics.get(name) {
+                Some(t) if t.id == *id => {
+                    self.topics.remove(name);
+                    CommandResult::default()
+                }
+                _ => CommandResult::refused(format!(
+                    "topic {name:?} with id {id} does not exist (deleted already, or created again since)"
+                )),
+            },
         }
+    }
+
+    fn check_new_topic(&self, t: &TopicRecord) -> Result<(), String> {
+        if self.topics.contains_key(&t.name) {
+            return Err(format!("topic {:?} already exists", t.name));
+        }
+        if t.partitions.is_empty() {
+            return Err(format!("topic {:?} needs at least one partition", t.name));
+        }
+        for (n, p) in t.partitions.iter().enumerate() {
+            if p.replicas.is_empty() {
+                return Err(format!("partition {n} of {:?} has no replicas", t.name));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &p.replicas {
+                if !self.brokers.contains_key(r) {
+                    return Err(format!(
+                        "partition {n} of {:?} is placed on broker {r}, which is not registered",
+                        t.name
+                    ));
+                }
+                if !seen.insert(r) {
+                    return Err(format!(
+                        "partition {n} of {:?} lists broker {r} twice",
+                        t.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves leadership off fenced brokers and onto live ones, as Kafka's controller
+    /// does when a broker's liveness changes: a fenced broker leaves every in-sync set
+    /// it is not the last member of, a partition whose leader is fenced gets the first
+    /// live in-sync replica (in replica order) as leader with the next epoch, or none
+    /// (offline) if there is none; an offline partition whose last in-sync member is
+    /// back gets it as leader. Never a leader outside the in-sync set.
+    fn elect_leaders(&mut self) {
+        let live: std::collections::BTreeSet<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                let before = p.clone();
+                if p.isr.iter().any(|r| live.contains(r)) {
+                    p.isr.retain(|r| live.contains(r));
+                }
+                let leader_ok = p
+                    .leader
+                    .is_some_and(|l| live.contains(&l) && p.isr.contains(&l));
+                if !leader_ok {
+                    let next = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| p.isr.contains(r) && live.contains(r));
+                    if next != p.leader {
+                        p.leader = next;
+                        p.leader_epoch += 1;
+                    }
+                }
+                if *p != before {
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Partitions with a leader but fewer in-sync replicas than replicas, and those
+    /// without a leader.
+    pub fn unhealthy_partitions(&self) -> (usize, usize) {
+        let mut under = 0;
+        let mut offline = 0;
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                match p.leader {
+                    None => offline += 1,
+                    Some(_) if p.isr.len() < p.replicas.len() => under += 1,
+                    Some(_) => {}
+                }
+            }
+        }
+        (under, offline)
     }
 }
 
@@ -151,6 +309,119 @@ mod tests {
         );
     }
 
+    fn topic(name: &str, replicas: &[&[NodeId]]) -> Command {
+        Command::CreateTopic {
+            topic: TopicRecord {
+                name: name.into(),
+                id: format!("{name}-id"),
+                configs: BTreeMap::new(),
+                partitions: replicas
+                    .iter()
+                    .map(|r| PartitionRecord::new(r.to_vec()))
+                    .collect(),
+                created_ms: 1,
+            },
+        }
+    }
+
+    fn live_cluster(n: NodeId) -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=n {
+            s.apply(&register(id, "a"));
+            s.apply(&Command::UnfenceBroker { id, at_ms: 1 });
+        }
+        s
+    }
+
+    #[test]
+    fn a_fenced_leader_hands_over_to_an_in_sync_replica_with_the_next_epoch() {
+        let mut s = live_cluster(3);
+        assert_eq!(
+            s.apply(&topic("t", &[&[1, 2, 3], &[2, 3, 1]])),
+            CommandResult::default()
+        );
+        let p = |s: &ClusterState, n: usize| s.topics["t"].partitions[n].clone();
+        assert_eq!((p(&s, 0).leader, p(&s, 0).leader_epoch), (Some(1), 0));
+        s.apply(&Command::FenceBroker { id: 1, at_ms: 2 });
+        let p0 = p(&s, 0);
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (Some(2), 1, vec![2, 3])
+        );
+        assert_eq!(
+            p(&s, 1).leader,
+            Some(2),
+            "a partition led elsewhere keeps its leader"
+        );
+        assert_eq!(p(&s, 1).leader_epoch, 0);
+        assert_eq!(
+            p(&s, 1).isr,
+            vec![2, 3],
+            "but the fenced broker leaves its in-sync set"
+        );
+        // Back: a follower again; it rejoins the in-sync set only by catching up
+        // (replication's business), so leadership stays.
+        s.apply(&Command::UnfenceBroker { id: 1, at_ms: 3 });
+        assert_eq!((p(&s, 0).leader, p(&s, 0).leader_epoch), (Some(2), 1));
+        assert_eq!(s.unhealthy_partitions(), (2, 0));
+    }
+
+    #[test]
+    fn with_no_live_in_sync_replica_a_partition_goes_offline_and_only_its_last_member_revives_it() {
+        let mut s = live_cluster(3);
+        s.apply(&topic("t", &[&[1, 2]]));
+        s.apply(&Command::FenceBroker { id: 2, at_ms: 2 });
+        s.apply(&Command::FenceBroker { id: 1, at_ms: 3 });
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (None, vec![1]),
+            "offline; 1 was last in sync"
+        );
+        assert_eq!(s.unhealthy_partitions(), (0, 1));
+        // 2 returns first: it is not in sync, so no unclean election.
+        s.apply(&Command::UnfenceBroker { id: 2, at_ms: 4 });
+        assert_eq!(s.topics["t"].partitions[0].leader, None);
+        s.apply(&Command::UnfenceBroker { id: 1, at_ms: 5 });
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
+    }
+
+    #[test]
+    fn topics_on_unknown_brokers_or_twice_are_refused_and_delete_names_the_incarnation() {
+        let mut s = live_cluster(2);
+        assert!(
+            s.apply(&topic("t", &[&[1, 9]]))
+                .error
+                .unwrap()
+                .contains("broker 9")
+        );
+        assert!(
+            s.apply(&topic("t", &[&[1, 1]]))
+                .error
+                .unwrap()
+                .contains("twice")
+        );
+        assert_eq!(s.apply(&topic("t", &[&[1, 2]])), CommandResult::default());
+        assert!(
+            s.apply(&topic("t", &[&[1]]))
+                .error
+                .unwrap()
+                .contains("already exists")
+        );
+        let wrong = Command::DeleteTopic {
+            name: "t".into(),
+            id: "other".into(),
+        };
+        assert!(s.apply(&wrong).error.is_some());
+        let right = Command::DeleteTopic {
+            name: "t".into(),
+            id: "t-id".into(),
+        };
+        assert_eq!(s.apply(&right), CommandResult::default());
+        assert!(s.topics.is_empty());
+    }
+
     #[test]
     fn replicas_that_apply_the_same_log_agree() {
         let log = [
@@ -158,6 +429,7 @@ mod tests {
             register(2, "b"),
             Command::UnfenceBroker { id: 2, at_ms: 5 },
             register(2, "c"),
+            topic("t", &[&[2, 1], &[1, 2]]),
             Command::FenceBroker { id: 1, at_ms: 9 },
         ];
         let run = || {

@@ -44,8 +44,8 @@ impl Service {
                 return pb::DescribeClusterResponse {
                     brokers: Vec::new(),
                     controller_id: -1,
-                    raft_term: 0,
                     node_id: config.node_id as u64,
+                    ..Default::default()
                 };
             }
             // A single broker: itself, its own controller.
@@ -61,12 +61,16 @@ impl Service {
                 controller_id: id as i64,
                 raft_term: 0,
                 node_id: id,
+                ..Default::default()
             };
         };
         let voters = c.voter_ids();
+        let state = c.state();
+        let (under, offline) = state.unhealthy_partitions();
         pb::DescribeClusterResponse {
-            brokers: c
-                .state()
+            under_replicated_partitions: under as u32,
+            offline_partitions: offline as u32,
+            brokers: state
                 .brokers
                 .values()
                 .map(|b| pb::BrokerDescription {

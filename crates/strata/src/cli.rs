@@ -872,6 +872,8 @@ async fn cluster(cmd: ClusterCommand, addr: &str) -> Result<()> {
                         "controller_id": c.controller_id,
                         "raft_term": c.raft_term,
                         "node_id": c.node_id,
+                        "under_replicated_partitions": c.under_replicated_partitions,
+                        "offline_partitions": c.offline_partitions,
                     });
                     println!("{v}");
                 }
@@ -884,6 +886,10 @@ async fn cluster(cmd: ClusterCommand, addr: &str) -> Result<()> {
                     println!(
                         "controller: {controller}\traft_term={}\tanswered_by={}",
                         c.raft_term, c.node_id
+                    );
+                    println!(
+                        "partitions: under_replicated={}\toffline={}",
+                        c.under_replicated_partitions, c.offline_partitions
                     );
                     for b in &c.brokers {
                         let rack = if b.rack.is_empty() { "-" } else { &b.rack };
