@@ -148,13 +148,11 @@ impl Broker {
                 else {
                     continue;
                 };
-                if let Some(end) = m.next_offset() {
-                    let local_end = p.log_end_offset();
-                    if local_end < end {
-                        tracing::warn!(topic = %p.topic, partition = p.id, local_end,
-                            remote_end = end, "the local log ends below the cold tier; it restarts where the cold tier ends");
-                        p.reset_to(end)?;
-                    }
+                if let Some(end) = m.next_offset()
+                    && let Some(local_end) = p.raise_start(end)?
+                {
+                    tracing::warn!(topic = %p.topic, partition = p.id, local_end,
+                        remote_end = end, "the local log ended below the cold tier; it restarts where the cold tier ends");
                 }
                 p.set_manifest(m);
             }

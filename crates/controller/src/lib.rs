@@ -40,6 +40,9 @@ pub use store::{LogStore, Shared, StateMachine};
 /// A controller node's address, as Raft knows it.
 pub type Node = BasicNode;
 
+/// How long a proposal may wait for its quorum.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 openraft::declare_raft_types!(
     /// Strata's Raft types: commands in, command results out.
     pub TypeConfig:
@@ -138,6 +141,9 @@ impl ProbeAnswer {
 struct JoinRequest {
     id: NodeId,
     addr: String,
+    /// Passed on by a member that was not the leader: not passed on again.
+    #[serde(default)]
+    forwarded: bool,
 }
 
 /// A broker's heartbeat.
@@ -328,39 +334,63 @@ impl Controller {
                 let hb: HeartbeatRequest = parse(body)?;
                 answer(&self.heard_from(hb))
             }
-            Rpc::Join if !self.is_leader() => {
-                // The joining broker knows one member, not the leader: pass it on.
-                match self.to_leader(Rpc::Join, body.to_vec()).await {
+            Rpc::Join => {
+                let mut j: JoinRequest = parse(body)?;
+                if self.is_leader() || j.forwarded {
+                    return answer(&self.add_learner(j.id, j.addr).await);
+                }
+                // The joining broker knows one member, not the leader: pass it on, once.
+                j.forwarded = true;
+                let body = serde_json::to_vec(&j).expect("serializes");
+                match self.to_leader(Rpc::Join, body).await {
                     Ok(a) => Ok(a),
                     Err(e) => answer(&Err::<(), _>(e)),
                 }
-            }
-            Rpc::Join => {
-                let j: JoinRequest = parse(body)?;
-                answer(&self.add_learner(j.id, j.addr).await)
             }
             Rpc::Probe => {
                 let p: ProbeRequest = parse(body)?;
                 answer(&ProbeAnswer {
                     initialized: true,
-                    knows: self
-                        .state()
-                        .brokers
-                        .get(&p.id)
-                        .map(|b| b.incarnation.clone()),
+                    knows: self.knows(p.id),
                 })
             }
         }
     }
 
-    /// Proposes `cmd` on this node, which must be the leader.
+    /// Whether this node has seen `id` take part: registered (with the incarnation it
+    /// registered under), a learner in the membership, or, on the leader, a follower
+    /// that has stored entries. What a node with empty storage must not be.
+    fn knows(&self, id: NodeId) -> Option<String> {
+        if let Some(b) = self.state().brokers.get(&id) {
+            return Some(b.incarnation.clone());
+        }
+        let m = self.raft.metrics().borrow().clone();
+        let learner = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|l| l == id);
+        let replicated = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .is_some_and(|matched| matched.index > 0);
+        (learner || replicated).then(|| "(not registered yet)".to_string())
+    }
+
+    /// Proposes `cmd` on this node, which must be the leader. Bounded: a leader that
+    /// has lost its quorum does not hang its caller.
     async fn propose_here(&self, cmd: Command) -> Result<CommandResult, ControllerError> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+        let write = self.raft.client_write(cmd);
+        match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(ControllerError::NoLeader)
             }
-            Err(e) => Err(ControllerError::Failed(e.to_string())),
+            Ok(Err(e)) => Err(ControllerError::Failed(e.to_string())),
+            Err(_) => Err(ControllerError::Failed(format!(
+                "no quorum answered within {PROPOSE_TIMEOUT:?}"
+            ))),
         }
     }
 
@@ -421,8 +451,12 @@ impl Controller {
     }
 
     /// Runs this node's controller duties until `stop`: join (a learner), register,
-    /// heartbeat, and on the leader fence and unfence brokers by their heartbeats.
-    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// heartbeat, and on the leader fence and unfence brokers by their heartbeats. Ends
+    /// with an error if the Raft member stops on its own (a storage failure).
+    pub async fn run(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ControllerError> {
         let every = Duration::from_millis(self.config.heartbeat_interval_ms);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -430,8 +464,17 @@ impl Controller {
         let mut registered = Registration::Pending;
         loop {
             tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
                 _ = tick.tick() => {}
-                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if let Err(e) = &self.raft.metrics().borrow().running_state {
+                return Err(ControllerError::Failed(format!(
+                    "the Raft member stopped: {e}"
+                )));
             }
             if !joined {
                 joined = self.join().await;
@@ -454,6 +497,7 @@ impl Controller {
         let body = serde_json::to_vec(&JoinRequest {
             id: self.config.node_id,
             addr: self.config.addr.clone(),
+            forwarded: false,
         })
         .expect("serializes");
         // Any node answers; a follower's answer says who leads, and the next try goes

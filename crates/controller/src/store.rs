@@ -86,27 +86,28 @@ fn encode_record(out: &mut Vec<u8>, entry: &Entry<TypeConfig>) {
     out.extend_from_slice(&body);
 }
 
-/// Reads the log file's records up to the first torn or corrupt one; returns them and
-/// the length of the good prefix.
-fn decode_records(buf: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
+/// Reads the log file's records up to the first torn or corrupt one; returns them, the
+/// length of the good prefix, and whether a bad record there is followed by more bytes
+/// (damage in the middle, not a torn tail).
+fn decode_records(buf: &[u8]) -> (Vec<Entry<TypeConfig>>, usize, bool) {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos + 8 <= buf.len() {
         let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let Some(body) = buf.get(pos + 8..pos + 8 + len) else {
-            break;
+        let end = pos + 8 + len;
+        let Some(body) = buf.get(pos + 8..end) else {
+            // Runs past the end of the file: a torn last append.
+            return (out, pos, false);
         };
-        if crc32fast::hash(body) != crc {
-            break;
+        let good = crc32fast::hash(body) == crc;
+        match serde_json::from_slice(body) {
+            Ok(entry) if good => out.push(entry),
+            _ => return (out, pos, end < buf.len()),
         }
-        let Ok(entry) = serde_json::from_slice(body) else {
-            break;
-        };
-        out.push(entry);
-        pos += 8 + len;
+        pos = end;
     }
-    (out, pos)
+    (out, pos, false)
 }
 
 /// Whether `dir` holds controller state: a vote, log entries or a snapshot.
@@ -135,16 +136,34 @@ impl LogStore {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let path = dir.join("log");
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
             .map_err(io_err(format!("opening {}", path.display())))?;
+        if created {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(format!("fsync of {}", dir.display())))?;
+        }
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)
             .map_err(io_err(format!("reading {}", path.display())))?;
-        let (records, good) = decode_records(&buf);
+        let (records, good, damaged) = decode_records(&buf);
+        if damaged {
+            // Not an append a crash cut short: acknowledged entries follow it. Cutting
+            // here would drop them silently and let this node vote on a shorter log.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the controller log {} is corrupt at byte {good}, with records after it; not starting on it. If the other voters are healthy, move {} away and bring this broker back under a new --node-id",
+                    path.display(),
+                    dir.display()
+                ),
+            ));
+        }
         if good < buf.len() {
             tracing::warn!(file = %path.display(), cut_bytes = buf.len() - good,
                 "the controller log ends in a torn or corrupt record (an append a crash cut short); cutting it off");
@@ -160,7 +179,11 @@ impl LogStore {
             .map(|e| (e.log_id.index, e))
             .collect();
         let vote = read_json(&dir.join("vote.json"))?;
-        let committed = read_json::<Option<LogId<NodeId>>>(&dir.join("committed.json"))?.flatten();
+        // A hint written without fsync: unreadable after a crash means "not known".
+        let committed = read_json::<Option<LogId<NodeId>>>(&dir.join("committed.json"))
+            .ok()
+            .flatten()
+            .flatten();
         Ok(Self {
             inner: Arc::new(Mutex::new(LogInner {
                 dir: dir.to_path_buf(),
@@ -279,8 +302,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let file = self.inner.lock().file.clone();
         let written = tokio::task::spawn_blocking(move || {
-            (&*file).write_all(&bytes)?;
-            file.sync_data()
+            let before = file.metadata()?.len();
+            let r = (&*file).write_all(&bytes).and_then(|()| file.sync_data());
+            if r.is_err() {
+                // Leave no partial record for a later append to follow.
+                let _ = file.set_len(before);
+            }
+            r
         })
         .await
         .map_err(std::io::Error::other)
@@ -372,10 +400,19 @@ impl Shared {
         self.changes.subscribe()
     }
 
+    /// Stores `snap` unless the current one is as new: a snapshot built while a newer
+    /// one was installed (openraft runs them side by side) must not replace it. The
+    /// lock is held across the write, so writes never interleave.
     fn persist_snapshot(&self, snap: StoredSnapshot) -> std::io::Result<()> {
+        let mut current = self.snapshot.lock();
+        if let Some(c) = current.as_ref()
+            && c.meta.last_log_id >= snap.meta.last_log_id
+        {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec(&snap).expect("snapshots serialize");
         write_atomic(&self.dir.join("snapshot.json"), &bytes, true)?;
-        *self.snapshot.lock() = Some(snap);
+        *current = Some(snap);
         Ok(())
     }
 }
@@ -602,5 +639,29 @@ mod tests {
         let mut log = LogStore::open(dir.path()).unwrap();
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id.map(|l| l.index), Some(4));
+    }
+
+    /// Damage with acknowledged records after it is not a torn tail: the store refuses
+    /// to open rather than drop them and vote on a shorter log.
+    #[tokio::test]
+    async fn a_corrupt_record_in_the_middle_of_the_log_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = LogStore::open(dir.path()).unwrap();
+            for i in 1..=3 {
+                log.blocking_append([entry(1, i)]).await.unwrap();
+            }
+        }
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12] ^= 0x40; // inside the first record's body
+        std::fs::write(&path, &bytes).unwrap();
+        let err = LogStore::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("corrupt at byte 0"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the file is left as it was"
+        );
     }
 }

@@ -246,10 +246,6 @@ impl Partition {
         log.flush().map(|()| true)
     }
 
-    pub fn log_write(&self) -> parking_lot::RwLockWriteGuard<'_, Log> {
-        self.log.write()
-    }
-
     pub fn log_read(&self) -> parking_lot::RwLockReadGuard<'_, Log> {
         self.log.read()
     }
@@ -272,13 +268,19 @@ impl Partition {
         self.publish_high_watermark(leo);
     }
 
-    /// Restarts the log at `offset` (the cold tier's end, when the local log ends below
-    /// it): the LEO and HW move there.
-    pub fn reset_to(&self, offset: i64) -> Result<()> {
+    /// Restarts the log at `offset` if it ends below it (the cold tier's end, when the
+    /// local log lost a tail the bucket has): the LEO and HW move up there. Returns the
+    /// local end it found when it did; never moves anything back.
+    pub fn raise_start(&self, offset: i64) -> Result<Option<i64>> {
         let mut log = self.log.write();
+        let end = log.log_end_offset();
+        if end >= offset {
+            return Ok(None);
+        }
         log.reset_to(offset).map_err(|e| self.err(e))?;
+        // HW <= old LEO < offset: this moves it forward.
         self.high_watermark.send_replace(offset);
-        Ok(())
+        Ok(Some(end))
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -574,8 +576,9 @@ impl Partition {
             OffsetQuery::Timestamp(t) => match self.remote_offset_for_timestamp(t).await? {
                 Some(found) => found,
                 None => match self.log.read().offset_for_timestamp(t) {
-                    // Only a committed record answers.
-                    Ok(Some((o, ts))) if o < end => (o, ts),
+                    // Only a committed record answers (as of now: the remote lookup
+                    // may have taken a while).
+                    Ok(Some((o, ts))) if o < self.high_watermark() => (o, ts),
                     Ok(_) => (-1, -1),
                     Err(e) => return Err(self.err(e)),
                 },

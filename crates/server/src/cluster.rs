@@ -68,9 +68,19 @@ impl Transport for GrpcTransport {
 #[derive(Default)]
 pub struct Node {
     controller: std::sync::OnceLock<Arc<Controller>>,
+    /// Where its controller storage is (`<data-dir>/raft`), for probes answered while
+    /// it starts; none for a single broker.
+    pub raft_dir: Option<std::path::PathBuf>,
 }
 
 impl Node {
+    pub fn new(raft_dir: Option<std::path::PathBuf>) -> Self {
+        Self {
+            controller: Default::default(),
+            raft_dir,
+        }
+    }
+
     pub fn set(&self, c: Arc<Controller>) {
         let _ = self.controller.set(c);
     }
@@ -102,8 +112,15 @@ impl ipb::cluster_server::Cluster for ClusterService {
             Status::invalid_argument(format!("unknown controller message {:?}", r.rpc))
         })?;
         let Some(controller) = self.node.get() else {
-            // Still starting: only a probe gets an answer (this node has no state yet).
-            if rpc == Rpc::Probe {
+            // Still starting. A probe is answered "empty" only if this node truly has no
+            // controller state: one still loading its log must not count as empty, or a
+            // wiped voter could take it for a new cluster forming.
+            let empty = self
+                .node
+                .raft_dir
+                .as_deref()
+                .is_some_and(|d| !strata_controller::store::has_state(d));
+            if rpc == Rpc::Probe && empty {
                 let body = strata_controller::ProbeAnswer::not_initialized();
                 return Ok(Response::new(ipb::ControllerResponse { body: body.into() }));
             }

@@ -69,27 +69,35 @@ pub async fn run_node(
     let background = strata_broker::tasks::Background::start(&broker);
     let metrics_task =
         metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
-    let node = Arc::new(cluster::Node::default());
+    let node = Arc::new(cluster::Node::new(
+        controller.as_ref().map(|c| c.config.dir.clone()),
+    ));
     let (failed_tx, failed_rx) =
         tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
     let duties = controller.map(|setup| {
         let node = node.clone();
-        let stop = background.stopping();
+        let mut stop = background.stopping();
         tokio::spawn(async move {
             let started = async {
                 strata_controller::Controller::check_empty_node(&setup.config, &setup.transport)
                     .await?;
                 strata_controller::Controller::start(setup.config, setup.transport).await
             };
-            match started.await {
+            // Starting may wait for other voters: a shutdown ends the wait.
+            let started = tokio::select! {
+                r = started => r,
+                _ = stop.changed() => return,
+            };
+            let ran = match started {
                 Ok(c) => {
                     node.set(c.clone());
-                    c.run(stop).await;
+                    c.run(stop).await
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the controller could not start; stopping");
-                    let _ = failed_tx.send(e);
-                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ran {
+                tracing::error!(error = %e, "the controller stopped; stopping the broker");
+                let _ = failed_tx.send(e);
             }
         })
     });
@@ -140,11 +148,13 @@ pub async fn run_node(
         }
     };
     background.stop().await;
-    if let Some(t) = duties {
-        let _ = t.await;
-    }
+    // Then Raft: proposals under way fail at once instead of waiting for a quorum that
+    // may be shutting down too, and the duties end.
     if let Some(c) = node.get() {
         c.shutdown().await;
+    }
+    if let Some(t) = duties {
+        let _ = t.await;
     }
     if let Some(t) = metrics_task {
         let _ = t.await;
