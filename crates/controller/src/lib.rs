@@ -11,10 +11,12 @@
 //! - [`network`]: Raft and broker-to-leader messages over a [`Transport`] the node
 //!   gives (gRPC in `strata-server`); no transport code here.
 //!
-//! Liveness is the leader's business, as in KRaft: brokers heartbeat to the leader,
-//! which keeps the times in memory and proposes [`Command::FenceBroker`] when one has
-//! been silent for its session timeout, and [`Command::UnfenceBroker`] when a fenced one
-//! is heard again. A new leader gives every broker a full session before fencing it.
+//! Liveness is the leader's business, as in KRaft: brokers heartbeat to every voter
+//! (which keep the times in memory), and the leader proposes [`Command::FenceBroker`]
+//! when one has been silent for its session timeout, and [`Command::UnfenceBroker`]
+//! when a fenced one is heard again. Because every voter keeps the times, a new leader
+//! fences a dead old leader as soon as its session has passed, not a session after the
+//! election; only a broker it has never heard from gets a session's grace.
 
 pub mod network;
 pub mod placement;
@@ -439,11 +441,10 @@ impl Controller {
             })
     }
 
-    /// Records a heartbeat (on the leader).
+    /// Records a heartbeat. Every voter keeps them, so one that becomes leader knows
+    /// at once who has been silent (the old leader, typically) instead of giving every
+    /// broker a session's grace first.
     fn heard_from(&self, hb: HeartbeatRequest) -> Result<(), ControllerError> {
-        if !self.is_leader() {
-            return Err(ControllerError::NoLeader);
-        }
         self.heard
             .lock()
             .insert(hb.id, (Instant::now(), hb.incarnation));
@@ -558,19 +559,35 @@ impl Controller {
         }
     }
 
+    /// Heartbeats to every voter (itself included), side by side.
     async fn heartbeat(&self) {
         let hb = HeartbeatRequest {
             id: self.config.node_id,
             incarnation: self.config.incarnation.clone(),
         };
-        if self.is_leader() {
-            let _ = self.heard_from(hb);
-            return;
-        }
         let body = serde_json::to_vec(&hb).expect("serializes");
-        if let Err(e) = self.to_leader(Rpc::Heartbeat, body).await {
-            tracing::debug!(error = %e, "heartbeat to the controller failed");
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<String> = membership
+            .voter_ids()
+            .filter(|id| *id != self.config.node_id)
+            .filter_map(|id| membership.get_node(&id).map(|n| n.addr.clone()))
+            .collect();
+        if self.config.is_voter() {
+            let _ = self.heard_from(hb);
         }
+        let sends = voters.into_iter().map(|addr| {
+            let call = self
+                .network
+                .transport
+                .call(addr.clone(), Rpc::Heartbeat, body.clone());
+            async move {
+                if let Err(e) = call.await {
+                    tracing::debug!(voter = %addr, error = %e, "heartbeat failed");
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 
     /// On the leader: fences brokers silent for their session, unfences those heard.
@@ -582,9 +599,9 @@ impl Controller {
             match *led {
                 Some((t, at)) if t == term => at,
                 _ => {
-                    // Newly leader: what the previous leader heard is unknown here.
+                    // Newly leader. Its heartbeat times are its own (every voter keeps
+                    // them); a broker it has never heard from gets a session's grace.
                     *led = Some((term, now));
-                    self.heard.lock().clear();
                     now
                 }
             }
