@@ -71,20 +71,24 @@ impl Background {
     }
 }
 
-/// Runs `round` every housekeeping interval until `stop`; a round in progress is
-/// abandoned at shutdown.
+/// A ticker every `ms`, which after a slow round waits a whole interval again.
+fn ticker(ms: u64) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(Duration::from_millis(ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Runs `round` every `ms` until `stop`; a round in progress is abandoned at shutdown.
 async fn every<F, Fut>(
     broker: Arc<Broker>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    ms: u64,
     mut round: F,
 ) where
     F: FnMut(Arc<Broker>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config().housekeeping_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(ms);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -99,32 +103,25 @@ async fn every<F, Fut>(
 
 /// Retention, flush.ms, segment.ms and group sessions (blocking file work).
 async fn housekeeping(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
-    every(broker, stop, |b| async move {
+    let ms = broker.config().housekeeping_interval_ms;
+    every(broker, stop, ms, |b| async move {
         let _ = tokio::task::spawn_blocking(move || b.housekeeping()).await;
     })
     .await
 }
 
 /// Copies the committed group offsets to the bucket when they changed.
-async fn group_offset_snapshots(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let every_ms = broker.config().offsets_snapshot_interval_ms;
-    if every_ms == 0 {
+async fn group_offset_snapshots(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    let ms = broker.config().offsets_snapshot_interval_ms;
+    if ms == 0 {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
+    every(broker, stop, ms, |b| async move {
+        if let Err(e) = b.snapshot_group_offsets().await {
+            tracing::warn!(error = %e, "could not copy group offsets to the object store; retrying");
         }
-        tokio::select! {
-            r = broker.snapshot_group_offsets() => if let Err(e) = r {
-                tracing::warn!(error = %e, "could not copy group offsets to the object store; retrying");
-            },
-            _ = stop.changed() => return,
-        }
-    }
+    })
+    .await
 }
 
 /// Log compaction: one pass at a time over the compacted partitions (Kafka's single
@@ -133,10 +130,7 @@ async fn group_offset_snapshots(broker: Arc<Broker>, mut stop: tokio::sync::watc
 /// A pass under way is not abandoned at shutdown: it stops at its next segment (it
 /// watches the broker's shutdown) and is awaited, so no pass outlives the broker.
 async fn cleaner(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config().housekeeping_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(broker.config().housekeeping_interval_ms);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -153,10 +147,7 @@ async fn cleaner(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
 /// abandoned at shutdown.
 async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     use futures::StreamExt;
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config().housekeeping_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(broker.config().housekeeping_interval_ms);
     let mut rounds = futures::stream::FuturesUnordered::new();
     let mut busy = std::collections::HashSet::new();
     loop {
@@ -185,10 +176,7 @@ async fn tiering(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<boo
 /// housekeeping interval while any removal waits for its retry. A removal under way is
 /// abandoned at shutdown and redone at the next start (its tombstone stays).
 async fn deletions(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        broker.config().housekeeping_interval_ms,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(broker.config().housekeeping_interval_ms);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 use strata_tier::manifest::Manifest;
 use strata_tier::store::Bucket;
@@ -269,16 +268,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Reads `p` from whichever tier holds `offset` (see `Partition::read_any`).
-    pub async fn read_any(
-        &self,
-        p: &Partition,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<(Bytes, i64, i64)> {
-        p.read_any(offset, max_bytes).await
-    }
-
     /// What each partition whose topic has the tier on has to do: offload and remote
     /// retention (with the topic's total retention), and for a topic's first partition,
     /// storing the topic's metadata in the bucket when it is missing there. Partitions
@@ -371,6 +360,7 @@ impl Broker {
 mod tests {
     use super::*;
     use crate::config::BrokerConfig;
+    use bytes::Bytes;
     use futures::TryStreamExt;
     use std::collections::BTreeMap;
     use strata_log::{Clock, ManualClock};

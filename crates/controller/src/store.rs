@@ -45,6 +45,15 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> std::io::Er
     move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the
 /// directory (when `durable`).
 fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
@@ -206,7 +215,7 @@ impl LogStore {
             }
             (inner.dir.clone(), bytes)
         };
-        let file = tokio::task::spawn_blocking(move || {
+        let file = blocking(move || {
             let path = dir.join("log");
             write_atomic(&path, &bytes, true)?;
             OpenOptions::new()
@@ -214,8 +223,7 @@ impl LogStore {
                 .open(&path)
                 .map_err(io_err(format!("opening {}", path.display())))
         })
-        .await
-        .map_err(std::io::Error::other)??;
+        .await?;
         self.inner.lock().file = Arc::new(file);
         Ok(())
     }
@@ -255,10 +263,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let dir = self.inner.lock().dir.clone();
         let bytes = serde_json::to_vec(vote).expect("votes serialize");
-        tokio::task::spawn_blocking(move || write_atomic(&dir.join("vote.json"), &bytes, true))
+        blocking(move || write_atomic(&dir.join("vote.json"), &bytes, true))
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
             .map_err(|e| StorageIOError::write_vote(&e))?;
         self.inner.lock().vote = Some(*vote);
         Ok(())
@@ -276,13 +282,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let bytes = serde_json::to_vec(&committed).expect("log ids serialize");
         // A hint: losing it only delays re-applying the log after a restart.
-        tokio::task::spawn_blocking(move || {
-            write_atomic(&dir.join("committed.json"), &bytes, false)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r)
-        .map_err(|e| StorageIOError::write(&e))?;
+        blocking(move || write_atomic(&dir.join("committed.json"), &bytes, false))
+            .await
+            .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
@@ -301,7 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode_record(&mut bytes, e);
         }
         let file = self.inner.lock().file.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        let written = blocking(move || {
             let before = file.metadata()?.len();
             let r = (&*file).write_all(&bytes).and_then(|()| file.sync_data());
             if r.is_err() {
@@ -310,9 +312,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             r
         })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
+        .await;
         match written {
             Ok(()) => {
                 let mut inner = self.inner.lock();
@@ -324,8 +324,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             }
             Err(e) => {
-                // What reached the file may be partial: the next open cuts it off, and
-                // nothing after it is acknowledged.
+                // The partial record was cut back above (or, if that failed too, the
+                // next open cuts it); nothing after it is acknowledged.
                 tracing::error!(error = %e, "appending to the controller log failed");
                 let storage = StorageIOError::write_logs(&e);
                 callback.log_io_completed(Err(e));
@@ -344,16 +344,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let dir = self.inner.lock().dir.clone();
         let bytes = serde_json::to_vec(&Some(log_id)).expect("log ids serialize");
-        tokio::task::spawn_blocking(move || write_atomic(&dir.join("purged.json"), &bytes, true))
+        blocking(move || write_atomic(&dir.join("purged.json"), &bytes, true))
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
             .map_err(|e| StorageIOError::write_logs(&e))?;
         {
             let mut inner = self.inner.lock();
             inner.last_purged = Some(log_id);
-            let keep = inner.entries.split_off(&(log_id.index + 1));
-            inner.entries = keep;
+            inner.entries = inner.entries.split_off(&(log_id.index + 1));
         }
         self.rewrite()
             .await
@@ -479,10 +476,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             data: data.clone(),
         };
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.persist_snapshot(stored))
+        blocking(move || shared.persist_snapshot(stored))
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
@@ -554,10 +549,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data,
         };
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.persist_snapshot(stored))
+        blocking(move || shared.persist_snapshot(stored))
             .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let last = applied.last_applied;
         *self.shared.applied.write() = applied;

@@ -360,8 +360,7 @@ impl Strata for Service {
             .partition(&r.topic, r.partition)
             .map_err(status)?;
         // Refuse a bad start offset up front, as a status rather than a stream item.
-        let broker = self.broker.clone();
-        broker.read_any(&p, r.offset, 1).await.map_err(status)?;
+        p.read_any(r.offset, 1).await.map_err(status)?;
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
         // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
@@ -371,7 +370,7 @@ impl Strata for Service {
             async move {
                 let mut offset = r.offset;
                 loop {
-                    let read = broker.read_any(&p, offset, max_bytes).await;
+                    let read = p.read_any(offset, max_bytes).await;
                     metrics.fetch_requests.add(1);
                     let (batches, hw, start) = match read {
                         Ok(x) => x,
