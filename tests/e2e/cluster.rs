@@ -11,6 +11,7 @@ use std::time::Duration;
 use strata_client::{Client, pb};
 
 use crate::helpers::*;
+use crate::history::History;
 
 /// A cluster of broker processes on one loopback address.
 pub struct Cluster {
@@ -284,4 +285,220 @@ async fn a_fourth_broker_joins_a_running_cluster_as_a_non_voter() {
         new != leader && new != id && state_of(d, leader) == Some("fenced")
     })
     .await;
+}
+
+/// A raw gRPC client for one broker.
+async fn raw(addr: &str) -> pb::strata_client::StrataClient<tonic::transport::Channel> {
+    pb::strata_client::StrataClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+impl Cluster {
+    fn running(&self) -> Vec<u64> {
+        (1..=self.nodes.len() as u64)
+            .filter(|id| self.nodes[*id as usize - 1].is_some())
+            .collect()
+    }
+
+    /// Partition 0 of `topic` as the first running node describes it.
+    async fn partition(&self, topic: &str) -> Option<pb::PartitionDescription> {
+        for id in self.running() {
+            let Ok(client) = Client::connect(&self.addr(id)).await else {
+                continue;
+            };
+            if let Ok(d) = client.describe_topic(topic).await {
+                return d.partitions.first().cloned();
+            }
+        }
+        None
+    }
+
+    /// Waits until partition 0 of `topic` has a leader other than `not` with `isr`
+    /// in-sync replicas; returns it.
+    async fn led(&self, topic: &str, not: Option<u64>, isr: usize) -> pb::PartitionDescription {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.partition(topic).await
+                && p.leader >= 0
+                && Some(p.leader as u64) != not
+                && p.isr.len() >= isr
+            {
+                return p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no leader other than {not:?} with {isr} in sync within 60 s: {:?}",
+                self.partition(topic).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Produces `count` acks=all records of 10 to partition 0 of `topic` through its leader,
+/// following the leader when it changes; every attempt carries new values, so a retry
+/// of a produce whose outcome was unknown can never look like a duplicate. Calls
+/// `midway` once, after `count / 2` records were acknowledged.
+async fn produce_following_leader(
+    c: &mut Cluster,
+    topic: &str,
+    tag: &str,
+    count: usize,
+    history: &mut History,
+    mut midway: impl FnMut(&mut Cluster, u64),
+) {
+    let mut attempt = 0u64;
+    let mut acked = 0;
+    let mut fired = false;
+    let mut leader = c.led(topic, None, 0).await.leader as u64;
+    let mut client = raw(&c.addr(leader)).await;
+    while acked < count {
+        if !fired && acked >= count / 2 {
+            fired = true;
+            midway(c, leader);
+        }
+        attempt += 1;
+        let values: Vec<Vec<u8>> = (0..10)
+            .map(|i| format!("{tag}-attempt-{attempt}-record-{i}").into_bytes())
+            .collect();
+        let records = values
+            .iter()
+            .map(|v| pb::Record {
+                value: Some(v.clone().into()),
+                ..Default::default()
+            })
+            .collect();
+        let r = client
+            .produce(pb::ProduceRequest {
+                topic: topic.into(),
+                acks: pb::Acks::All as i32,
+                records,
+                timeout_ms: 5_000,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                for (i, v) in values.into_iter().enumerate() {
+                    history.ack(r.base_offset + i as i64, v);
+                }
+                acked += 10;
+            }
+            Err(status) => {
+                // Unknown outcome: find the leader again and go on with new values.
+                let retriable = matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                );
+                assert!(retriable, "produce failed for good: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let p = c.led(topic, None, 0).await;
+                if p.leader as u64 != leader {
+                    leader = p.leader as u64;
+                    client = raw(&c.addr(leader)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads partition 0 of `topic` from its leader once its HW covers every acknowledged
+/// offset (a new leader's HW moves once its followers have fetched), into `history`.
+async fn read_from_leader(c: &Cluster, topic: &str, history: &mut History, end: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let client = loop {
+        let p = c.led(topic, None, 0).await;
+        if let Ok(client) = Client::connect(&c.addr(p.leader as u64)).await
+            && client
+                .list_offsets(topic, 0, pb::OffsetSpec::Latest, 0)
+                .await
+                .is_ok_and(|o| o.offset >= end)
+        {
+            break client;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader's HW did not reach {end} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let records = read_all(&client, topic, 0, 0).await;
+    history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3);
+    c.settled("three active brokers", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    // Created through any broker; every broker describes it the same way.
+    let client = Client::connect(&c.addr(2)).await.unwrap();
+    let d = client
+        .create_topic("r", 1, 3, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(d.replication_factor, 3);
+    assert_eq!(d.partitions[0].replicas.len(), 3);
+    let first = c.led("r", None, 3).await;
+
+    // A follower refuses produce, naming the leader.
+    let follower = (1..=3).find(|id| *id != first.leader as u64).unwrap();
+    let e = raw(&c.addr(follower))
+        .await
+        .produce(pb::ProduceRequest {
+            topic: "r".into(),
+            records: vec![pb::Record::default()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert_eq!(
+        e.metadata()
+            .get("strata-leader-address")
+            .unwrap_or_else(|| panic!("{e:?}")),
+        c.addr(first.leader as u64).as_str()
+    );
+
+    let mut history = History::new();
+    // Kill -9 the leader halfway through acks=all produces.
+    produce_following_leader(&mut c, "r", "first", 400, &mut history, |c, leader| {
+        c.kill(leader)
+    })
+    .await;
+    let killed = first.leader as u64;
+    let second = c.led("r", Some(killed), 2).await;
+    assert!(second.leader_epoch > first.leader_epoch);
+    read_from_leader(&c, "r", &mut history, 400).await;
+    history.assert_clean("after the first leader was killed");
+
+    // The old leader returns as a follower, truncates what it had beyond the new
+    // leader's log, catches up and is in sync again; then it leads again (preferred).
+    c.restart(killed);
+    let third = c.led("r", None, 3).await;
+    // Kill the leader again, with the returned broker among those who may take over.
+    let mut total = 0;
+    produce_following_leader(&mut c, "r", "second", 400, &mut history, |c, leader| {
+        c.kill(leader);
+        total = leader;
+    })
+    .await;
+    c.led("r", Some(total), 2).await;
+    let end = history_end(&history);
+    read_from_leader(&c, "r", &mut history, end).await;
+    history.assert_clean("after the second leader was killed");
+    assert!(third.leader_epoch >= second.leader_epoch);
+}
+
+fn history_end(h: &History) -> i64 {
+    h.last_acked().map_or(0, |o| o + 1)
 }

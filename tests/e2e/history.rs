@@ -91,6 +91,11 @@ impl History {
         self.acked.insert(offset, value);
     }
 
+    /// The highest acknowledged offset.
+    pub fn last_acked(&self) -> Option<i64> {
+        self.acked.keys().next_back().copied()
+    }
+
     /// The broker acknowledged `value` under `key` at `offset`, on a compacted topic.
     pub fn ack_keyed(&mut self, offset: i64, key: Vec<u8>, value: Vec<u8>) {
         self.acked.insert(offset, value);

@@ -51,6 +51,59 @@ const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 /// Largest fetch answer, whatever the client asks for.
 pub const MAX_PARTITIONS: i64 = 10_000;
 
+/// How long an `acks=all` produce waits for its in-sync replicas by default.
+pub const DEFAULT_PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An appended produce, waiting to be acknowledged.
+pub struct Appended {
+    pub produced: Produced,
+    /// For `acks=all`: the partition whose HW must pass the batches, and for how long.
+    wait: Option<(Arc<Partition>, Duration)>,
+}
+
+impl Appended {
+    /// Resolves when the produce may be answered: at once for `acks=1`, once every
+    /// in-sync replica has the batches for `acks=all`.
+    pub async fn acknowledged(self) -> Result<Produced> {
+        let Some((p, timeout)) = self.wait else {
+            return Ok(self.produced);
+        };
+        let waited = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let r = p
+            .wait_committed(
+                self.produced.last_offset,
+                self.produced.leader_epoch,
+                deadline,
+            )
+            .await;
+        p.shared_metrics().acks_all_wait.observe(waited.elapsed());
+        r.map(|()| self.produced)
+    }
+}
+
+/// How a produce is acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceOptions {
+    /// Answer once every in-sync replica has the batches (`acks=all`), not as soon as
+    /// the leader has appended them.
+    pub acks_all: bool,
+    /// The leader epoch the producer believes in; a request naming another is refused.
+    pub leader_epoch: Option<i32>,
+    /// How long an `acks=all` produce waits for the in-sync replicas.
+    pub timeout: Duration,
+}
+
+impl Default for ProduceOptions {
+    fn default() -> Self {
+        Self {
+            acks_all: false,
+            leader_epoch: None,
+            timeout: DEFAULT_PRODUCE_TIMEOUT,
+        }
+    }
+}
+
 /// What is persisted about a topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -234,6 +287,7 @@ impl Broker {
             )),
             upload_backlog_limit_bytes: config.upload_backlog_limit_bytes,
             flusher: Default::default(),
+            clustered: config.clustered(),
         });
         let broker = Self {
             shared,
@@ -280,6 +334,14 @@ impl Broker {
             std::fs::remove_file(&restore)
                 .map_err(|e| BrokerError::io(format!("removing {}", restore.display()), e))?;
             sync_dir(&broker.config.data_dir)?;
+        }
+        if broker.config.clustered() {
+            // Group offsets stay on each broker until the coordinator moves to the
+            // leaders of a replicated offsets topic: this broker leads its own copy.
+            let me = broker.config.node_id as u64;
+            for p in broker.topic(OFFSETS_TOPIC)?.partitions() {
+                p.become_leader(me, 0, 0, &[me], &[me]);
+            }
         }
         broker.load_groups()?;
         Ok(Arc::new(broker))
@@ -429,9 +491,32 @@ impl Broker {
         replication_factor: i64,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>> {
+        let rf = self.check_new_topic(name, partitions, replication_factor, &configs)?;
+        if rf > 1 {
+            return Err(BrokerError::ReplicationFactor {
+                requested: rf,
+                available: 1,
+            });
+        }
+        let _admin = self.admin.lock().await;
+        self.create_topic_now(self.new_meta(name, partitions, rf, configs), &[])
+    }
+
+    /// Checks a new topic's name, partition count, replication factor and configs;
+    /// returns the replication factor to use (0 asks for the default, 1).
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: i64,
+        replication_factor: i64,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<i64> {
         validate_topic_name(name)?;
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(BrokerError::InvalidPartitions(partitions));
+        }
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::TopicExists(name.to_string()));
         }
         let rf = if replication_factor == 0 {
             1
@@ -443,15 +528,20 @@ impl Broker {
                 "replication factor {rf} is invalid: it must be at least 1"
             )));
         }
-        if rf > 1 {
-            return Err(BrokerError::ReplicationFactor {
-                requested: rf,
-                available: 1,
-            });
-        }
-        topic_config::validate_all(&configs)?;
+        topic_config::validate_all(configs)?;
+        Ok(rf)
+    }
+
+    /// Creates the local replica of a topic the controller placed here (its id and
+    /// configs are the controller's).
+    pub async fn create_replica(&self, meta: TopicMeta) -> Result<Arc<Topic>> {
         let _admin = self.admin.lock().await;
-        self.create_topic_now(self.new_meta(name, partitions, rf, configs), &[])
+        if let Ok(t) = self.topic(&meta.name)
+            && t.meta().id == meta.id
+        {
+            return Ok(t);
+        }
+        self.create_topic_now(meta, &[])
     }
 
     /// Creates a topic; the caller holds the admin lock (or is still opening).
@@ -665,55 +755,64 @@ impl Broker {
     }
 
     /// Appends to one partition. `batches` holds producer-built batches; when it is empty,
-    /// `records` (the plain form) are built into one batch here.
-    pub fn produce(
+    /// `records` (the plain form) are built into one batch here. With `acks_all`, answers
+    /// once every in-sync replica has the batches (the HW passed them).
+    pub async fn produce(
         &self,
         topic: &str,
         partition: u32,
         batches: Bytes,
         records: &[PlainRecord],
+        options: ProduceOptions,
     ) -> Result<Produced> {
-        let started = Instant::now();
-        let result = self.produce_inner(topic, partition, batches, records);
-        self.shared.metrics.produce_requests.add(1);
-        match &result {
-            Ok(p) => self
-                .shared
-                .metrics
-                .produce_records
-                .add(p.record_count as u64),
-            Err(_) => self.shared.metrics.produce_errors.add(1),
-        }
-        self.shared
-            .metrics
-            .produce_latency
-            .observe(started.elapsed());
-        result
+        self.append_produced(topic, partition, batches, records, options)?
+            .acknowledged()
+            .await
     }
 
-    fn produce_inner(
+    /// The first half of [`Broker::produce`]: appends, and returns what to wait on
+    /// before the produce may be answered. A stream appends its requests in order with
+    /// this and lets the waits run side by side.
+    pub fn append_produced(
         &self,
         topic: &str,
         partition: u32,
         batches: Bytes,
         records: &[PlainRecord],
-    ) -> Result<Produced> {
+        options: ProduceOptions,
+    ) -> Result<Appended> {
+        let started = Instant::now();
+        let result = self.append_inner(topic, partition, batches, records, &options);
+        let m = &self.shared.metrics;
+        m.produce_requests.add(1);
+        match &result {
+            Ok((_, p)) => m.produce_records.add(p.record_count as u64),
+            Err(_) => m.produce_errors.add(1),
+        }
+        m.produce_latency.observe(started.elapsed());
+        let (partition, produced) = result?;
+        Ok(Appended {
+            produced,
+            wait: options.acks_all.then_some((partition, options.timeout)),
+        })
+    }
+
+    fn append_inner(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        records: &[PlainRecord],
+        options: &ProduceOptions,
+    ) -> Result<(Arc<Partition>, Produced)> {
         if topic == OFFSETS_TOPIC {
             return Err(BrokerError::InvalidRequest(format!(
                 "{OFFSETS_TOPIC} is internal: it is written by the group coordinator only"
             )));
         }
-        self.append(topic, partition, batches, records)
-    }
-
-    fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        batches: Bytes,
-        records: &[PlainRecord],
-    ) -> Result<Produced> {
-        self.partition(topic, partition)?.append(batches, records)
+        let p = self.partition(topic, partition)?;
+        let produced = p.append(batches, records, options.leader_epoch, options.acks_all)?;
+        Ok((p, produced))
     }
 
     /// Long-poll fetch: answers as soon as `min_bytes` are available (at least one
@@ -765,7 +864,9 @@ impl Broker {
         partition: u32,
         query: OffsetQuery,
     ) -> Result<(i64, i64, i64, i64)> {
-        self.partition(topic, partition)?.list_offsets(query).await
+        let p = self.partition(topic, partition)?;
+        p.check_leader(None)?;
+        p.list_offsets(query).await
     }
 
     /// Retention, `flush.ms` and `segment.ms` for every partition; expired group members.

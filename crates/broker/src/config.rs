@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     /// A broker the controller has not heard from for this long is fenced: it leads
     /// nothing and leaves in-sync sets (Kafka's `broker.session.timeout.ms`).
     pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader for this long leaves the
+    /// partition's in-sync set (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
     /// The controller's Raft election timeout: a random value between this and twice
     /// this; Raft's heartbeats go at a fifth of it.
     pub controller_election_timeout_ms: u64,
@@ -86,6 +89,7 @@ impl Default for BrokerConfig {
             join: String::new(),
             broker_heartbeat_interval_ms: 500,
             broker_session_timeout_ms: 2000,
+            replica_lag_time_max_ms: 30_000,
             controller_election_timeout_ms: 1000,
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
             object_store: String::new(),

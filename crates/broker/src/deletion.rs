@@ -340,8 +340,15 @@ mod tests {
             headers: Vec::new(),
         };
         while p.log_read().segments().len() <= 3 {
-            b.produce("t", 0, Bytes::new(), std::slice::from_ref(&record))
-                .unwrap();
+            b.produce(
+                "t",
+                0,
+                Bytes::new(),
+                std::slice::from_ref(&record),
+                Default::default(),
+            )
+            .await
+            .unwrap();
         }
         b.tier_tick().await;
         b

@@ -12,7 +12,6 @@ use strata_tier::store::Bucket;
 
 use crate::broker::{Broker, Partition, TopicMeta};
 use crate::error::{BrokerError, Result};
-use strata_partition::tier::remote_err;
 
 /// One partition's share of a tiering round (see [`Broker::tier_work_list`]).
 pub struct TierWork {
@@ -141,19 +140,7 @@ impl Broker {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         for t in topics {
             for p in t.partitions() {
-                let Some(m) = Manifest::load(&self.shared.bucket, &p.topic, &p.topic_id, p.id)
-                    .await
-                    .map_err(|e| remote_err(p, e))?
-                else {
-                    continue;
-                };
-                if let Some(end) = m.next_offset()
-                    && let Some(local_end) = p.raise_start(end)?
-                {
-                    tracing::warn!(topic = %p.topic, partition = p.id, local_end,
-                        remote_end = end, "the local log ended below the cold tier; it restarts where the cold tier ends");
-                }
-                p.set_manifest(m);
+                p.load_manifest().await?;
             }
         }
         Ok(())
@@ -165,6 +152,11 @@ impl Broker {
     /// bucket, is never rebuilt; one marked deleted gets a tombstone here, so its removal
     /// is finished.
     pub(crate) async fn recover_from_bucket(&self) -> Result<()> {
+        if self.config().clustered() {
+            // In a cluster the controller's metadata says which topics exist and where;
+            // a replica whose disk was lost is refilled by its leader.
+            return Ok(());
+        }
         let unreadable = |what: &str, e: &dyn std::fmt::Display| {
             BrokerError::InvalidConfig(format!("reading {what} in the object store: {e}"))
         };
@@ -382,7 +374,7 @@ mod tests {
     }
 
     /// Produces plain records until the partition has `sealed` sealed segments.
-    fn fill(b: &Broker, sealed: usize) {
+    async fn fill(b: &Broker, sealed: usize) {
         let p = b.partition("t", 0).unwrap();
         let record = crate::broker::PlainRecord {
             key: None,
@@ -391,8 +383,15 @@ mod tests {
             headers: Vec::new(),
         };
         while p.log_read().segments().len() <= sealed {
-            b.produce("t", 0, Bytes::new(), std::slice::from_ref(&record))
-                .unwrap();
+            b.produce(
+                "t",
+                0,
+                Bytes::new(),
+                std::slice::from_ref(&record),
+                Default::default(),
+            )
+            .await
+            .unwrap();
         }
     }
 
@@ -408,8 +407,8 @@ mod tests {
     }
 
     /// Seals segments up to `sealed` and lets offload count them, uploading nothing.
-    fn grow(b: &Broker, p: &Partition, sealed: usize) {
-        fill(b, sealed);
+    async fn grow(b: &Broker, p: &Partition, sealed: usize) {
+        fill(b, sealed).await;
         p.refresh_backlog();
     }
 
@@ -418,7 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let b = broker(dir.path(), clock.clone()).await;
-        fill(&b, 3);
+        fill(&b, 3).await;
         b.tier_tick().await;
         let p = b.partition("t", 0).unwrap();
         let end = p.tier.remote.read().next_offset().unwrap();
@@ -459,7 +458,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let b = broker(dir.path(), clock).await;
-        fill(&b, 2);
+        fill(&b, 2).await;
         b.tier_tick().await;
         let off = BTreeMap::from([("remote.storage.enable".to_string(), "false".to_string())]);
         let Err(e) = b.alter_configs("t", off.clone(), vec![]).await else {
@@ -488,7 +487,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let b = broker(dir.path(), clock).await;
-        fill(&b, 3);
+        fill(&b, 3).await;
         b.tier_tick().await;
         let p = b.partition("t", 0).unwrap();
         assert_eq!(
@@ -525,13 +524,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let (b, p) = working(dir.path(), &clock).await;
-        grow(&b, &p, 4);
+        grow(&b, &p, 4).await;
         let found = p.tier.upload_backlog();
         assert!(found > 8 << 10);
         // Found over the limit (as after a restart): produce may go on up to that much,
         // and waits once it grows the backlog past it.
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
-        grow(&b, &p, 6);
+        grow(&b, &p, 6).await;
         assert!(p.tier.upload_backlog() > found);
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(
@@ -552,7 +551,7 @@ mod tests {
     async fn deleting_a_topic_while_it_offloads_leaves_nothing_in_the_bucket() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path(), Arc::new(ManualClock::new(1_000_000))).await;
-        fill(&b, 8);
+        fill(&b, 8).await;
         let puts = || {
             b.shared
                 .bucket
@@ -590,8 +589,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(1_000_000));
         let (b, p) = working(dir.path(), &clock).await;
-        grow(&b, &p, 4);
-        grow(&b, &p, 6);
+        grow(&b, &p, 4).await;
+        grow(&b, &p, 6).await;
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(futures::poll!(&mut wait).is_pending());
         // No segment committed for longer than the stall limit: produce goes on.
@@ -604,7 +603,7 @@ mod tests {
         b.tier_tick().await;
         assert_eq!(p.tier.upload_backlog(), 0);
         assert_eq!(p.tier.last_upload_ms(), clock.now_ms());
-        grow(&b, &p, 10);
+        grow(&b, &p, 10).await;
         let mut wait = Box::pin(b.wait_for_offload("t", 0));
         assert!(futures::poll!(&mut wait).is_pending());
         let faults = b.shared.bucket.faults.clone();
@@ -621,7 +620,7 @@ mod tests {
         // Uploads resume (a commit clears the error) but stall after the first segment:
         // produce is not held back to drain what piled up during the outage, only kept
         // from adding to it.
-        fill(&b, 12);
+        fill(&b, 12).await;
         faults.clear();
         let second = p.awaiting_upload()[1].base_offset;
         faults.inject(Op::Put, &format!("{second:020}-"), Fault::Stall, None);
@@ -639,7 +638,7 @@ mod tests {
         .await
         .expect("a segment is committed again");
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_ready());
-        grow(&b, &p, 14);
+        grow(&b, &p, 14).await;
         assert!(futures::poll!(Box::pin(b.wait_for_offload("t", 0))).is_pending());
         faults.clear();
         tick.await.unwrap();

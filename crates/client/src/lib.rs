@@ -239,6 +239,7 @@ impl Client {
                 min_bytes,
                 max_wait_ms: max_wait.as_millis() as u32,
                 format: pb::Format::Batches as i32,
+                leader_epoch: None,
             })
             .await
             .map_err(|s| self.err(s))?;

@@ -333,6 +333,7 @@ impl Producer {
             batches: bytes,
             records: Vec::new(),
             correlation_id: id,
+            ..Default::default()
         };
         let tx = self
             .tx

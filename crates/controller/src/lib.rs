@@ -103,6 +103,8 @@ pub struct Controller {
     heard: parking_lot::Mutex<HashMap<NodeId, (Instant, String)>>,
     /// The term in which this node last found itself leader, with when.
     led_since: parking_lot::Mutex<Option<(u64, Instant)>>,
+    /// The `at_ms` of this run's registration once the controller accepted it.
+    registered_at: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +273,7 @@ impl Controller {
             network,
             heard: Default::default(),
             led_since: Default::default(),
+            registered_at: std::sync::atomic::AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -290,6 +293,21 @@ impl Controller {
     /// Changes whenever this node applies an entry or installs a snapshot.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<openraft::LogId<NodeId>>> {
         self.shared.changes()
+    }
+
+    /// Whether this node has applied its own registration of this run: then its state
+    /// holds every change committed before it started (deleted topics, moved
+    /// leaderships), and it may act on what the state does not hold.
+    pub fn caught_up(&self) -> bool {
+        let at = self
+            .registered_at
+            .load(std::sync::atomic::Ordering::Acquire);
+        at != i64::MIN
+            && self
+                .state()
+                .brokers
+                .get(&self.config.node_id)
+                .is_some_and(|b| b.incarnation == self.config.incarnation && b.registered_ms == at)
     }
 
     /// The current leader (id, address), if one is known.
@@ -532,15 +550,18 @@ impl Controller {
     }
 
     async fn register(&self) -> Registration {
+        let at_ms = now_ms();
         let cmd = Command::RegisterBroker {
             id: self.config.node_id,
             addr: self.config.addr.clone(),
             rack: self.config.rack.clone(),
             incarnation: self.config.incarnation.clone(),
-            at_ms: now_ms(),
+            at_ms,
         };
         match self.submit(cmd).await {
             Ok(()) => {
+                self.registered_at
+                    .store(at_ms, std::sync::atomic::Ordering::Release);
                 tracing::info!(
                     node_id = self.config.node_id,
                     "registered with the controller"

@@ -93,6 +93,18 @@ pub enum Command {
     CreateTopic { topic: TopicRecord },
     /// Removes a topic, if it is still the incarnation named.
     DeleteTopic { name: String, id: String },
+    /// A partition leader changes its in-sync set (Kafka's AlterPartition, KIP-497):
+    /// applied only if the leader, its epoch and the partition epoch are still the
+    /// ones it saw, so a change based on stale state is refused.
+    AlterPartition {
+        topic: String,
+        topic_id: String,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
 }
 
 /// What applying a command answered.
@@ -183,7 +195,83 @@ impl ClusterState {
                     "topic {name:?} with id {id} does not exist (deleted already, or created again since)"
                 )),
             },
+            Command::AlterPartition {
+                topic,
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => match self.alter_partition(
+                topic,
+                topic_id,
+                *partition,
+                *leader,
+                (*leader_epoch, *partition_epoch),
+                isr,
+            ) {
+                Ok(()) => {
+                    self.elect_leaders();
+                    CommandResult::default()
+                }
+                Err(why) => CommandResult::refused(why),
+            },
         }
+    }
+
+    fn alter_partition(
+        &mut self,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+        leader: NodeId,
+        (leader_epoch, partition_epoch): (i32, i32),
+        isr: &[NodeId],
+    ) -> Result<(), String> {
+        let live = |id: &NodeId| self.brokers.get(id).is_some_and(|b| !b.fenced);
+        let t = self
+            .topics
+            .get(topic)
+            .filter(|t| t.id == topic_id)
+            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?;
+        let p = t
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+        if p.leader != Some(leader) || p.leader_epoch != leader_epoch {
+            return Err(format!(
+                "broker {leader} in epoch {leader_epoch} no longer leads {topic}-{partition} (now {:?} in epoch {})",
+                p.leader, p.leader_epoch
+            ));
+        }
+        if p.partition_epoch != partition_epoch {
+            return Err(format!(
+                "{topic}-{partition} changed since (partition epoch {} , not {partition_epoch})",
+                p.partition_epoch
+            ));
+        }
+        if !isr.contains(&leader) {
+            return Err("the in-sync set must hold its leader".into());
+        }
+        if let Some(r) = isr.iter().find(|r| !p.replicas.contains(r)) {
+            return Err(format!(
+                "broker {r} is not a replica of {topic}-{partition}"
+            ));
+        }
+        // A fenced broker is not added: it would hold back the high watermark.
+        if let Some(r) = isr.iter().find(|r| !p.isr.contains(r) && !live(r)) {
+            return Err(format!(
+                "broker {r} is fenced and cannot join the in-sync set"
+            ));
+        }
+        let mut isr = isr.to_vec();
+        isr.sort_by_key(|r| p.replicas.iter().position(|x| x == r));
+        isr.dedup();
+        let p = &mut self.topics.get_mut(topic).expect("checked").partitions[partition as usize];
+        p.isr = isr;
+        p.partition_epoch += 1;
+        Ok(())
     }
 
     fn check_new_topic(&self, t: &TopicRecord) -> Result<(), String> {
@@ -221,7 +309,10 @@ impl ClusterState {
     /// it is not the last member of, a partition whose leader is fenced gets the first
     /// live in-sync replica (in replica order) as leader with the next epoch, or none
     /// (offline) if there is none; an offline partition whose last in-sync member is
-    /// back gets it as leader. Never a leader outside the in-sync set.
+    /// back gets it as leader. Never a leader outside the in-sync set. The preferred
+    /// replica (the first) takes leadership back once it is live and in sync again, so
+    /// leadership spreads again after a broker returns (Kafka's preferred leader
+    /// election).
     fn elect_leaders(&mut self) {
         let live: std::collections::BTreeSet<NodeId> = self
             .brokers
@@ -238,7 +329,11 @@ impl ClusterState {
                 let leader_ok = p
                     .leader
                     .is_some_and(|l| live.contains(&l) && p.isr.contains(&l));
-                if !leader_ok {
+                let preferred = p.replicas[0];
+                let preferred_back = p.leader != Some(preferred)
+                    && live.contains(&preferred)
+                    && p.isr.contains(&preferred);
+                if !leader_ok || preferred_back {
                     let next = p
                         .replicas
                         .iter()
@@ -420,6 +515,88 @@ mod tests {
         };
         assert_eq!(s.apply(&right), CommandResult::default());
         assert!(s.topics.is_empty());
+    }
+
+    #[test]
+    fn an_isr_change_applies_only_from_the_current_leader_and_partition_epoch() {
+        let mut s = live_cluster(3);
+        s.apply(&topic("t", &[&[1, 2, 3]]));
+        let alter =
+            |isr: &[NodeId], leader, leader_epoch, partition_epoch| Command::AlterPartition {
+                topic: "t".into(),
+                topic_id: "t-id".into(),
+                partition: 0,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr: isr.to_vec(),
+            };
+        let p = |s: &ClusterState| s.topics["t"].partitions[0].clone();
+        // Shrink by the leader at the current epochs.
+        assert_eq!(s.apply(&alter(&[1, 2], 1, 0, 0)), CommandResult::default());
+        assert_eq!((p(&s).isr, p(&s).partition_epoch), (vec![1, 2], 1));
+        // Stale partition epoch, a non-leader, a set without the leader: refused.
+        let before = s.clone();
+        assert!(
+            s.apply(&alter(&[1], 1, 0, 0))
+                .error
+                .unwrap()
+                .contains("changed since")
+        );
+        assert!(
+            s.apply(&alter(&[2], 2, 0, 1))
+                .error
+                .unwrap()
+                .contains("no longer leads")
+        );
+        assert!(
+            s.apply(&alter(&[2], 1, 0, 1))
+                .error
+                .unwrap()
+                .contains("hold its leader")
+        );
+        assert_eq!(s, before);
+        // A fenced broker cannot come back in; a live one can.
+        s.apply(&Command::FenceBroker { id: 3, at_ms: 2 });
+        let pe = p(&s).partition_epoch;
+        assert!(
+            s.apply(&alter(&[1, 2, 3], 1, 0, pe))
+                .error
+                .unwrap()
+                .contains("fenced")
+        );
+        s.apply(&Command::UnfenceBroker { id: 3, at_ms: 3 });
+        let pe = p(&s).partition_epoch;
+        assert_eq!(
+            s.apply(&alter(&[3, 1, 2], 1, 0, pe)),
+            CommandResult::default()
+        );
+        assert_eq!(p(&s).isr, vec![1, 2, 3], "kept in replica order");
+    }
+
+    #[test]
+    fn the_preferred_replica_leads_again_once_back_in_sync() {
+        let mut s = live_cluster(2);
+        s.apply(&topic("t", &[&[1, 2]]));
+        s.apply(&Command::FenceBroker { id: 1, at_ms: 2 });
+        s.apply(&Command::UnfenceBroker { id: 1, at_ms: 3 });
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (Some(2), 1, vec![2])
+        );
+        // Broker 2 adds 1 back once it caught up: leadership returns to it.
+        s.apply(&Command::AlterPartition {
+            topic: "t".into(),
+            topic_id: "t-id".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2],
+        });
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.leader, p.leader_epoch, p.isr), (Some(1), 2, vec![1, 2]));
     }
 
     #[test]

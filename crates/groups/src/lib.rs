@@ -299,7 +299,7 @@ impl Coordinator {
             })
             .collect();
         host.partition(OFFSETS_TOPIC, 0)?
-            .append(Bytes::new(), &records)?;
+            .append(Bytes::new(), &records, None, false)?;
         self.snapshots
             .changes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

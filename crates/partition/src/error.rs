@@ -39,6 +39,18 @@ pub enum ErrorKind {
     GroupNotEmpty,
     /// A group member acting on a partition it does not own.
     NotOwner,
+    /// This broker is not the partition's leader (Kafka's NOT_LEADER_OR_FOLLOWER):
+    /// refresh metadata and send to the leader.
+    NotLeader,
+    /// The request carries an older leader epoch than the partition's: the sender's
+    /// metadata is stale.
+    FencedLeaderEpoch,
+    /// The request carries a newer leader epoch than this broker knows yet: retry.
+    UnknownLeaderEpoch,
+    /// Fewer in-sync replicas than `min.insync.replicas` for an `acks=all` produce.
+    NotEnoughReplicas,
+    /// The request did not complete in time; its outcome is unknown.
+    Timeout,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +160,47 @@ pub enum Error {
         topic: String,
         partition: u32,
     },
+    #[error("this broker does not lead {topic}-{partition}; {}", match leader {
+        Some(l) => format!("broker {l} does: send requests for it there (clients refresh metadata and retry)"),
+        None => "it has no leader now (no in-sync replica is alive); retry when one returns".to_string(),
+    })]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: Option<u64>,
+    },
+    #[error(
+        "leader epoch {sent} for {topic}-{partition} is older than the current {current}: refresh metadata and retry"
+    )]
+    FencedLeaderEpoch {
+        topic: String,
+        partition: u32,
+        sent: i32,
+        current: i32,
+    },
+    #[error(
+        "leader epoch {sent} for {topic}-{partition} is newer than this broker's {current}: it has not learned of the change yet; retry"
+    )]
+    UnknownLeaderEpoch {
+        topic: String,
+        partition: u32,
+        sent: i32,
+        current: i32,
+    },
+    #[error(
+        "{topic}-{partition} has {isr} in-sync replica(s), fewer than min.insync.replicas={min}: an acks=all produce is refused and nothing was written; retry when replicas catch up, or use acks=1"
+    )]
+    NotEnoughReplicas {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min: usize,
+    },
+    #[error("{0}")]
+    Timeout(String),
+    /// A cluster change the controller could not make now (`retriable`) or refused.
+    #[error("{reason}")]
+    Controller { reason: String, retriable: bool },
     #[error(
         "offset {offset} is out of range for {topic}-{partition}: valid offsets are {start}..={end}"
     )]
@@ -200,6 +253,15 @@ impl Error {
             Self::GroupNotEmpty { .. } => K::GroupNotEmpty,
             Self::NotOwner { .. } => K::NotOwner,
             Self::InvalidOffset { .. } => K::OffsetOutOfRange,
+            Self::NotLeader { .. } => K::NotLeader,
+            Self::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
+            Self::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
+            Self::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
+            Self::Timeout(_) => K::Timeout,
+            Self::Controller {
+                retriable: true, ..
+            } => K::Unavailable,
+            Self::Controller { .. } => K::InvalidRequest,
         }
     }
 }

@@ -3,6 +3,9 @@
 //! - [`partition`]: the [`Partition`]: its log, log end offset, high watermark, leader
 //!   epoch and role; produce checks and append, long-poll fetch over both tiers,
 //!   list-offsets, local retention and compaction of its log.
+//! - [`replica`]: the partition's part in replication: roles from the controller, the
+//!   leader's side of follower fetches and in-sync-set changes, the follower's
+//!   appends and truncation.
 //! - [`tier`]: the partition's share of the cold tier: offload below the high
 //!   watermark, remote retention, the manifest copy, produce back-pressure.
 //! - [`topic_config`]: per-topic configs under Kafka's names, validated.
@@ -17,6 +20,7 @@ pub mod error;
 pub mod flush;
 pub mod metrics;
 pub mod partition;
+pub mod replica;
 pub mod tier;
 pub mod topic_config;
 

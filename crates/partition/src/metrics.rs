@@ -114,6 +114,12 @@ metrics! {
     Counter compaction_removed_records "strata_log_compaction_removed_records_total" "Records compaction removed (older values of a key, expired tombstones).";
     Counter compaction_reclaimed_bytes "strata_log_compaction_reclaimed_bytes_total" "Bytes of local log compaction gave back.";
     Counter compaction_errors "strata_log_compaction_errors_total" "Compaction passes that failed (retried at the next interval).";
+    Counter replication_bytes "strata_replication_fetched_bytes_total" "Batch bytes this broker copied from leaders as a follower.";
+    Counter replication_fetch_errors "strata_replication_fetch_errors_total" "Follower fetches that failed (retried).";
+    Counter replication_truncations "strata_replication_truncations_total" "Follower logs truncated because they diverged from the leader's.";
+    Counter isr_shrinks "strata_isr_shrinks_total" "In-sync-set shrinks this broker proposed as a leader.";
+    Counter isr_expands "strata_isr_expands_total" "In-sync-set expansions this broker proposed as a leader.";
+    Histogram acks_all_wait "strata_produce_acks_all_wait_seconds" "Time acks=all produces waited for the in-sync replicas.";
 }
 
 #[cfg(test)]

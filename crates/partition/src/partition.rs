@@ -59,13 +59,21 @@ pub struct Shared {
     /// (0: never).
     pub upload_backlog_limit_bytes: u64,
     pub flusher: Flusher,
+    /// A cluster member: partitions wait for the controller to give them a role.
+    pub clustered: bool,
 }
 
 /// A replica's part in its partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
     /// Takes produce and serves fetch; its HW is the lowest LEO over its in-sync set.
     Leader,
+    /// Copies its leader's log; answers produce and fetch with not-leader.
+    Follower,
+    /// Holds the log of a partition this broker is not (or not yet known to be) a
+    /// replica of.
+    #[default]
+    NotReplica,
 }
 
 /// Result of a produce.
@@ -75,6 +83,8 @@ pub struct Produced {
     pub last_offset: i64,
     pub record_count: u32,
     pub log_start_offset: i64,
+    /// The leader epoch it was appended in (an `acks=all` wait is bound to it).
+    pub leader_epoch: i32,
 }
 
 /// Result of a fetch.
@@ -126,21 +136,16 @@ pub struct PartitionState {
     pub role: Role,
 }
 
-/// Leader epoch and role, changed together.
-#[derive(Debug, Clone, Copy)]
-struct Replica {
-    leader_epoch: i32,
-    role: Role,
-}
-
 pub struct Partition {
     pub topic: String,
     /// The topic's id: which incarnation of the name this partition belongs to.
     pub topic_id: String,
     pub id: u32,
-    log: RwLock<Log>,
-    high_watermark: watch::Sender<i64>,
-    replica: parking_lot::Mutex<Replica>,
+    pub(crate) log: RwLock<Log>,
+    pub(crate) high_watermark: watch::Sender<i64>,
+    /// The log end offset, for follower fetches waiting on the leader to grow.
+    pub(crate) log_end: watch::Sender<i64>,
+    pub(crate) replica: parking_lot::Mutex<crate::replica::ReplicaState>,
     /// The topic's configs, shared by its partitions and changed by alter.
     pub(crate) config: Arc<RwLock<EffectiveConfig>>,
     deleted: AtomicBool,
@@ -164,18 +169,27 @@ impl Partition {
         options: strata_log::OpenOptions,
     ) -> Result<Arc<Self>> {
         let log = open_log(shared, topic, id, dir, &config.read(), options)?;
-        // One replica, in sync with itself: everything in the log is committed.
-        let (hw, _) = watch::channel(log.log_end_offset());
+        let leo = log.log_end_offset();
+        // A single broker is its partitions' only replica, in sync with itself:
+        // everything in the log is committed. A cluster member knows nothing yet: its
+        // HW starts at the log start and moves as the leader (or the in-sync set, when
+        // it leads) says.
+        let (replica, hw) = if shared.clustered {
+            (
+                crate::replica::ReplicaState::unassigned(),
+                log.log_start_offset(),
+            )
+        } else {
+            (crate::replica::ReplicaState::single(), leo)
+        };
         Ok(Arc::new(Self {
             topic: topic.to_string(),
             topic_id: topic_id.to_string(),
             id,
             log: RwLock::new(log),
-            high_watermark: hw,
-            replica: parking_lot::Mutex::new(Replica {
-                leader_epoch: 0,
-                role: Role::Leader,
-            }),
+            high_watermark: watch::channel(hw).0,
+            log_end: watch::channel(leo).0,
+            replica: parking_lot::Mutex::new(replica),
             config,
             deleted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -208,10 +222,15 @@ impl Partition {
         self.config.read().clone()
     }
 
+    /// The broker's metrics, which this partition counts into.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
     pub fn state(&self) -> PartitionState {
         let log = self.log.read();
         let remote = self.tier.remote.read();
-        let replica = *self.replica.lock();
+        let (role, leader_epoch) = self.role();
         let local_start = log.log_start_offset();
         let start = remote
             .segments
@@ -232,8 +251,8 @@ impl Partition {
             log_end_offset: log.log_end_offset(),
             size_bytes: log.size_bytes(),
             segments: log.segment_count() as u32,
-            leader_epoch: replica.leader_epoch,
-            role: replica.role,
+            leader_epoch,
+            role,
         }
     }
 
@@ -252,7 +271,7 @@ impl Partition {
 
     /// Moves the high watermark forward to `hw` (never back, never past the LEO) and
     /// wakes its waiters.
-    fn publish_high_watermark(&self, hw: i64) {
+    pub(crate) fn publish_high_watermark(&self, hw: i64) {
         self.high_watermark.send_if_modified(|v| {
             let moved = hw > *v;
             if moved {
@@ -260,12 +279,6 @@ impl Partition {
             }
             moved
         });
-    }
-
-    /// Recomputes the HW from the in-sync set's LEOs. With this broker the only
-    /// replica, that is its own LEO.
-    fn advance_high_watermark(&self, leo: i64) {
-        self.publish_high_watermark(leo);
     }
 
     /// Restarts the log at `offset` if it ends below it (the cold tier's end, when the
@@ -279,6 +292,7 @@ impl Partition {
         }
         log.reset_to(offset).map_err(|e| self.err(e))?;
         // HW <= old LEO < offset: this moves it forward.
+        self.log_end.send_replace(offset);
         self.high_watermark.send_replace(offset);
         Ok(Some(end))
     }
@@ -293,6 +307,11 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.replica.lock().leader_epoch
+    }
+
+    /// Fetches and subscriptions waiting on the HW, and follower fetches on the LEO.
+    pub fn log_end_waiters(&self) -> usize {
+        self.log_end.receiver_count()
     }
 
     /// Waits until the high watermark moves past `offset`, the partition is deleted, or
@@ -330,13 +349,13 @@ impl Partition {
     pub fn mark_deleted(&self) {
         let _log = self.log.write();
         self.deleted.store(true, Ordering::Relaxed);
-        self.high_watermark.send_modify(|_| {});
+        self.wake();
     }
 
     /// Ends long polls and subscriptions on this partition (shutdown).
     pub fn mark_closed(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        self.high_watermark.send_modify(|_| {});
+        self.wake();
     }
 
     /// Applies a changed topic config to the log.
@@ -373,8 +392,25 @@ impl Partition {
     }
 
     /// Appends producer batches (checked whole first), or, when `batches` is empty,
-    /// `records` built into one batch here. The HW moves past them before this returns.
-    pub fn append(self: &Arc<Self>, batches: Bytes, records: &[PlainRecord]) -> Result<Produced> {
+    /// `records` built into one batch here, on the leader (in `epoch`, when the request
+    /// names one). With `acks_all`, refuses when the in-sync set is below
+    /// `min.insync.replicas`; the caller then waits for the HW
+    /// ([`Partition::wait_committed`]). With no followers in sync the HW moves past the
+    /// batches before this returns.
+    pub fn append(
+        self: &Arc<Self>,
+        batches: Bytes,
+        records: &[PlainRecord],
+        epoch: Option<i32>,
+        acks_all: bool,
+    ) -> Result<Produced> {
+        {
+            let r = self.replica.lock();
+            self.check_leader_locked(&r, epoch)?;
+            if acks_all {
+                self.check_min_isr(&r)?;
+            }
+        }
         let (topic, partition) = (self.topic.as_str(), self.id);
         let (max, (before_max, after_max), compacted) = {
             let c = self.config.read();
@@ -455,13 +491,20 @@ impl Partition {
             }
             pos += len;
         }
-        let (info, start) = {
+        let (info, start, leader_epoch) = {
             let mut log = self.log.write();
-            let epoch = self.replica.lock().leader_epoch;
-            let info = log.append(&mut buf, epoch).map_err(|e| self.err(e))?;
+            let r = self.replica.lock();
+            // Again under the log's lock: a role change takes it, so nothing is
+            // appended in a leadership that has ended.
+            self.check_leader_locked(&r, epoch)?;
+            let info = log
+                .append(&mut buf, r.leader_epoch)
+                .map_err(|e| self.err(e))?;
+            let leo = info.last_offset + 1;
+            self.log_end.send_replace(leo);
             // Under the log's lock, so concurrent appends publish in order.
-            self.advance_high_watermark(info.last_offset + 1);
-            (info, log.log_start_offset())
+            self.recompute_high_watermark(&r, leo);
+            (info, log.log_start_offset(), r.leader_epoch)
         };
         if let Some(ms) = info.flush_after_ms {
             self.shared.flusher.schedule(self, ms);
@@ -472,6 +515,7 @@ impl Partition {
             last_offset: info.last_offset,
             record_count: info.record_count,
             log_start_offset: start,
+            leader_epoch,
         })
     }
 
@@ -545,6 +589,8 @@ impl Partition {
         let min_bytes = min_bytes.clamp(1, max_bytes);
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
+            // Consumers read from the leader (a follower's HW lags behind it).
+            self.check_leader(None)?;
             let (batches, hw, start) = self.read_any(offset, max_bytes).await?;
             let done = batches.len() >= min_bytes || tokio::time::Instant::now() >= deadline;
             if done {

@@ -50,7 +50,16 @@ struct TierState {
     retry_at_ms: i64,
     /// Whether this run has swept the partition's prefix for objects no manifest lists.
     swept: bool,
+    /// In a cluster: the leader epoch in which this broker last loaded the manifest
+    /// from the bucket as its leader (a new leader goes on from the bucket's copy).
+    loaded_as_leader: Option<i32>,
+    /// In a cluster: when a follower last loaded the manifest (clock ms).
+    loaded_ms: i64,
 }
+
+/// How often a follower loads its partition's manifest from the bucket, to apply
+/// local retention by what the leader has offloaded.
+pub const FOLLOWER_MANIFEST_EVERY_MS: i64 = 10_000;
 
 /// A partition's share of the cold tier.
 pub struct Tier {
@@ -153,8 +162,9 @@ impl Partition {
         awaiting_upload(self).1
     }
 
+    /// Only a leader offloads (and only below its HW).
     fn tier_enabled(&self) -> bool {
-        !self.is_deleted() && self.config.read().remote_enabled()
+        !self.is_deleted() && self.is_leader() && self.config.read().remote_enabled()
     }
 
     /// Replaces the partition's copy of its manifest (loaded from the bucket).
@@ -162,11 +172,60 @@ impl Partition {
         *self.tier.remote.write() = m;
     }
 
+    /// Loads the manifest from the bucket into this partition's copy; a local log that
+    /// ends below the cold tier restarts where it ends (its leader has the rest).
+    pub async fn load_manifest(&self) -> Result<()> {
+        let m = Manifest::load(&self.shared.bucket, &self.topic, &self.topic_id, self.id)
+            .await
+            .map_err(|e| remote_err(self, e))?;
+        if let Some(m) = m {
+            if let Some(end) = m.next_offset()
+                && let Some(local_end) = self.raise_start(end)?
+            {
+                tracing::info!(topic = %self.topic, partition = self.id, local_end,
+                    remote_end = end, "the local log ended below the cold tier; it restarts where the cold tier ends");
+            }
+            self.set_manifest(m);
+        }
+        Ok(())
+    }
+
     /// One offload round under the partition's `work` lock: a first sweep for objects a
     /// crash left outside the manifest, then offload and remote retention (with the
     /// topic's total retention), again while offload finds more.
+    ///
+    /// Only a leader offloads. In a cluster a leader first loads the manifest from the
+    /// bucket once per leader epoch (the copy it had may be a follower's, long stale),
+    /// and sweeps again; a follower loads it every [`FOLLOWER_MANIFEST_EVERY_MS`] and
+    /// does nothing else.
     pub async fn tier_round(self: &Arc<Self>, retention: (i64, i64)) {
         let _work = self.tier.work.lock().await;
+        let (role, epoch) = self.role();
+        match role {
+            crate::partition::Role::Leader => {
+                if self.shared.clustered && self.tier.state.lock().loaded_as_leader != Some(epoch) {
+                    if let Err(e) = self.load_manifest().await {
+                        tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "could not load the manifest as the new leader; offload waits");
+                        return;
+                    }
+                    let mut st = self.tier.state.lock();
+                    st.loaded_as_leader = Some(epoch);
+                    st.swept = false;
+                }
+            }
+            crate::partition::Role::Follower => {
+                let now = self.shared.clock.now_ms();
+                let due = now - self.tier.state.lock().loaded_ms >= FOLLOWER_MANIFEST_EVERY_MS;
+                if due {
+                    self.tier.state.lock().loaded_ms = now;
+                    if let Err(e) = self.load_manifest().await {
+                        tracing::debug!(topic = %self.topic, partition = self.id, error = %e, "could not load the manifest as a follower");
+                    }
+                }
+                return;
+            }
+            crate::partition::Role::NotReplica => return,
+        }
         if !self.tier.state.lock().swept {
             match self.sweep_orphans().await {
                 Ok(n) => {

@@ -272,6 +272,11 @@ impl EffectiveConfig {
         self.get(name).trim().parse().expect("validated config")
     }
 
+    /// `min.insync.replicas`: the in-sync set an `acks=all` produce needs.
+    pub fn min_insync_replicas(&self) -> usize {
+        self.long("min.insync.replicas").max(1) as usize
+    }
+
     pub fn max_message_bytes(&self) -> usize {
         self.long("max.message.bytes") as usize
     }

@@ -1,13 +1,16 @@
 //! The broker-to-broker edge: the internal `strata.internal.v1.Cluster` service that
-//! carries controller messages into this node's [`Controller`], and the
-//! [`GrpcTransport`] that carries this node's messages out to the others. Both share
-//! the public gRPC port.
+//! carries controller messages into this node's [`Controller`] and follower fetches to
+//! the partitions it leads, and the [`GrpcTransport`] that carries this node's messages
+//! out to the others. Both share the public gRPC port.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use strata_broker::Broker;
+use strata_broker::replication::{FollowerAnswer, FollowerFetch};
+use strata_broker::replication::{LeaderLink, Member, ReplicaFetch};
 use strata_controller::{Controller, Rpc, Transport};
 use strata_proto::internal::v1 as ipb;
 use strata_proto::internal::v1::cluster_client::ClusterClient;
@@ -64,10 +67,51 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// This node's controller part, once started.
+impl LeaderLink for GrpcTransport {
+    fn fetch(
+        &self,
+        addr: &str,
+        r: ReplicaFetch,
+    ) -> BoxFuture<'static, Result<FollowerAnswer, String>> {
+        let channel = self.channel(addr);
+        Box::pin(async move {
+            let mut client = ClusterClient::new(channel?);
+            let f = r.fetch;
+            let request = ipb::ReplicaFetchRequest {
+                replica_id: f.replica,
+                topic: r.topic,
+                topic_id: r.topic_id,
+                partition: r.partition,
+                leader_epoch: f.leader_epoch,
+                fetch_offset: f.fetch_offset,
+                last_fetched_epoch: f.last_fetched_epoch,
+                max_bytes: f.max_bytes as u32,
+                max_wait_ms: f.max_wait.as_millis() as u32,
+                high_watermark: f.known_high_watermark,
+            };
+            let a = client
+                .replica_fetch(request)
+                .await
+                .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+                .into_inner();
+            Ok(FollowerAnswer {
+                batches: a.batches,
+                high_watermark: a.high_watermark,
+                log_start_offset: a.log_start_offset,
+                local_log_start_offset: a.local_log_start_offset,
+                diverging: a
+                    .diverging
+                    .then_some((a.diverging_epoch, a.diverging_end_offset)),
+            })
+        })
+    }
+}
+
+/// This node's cluster part, once started: its controller and replica manager.
 #[derive(Default)]
 pub struct Node {
     controller: std::sync::OnceLock<Arc<Controller>>,
+    member: std::sync::OnceLock<Arc<Member>>,
     /// Where its controller storage is (`<data-dir>/raft`), for probes answered while
     /// it starts; none for a single broker.
     pub raft_dir: Option<std::path::PathBuf>,
@@ -77,27 +121,36 @@ impl Node {
     pub fn new(raft_dir: Option<std::path::PathBuf>) -> Self {
         Self {
             controller: Default::default(),
+            member: Default::default(),
             raft_dir,
         }
     }
 
-    pub fn set(&self, c: Arc<Controller>) {
+    pub fn set(&self, c: Arc<Controller>, m: Arc<Member>) {
         let _ = self.controller.set(c);
+        let _ = self.member.set(m);
     }
 
     pub fn get(&self) -> Option<&Arc<Controller>> {
         self.controller.get()
     }
+
+    /// The replica manager, once the controller part runs.
+    pub fn member(&self) -> Option<&Arc<Member>> {
+        self.member.get()
+    }
 }
 
-/// The internal service: hands controller messages to this node's controller.
+/// The internal service: hands controller messages to this node's controller and
+/// follower fetches to its partitions.
 pub struct ClusterService {
     node: Arc<Node>,
+    broker: Arc<Broker>,
 }
 
 impl ClusterService {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, broker: Arc<Broker>) -> Self {
+        Self { node, broker }
     }
 }
 
@@ -131,5 +184,45 @@ impl ipb::cluster_server::Cluster for ClusterService {
             .await
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(ipb::ControllerResponse { body: body.into() }))
+    }
+
+    async fn replica_fetch(
+        &self,
+        request: Request<ipb::ReplicaFetchRequest>,
+    ) -> Result<Response<ipb::ReplicaFetchResponse>, Status> {
+        let r = request.into_inner();
+        let p = self
+            .broker
+            .partition(&r.topic, r.partition)
+            .map_err(crate::status)?;
+        if p.topic_id != r.topic_id {
+            return Err(Status::not_found(format!(
+                "topic {:?} here has id {}, not {}: the metadata changed",
+                r.topic, p.topic_id, r.topic_id
+            )));
+        }
+        let fetch = FollowerFetch {
+            replica: r.replica_id,
+            leader_epoch: r.leader_epoch,
+            fetch_offset: r.fetch_offset,
+            last_fetched_epoch: r.last_fetched_epoch,
+            max_bytes: (r.max_bytes as usize).clamp(1, crate::MAX_MESSAGE_BYTES / 2),
+            known_high_watermark: r.high_watermark,
+            max_wait: Duration::from_millis(r.max_wait_ms.min(5_000) as u64),
+        };
+        let a = p.serve_follower(&fetch).await.map_err(crate::status)?;
+        let (diverging, diverging_epoch, diverging_end_offset) = match a.diverging {
+            Some((e, o)) => (true, e, o),
+            None => (false, -1, -1),
+        };
+        Ok(Response::new(ipb::ReplicaFetchResponse {
+            batches: a.batches,
+            high_watermark: a.high_watermark,
+            log_start_offset: a.log_start_offset,
+            local_log_start_offset: a.local_log_start_offset,
+            diverging,
+            diverging_epoch,
+            diverging_end_offset,
+        }))
     }
 }

@@ -43,6 +43,8 @@ pub async fn run(
 pub struct ControllerSetup {
     pub config: strata_controller::ControllerConfig,
     pub transport: Arc<dyn strata_controller::Transport>,
+    /// Carries follower fetches to leaders.
+    pub link: Arc<dyn strata_broker::replication::LeaderLink>,
 }
 
 /// Why a broker stopped with an error.
@@ -76,6 +78,7 @@ pub async fn run_node(
         tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
     let duties = controller.map(|setup| {
         let node = node.clone();
+        let broker = broker.clone();
         let mut stop = background.stopping();
         tokio::spawn(async move {
             let started = async {
@@ -90,8 +93,13 @@ pub async fn run_node(
             };
             let ran = match started {
                 Ok(c) => {
-                    node.set(c.clone());
-                    c.run(stop).await
+                    let member =
+                        strata_broker::replication::Member::new(broker, c.clone(), setup.link);
+                    node.set(c.clone(), member.clone());
+                    let replicas = tokio::spawn(member.run(stop.clone()));
+                    let ran = c.run(stop).await;
+                    let _ = replicas.await;
+                    ran
                 }
                 Err(e) => Err(e),
             };
@@ -106,7 +114,7 @@ pub async fn run_node(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let internal = duties.is_some().then(|| {
         strata_proto::internal::v1::cluster_server::ClusterServer::new(
-            cluster::ClusterService::new(node.clone()),
+            cluster::ClusterService::new(node.clone(), broker.clone()),
         )
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -233,6 +241,10 @@ pub fn code(kind: ErrorKind) -> Code {
         K::Internal => Code::Internal,
         // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
         K::UnknownMember | K::FencedMemberEpoch => Code::Aborted,
+        // Retriable after a metadata refresh; the status names the leader.
+        K::NotLeader | K::UnknownLeaderEpoch | K::NotEnoughReplicas => Code::Unavailable,
+        K::FencedLeaderEpoch => Code::FailedPrecondition,
+        K::Timeout => Code::DeadlineExceeded,
     }
 }
 

@@ -2,12 +2,13 @@
 //! errors to status codes (through [`crate::status`], the one place that maps them).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use strata_proto::v1 as pb;
 use strata_proto::v1::strata_server::Strata;
 use strata_record::BatchIter;
@@ -16,14 +17,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use strata_broker::broker::{Broker, OffsetQuery, PlainRecord, Topic, fetch_size};
+use strata_broker::broker::{
+    Broker, DEFAULT_PRODUCE_TIMEOUT, OffsetQuery, PartitionState, PlainRecord, ProduceOptions,
+    Topic, fetch_size,
+};
 use strata_broker::error::BrokerError;
 use strata_broker::groups::{Heartbeat, ResetTo};
+use strata_controller::TopicRecord;
 
 use crate::status;
 
 /// Longest long-poll wait a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// acks=all produces of one stream waiting for their in-sync replicas at once.
+const MAX_STREAM_IN_FLIGHT: usize = 1024;
 
 pub struct Service {
     broker: Arc<Broker>,
@@ -34,6 +41,22 @@ pub struct Service {
 impl Service {
     pub fn new(broker: Arc<Broker>, node: Arc<crate::cluster::Node>) -> Self {
         Self { broker, node }
+    }
+
+    /// The replica manager when this broker is a cluster member (an error while its
+    /// cluster part is still starting); `None` for a single broker.
+    fn cluster(&self) -> Result<Option<&Arc<strata_broker::replication::Member>>, Status> {
+        if !self.broker.config().clustered() {
+            return Ok(None);
+        }
+        match self.node.member() {
+            // Until then its metadata may be older than what it answered before a
+            // restart: it answers none rather than a stale one.
+            Some(m) if m.controller().caught_up() => Ok(Some(m)),
+            _ => Err(Status::unavailable(
+                "this broker is still catching up with the cluster's metadata; retry shortly",
+            )),
+        }
     }
 
     fn describe_cluster(&self) -> pb::DescribeClusterResponse {
@@ -104,22 +127,100 @@ fn plain_records(records: &[pb::Record]) -> Vec<PlainRecord> {
         .collect()
 }
 
-fn produce_one(broker: &Broker, r: pb::ProduceRequest) -> Result<pb::ProduceResponse, BrokerError> {
+/// How a produce request asks to be acknowledged.
+fn produce_options(r: &pb::ProduceRequest) -> ProduceOptions {
+    ProduceOptions {
+        acks_all: r.acks == pb::Acks::All as i32,
+        leader_epoch: r.leader_epoch,
+        timeout: if r.timeout_ms == 0 {
+            DEFAULT_PRODUCE_TIMEOUT
+        } else {
+            Duration::from_millis(r.timeout_ms as u64)
+        },
+    }
+}
+
+/// Appends a produce request; the future resolves to its answer once it may be given.
+fn produce_one(
+    broker: &Broker,
+    r: pb::ProduceRequest,
+) -> Result<impl Future<Output = Result<pb::ProduceResponse, BrokerError>> + use<>, BrokerError> {
     let records = plain_records(&r.records);
-    let produced = broker.produce(&r.topic, r.partition, r.batches, &records)?;
+    let options = produce_options(&r);
+    let appended = broker.append_produced(&r.topic, r.partition, r.batches, &records, options)?;
     let none = r.acks == pb::Acks::None as i32;
-    Ok(pb::ProduceResponse {
-        base_offset: if none { -1 } else { produced.base_offset },
-        last_offset: if none { -1 } else { produced.last_offset },
-        record_count: produced.record_count,
-        log_start_offset: produced.log_start_offset,
-        correlation_id: r.correlation_id,
-        error_code: 0,
-        error_message: String::new(),
+    let id = r.correlation_id;
+    Ok(async move {
+        let produced = appended.acknowledged().await?;
+        Ok(pb::ProduceResponse {
+            base_offset: if none { -1 } else { produced.base_offset },
+            last_offset: if none { -1 } else { produced.last_offset },
+            record_count: produced.record_count,
+            log_start_offset: produced.log_start_offset,
+            correlation_id: id,
+            error_code: 0,
+            error_message: String::new(),
+        })
     })
 }
 
-/// Offset after the last batch in `batches`.
+/// The streaming form of a failed produce: an answer with its status inside.
+fn produce_error(
+    node: &crate::cluster::Node,
+    id: u64,
+    partition: u32,
+    e: BrokerError,
+) -> pb::ProduceResponse {
+    let st = fail(node, e, partition);
+    pb::ProduceResponse {
+        base_offset: -1,
+        last_offset: -1,
+        correlation_id: id,
+        error_code: st.code() as i32,
+        error_message: st.message().to_string(),
+        ..Default::default()
+    }
+}
+
+/// The status for `e` (met serving `partition`), naming the leader (its id and
+/// address, also as the `strata-leader-id` and `strata-leader-address` metadata) when
+/// this broker is not it. A cluster member without a local replica of a topic the
+/// metadata has answers not-leader too, as Kafka brokers do.
+fn fail(node: &crate::cluster::Node, e: BrokerError, partition: u32) -> Status {
+    let e = match (e, node.member()) {
+        (BrokerError::UnknownTopic(topic), Some(m)) => match m.topic(&topic) {
+            Ok(t) if (partition as usize) < t.partitions.len() => BrokerError::NotLeader {
+                leader: t.partitions[partition as usize].leader,
+                topic,
+                partition,
+            },
+            _ => BrokerError::UnknownTopic(topic),
+        },
+        (e, _) => e,
+    };
+    let leader = match &e {
+        BrokerError::NotLeader {
+            leader: Some(id), ..
+        } => Some(*id),
+        _ => None,
+    };
+    let Some(id) = leader else {
+        return status(e);
+    };
+    let addr = node.member().and_then(|m| m.address_of(id));
+    let mut st = status(e);
+    if let Some(addr) = addr {
+        st = Status::new(st.code(), format!("{} (at {addr})", st.message()));
+        if let Ok(v) = addr.parse() {
+            st.metadata_mut().insert("strata-leader-address", v);
+        }
+    }
+    if let Ok(v) = id.to_string().parse() {
+        st.metadata_mut().insert("strata-leader-id", v);
+    }
+    st
+}
+
 fn next_offset(batches: &[u8], default: i64) -> i64 {
     let mut next = default;
     let mut pos = 0;
@@ -204,6 +305,73 @@ fn pending_deletions(broker: &Broker, name: Option<&str>) -> Vec<pb::PendingDele
         .collect()
 }
 
+/// A topic as the cluster's metadata has it, with this broker's view of the partitions
+/// it holds a replica of (sizes, offsets and tier state are the local replica's).
+fn describe_record(broker: &Broker, t: &TopicRecord) -> pb::TopicDescription {
+    let local = broker.topic(&t.name).ok().filter(|l| l.meta().id == t.id);
+    let config = strata_broker::topic_config::EffectiveConfig::new(
+        &broker.config().topic_defaults,
+        &t.configs,
+    );
+    pb::TopicDescription {
+        deleting: pending_deletions(broker, Some(&t.name)),
+        topic_id: t.id.clone(),
+        name: t.name.clone(),
+        replication_factor: t.partitions.first().map_or(0, |p| p.replicas.len() as u32),
+        configs: config_entries(&config),
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(n, rec)| {
+                let ids = |v: &[u64]| v.iter().map(|&id| id as u32).collect::<Vec<_>>();
+                let mut d = local
+                    .as_ref()
+                    .and_then(|l| l.partitions().get(n))
+                    .filter(|_| rec.replicas.contains(&(broker.config().node_id as u64)))
+                    .map(|p| partition_description(&p.state(), 0))
+                    .unwrap_or_default();
+                d.partition = n as u32;
+                d.leader = rec.leader.map_or(-1, |l| l as i32);
+                d.replicas = ids(&rec.replicas);
+                d.isr = ids(&rec.isr);
+                d.leader_epoch = rec.leader_epoch;
+                d
+            })
+            .collect(),
+    }
+}
+
+fn config_entries(config: &strata_broker::topic_config::EffectiveConfig) -> Vec<pb::ConfigEntry> {
+    config
+        .entries()
+        .map(|(name, value, is_default)| pb::ConfigEntry {
+            name: name.to_string(),
+            value: value.to_string(),
+            is_default,
+        })
+        .collect()
+}
+
+fn partition_description(s: &PartitionState, node: u32) -> pb::PartitionDescription {
+    pb::PartitionDescription {
+        partition: s.partition,
+        leader: node as i32,
+        replicas: vec![node],
+        isr: vec![node],
+        log_start_offset: s.log_start_offset,
+        high_watermark: s.high_watermark,
+        size_bytes: s.size_bytes,
+        segments: s.segments,
+        leader_epoch: s.leader_epoch,
+        local_log_start_offset: s.local_log_start_offset,
+        remote_segments: s.remote_segments,
+        remote_bytes: s.remote_bytes,
+        upload_lag: s.upload_lag,
+        tier_error: s.tier_error.clone().unwrap_or_default(),
+    }
+}
+
 fn describe(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
     let meta = topic.meta();
     let node = broker.config().node_id;
@@ -212,37 +380,11 @@ fn describe(broker: &Broker, topic: &Topic) -> pb::TopicDescription {
         topic_id: meta.id.clone(),
         name: meta.name.clone(),
         replication_factor: meta.replication_factor,
-        configs: topic
-            .config()
-            .entries()
-            .map(|(name, value, is_default)| pb::ConfigEntry {
-                name: name.to_string(),
-                value: value.to_string(),
-                is_default,
-            })
-            .collect(),
+        configs: config_entries(&topic.config()),
         partitions: topic
             .partitions()
             .iter()
-            .map(|p| {
-                let s = p.state();
-                pb::PartitionDescription {
-                    partition: s.partition,
-                    leader: node,
-                    replicas: vec![node],
-                    isr: vec![node],
-                    log_start_offset: s.log_start_offset,
-                    high_watermark: s.high_watermark,
-                    size_bytes: s.size_bytes,
-                    segments: s.segments,
-                    leader_epoch: s.leader_epoch,
-                    local_log_start_offset: s.local_log_start_offset,
-                    remote_segments: s.remote_segments,
-                    remote_bytes: s.remote_bytes,
-                    upload_lag: s.upload_lag,
-                    tier_error: s.tier_error.unwrap_or_default(),
-                }
-            })
+            .map(|p| partition_description(&p.state(), node))
             .collect(),
     }
 }
@@ -256,14 +398,19 @@ impl Strata for Service {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let r = request.into_inner();
+        let partition = r.partition;
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
         tokio::select! {
             _ = self.broker.wait_for_offload(&r.topic, r.partition).instrument(span.clone()) => {}
             _ = self.broker.closing() => return Err(status(BrokerError::ShuttingDown)),
         }
-        let resp = span
+        let answer = span
             .in_scope(|| produce_one(&self.broker, r))
-            .map_err(status)?;
+            .map_err(|e| fail(&self.node, e, partition))?;
+        let resp = answer
+            .instrument(span)
+            .await
+            .map_err(|e| fail(&self.node, e, partition))?;
         Ok(Response::new(resp))
     }
 
@@ -275,28 +422,42 @@ impl Strata for Service {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = request.into_inner();
         let broker = self.broker.clone();
+        let node = self.node.clone();
         let (tx, rx) = mpsc::channel(128);
         tokio::spawn(
             async move {
-                loop {
+                // Requests of one stream are appended in order; acks=all waits run side
+                // by side, and answers leave in request order.
+                let mut answers = futures::stream::FuturesOrdered::new();
+                let mut open = true;
+                while open || !answers.is_empty() {
                     let msg = tokio::select! {
-                        m = inbound.next() => m,
+                        Some(resp) = answers.next(), if !answers.is_empty() => {
+                            if tx.send(Ok(resp)).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        m = inbound.next(), if open && answers.len() < MAX_STREAM_IN_FLIGHT => m,
                         _ = broker.closing() => {
                             let _ = tx.send(Err(status(BrokerError::ShuttingDown))).await;
                             break;
                         }
                     };
-                    let Some(msg) = msg else { break };
                     let r = match msg {
-                        Ok(r) => r,
-                        Err(status) => {
+                        Some(Ok(r)) => r,
+                        None => {
+                            open = false;
+                            continue;
+                        }
+                        Some(Err(status)) => {
                             tracing::debug!(%status, "produce stream ended by client");
-                            break;
+                            open = false;
+                            continue;
                         }
                     };
-                    let id = r.correlation_id;
-                    // Requests of one stream are handled in order, so waiting here
-                    // holds back this producer only.
+                    let (id, partition) = (r.correlation_id, r.partition);
+                    // Waiting here holds back this producer only.
                     tokio::select! {
                         _ = broker.wait_for_offload(&r.topic, r.partition) => {}
                         _ = broker.closing() => {
@@ -304,19 +465,21 @@ impl Strata for Service {
                             break;
                         }
                     }
-                    let resp = produce_one(&broker, r).unwrap_or_else(|e| {
-                        let st = status(e);
-                        pb::ProduceResponse {
-                            base_offset: -1,
-                            last_offset: -1,
-                            correlation_id: id,
-                            error_code: st.code() as i32,
-                            error_message: st.message().to_string(),
-                            ..Default::default()
+                    // Appended here, before the next request is read: order is kept.
+                    match produce_one(&broker, r) {
+                        Ok(answer) => {
+                            let node = node.clone();
+                            answers.push_back(
+                                answer
+                                    .map(move |r| {
+                                        r.unwrap_or_else(|e| produce_error(&node, id, partition, e))
+                                    })
+                                    .boxed(),
+                            );
                         }
-                    });
-                    if tx.send(Ok(resp)).await.is_err() {
-                        break;
+                        Err(e) => answers.push_back(
+                            futures::future::ready(produce_error(&node, id, partition, e)).boxed(),
+                        ),
                     }
                 }
             }
@@ -331,11 +494,17 @@ impl Strata for Service {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let r = request.into_inner();
         let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
+        if r.leader_epoch.is_some() {
+            self.broker
+                .partition(&r.topic, r.partition)
+                .and_then(|p| p.check_leader(r.leader_epoch))
+                .map_err(|e| fail(&self.node, e, r.partition))?;
+        }
         let f = self
             .broker
             .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, r.min_bytes as usize, wait)
             .instrument(tracing::debug_span!("fetch", topic = %r.topic, partition = r.partition, offset = r.offset))
-            .await.map_err(status)?;
+            .await.map_err(|e| fail(&self.node, e, r.partition))?;
         let resp = fetch_response(
             &r.topic,
             r.partition,
@@ -358,9 +527,11 @@ impl Strata for Service {
         let p = self
             .broker
             .partition(&r.topic, r.partition)
-            .map_err(status)?;
-        // Refuse a bad start offset up front, as a status rather than a stream item.
+            .and_then(|p| p.check_leader(None).map(|()| p))
+            .map_err(|e| fail(&self.node, e, r.partition))?;
+        // A bad start offset is refused up front, as a status rather than a stream item.
         p.read_any(r.offset, 1).await.map_err(status)?;
+        let node = self.node.clone();
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
         // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
@@ -370,7 +541,14 @@ impl Strata for Service {
             async move {
                 let mut offset = r.offset;
                 loop {
-                    let read = p.read_any(offset, max_bytes).await;
+                    // Leadership moved: the subscriber goes to the new leader.
+                    let read = match p.check_leader(None) {
+                        Ok(()) => p.read_any(offset, max_bytes).await,
+                        Err(e) => {
+                            let _ = tx.send(Err(fail(&node, e, r.partition))).await;
+                            return;
+                        }
+                    };
                     metrics.fetch_requests.add(1);
                     let (batches, hw, start) = match read {
                         Ok(x) => x,
@@ -428,7 +606,7 @@ impl Strata for Service {
             .broker
             .list_offsets(&r.topic, r.partition, query)
             .await
-            .map_err(status)?;
+            .map_err(|e| fail(&self.node, e, r.partition))?;
         Ok(Response::new(pb::ListOffsetsResponse {
             offset,
             timestamp_ms: ts,
@@ -443,6 +621,20 @@ impl Strata for Service {
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let r = request.into_inner();
         let configs: BTreeMap<String, String> = r.configs.into_iter().collect();
+        if let Some(m) = self.cluster()? {
+            let t = m
+                .create_topic(
+                    &r.name,
+                    r.partitions as i64,
+                    r.replication_factor as i64,
+                    configs,
+                )
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(pb::CreateTopicResponse {
+                topic: Some(describe_record(&self.broker, &t)),
+            }));
+        }
         let topic = self
             .broker
             .create_topic(
@@ -462,10 +654,11 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        self.broker
-            .delete_topic(&request.into_inner().name)
-            .await
-            .map_err(status)?;
+        let name = request.into_inner().name;
+        match self.cluster()? {
+            Some(m) => m.delete_topic(&name).await.map_err(status)?,
+            None => self.broker.delete_topic(&name).await.map_err(status)?,
+        }
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 
@@ -473,6 +666,22 @@ impl Strata for Service {
         &self,
         _request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        if let Some(m) = self.cluster()? {
+            let topics = m
+                .topics()
+                .into_iter()
+                .map(|t| pb::TopicSummary {
+                    partitions: t.partitions.len() as u32,
+                    replication_factor: t.partitions.first().map_or(0, |p| p.replicas.len() as u32),
+                    name: t.name,
+                    topic_id: t.id,
+                })
+                .collect();
+            return Ok(Response::new(pb::ListTopicsResponse {
+                topics,
+                deleting: pending_deletions(&self.broker, None),
+            }));
+        }
         let topics = self
             .broker
             .list_topics()
@@ -494,10 +703,14 @@ impl Strata for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
-        let topic = self
-            .broker
-            .topic(&request.into_inner().name)
-            .map_err(status)?;
+        let name = request.into_inner().name;
+        if let Some(m) = self.cluster()?
+            && name != strata_broker::groups::OFFSETS_TOPIC
+        {
+            let t = m.topic(&name).map_err(status)?;
+            return Ok(Response::new(describe_record(&self.broker, &t)));
+        }
+        let topic = self.broker.topic(&name).map_err(status)?;
         Ok(Response::new(describe(&self.broker, &topic)))
     }
 
@@ -506,6 +719,11 @@ impl Strata for Service {
         request: Request<pb::AlterTopicConfigsRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let r = request.into_inner();
+        if self.cluster()?.is_some() {
+            return Err(Status::unimplemented(
+                "altering topic configs in a cluster is not supported yet: set them at creation (strata topic create --config KEY=VALUE)",
+            ));
+        }
         let topic = self
             .broker
             .alter_configs(&r.name, r.set.into_iter().collect(), r.delete)

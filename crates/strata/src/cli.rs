@@ -374,9 +374,11 @@ async fn server(a: ServerArgs) -> Result<()> {
                 2 * c.controller_election_timeout_ms,
             ),
         };
+        let transport = Arc::new(strata_server::cluster::GrpcTransport::default());
         Some(strata_server::ControllerSetup {
             config: cc,
-            transport: Arc::new(strata_server::cluster::GrpcTransport::default()),
+            transport: transport.clone(),
+            link: transport,
         })
     };
     let addr = listener.local_addr()?;
@@ -458,7 +460,7 @@ pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
         "configs": d.configs.iter().map(|c| (c.name.clone(), serde_json::Value::String(c.value.clone()))).collect::<serde_json::Map<_, _>>(),
         "partitions": d.partitions.iter().map(|p| serde_json::json!({
             "partition": p.partition,
-            "leader": p.leader,
+            "leader": (p.leader >= 0).then_some(p.leader),
             "replicas": p.replicas,
             "isr": p.isr,
             "leader_epoch": p.leader_epoch,
@@ -569,9 +571,14 @@ fn print_description(d: &pb::TopicDescription) {
     );
     for p in &d.partitions {
         println!(
-            "  Partition: {}\tLeader: {}\tReplicas: {:?}\tIsr: {:?}\tLogStart: {}\tHighWatermark: {}\tSize: {}\tSegments: {}",
+            "  Partition: {}\tLeader: {}\tEpoch: {}\tReplicas: {:?}\tIsr: {:?}\tLogStart: {}\tHighWatermark: {}\tSize: {}\tSegments: {}",
             p.partition,
-            p.leader,
+            if p.leader >= 0 {
+                p.leader.to_string()
+            } else {
+                "none".to_string()
+            },
+            p.leader_epoch,
             p.replicas,
             p.isr,
             p.log_start_offset,

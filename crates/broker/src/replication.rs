@@ -1,0 +1,508 @@
+//! A cluster member's replica manager: makes this broker's partitions what the
+//! controller's metadata says, and keeps followers copying their leaders.
+//!
+//! [`Member::run`] reconciles on every metadata change (and on a timer): it creates the
+//! local logs of topics with a replica here (under the controller's topic id), removes
+//! those of topics deleted or no longer placed here, gives every local partition its
+//! role and leader epoch, and runs one fetcher per followed partition. On the partitions
+//! it leads it proposes in-sync-set changes ([`Partition::isr_change`]).
+//!
+//! It acts on what the metadata lacks (deleting topics it does not list) only once this
+//! broker's own registration of this run is in its applied state
+//! ([`Controller::caught_up`]): the state then holds every change committed before.
+//!
+//! Admin requests (create, delete) go through the controller from any broker; the
+//! change reaches every broker through its metadata, this one included.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use strata_controller::{Command, Controller, ControllerError, PartitionRecord, TopicRecord};
+use strata_partition::Partition;
+pub use strata_partition::replica::{FollowerAnswer, FollowerFetch, NodeId};
+
+use crate::broker::{Broker, TopicMeta};
+use crate::error::{BrokerError, Result};
+use crate::groups::OFFSETS_TOPIC;
+
+/// Largest answer a follower asks its leader for (Kafka's `replica.fetch.max.bytes`).
+const REPLICA_FETCH_BYTES: usize = 4 << 20;
+/// How long a follower's fetch waits on the leader for something new.
+const REPLICA_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Pause after a failed follower fetch.
+const REPLICA_FETCH_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the replica manager looks again without a metadata change.
+const RECONCILE_EVERY: Duration = Duration::from_millis(250);
+/// How long an admin request waits to see its change in this broker's metadata.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+/// A follower's fetch as it travels to its leader.
+#[derive(Debug, Clone)]
+pub struct ReplicaFetch {
+    pub topic: String,
+    pub topic_id: String,
+    pub partition: u32,
+    pub fetch: FollowerFetch,
+}
+
+/// Carries follower fetches to leaders (gRPC in `strata-server`).
+pub trait LeaderLink: Send + Sync + 'static {
+    fn fetch(
+        &self,
+        addr: &str,
+        request: ReplicaFetch,
+    ) -> BoxFuture<'static, std::result::Result<FollowerAnswer, String>>;
+}
+
+/// One running follower fetcher.
+struct Fetcher {
+    leader: NodeId,
+    epoch: i32,
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// This broker as a cluster member: its replica manager.
+pub struct Member {
+    broker: Arc<Broker>,
+    controller: Arc<Controller>,
+    link: Arc<dyn LeaderLink>,
+    me: NodeId,
+    /// Follower fetchers by (topic id, partition).
+    fetchers: parking_lot::Mutex<HashMap<(String, u32), Fetcher>>,
+    /// The partition records last applied, by (topic id, partition).
+    applied: parking_lot::Mutex<HashMap<(String, u32), PartitionRecord>>,
+}
+
+impl Member {
+    pub fn new(
+        broker: Arc<Broker>,
+        controller: Arc<Controller>,
+        link: Arc<dyn LeaderLink>,
+    ) -> Arc<Self> {
+        let me = broker.config().node_id as NodeId;
+        Arc::new(Self {
+            broker,
+            controller,
+            link,
+            me,
+            fetchers: Default::default(),
+            applied: Default::default(),
+        })
+    }
+
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// Reconciles with the metadata until `stop`, and proposes in-sync-set changes.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut changes = self.controller.changes();
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                _ = changes.changed() => {}
+                _ = tick.tick() => {}
+            }
+            if *stop.borrow() {
+                break;
+            }
+            self.reconcile().await;
+            self.propose_isr_changes().await;
+        }
+        self.fetchers.lock().clear();
+    }
+
+    /// Makes local topics and partition roles match the metadata.
+    async fn reconcile(&self) {
+        if !self.controller.caught_up() {
+            return;
+        }
+        let state = self.controller.state();
+        let addrs: BTreeMap<NodeId, String> = state
+            .brokers
+            .values()
+            .map(|b| (b.id, b.addr.clone()))
+            .collect();
+        for t in state.topics.values() {
+            let here = t.partitions.iter().any(|p| p.replicas.contains(&self.me));
+            let local = self.broker.topic(&t.name).ok();
+            let stale = local.as_ref().is_some_and(|l| l.meta().id != t.id);
+            if stale || (!here && local.is_some()) {
+                self.remove_local(&t.name).await;
+            }
+            if !here {
+                continue;
+            }
+            let topic = match self.broker.topic(&t.name) {
+                Ok(topic) => topic,
+                Err(_) => match self.broker.create_replica(meta_of(t)).await {
+                    Ok(topic) => topic,
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, error = %e, "could not create the local replica; retrying");
+                        continue;
+                    }
+                },
+            };
+            for (n, (p, rec)) in topic.partitions().iter().zip(&t.partitions).enumerate() {
+                self.apply_partition(&t.id, n as u32, p, rec, &addrs);
+            }
+        }
+        let listed: Vec<String> = self
+            .broker
+            .list_topics()
+            .into_iter()
+            .map(|m| m.name)
+            .filter(|n| n != OFFSETS_TOPIC && !state.topics.contains_key(n))
+            .collect();
+        for name in listed {
+            self.remove_local(&name).await;
+        }
+        // Fetchers of partitions that are gone.
+        let live: std::collections::HashSet<(String, u32)> = state
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len() as u32).map(|n| (t.id.clone(), n)))
+            .collect();
+        self.fetchers.lock().retain(|k, _| live.contains(k));
+        self.applied.lock().retain(|k, _| live.contains(k));
+    }
+
+    async fn remove_local(&self, name: &str) {
+        match self.broker.delete_topic(name).await {
+            Ok(()) => tracing::info!(
+                topic = name,
+                "removed the local replica (deleted or moved away)"
+            ),
+            Err(e) => {
+                tracing::warn!(topic = name, error = %e, "could not remove the local replica; retrying")
+            }
+        }
+    }
+
+    fn apply_partition(
+        &self,
+        topic_id: &str,
+        n: u32,
+        p: &Arc<Partition>,
+        rec: &PartitionRecord,
+        addrs: &BTreeMap<NodeId, String>,
+    ) {
+        let key = (topic_id.to_string(), n);
+        {
+            let mut applied = self.applied.lock();
+            if applied.get(&key) == Some(rec) && self.fetcher_ok(&key, rec, addrs) {
+                return;
+            }
+            applied.insert(key.clone(), rec.clone());
+        }
+        if !rec.replicas.contains(&self.me) {
+            p.become_follower(rec.leader_epoch, rec.leader, false);
+            self.fetchers.lock().remove(&key);
+        } else if rec.leader == Some(self.me) {
+            p.become_leader(
+                self.me,
+                rec.leader_epoch,
+                rec.partition_epoch,
+                &rec.replicas,
+                &rec.isr,
+            );
+            self.fetchers.lock().remove(&key);
+        } else {
+            p.become_follower(rec.leader_epoch, rec.leader, true);
+            let target = rec
+                .leader
+                .and_then(|l| addrs.get(&l).map(|a| (l, a.clone())));
+            let mut fetchers = self.fetchers.lock();
+            match target {
+                Some((leader, addr)) => {
+                    let same = fetchers.get(&key).is_some_and(|f| {
+                        f.leader == leader && f.epoch == rec.leader_epoch && f.addr == addr
+                    });
+                    if !same {
+                        let task = tokio::spawn(follow(
+                            p.clone(),
+                            self.link.clone(),
+                            self.me,
+                            rec.leader_epoch,
+                            addr.clone(),
+                        ));
+                        fetchers.insert(
+                            key,
+                            Fetcher {
+                                leader,
+                                epoch: rec.leader_epoch,
+                                addr,
+                                task,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    fetchers.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether a followed partition's fetcher is still running against the right leader
+    /// address (a leader that registered again under another address needs a new one).
+    fn fetcher_ok(
+        &self,
+        key: &(String, u32),
+        rec: &PartitionRecord,
+        addrs: &BTreeMap<NodeId, String>,
+    ) -> bool {
+        let follows = rec.replicas.contains(&self.me) && rec.leader.is_some_and(|l| l != self.me);
+        if !follows {
+            return true;
+        }
+        let fetchers = self.fetchers.lock();
+        fetchers.get(key).is_some_and(|f| {
+            !f.task.is_finished() && Some(&f.addr) == rec.leader.and_then(|l| addrs.get(&l))
+        })
+    }
+
+    /// On partitions this broker leads: proposes the in-sync-set changes they ask for.
+    async fn propose_isr_changes(&self) {
+        let lag = self.broker.config().replica_lag_time_max_ms as i64;
+        let mut changes = Vec::new();
+        for meta in self.broker.list_topics() {
+            if meta.name == OFFSETS_TOPIC {
+                continue;
+            }
+            let Ok(topic) = self.broker.topic(&meta.name) else {
+                continue;
+            };
+            for p in topic.partitions() {
+                if let Some(change) = p.isr_change(self.me, lag) {
+                    changes.push((meta.clone(), p.clone(), change));
+                }
+            }
+        }
+        for (meta, p, change) in changes {
+            let before = p.isr(self.me).len();
+            let cmd = Command::AlterPartition {
+                topic: meta.name.clone(),
+                topic_id: meta.id.clone(),
+                partition: p.id,
+                leader: self.me,
+                leader_epoch: change.leader_epoch,
+                partition_epoch: change.partition_epoch,
+                isr: change.isr.clone(),
+            };
+            let metrics = self.broker.metrics();
+            if change.isr.len() < before {
+                metrics.isr_shrinks.add(1);
+            } else {
+                metrics.isr_expands.add(1);
+            }
+            tracing::info!(topic = %meta.name, partition = p.id, isr = ?change.isr, "proposing an in-sync set change");
+            if let Err(e) = self.controller.submit(cmd).await {
+                tracing::info!(topic = %meta.name, partition = p.id, error = %e, "in-sync set change not made");
+                p.isr_change_failed();
+            }
+        }
+    }
+
+    /// Creates a topic through the controller: places its replicas on live brokers
+    /// (rack-aware) and waits until this broker's metadata has it.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i64,
+        replication_factor: i64,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicRecord> {
+        let rf = self
+            .broker
+            .check_new_topic(name, partitions, replication_factor, &configs)?;
+        let state = self.controller.state();
+        if state.topics.contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let live: Vec<strata_controller::placement::Candidate> = state
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| strata_controller::placement::Candidate {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        if rf as usize > live.len() {
+            return Err(BrokerError::ReplicationFactor {
+                requested: rf,
+                available: live.len() as u32,
+            });
+        }
+        let start = uuid::Uuid::new_v4().as_u128() as usize;
+        let placed =
+            strata_controller::placement::place(&live, partitions as u32, rf as u32, start)
+                .map_err(BrokerError::InvalidRequest)?;
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: crate::broker::new_topic_id(),
+            configs,
+            partitions: placed.into_iter().map(PartitionRecord::new).collect(),
+            created_ms: self.broker.clock().now_ms(),
+        };
+        let id = record.id.clone();
+        self.controller
+            .submit(Command::CreateTopic { topic: record })
+            .await
+            .map_err(controller_error)?;
+        self.wait_for(|s| s.topics.get(name).filter(|t| t.id == id).cloned())
+            .await
+    }
+
+    /// Deletes a topic through the controller.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} is internal (it holds consumer group offsets) and cannot be deleted; use `strata group delete`"
+            )));
+        }
+        let topic = self.topic(name)?;
+        self.controller
+            .submit(Command::DeleteTopic {
+                name: name.to_string(),
+                id: topic.id.clone(),
+            })
+            .await
+            .map_err(controller_error)?;
+        self.wait_for(|s| (!s.topics.contains_key(name)).then_some(()))
+            .await
+    }
+
+    /// The topic as the metadata has it.
+    pub fn topic(&self, name: &str) -> Result<TopicRecord> {
+        self.controller
+            .state()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))
+    }
+
+    /// Every topic in the metadata.
+    pub fn topics(&self) -> Vec<TopicRecord> {
+        self.controller.state().topics.into_values().collect()
+    }
+
+    /// The advertised address of broker `id`, if it is registered.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        self.controller
+            .state()
+            .brokers
+            .get(&id)
+            .map(|b| b.addr.clone())
+    }
+
+    async fn wait_for<T>(
+        &self,
+        found: impl Fn(&strata_controller::ClusterState) -> Option<T>,
+    ) -> Result<T> {
+        let mut changes = self.controller.changes();
+        let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+        loop {
+            if let Some(t) = found(&self.controller.state()) {
+                return Ok(t);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(BrokerError::Timeout(format!(
+                    "the controller made the change, but this broker's metadata did not show it within {METADATA_WAIT:?}; it will"
+                )));
+            }
+        }
+    }
+}
+
+/// A topic's local metadata from its record.
+fn meta_of(t: &TopicRecord) -> TopicMeta {
+    TopicMeta {
+        name: t.name.clone(),
+        id: t.id.clone(),
+        partitions: t.partitions.len() as u32,
+        replication_factor: t.partitions.first().map_or(1, |p| p.replicas.len() as u32),
+        configs: t.configs.clone(),
+        created_ms: t.created_ms,
+    }
+}
+
+fn controller_error(e: ControllerError) -> BrokerError {
+    let retriable = !matches!(e, ControllerError::Refused(_));
+    BrokerError::Controller {
+        reason: e.to_string(),
+        retriable,
+    }
+}
+
+/// Copies `leader`'s log into `p` while `p` follows it in `epoch`; ends when `p` no
+/// longer does (its fetcher is replaced or dropped then anyway).
+async fn follow(
+    p: Arc<Partition>,
+    link: Arc<dyn LeaderLink>,
+    me: NodeId,
+    epoch: i32,
+    addr: String,
+) {
+    let metrics = p.shared_metrics();
+    loop {
+        let (offset, last_epoch, hw) = p.fetch_position();
+        let request = ReplicaFetch {
+            topic: p.topic.clone(),
+            topic_id: p.topic_id.clone(),
+            partition: p.id,
+            fetch: FollowerFetch {
+                replica: me,
+                leader_epoch: epoch,
+                fetch_offset: offset,
+                last_fetched_epoch: last_epoch,
+                max_bytes: REPLICA_FETCH_BYTES,
+                known_high_watermark: hw,
+                max_wait: REPLICA_FETCH_WAIT,
+            },
+        };
+        let answer = match link.fetch(&addr, request).await {
+            Ok(a) => a,
+            Err(e) => {
+                metrics.replication_fetch_errors.add(1);
+                tracing::debug!(topic = %p.topic, partition = p.id, leader = %addr, error = %e, "follower fetch failed");
+                tokio::time::sleep(REPLICA_FETCH_BACKOFF).await;
+                continue;
+            }
+        };
+        let applied = if let Some((e, end)) = answer.diverging {
+            metrics.replication_truncations.add(1);
+            p.truncate_diverged(e, end).map(|_| ())
+        } else if answer.batches.is_empty() && offset < answer.local_log_start_offset {
+            p.start_at_leader(answer.local_log_start_offset)
+        } else {
+            p.append_from_leader(epoch, &answer.batches, answer.high_watermark)
+        };
+        match applied {
+            Ok(()) => {}
+            Err(BrokerError::FencedLeaderEpoch { .. }) => return,
+            Err(e) => {
+                metrics.replication_fetch_errors.add(1);
+                tracing::warn!(topic = %p.topic, partition = p.id, error = %e, "could not apply what the leader sent; retrying");
+                tokio::time::sleep(REPLICA_FETCH_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! A partition's part in replication (Kafka's ISR model).
+//!
+//! - **Roles** come from the controller: [`Partition::become_leader`] and
+//!   [`Partition::become_follower`] take the log's write lock while they switch, so no
+//!   append of the old role lands after the switch. A single broker's partitions are
+//!   leaders with an empty set of followers for good.
+//! - **Leader**: followers fetch with their log end offset ([`Partition::serve_follower`]);
+//!   the HW is the lowest LEO over the leader and its in-sync followers, and while an
+//!   in-sync-set change is on its way to the controller, over the union of the old and
+//!   the new set (KIP-497's "maximal ISR"), so a record is never counted committed
+//!   before every member that may be elected has it. [`Partition::isr_change`] says
+//!   which followers to drop (silent or behind for `replica.lag.time.max.ms`) or add
+//!   (caught up to the HW and to this epoch's start).
+//! - **Follower**: appends what the leader sent as it is (offsets and epochs kept), its
+//!   HW is the leader's as far as its own log reaches; a fetch whose last epoch the
+//!   leader's log does not continue is answered with the diverging epoch and its end
+//!   (KIP-101, KIP-279, KIP-320's form), and the follower truncates to that end, never
+//!   to its HW alone.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::partition::{Partition, Role};
+
+/// A broker's id in the cluster.
+pub type NodeId = u64;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy, Default)]
+struct Follower {
+    /// Its log end offset as its last fetch said.
+    leo: i64,
+    /// When it last was caught up with the leader's log end (Kafka's lastCaughtUpTime).
+    caught_up_ms: i64,
+    last_fetch_ms: i64,
+    /// The leader's log end at its last fetch.
+    leader_leo_at_last_fetch: i64,
+}
+
+/// Leader epoch, role and (on a leader) the in-sync set and followers' progress.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplicaState {
+    pub(crate) leader_epoch: i32,
+    pub(crate) role: Role,
+    /// Leader: the replicas, this broker among them.
+    replicas: Vec<NodeId>,
+    /// Leader: the in-sync followers (this broker left out) as the controller has them.
+    isr: Vec<NodeId>,
+    /// Leader: the in-sync set proposed to the controller and not yet seen back.
+    proposed: Option<Vec<NodeId>>,
+    /// Leader: the controller's partition epoch the in-sync set belongs to.
+    partition_epoch: i32,
+    followers: HashMap<NodeId, Follower>,
+    /// Leader: when this leadership began (clock ms).
+    since_ms: i64,
+    /// Follower: the leader, if the partition has one.
+    pub(crate) leader: Option<NodeId>,
+}
+
+impl ReplicaState {
+    /// A single broker's partition: it leads, with no followers.
+    pub(crate) fn single() -> Self {
+        Self {
+            role: Role::Leader,
+            ..Default::default()
+        }
+    }
+
+    /// A cluster member's partition before the controller has said anything of it.
+    pub(crate) fn unassigned() -> Self {
+        Self {
+            leader_epoch: -1,
+            role: Role::NotReplica,
+            ..Default::default()
+        }
+    }
+
+    /// The lowest LEO over the in-sync followers (and proposed members), or `None` while
+    /// one of them has not fetched since this broker became leader.
+    fn followers_low(&self) -> Option<i64> {
+        let mut low = i64::MAX;
+        for id in self.isr.iter().chain(self.proposed.iter().flatten()) {
+            low = low.min(self.followers.get(id)?.leo);
+        }
+        Some(low)
+    }
+}
+
+/// A follower's fetch, as the leader gets it.
+#[derive(Debug, Clone)]
+pub struct FollowerFetch {
+    pub replica: NodeId,
+    pub leader_epoch: i32,
+    /// The follower's log end offset.
+    pub fetch_offset: i64,
+    /// The epoch of the follower's last batch; -1 for an empty log.
+    pub last_fetched_epoch: i32,
+    pub max_bytes: usize,
+    /// The HW the follower knows: a higher one is news worth an answer by itself.
+    pub known_high_watermark: i64,
+    pub max_wait: Duration,
+}
+
+/// The leader's answer to a follower's fetch.
+#[derive(Debug, Clone, Default)]
+pub struct FollowerAnswer {
+    /// Batches from the fetch offset, as stored (offsets and epochs kept).
+    pub batches: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub local_log_start_offset: i64,
+    /// Set when the follower's log diverges: (epoch, end offset) to truncate by.
+    pub diverging: Option<(i32, i64)>,
+}
+
+/// An in-sync-set change a leader wants the controller to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The new in-sync set, this broker included.
+    pub isr: Vec<NodeId>,
+}
+
+impl Partition {
+    /// The role and leader epoch.
+    pub fn role(&self) -> (Role, i32) {
+        let r = self.replica.lock();
+        (r.role, r.leader_epoch)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica.lock().role == Role::Leader
+    }
+
+    /// The in-sync set of a leader (this broker first), as the controller has it.
+    pub fn isr(&self, me: NodeId) -> Vec<NodeId> {
+        let r = self.replica.lock();
+        std::iter::once(me).chain(r.isr.iter().copied()).collect()
+    }
+
+    /// Makes this replica the leader in `leader_epoch` with `isr` (this broker may be in
+    /// it; it is left out) at `partition_epoch`. The same epoch again only updates the
+    /// in-sync set.
+    pub fn become_leader(
+        &self,
+        me: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+    ) {
+        let log = self.log.write();
+        let mut r = self.replica.lock();
+        let new_term = r.role != Role::Leader || r.leader_epoch != leader_epoch;
+        if new_term {
+            r.followers.clear();
+            r.since_ms = self.shared.clock.now_ms();
+            tracing::info!(topic = %self.topic, partition = self.id, leader_epoch,
+                log_end_offset = log.log_end_offset(), "became leader");
+        }
+        r.role = Role::Leader;
+        r.leader = Some(me);
+        r.leader_epoch = leader_epoch;
+        r.replicas = replicas.to_vec();
+        r.isr = isr.iter().copied().filter(|&id| id != me).collect();
+        if partition_epoch != r.partition_epoch || new_term {
+            r.proposed = None;
+        }
+        r.partition_epoch = partition_epoch;
+        // A smaller in-sync set may let the HW move.
+        self.recompute_high_watermark(&r, log.log_end_offset());
+        drop(r);
+        drop(log);
+        self.wake();
+    }
+
+    /// Makes this replica a follower of `leader` (None: the partition has no leader
+    /// now) in `leader_epoch`, or, with `assigned` false, no replica at all.
+    pub fn become_follower(&self, leader_epoch: i32, leader: Option<NodeId>, assigned: bool) {
+        let _log = self.log.write();
+        let mut r = self.replica.lock();
+        let role = if assigned {
+            Role::Follower
+        } else {
+            Role::NotReplica
+        };
+        if r.role != role || r.leader_epoch != leader_epoch || r.leader != leader {
+            tracing::info!(topic = %self.topic, partition = self.id, leader_epoch, ?leader, ?role, "became follower");
+        }
+        *r = ReplicaState {
+            leader_epoch,
+            role,
+            ..Default::default()
+        };
+        r.leader = leader;
+        drop(r);
+        drop(_log);
+        self.wake();
+    }
+
+    /// Wakes everything waiting on this partition (long polls, acks=all produces,
+    /// follower fetches) to look at it again.
+    pub(crate) fn wake(&self) {
+        self.high_watermark.send_modify(|_| {});
+        self.log_end.send_modify(|_| {});
+    }
+
+    /// Refuses a request this replica must not serve: it is not the leader, or the
+    /// request names another leader epoch (when it names one).
+    pub fn check_leader(&self, epoch: Option<i32>) -> Result<()> {
+        let r = self.replica.lock();
+        self.check_leader_locked(&r, epoch)
+    }
+
+    pub(crate) fn check_leader_locked(&self, r: &ReplicaState, epoch: Option<i32>) -> Result<()> {
+        if r.role != Role::Leader {
+            return Err(Error::NotLeader {
+                topic: self.topic.clone(),
+                partition: self.id,
+                leader: r.leader,
+            });
+        }
+        match epoch {
+            Some(sent) if sent < r.leader_epoch => Err(Error::FencedLeaderEpoch {
+                topic: self.topic.clone(),
+                partition: self.id,
+                sent,
+                current: r.leader_epoch,
+            }),
+            Some(sent) if sent > r.leader_epoch => Err(Error::UnknownLeaderEpoch {
+                topic: self.topic.clone(),
+                partition: self.id,
+                sent,
+                current: r.leader_epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// For an `acks=all` produce: refuses it, before anything is written, when the
+    /// in-sync set is smaller than `min.insync.replicas`.
+    pub(crate) fn check_min_isr(&self, r: &ReplicaState) -> Result<()> {
+        let min = self.config.read().min_insync_replicas();
+        let isr = 1 + r.isr.len();
+        if isr < min {
+            return Err(Error::NotEnoughReplicas {
+                topic: self.topic.clone(),
+                partition: self.id,
+                isr,
+                min,
+            });
+        }
+        Ok(())
+    }
+
+    /// The HW from the leader's LEO and its in-sync followers' (called with the log's
+    /// lock held, so HWs publish in order).
+    pub(crate) fn recompute_high_watermark(&self, r: &ReplicaState, leo: i64) {
+        if r.role != Role::Leader {
+            return;
+        }
+        if let Some(low) = r.followers_low() {
+            self.publish_high_watermark(leo.min(low));
+        }
+    }
+
+    /// Waits until the HW passes `last_offset` (an `acks=all` produce is then
+    /// answered), failing if this replica stops leading in `epoch` or `deadline` passes.
+    pub async fn wait_committed(
+        &self,
+        last_offset: i64,
+        epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        let mut rx = self.high_watermark.subscribe();
+        loop {
+            if *rx.borrow_and_update() > last_offset {
+                return Ok(());
+            }
+            {
+                let r = self.replica.lock();
+                if r.role != Role::Leader || r.leader_epoch != epoch {
+                    return Err(Error::NotLeader {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        leader: r.leader,
+                    });
+                }
+            }
+            if self.is_deleted() {
+                return Err(Error::UnknownTopic(self.topic.clone()));
+            }
+            if self.is_closed() {
+                return Err(Error::ShuttingDown);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(Error::Timeout(format!(
+                    "{}-{}: not every in-sync replica had offset {last_offset} in time; it may still be committed (retry, or use acks=1)",
+                    self.topic, self.id
+                )));
+            }
+        }
+    }
+
+    /// Serves a follower's fetch on the leader: checks the epoch, finds divergence,
+    /// records the follower's progress (which may move the HW), and answers with the
+    /// batches from its offset, waiting up to `max_wait` for some, or for a HW it has
+    /// not seen.
+    pub async fn serve_follower(&self, f: &FollowerFetch) -> Result<FollowerAnswer> {
+        let deadline = tokio::time::Instant::now() + f.max_wait;
+        let mut end = self.log_end.subscribe();
+        let mut hw = self.high_watermark.subscribe();
+        let mut first = true;
+        loop {
+            end.borrow_and_update();
+            hw.borrow_and_update();
+            if self.is_deleted() {
+                return Err(Error::UnknownTopic(self.topic.clone()));
+            }
+            {
+                let log = self.log.read();
+                let mut r = self.replica.lock();
+                self.check_leader_locked(&r, Some(f.leader_epoch))?;
+                if !r.replicas.contains(&f.replica) {
+                    return Err(Error::InvalidRequest(format!(
+                        "broker {} is not a replica of {}-{}",
+                        f.replica, self.topic, self.id
+                    )));
+                }
+                let leo = log.log_end_offset();
+                let local_start = log.log_start_offset();
+                let answer = |batches: Bytes, diverging| FollowerAnswer {
+                    batches,
+                    high_watermark: self.high_watermark(),
+                    log_start_offset: self.log_start_offset_both(local_start),
+                    local_log_start_offset: local_start,
+                    diverging,
+                };
+                // OffsetForLeaderEpoch, folded into the fetch: does this log continue
+                // the follower's last epoch where the follower's log ends?
+                let diverging = if f.last_fetched_epoch >= 0 {
+                    match log.epochs().end_offset_for(f.last_fetched_epoch, leo) {
+                        Some((e, end)) if e == f.last_fetched_epoch && end >= f.fetch_offset => {
+                            None
+                        }
+                        Some((e, end)) => Some((e, end)),
+                        None => Some((-1, local_start)),
+                    }
+                } else if f.fetch_offset > leo {
+                    Some((-1, leo))
+                } else {
+                    None
+                };
+                if diverging.is_some() {
+                    return Ok(answer(Bytes::new(), diverging));
+                }
+                if f.fetch_offset < local_start {
+                    // Below what this log holds (offloaded and deleted here): the
+                    // follower starts its log where this one starts.
+                    return Ok(answer(Bytes::new(), None));
+                }
+                if first {
+                    first = false;
+                    let now = self.shared.clock.now_ms();
+                    let fl = r.followers.entry(f.replica).or_default();
+                    if f.fetch_offset >= leo {
+                        fl.caught_up_ms = now;
+                    } else if f.fetch_offset >= fl.leader_leo_at_last_fetch {
+                        fl.caught_up_ms = fl.caught_up_ms.max(fl.last_fetch_ms);
+                    }
+                    fl.leo = f.fetch_offset;
+                    fl.last_fetch_ms = now;
+                    fl.leader_leo_at_last_fetch = leo;
+                    self.recompute_high_watermark(&r, leo);
+                }
+                drop(r);
+                if f.fetch_offset < leo {
+                    let buf = log
+                        .read(f.fetch_offset, f.max_bytes)
+                        .map_err(|e| self.err(e))?;
+                    return Ok(answer(Bytes::from(buf), None));
+                }
+                if self.high_watermark() > f.known_high_watermark
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return Ok(answer(Bytes::new(), None));
+                }
+            }
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = end.changed() => {}
+                    _ = hw.changed() => {}
+                }
+            })
+            .await;
+            if woke.is_err() {
+                // One more look, which answers (empty) at the deadline.
+                continue;
+            }
+        }
+    }
+
+    /// The first offset in either tier, given the local log's start.
+    fn log_start_offset_both(&self, local_start: i64) -> i64 {
+        self.tier
+            .remote
+            .read()
+            .segments
+            .first()
+            .map(|s| s.base_offset.min(local_start))
+            .unwrap_or(local_start)
+    }
+
+    /// On a leader: the in-sync set it should ask the controller for, if it differs
+    /// from the current one and no change is on its way: followers silent or behind
+    /// for `lag_ms` leave, followers caught up to the HW and to this epoch's first
+    /// offset join.
+    pub fn isr_change(&self, me: NodeId, lag_ms: i64) -> Option<IsrChange> {
+        let log = self.log.read();
+        let mut r = self.replica.lock();
+        if r.role != Role::Leader || r.proposed.is_some() {
+            return None;
+        }
+        let now = self.shared.clock.now_ms();
+        let hw = self.high_watermark();
+        let epoch_start = log
+            .epochs()
+            .entries()
+            .iter()
+            .find(|(e, _)| *e == r.leader_epoch)
+            .map(|(_, start)| *start)
+            .unwrap_or(log.log_end_offset());
+        let keep: Vec<NodeId> = r
+            .isr
+            .iter()
+            .copied()
+            .filter(|id| {
+                // Not fetched since this broker leads: it gets `lag_ms` from when the
+                // leadership began (the followers map was cleared then).
+                let fl = r.followers.get(id).copied().unwrap_or(Follower {
+                    caught_up_ms: r.since_ms,
+                    ..Default::default()
+                });
+                now - fl.caught_up_ms <= lag_ms
+            })
+            .collect();
+        let join: Vec<NodeId> = r
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| *id != me && !r.isr.contains(id))
+            .filter(|id| {
+                r.followers
+                    .get(id)
+                    .is_some_and(|fl| fl.leo >= hw && fl.leo >= epoch_start)
+            })
+            .collect();
+        if keep.len() == r.isr.len() && join.is_empty() {
+            return None;
+        }
+        let mut isr: Vec<NodeId> = std::iter::once(me).chain(keep).chain(join).collect();
+        isr.sort_by_key(|id| r.replicas.iter().position(|x| x == id));
+        // Until the controller answers, the HW counts old and new members alike.
+        let members: Vec<NodeId> = isr.iter().copied().filter(|&id| id != me).collect();
+        r.proposed = Some(members);
+        Some(IsrChange {
+            leader_epoch: r.leader_epoch,
+            partition_epoch: r.partition_epoch,
+            isr,
+        })
+    }
+
+    /// A proposed in-sync-set change failed: the next round may propose again.
+    pub fn isr_change_failed(&self) {
+        self.replica.lock().proposed = None;
+    }
+
+    /// On a follower in `leader_epoch`: appends batches its leader sent (offsets and
+    /// epochs as they are) and moves the HW to the leader's, as far as this log reaches.
+    pub fn append_from_leader(
+        self: &std::sync::Arc<Self>,
+        leader_epoch: i32,
+        batches: &[u8],
+        leader_high_watermark: i64,
+    ) -> Result<()> {
+        let mut log = self.log.write();
+        {
+            let r = self.replica.lock();
+            if r.role != Role::Follower || r.leader_epoch != leader_epoch {
+                return Err(Error::FencedLeaderEpoch {
+                    topic: self.topic.clone(),
+                    partition: self.id,
+                    sent: leader_epoch,
+                    current: r.leader_epoch,
+                });
+            }
+        }
+        if !batches.is_empty() {
+            let info = log.append_replicated(batches).map_err(|e| self.err(e))?;
+            self.shared
+                .metrics
+                .replication_bytes
+                .add(batches.len() as u64);
+            if let Some(ms) = info.flush_after_ms {
+                self.shared.flusher.schedule(self, ms);
+            }
+        }
+        let leo = log.log_end_offset();
+        self.log_end.send_replace(leo);
+        self.publish_high_watermark(leader_high_watermark.min(leo));
+        Ok(())
+    }
+
+    /// On a follower: the offset to truncate to for a leader that answered `(epoch,
+    /// end)` as the diverging epoch (the lower of its end and this log's end of that
+    /// epoch), or, when the leader knows no such epoch, this log's HW.
+    pub fn truncate_diverged(&self, epoch: i32, end: i64) -> Result<i64> {
+        let mut log = self.log.write();
+        let leo = log.log_end_offset();
+        let to = if epoch < 0 {
+            end.min(self.high_watermark()).min(leo)
+        } else {
+            match log.epochs().end_offset_for(epoch, leo) {
+                Some((e, mine)) if e == epoch => end.min(mine),
+                Some((_, mine)) => end.min(mine),
+                None => end.min(self.high_watermark()),
+            }
+        };
+        log.truncate_to(to).map_err(|e| self.err(e))?;
+        let leo = log.log_end_offset();
+        self.log_end.send_replace(leo);
+        // Never past the end: truncation below the HW only follows an unclean change.
+        self.high_watermark.send_if_modified(|hw| {
+            let over = *hw > leo;
+            if over {
+                *hw = leo;
+            }
+            over
+        });
+        tracing::info!(topic = %self.topic, partition = self.id, epoch, leader_end = end, truncated_to = leo, "truncated a diverging log");
+        Ok(leo)
+    }
+
+    /// On a follower: the local log ends below the leader's local start (the leader
+    /// offloaded and deleted that part): start this log there, as KIP-405's followers
+    /// do; the cold tier holds what is below.
+    pub fn start_at_leader(&self, offset: i64) -> Result<()> {
+        let mut log = self.log.write();
+        if log.log_end_offset() >= offset {
+            return Ok(());
+        }
+        log.reset_to(offset).map_err(|e| self.err(e))?;
+        self.log_end.send_replace(offset);
+        self.high_watermark.send_replace(offset);
+        Ok(())
+    }
+
+    /// On a follower: (log end offset, epoch of the last batch or -1, HW) to fetch with.
+    pub fn fetch_position(&self) -> (i64, i32, i64) {
+        let log = self.log.read();
+        (
+            log.log_end_offset(),
+            log.epochs().latest_epoch().unwrap_or(-1),
+            self.high_watermark(),
+        )
+    }
+}
