@@ -572,3 +572,187 @@ impl Partition {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::partition::{PlainRecord, Shared};
+    use crate::topic_config::EffectiveConfig;
+
+    fn shared() -> Arc<Shared> {
+        let bucket = strata_tier::store::open("memory://").unwrap();
+        Arc::new(Shared {
+            clock: Arc::new(strata_log::SystemClock),
+            metrics: Default::default(),
+            cold: strata_tier::read::ColdReader::new(bucket.clone(), None, Default::default()),
+            bucket,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+            upload_backlog_limit_bytes: 0,
+            flusher: Default::default(),
+            clustered: true,
+        })
+    }
+
+    fn replica(dir: &std::path::Path, configs: &[(&str, &str)]) -> Arc<Partition> {
+        let configs: BTreeMap<String, String> = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = EffectiveConfig::new(&BTreeMap::new(), &configs);
+        Partition::open(
+            &shared(),
+            "t",
+            "t-id",
+            0,
+            dir.to_path_buf(),
+            Arc::new(parking_lot::RwLock::new(config)),
+            Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn records(tag: &str, n: usize) -> Vec<PlainRecord> {
+        (0..n)
+            .map(|i| PlainRecord {
+                value: Some(Bytes::from(format!("{tag}-{i}"))),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// One follower fetch from `leader` into `follower` (broker `id`) in `epoch`.
+    async fn sync(leader: &Partition, follower: &Arc<Partition>, id: NodeId, epoch: i32) {
+        let (offset, last_epoch, hw) = follower.fetch_position();
+        let a = leader
+            .serve_follower(&FollowerFetch {
+                replica: id,
+                leader_epoch: epoch,
+                fetch_offset: offset,
+                last_fetched_epoch: last_epoch,
+                max_bytes: 1 << 20,
+                known_high_watermark: hw,
+                max_wait: Duration::ZERO,
+            })
+            .await
+            .unwrap();
+        match a.diverging {
+            Some((e, end)) => {
+                follower.truncate_diverged(e, end).unwrap();
+            }
+            None => follower
+                .append_from_leader(epoch, &a.batches, a.high_watermark)
+                .unwrap(),
+        }
+    }
+
+    fn all(p: &Partition) -> Vec<u8> {
+        let log = p.log_read();
+        log.read(log.log_start_offset(), 1 << 20).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_diverged_follower_truncates_to_the_new_leader_s_epoch_end_and_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = replica(&dir.path().join("a"), &[]);
+        let b = replica(&dir.path().join("b"), &[]);
+        a.become_leader(1, 0, 0, &[1, 2], &[1, 2]);
+        b.become_follower(0, Some(1), true);
+        for i in 0..3 {
+            a.append(Bytes::new(), &records(&format!("e0-{i}"), 5), None, false)
+                .unwrap();
+        }
+        // Nothing is committed before the follower has it.
+        assert_eq!(a.high_watermark(), 0);
+        sync(&a, &b, 2, 0).await;
+        assert_eq!(b.log_end_offset(), 15);
+        assert_eq!(a.high_watermark(), 0, "its fetch said it had nothing yet");
+        sync(&a, &b, 2, 0).await;
+        assert_eq!(a.high_watermark(), 15, "the follower's next fetch moved it");
+        assert_eq!(b.high_watermark(), 15, "and the answer told the follower");
+        // Two more batches reach only the leader, which then fails: 2 leads in epoch 1.
+        for i in 0..2 {
+            a.append(Bytes::new(), &records(&format!("lost-{i}"), 5), None, false)
+                .unwrap();
+        }
+        b.become_leader(2, 1, 1, &[1, 2], &[2]);
+        b.append(Bytes::new(), &records("e1", 3), None, false)
+            .unwrap();
+        assert_eq!(b.high_watermark(), 18, "alone in sync: committed at once");
+        // The old leader comes back as a follower: its last epoch (0) ends at 15 on the
+        // new leader, so it truncates its two lone batches there, not to its HW.
+        a.become_follower(1, Some(2), true);
+        assert_eq!(a.log_end_offset(), 25);
+        sync(&b, &a, 1, 1).await;
+        assert_eq!(a.log_end_offset(), 15);
+        sync(&b, &a, 1, 1).await;
+        assert_eq!(a.log_end_offset(), 18);
+        assert_eq!(all(&a), all(&b), "byte for byte the leader's log");
+        // A fetch naming an old epoch is fenced; a non-leader refuses produce.
+        let stale = b
+            .serve_follower(&FollowerFetch {
+                replica: 1,
+                leader_epoch: 0,
+                fetch_offset: 18,
+                last_fetched_epoch: 1,
+                max_bytes: 1,
+                known_high_watermark: 0,
+                max_wait: Duration::ZERO,
+            })
+            .await;
+        assert!(matches!(stale, Err(Error::FencedLeaderEpoch { .. })));
+        let refused = a.append(Bytes::new(), &records("x", 1), None, false);
+        assert!(matches!(
+            refused,
+            Err(Error::NotLeader {
+                leader: Some(2),
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_every_in_sync_follower_and_is_refused_below_min_insync() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = [("min.insync.replicas", "2")];
+        let a = replica(&dir.path().join("a"), &cfg);
+        let b = replica(&dir.path().join("b"), &cfg);
+        let c = replica(&dir.path().join("c"), &cfg);
+        a.become_leader(1, 0, 0, &[1, 2, 3], &[1]);
+        let refused = a.append(Bytes::new(), &records("r", 1), None, true);
+        assert!(matches!(
+            refused,
+            Err(Error::NotEnoughReplicas { isr: 1, min: 2, .. })
+        ));
+        assert_eq!(a.log_end_offset(), 0, "nothing written");
+        a.become_leader(1, 0, 1, &[1, 2, 3], &[1, 2, 3]);
+        b.become_follower(0, Some(1), true);
+        c.become_follower(0, Some(1), true);
+        let p = a
+            .append(Bytes::new(), &records("r", 4), None, true)
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut acked = Box::pin(a.wait_committed(p.last_offset, p.leader_epoch, deadline));
+        assert!((&mut acked).now_or_never().is_none());
+        sync(&a, &b, 2, 0).await;
+        sync(&a, &b, 2, 0).await;
+        assert!(
+            (&mut acked).now_or_never().is_none(),
+            "one of two followers is not enough"
+        );
+        sync(&a, &c, 3, 0).await;
+        sync(&a, &c, 3, 0).await;
+        assert!(matches!((&mut acked).now_or_never(), Some(Ok(()))));
+        // A follower silent past the lag leaves the in-sync set; the change is proposed
+        // once, and counts the old members until the controller answers.
+        sync(&a, &b, 2, 0).await;
+        assert_eq!(a.isr_change(1, 60_000), None, "everyone caught up");
+        let change = a.isr_change(1, -1).unwrap();
+        assert_eq!(change.isr, vec![1], "everyone lags past a negative lag");
+        assert_eq!(a.isr_change(1, -1), None, "one change at a time");
+    }
+}
