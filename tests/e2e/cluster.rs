@@ -502,3 +502,91 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills
 fn history_end(h: &History) -> i64 {
     h.last_acked().map_or(0, |o| o + 1)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_altered_and_deleted_through_any_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3);
+    c.settled("three active brokers", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let via = |id| {
+        let addr = c.addr(id);
+        async move { Client::connect(&addr).await }
+    };
+    // More replicas than live brokers is refused, naming both numbers.
+    let e = via(1)
+        .await
+        .unwrap()
+        .create_topic("t", 2, 4, Default::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("replication factor 4"), "{e}");
+    let d = via(1)
+        .await
+        .unwrap()
+        .create_topic("t", 2, 2, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(d.partitions.len(), 2);
+    assert!(d.partitions.iter().all(|p| p.replicas.len() == 2));
+    let p = c.led("t", None, 2).await;
+    // Configs changed through a broker; the leader applies them to its log.
+    let other = (1..=3).find(|id| *id != p.leader as u64).unwrap();
+    let set = [("max.message.bytes".to_string(), "200".to_string())].into();
+    via(other)
+        .await
+        .unwrap()
+        .alter_configs("t", set, Vec::new())
+        .await
+        .unwrap();
+    let mut leader = raw(&c.addr(p.leader as u64)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the leader refusing a large batch",
+        || {
+            let mut leader = leader.clone();
+            async move {
+                let e = leader
+                    .produce(pb::ProduceRequest {
+                        topic: "t".into(),
+                        records: vec![pb::Record {
+                            value: Some(vec![7u8; 1000].into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .await;
+                matches!(e, Err(s) if s.message().contains("max.message.bytes=200"))
+            }
+        },
+    )
+    .await;
+    // Every broker describes the change.
+    for id in 1..=3 {
+        let d = via(id).await.unwrap().describe_topic("t").await.unwrap();
+        let v = d.configs.iter().find(|c| c.name == "max.message.bytes");
+        assert_eq!(v.unwrap().value, "200", "broker {id}");
+    }
+    // Deleted through a third broker: gone from every broker's metadata and disk.
+    via(3).await.unwrap().delete_topic("t").await.unwrap();
+    wait_until(Duration::from_secs(30), "every replica removed", || async {
+        let mut gone = true;
+        for id in 1..=3 {
+            let described = via(id).await.unwrap().describe_topic("t").await;
+            gone &= described.is_err_and(|e| e.code() == Some(tonic::Code::NotFound));
+            gone &= !c.data_dir(id).join("topics").join("t").exists();
+        }
+        gone
+    })
+    .await;
+    leader
+        .produce(pb::ProduceRequest {
+            topic: "t".into(),
+            records: vec![pb::Record::default()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+}

@@ -696,6 +696,30 @@ impl Broker {
         set: BTreeMap<String, String>,
         delete: Vec<String>,
     ) -> Result<Arc<Topic>> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        // Any offload at all counts, also one remote retention has since emptied: the
+        // manifest's end would still have to meet the local log.
+        let offloaded = topic
+            .partitions
+            .iter()
+            .any(|p| p.tier.remote.read().next_offset().is_some());
+        let configs = self.altered_configs(name, &topic.meta().configs, set, delete, offloaded)?;
+        self.apply_configs(&topic, configs)?;
+        Ok(topic)
+    }
+
+    /// A topic's configs after setting `set` and removing `delete` from `old`, checked:
+    /// valid keys and values, and no change the topic's data cannot follow (a
+    /// compacted topic starting to offload; a topic that has `offloaded` stopping).
+    pub fn altered_configs(
+        &self,
+        name: &str,
+        old: &BTreeMap<String, String>,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+        offloaded: bool,
+    ) -> Result<BTreeMap<String, String>> {
         topic_config::validate_all(&set)?;
         for k in &delete {
             if !topic_config::KEYS.iter().any(|key| key.name == k) {
@@ -713,37 +737,36 @@ impl Broker {
                 "{OFFSETS_TOPIC} is internal (it holds consumer group offsets): its configs are the broker's and cannot be altered"
             )));
         }
-        let _admin = self.admin.lock().await;
-        let topic = self.topic(name)?;
-        let mut meta = topic.meta();
+        let mut configs = old.clone();
         for k in &delete {
-            meta.configs.remove(k);
+            configs.remove(k);
         }
-        meta.configs.extend(set);
-        topic_config::validate_all(&meta.configs)?;
-        let config = self.effective_config(&meta);
-        if topic.config().cleanup_policy().compact && config.remote_enabled() {
+        configs.extend(set);
+        topic_config::validate_all(&configs)?;
+        let before = EffectiveConfig::new(&self.config.topic_defaults, old);
+        let after = EffectiveConfig::new(&self.config.topic_defaults, &configs);
+        if before.cleanup_policy().compact && after.remote_enabled() {
             // Compacted segments have offsets without records, and the cold tier holds
             // dense offset ranges, one object per segment.
             return Err(BrokerError::InvalidConfig(format!(
                 "topic {name:?} was compacted and cannot start offloading: its segments have gaps the cold tier does not take; leaving cleanup.policy=compact needs remote.storage.enable=false too"
             )));
         }
-        if topic.config().remote_enabled() && !config.remote_enabled() {
+        if before.remote_enabled() && !after.remote_enabled() && offloaded {
             // Local retention would then delete what only the cold tier had uploaded
             // past, and offload could never continue the manifest: a gap for good.
-            // Any offload at all counts, also one remote retention has since emptied:
-            // the manifest's end would still have to meet the local log.
-            let offloaded = topic
-                .partitions
-                .iter()
-                .any(|p| p.tier.remote.read().next_offset().is_some());
-            if offloaded {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "offloading cannot stop for topic {name:?} (remote.storage.enable=false, or cleanup.policy=compact, which never offloads): it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it as it is, or delete the topic"
-                )));
-            }
+            return Err(BrokerError::InvalidConfig(format!(
+                "offloading cannot stop for topic {name:?} (remote.storage.enable=false, or cleanup.policy=compact, which never offloads): it has offloaded to the cold tier, and offsets would go missing between the cold tier's end and the local log; keep it as it is, or delete the topic"
+            )));
         }
+        Ok(configs)
+    }
+
+    /// Stores a topic's new configs and applies them to its logs at once.
+    fn apply_configs(&self, topic: &Topic, configs: BTreeMap<String, String>) -> Result<()> {
+        let mut meta = topic.meta();
+        meta.configs = configs;
+        let config = self.effective_config(&meta);
         write_json_atomic(&topic.dir.join("topic.json"), &meta)?;
         for p in &topic.partitions {
             p.set_config(&config);
@@ -751,7 +774,22 @@ impl Broker {
         *topic.config.write() = config;
         *topic.meta.write() = meta;
         topic.meta_in_bucket.store(false, Ordering::Relaxed);
-        Ok(topic)
+        Ok(())
+    }
+
+    /// Gives a local replica the configs the controller has for its topic (`id`).
+    pub async fn set_replica_configs(
+        &self,
+        name: &str,
+        id: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        if topic.meta().id != id || topic.meta().configs == *configs {
+            return Ok(());
+        }
+        self.apply_configs(&topic, configs.clone())
     }
 
     /// Appends to one partition. `batches` holds producer-built batches; when it is empty,

@@ -155,6 +155,14 @@ impl Member {
                     }
                 },
             };
+            if topic.meta().configs != t.configs
+                && let Err(e) = self
+                    .broker
+                    .set_replica_configs(&t.name, &t.id, &t.configs)
+                    .await
+            {
+                tracing::warn!(topic = %t.name, error = %e, "could not apply the topic's configs; retrying");
+            }
             for (n, (p, rec)) in topic.partitions().iter().zip(&t.partitions).enumerate() {
                 self.apply_partition(&t.id, n as u32, p, rec, &addrs);
             }
@@ -383,6 +391,30 @@ impl Member {
             .await
             .map_err(controller_error)?;
         self.wait_for(|s| (!s.topics.contains_key(name)).then_some(()))
+            .await
+    }
+
+    /// Changes a topic's configs through the controller. Turning offload off is refused
+    /// for a topic that had it on: any replica may have offloaded.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<TopicRecord> {
+        let t = self.topic(name)?;
+        let configs = self
+            .broker
+            .altered_configs(name, &t.configs, set, delete, true)?;
+        self.controller
+            .submit(Command::AlterTopicConfigs {
+                name: name.to_string(),
+                id: t.id.clone(),
+                configs: configs.clone(),
+            })
+            .await
+            .map_err(controller_error)?;
+        self.wait_for(|s| s.topics.get(name).filter(|t| t.configs == configs).cloned())
             .await
     }
 

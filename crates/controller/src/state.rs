@@ -93,6 +93,13 @@ pub enum Command {
     CreateTopic { topic: TopicRecord },
     /// Removes a topic, if it is still the incarnation named.
     DeleteTopic { name: String, id: String },
+    /// Replaces a topic's config overrides (checked by the proposer), if it is still
+    /// the incarnation named.
+    AlterTopicConfigs {
+        name: String,
+        id: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A partition leader changes its in-sync set (Kafka's AlterPartition, KIP-497):
     /// applied only if the leader, its epoch and the partition epoch are still the
     /// ones it saw, so a change based on stale state is refused.
@@ -189,6 +196,15 @@ impl ClusterState {
             Command::DeleteTopic { name, id } => match self.topics.get(name) {
                 Some(t) if t.id == *id => {
                     self.topics.remove(name);
+                    CommandResult::default()
+                }
+                _ => CommandResult::refused(format!(
+                    "topic {name:?} with id {id} does not exist (deleted already, or created again since)"
+                )),
+            },
+            Command::AlterTopicConfigs { name, id, configs } => match self.topics.get_mut(name) {
+                Some(t) if t.id == *id => {
+                    t.configs = configs.clone();
                     CommandResult::default()
                 }
                 _ => CommandResult::refused(format!(

@@ -719,10 +719,12 @@ impl Strata for Service {
         request: Request<pb::AlterTopicConfigsRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let r = request.into_inner();
-        if self.cluster()?.is_some() {
-            return Err(Status::unimplemented(
-                "altering topic configs in a cluster is not supported yet: set them at creation (strata topic create --config KEY=VALUE)",
-            ));
+        if let Some(m) = self.cluster()? {
+            let t = m
+                .alter_configs(&r.name, r.set.into_iter().collect(), r.delete)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(describe_record(&self.broker, &t)));
         }
         let topic = self
             .broker
