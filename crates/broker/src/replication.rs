@@ -317,9 +317,10 @@ impl Member {
                 metrics.isr_expands.add(1);
             }
             tracing::info!(topic = %meta.name, partition = p.id, isr = ?change.isr, "proposing an in-sync set change");
+            // Whatever the answer, the change shows (or not) in the metadata; until the
+            // partition epoch moves, the leader counts every member it proposed.
             if let Err(e) = self.controller.submit(cmd).await {
                 tracing::info!(topic = %meta.name, partition = p.id, error = %e, "in-sync set change not made");
-                p.isr_change_failed();
             }
         }
     }
@@ -521,11 +522,27 @@ async fn follow(
         };
         let applied = if let Some((e, end)) = answer.diverging {
             metrics.replication_truncations.add(1);
-            p.truncate_diverged(e, end).map(|_| ())
+            match p.truncate_diverged(epoch, e, end) {
+                // No progress: the same answer would come back at once. Wait, and let
+                // a new epoch or the leader's log change it.
+                Ok(leo) if leo == offset => {
+                    tracing::warn!(topic = %p.topic, partition = p.id, epoch = e, end, "the leader says this log diverges, but truncating changes nothing; retrying");
+                    tokio::time::sleep(REPLICA_FETCH_BACKOFF * 10).await;
+                    Ok(())
+                }
+                r => r.map(|_| ()),
+            }
         } else if answer.batches.is_empty() && offset < answer.local_log_start_offset {
-            p.start_at_leader(answer.local_log_start_offset)
+            p.start_at_leader(epoch, answer.local_log_start_offset)
+        } else if answer.batches.is_empty() {
+            p.append_from_leader(epoch, &[], answer.high_watermark)
         } else {
-            p.append_from_leader(epoch, &answer.batches, answer.high_watermark)
+            // File writes (and an fsync when flush.messages says so): off the workers.
+            let (p, batches) = (p.clone(), answer.batches);
+            let hw = answer.high_watermark;
+            tokio::task::spawn_blocking(move || p.append_from_leader(epoch, &batches, hw))
+                .await
+                .unwrap_or_else(|e| Err(BrokerError::InvalidRequest(format!("append task: {e}"))))
         };
         match applied {
             Ok(()) => {}

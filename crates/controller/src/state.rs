@@ -156,7 +156,11 @@ impl ClusterState {
                         known.incarnation
                     ));
                 }
-                let fenced = self.brokers.get(id).is_none_or(|b| b.fenced);
+                // A restart too starts fenced (as KRaft's brokers do): its log may
+                // have lost an unflushed tail, so it must not lead on in the same epoch.
+                // Leadership moves to an in-sync replica; it follows, catches up, is
+                // added back and, as the preferred replica, leads again with a new epoch.
+                let restarted = self.brokers.contains_key(id);
                 self.brokers.insert(
                     *id,
                     BrokerRecord {
@@ -164,10 +168,13 @@ impl ClusterState {
                         addr: addr.clone(),
                         rack: rack.clone(),
                         incarnation: incarnation.clone(),
-                        fenced,
+                        fenced: true,
                         registered_ms: *at_ms,
                     },
                 );
+                if restarted {
+                    self.elect_leaders();
+                }
                 CommandResult::default()
             }
             Command::FenceBroker { id, .. } | Command::UnfenceBroker { id, .. } => {
@@ -406,9 +413,10 @@ mod tests {
         assert!(s.brokers[&1].fenced, "fenced until it heartbeats");
         s.apply(&Command::UnfenceBroker { id: 1, at_ms: 2 });
         assert!(!s.brokers[&1].fenced);
-        // A restart with the same disk keeps its state.
+        // A restart with the same disk starts fenced again, until it heartbeats.
         s.apply(&register(1, "a"));
-        assert!(!s.brokers[&1].fenced);
+        assert!(s.brokers[&1].fenced);
+        s.apply(&Command::UnfenceBroker { id: 1, at_ms: 3 });
         let before = s.clone();
         let refused = s.apply(&register(1, "b"));
         assert!(refused.error.unwrap().contains("new --node-id"));
@@ -588,6 +596,16 @@ mod tests {
             CommandResult::default()
         );
         assert_eq!(p(&s).isr, vec![1, 2, 3], "kept in replica order");
+    }
+
+    #[test]
+    fn a_restarted_leader_registers_fenced_and_hands_leadership_over() {
+        let mut s = live_cluster(2);
+        s.apply(&topic("t", &[&[1, 2]]));
+        s.apply(&register(1, "a"));
+        let p = s.topics["t"].partitions[0].clone();
+        assert_eq!((p.leader, p.leader_epoch, p.isr), (Some(2), 1, vec![2]));
+        assert!(s.brokers[&1].fenced);
     }
 
     #[test]

@@ -736,7 +736,8 @@ impl Log {
         }
         let fresh = Segment::create(&self.dir, offset, self.config.index_interval_bytes, now)?;
         self.segments.insert(offset, fresh);
-        self.epochs.truncate_from(offset)?;
+        // The log holds no batch now, so no epoch: a follower reports none.
+        self.epochs.truncate_from(i64::MIN)?;
         self.lower_cleaner_checkpoint(offset)?;
         self.unflushed = 0;
         self.first_unflushed_ms = None;

@@ -49,6 +49,9 @@ pub enum ErrorKind {
     UnknownLeaderEpoch,
     /// Fewer in-sync replicas than `min.insync.replicas` for an `acks=all` produce.
     NotEnoughReplicas,
+    /// The same, found once the batch was committed: it is written, with fewer copies
+    /// than asked for.
+    NotEnoughReplicasAfterAppend,
     /// The request did not complete in time; its outcome is unknown.
     Timeout,
 }
@@ -196,6 +199,15 @@ pub enum Error {
         isr: usize,
         min: usize,
     },
+    #[error(
+        "{topic}-{partition} has {isr} in-sync replica(s) left, fewer than min.insync.replicas={min}: the batch is written but with fewer copies than acks=all asks for"
+    )]
+    NotEnoughReplicasAfterAppend {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min: usize,
+    },
     #[error("{0}")]
     Timeout(String),
     /// A cluster change the controller could not make now (`retriable`) or refused.
@@ -257,6 +269,7 @@ impl Error {
             Self::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
             Self::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
+            Self::NotEnoughReplicasAfterAppend { .. } => K::NotEnoughReplicasAfterAppend,
             Self::Timeout(_) => K::Timeout,
             Self::Controller {
                 retriable: true, ..

@@ -376,13 +376,16 @@ impl Partition {
         }
         // The HW before the read: batches past it are left out, and it only moves on.
         let hw = self.high_watermark();
-        if offset > hw {
-            // Past the HW is out of range: a reader never sees an offset that is not
-            // committed (a failover could take it back).
+        let log = self.log.read();
+        if offset > log.log_end_offset() {
+            // Past the log's end is out of range.
+            drop(log);
             return Err(self.out_of_range(offset, &self.state()));
         }
-        let log = self.log.read();
-        if offset == hw {
+        if offset >= hw {
+            // Not committed (yet): nothing to read. A new leader's HW trails the old
+            // one's until its followers have fetched; a consumer there waits instead
+            // of hearing out of range.
             return Ok((Bytes::new(), hw, log.log_start_offset()));
         }
         let buf = log
@@ -537,7 +540,7 @@ impl Partition {
 
     async fn read_any_once(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64, i64)> {
         let s = self.state();
-        if offset < s.log_start_offset || offset > s.high_watermark {
+        if offset < s.log_start_offset || offset > s.log_end_offset.max(s.high_watermark) {
             return Err(self.out_of_range(offset, &s));
         }
         if offset < s.local_log_start_offset {

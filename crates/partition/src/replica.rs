@@ -49,8 +49,12 @@ pub(crate) struct ReplicaState {
     replicas: Vec<NodeId>,
     /// Leader: the in-sync followers (this broker left out) as the controller has them.
     isr: Vec<NodeId>,
-    /// Leader: the in-sync set proposed to the controller and not yet seen back.
+    /// Leader: every member proposed to the controller since the partition epoch last
+    /// changed. A proposal whose answer was lost may still have been committed, so
+    /// they count for the HW until the controller's next change comes back.
     proposed: Option<Vec<NodeId>>,
+    /// Leader: when the last in-sync-set change was proposed (clock ms).
+    proposed_ms: i64,
     /// Leader: the controller's partition epoch the in-sync set belongs to.
     partition_epoch: i32,
     followers: HashMap<NodeId, Follower>,
@@ -114,6 +118,27 @@ pub struct FollowerAnswer {
     pub local_log_start_offset: i64,
     /// Set when the follower's log diverges: (epoch, end offset) to truncate by.
     pub diverging: Option<(i32, i64)>,
+}
+
+/// OffsetForLeaderEpoch, folded into the fetch: whether `log` (the leader's, ending at
+/// `leo`) continues the follower's last epoch where the follower's log ends; if not,
+/// the epoch and end offset the follower truncates by.
+fn diverging(log: &strata_log::Log, f: &FollowerFetch, leo: i64) -> Option<(i32, i64)> {
+    if f.last_fetched_epoch < 0 {
+        // An empty follower log (or one just reset): only a log end past the
+        // leader's diverges.
+        return (f.fetch_offset > leo).then_some((-1, leo));
+    }
+    match log.epochs().end_offset_for(f.last_fetched_epoch, leo) {
+        Some((e, end)) if e == f.last_fetched_epoch && end >= f.fetch_offset => None,
+        Some((e, end)) => Some((e, end)),
+        None => {
+            // No epoch this old here: the follower's log diverges only past where this
+            // log's first epoch starts (Kafka answers the requested epoch with it).
+            let first = log.epochs().entries().first().map_or(leo, |&(_, o)| o);
+            (first < f.fetch_offset).then_some((f.last_fetched_epoch, first))
+        }
+    }
 }
 
 /// An in-sync-set change a leader wants the controller to make.
@@ -278,10 +303,11 @@ impl Partition {
     ) -> Result<()> {
         let mut rx = self.high_watermark.subscribe();
         loop {
-            if *rx.borrow_and_update() > last_offset {
-                return Ok(());
-            }
+            rx.borrow_and_update();
             {
+                // Role, epoch and HW read together: a role change takes this lock, so
+                // the HW seen is this leadership's (a follower's HW, after a truncation
+                // and a copy of the new leader's log, says nothing of this batch).
                 let r = self.replica.lock();
                 if r.role != Role::Leader || r.leader_epoch != epoch {
                     return Err(Error::NotLeader {
@@ -289,6 +315,21 @@ impl Partition {
                         partition: self.id,
                         leader: r.leader,
                     });
+                }
+                if self.high_watermark() > last_offset {
+                    // The in-sync set may have shrunk under min.insync.replicas since
+                    // the append (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+                    let min = self.config.read().min_insync_replicas();
+                    let isr = 1 + r.isr.len();
+                    if isr < min {
+                        return Err(Error::NotEnoughReplicasAfterAppend {
+                            topic: self.topic.clone(),
+                            partition: self.id,
+                            isr,
+                            min,
+                        });
+                    }
+                    return Ok(());
                 }
             }
             if self.is_deleted() {
@@ -326,16 +367,42 @@ impl Partition {
             }
             {
                 let log = self.log.read();
-                let mut r = self.replica.lock();
-                self.check_leader_locked(&r, Some(f.leader_epoch))?;
-                if !r.replicas.contains(&f.replica) {
-                    return Err(Error::InvalidRequest(format!(
-                        "broker {} is not a replica of {}-{}",
-                        f.replica, self.topic, self.id
-                    )));
-                }
                 let leo = log.log_end_offset();
                 let local_start = log.log_start_offset();
+                // Decided under the replica lock, answered without it: building the
+                // answer takes the manifest's lock, which `state()` takes before this one.
+                let early = {
+                    let mut r = self.replica.lock();
+                    self.check_leader_locked(&r, Some(f.leader_epoch))?;
+                    if !r.replicas.contains(&f.replica) {
+                        return Err(Error::InvalidRequest(format!(
+                            "broker {} is not a replica of {}-{}",
+                            f.replica, self.topic, self.id
+                        )));
+                    }
+                    let diverging = diverging(&log, f, leo);
+                    if diverging.is_some() || f.fetch_offset < local_start {
+                        // Diverging: the follower truncates. Below this log's start
+                        // (offloaded and deleted here): it starts its log there.
+                        Some(diverging)
+                    } else {
+                        if first {
+                            first = false;
+                            let now = self.shared.clock.now_ms();
+                            let fl = r.followers.entry(f.replica).or_default();
+                            if f.fetch_offset >= leo {
+                                fl.caught_up_ms = now;
+                            } else if f.fetch_offset >= fl.leader_leo_at_last_fetch {
+                                fl.caught_up_ms = fl.caught_up_ms.max(fl.last_fetch_ms);
+                            }
+                            fl.leo = f.fetch_offset;
+                            fl.last_fetch_ms = now;
+                            fl.leader_leo_at_last_fetch = leo;
+                            self.recompute_high_watermark(&r, leo);
+                        }
+                        None
+                    }
+                };
                 let answer = |batches: Bytes, diverging| FollowerAnswer {
                     batches,
                     high_watermark: self.high_watermark(),
@@ -343,44 +410,9 @@ impl Partition {
                     local_log_start_offset: local_start,
                     diverging,
                 };
-                // OffsetForLeaderEpoch, folded into the fetch: does this log continue
-                // the follower's last epoch where the follower's log ends?
-                let diverging = if f.last_fetched_epoch >= 0 {
-                    match log.epochs().end_offset_for(f.last_fetched_epoch, leo) {
-                        Some((e, end)) if e == f.last_fetched_epoch && end >= f.fetch_offset => {
-                            None
-                        }
-                        Some((e, end)) => Some((e, end)),
-                        None => Some((-1, local_start)),
-                    }
-                } else if f.fetch_offset > leo {
-                    Some((-1, leo))
-                } else {
-                    None
-                };
-                if diverging.is_some() {
+                if let Some(diverging) = early {
                     return Ok(answer(Bytes::new(), diverging));
                 }
-                if f.fetch_offset < local_start {
-                    // Below what this log holds (offloaded and deleted here): the
-                    // follower starts its log where this one starts.
-                    return Ok(answer(Bytes::new(), None));
-                }
-                if first {
-                    first = false;
-                    let now = self.shared.clock.now_ms();
-                    let fl = r.followers.entry(f.replica).or_default();
-                    if f.fetch_offset >= leo {
-                        fl.caught_up_ms = now;
-                    } else if f.fetch_offset >= fl.leader_leo_at_last_fetch {
-                        fl.caught_up_ms = fl.caught_up_ms.max(fl.last_fetch_ms);
-                    }
-                    fl.leo = f.fetch_offset;
-                    fl.last_fetch_ms = now;
-                    fl.leader_leo_at_last_fetch = leo;
-                    self.recompute_high_watermark(&r, leo);
-                }
-                drop(r);
                 if f.fetch_offset < leo {
                     let buf = log
                         .read(f.fetch_offset, f.max_bytes)
@@ -407,7 +439,8 @@ impl Partition {
         }
     }
 
-    /// The first offset in either tier, given the local log's start.
+    /// The first offset in either tier, given the local log's start (takes the
+    /// manifest's lock: never call it holding the replica lock).
     fn log_start_offset_both(&self, local_start: i64) -> i64 {
         self.tier
             .remote
@@ -425,10 +458,12 @@ impl Partition {
     pub fn isr_change(&self, me: NodeId, lag_ms: i64) -> Option<IsrChange> {
         let log = self.log.read();
         let mut r = self.replica.lock();
-        if r.role != Role::Leader || r.proposed.is_some() {
+        let now = self.shared.clock.now_ms();
+        // One change at a time: another only once the last has had a second to come
+        // back (or failed without a word).
+        if r.role != Role::Leader || (r.proposed.is_some() && now - r.proposed_ms < 1000) {
             return None;
         }
-        let now = self.shared.clock.now_ms();
         let hw = self.high_watermark();
         let epoch_start = log
             .epochs()
@@ -467,19 +502,19 @@ impl Partition {
         }
         let mut isr: Vec<NodeId> = std::iter::once(me).chain(keep).chain(join).collect();
         isr.sort_by_key(|id| r.replicas.iter().position(|x| x == id));
-        // Until the controller answers, the HW counts old and new members alike.
-        let members: Vec<NodeId> = isr.iter().copied().filter(|&id| id != me).collect();
+        // Until the controller's change comes back, the HW counts old and new members
+        // alike, and members of earlier proposals too.
+        let mut members = r.proposed.take().unwrap_or_default();
+        members.extend(isr.iter().copied().filter(|&id| id != me));
+        members.sort_unstable();
+        members.dedup();
         r.proposed = Some(members);
+        r.proposed_ms = now;
         Some(IsrChange {
             leader_epoch: r.leader_epoch,
             partition_epoch: r.partition_epoch,
             isr,
         })
-    }
-
-    /// A proposed in-sync-set change failed: the next round may propose again.
-    pub fn isr_change_failed(&self) {
-        self.replica.lock().proposed = None;
     }
 
     /// On a follower in `leader_epoch`: appends batches its leader sent (offsets and
@@ -491,17 +526,7 @@ impl Partition {
         leader_high_watermark: i64,
     ) -> Result<()> {
         let mut log = self.log.write();
-        {
-            let r = self.replica.lock();
-            if r.role != Role::Follower || r.leader_epoch != leader_epoch {
-                return Err(Error::FencedLeaderEpoch {
-                    topic: self.topic.clone(),
-                    partition: self.id,
-                    sent: leader_epoch,
-                    current: r.leader_epoch,
-                });
-            }
-        }
+        self.check_follower(leader_epoch)?;
         if !batches.is_empty() {
             let info = log.append_replicated(batches).map_err(|e| self.err(e))?;
             self.shared
@@ -518,11 +543,29 @@ impl Partition {
         Ok(())
     }
 
-    /// On a follower: the offset to truncate to for a leader that answered `(epoch,
-    /// end)` as the diverging epoch (the lower of its end and this log's end of that
-    /// epoch), or, when the leader knows no such epoch, this log's HW.
-    pub fn truncate_diverged(&self, epoch: i32, end: i64) -> Result<i64> {
+    /// Refuses a fetcher's change unless this replica still follows in `leader_epoch`
+    /// (a fetcher of an earlier epoch, or of a partition that now leads, must not touch
+    /// the log). Called with the log's write lock held: role changes take it too.
+    fn check_follower(&self, leader_epoch: i32) -> Result<()> {
+        let r = self.replica.lock();
+        if r.role != Role::Follower || r.leader_epoch != leader_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                topic: self.topic.clone(),
+                partition: self.id,
+                sent: leader_epoch,
+                current: r.leader_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// On a follower in `leader_epoch`: truncates for a leader that answered `(epoch,
+    /// end)` as the diverging epoch, to the lower of its end and this log's end of that
+    /// epoch (when the leader knows no epoch, to its end as far as this HW allows).
+    /// Returns the new log end.
+    pub fn truncate_diverged(&self, leader_epoch: i32, epoch: i32, end: i64) -> Result<i64> {
         let mut log = self.log.write();
+        self.check_follower(leader_epoch)?;
         let leo = log.log_end_offset();
         let to = if epoch < 0 {
             end.min(self.high_watermark()).min(leo)
@@ -551,8 +594,9 @@ impl Partition {
     /// On a follower: the local log ends below the leader's local start (the leader
     /// offloaded and deleted that part): start this log there, as KIP-405's followers
     /// do; the cold tier holds what is below.
-    pub fn start_at_leader(&self, offset: i64) -> Result<()> {
+    pub fn start_at_leader(&self, leader_epoch: i32, offset: i64) -> Result<()> {
         let mut log = self.log.write();
+        self.check_follower(leader_epoch)?;
         if log.log_end_offset() >= offset {
             return Ok(());
         }
@@ -642,7 +686,7 @@ mod tests {
             .unwrap();
         match a.diverging {
             Some((e, end)) => {
-                follower.truncate_diverged(e, end).unwrap();
+                follower.truncate_diverged(epoch, e, end).unwrap();
             }
             None => follower
                 .append_from_leader(epoch, &a.batches, a.high_watermark)

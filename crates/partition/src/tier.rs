@@ -426,6 +426,10 @@ impl Partition {
             return Err("the topic was deleted".into());
         }
         strata_failpoint::crash_at("tier-upload-before-manifest", || self.topic.clone());
+        if !self.is_leader() {
+            // Deposed while uploading: the new leader owns the manifest now.
+            return Err("no longer the partition's leader".into());
+        }
         let mut m = self.tier.remote.read().clone();
         m.add(rs.clone()).map_err(|e| e.to_string())?;
         m.save(&self.shared.bucket)
@@ -518,6 +522,9 @@ impl Partition {
                 return Ok(());
             }
             m.segments.remove(0);
+            if !self.is_leader() {
+                return Ok(());
+            }
             m.save(&self.shared.bucket)
                 .await
                 .map_err(|e| remote_err(self, e))?;

@@ -242,7 +242,10 @@ pub fn code(kind: ErrorKind) -> Code {
         // Distinct from NOT_FOUND (unknown topic): the member must rejoin.
         K::UnknownMember | K::FencedMemberEpoch => Code::Aborted,
         // Retriable after a metadata refresh; the status names the leader.
-        K::NotLeader | K::UnknownLeaderEpoch | K::NotEnoughReplicas => Code::Unavailable,
+        K::NotLeader
+        | K::UnknownLeaderEpoch
+        | K::NotEnoughReplicas
+        | K::NotEnoughReplicasAfterAppend => Code::Unavailable,
         K::FencedLeaderEpoch => Code::FailedPrecondition,
         K::Timeout => Code::DeadlineExceeded,
     }
