@@ -452,22 +452,27 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills
 
     // A follower refuses produce, naming the leader.
     let follower = (1..=3).find(|id| *id != first.leader as u64).unwrap();
-    let e = raw(&c.addr(follower))
-        .await
-        .produce(pb::ProduceRequest {
-            topic: "r".into(),
-            records: vec![pb::Record::default()],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    assert_eq!(
-        e.metadata()
-            .get("strata-leader-address")
-            .unwrap_or_else(|| panic!("{e:?}")),
-        c.addr(first.leader as u64).as_str()
-    );
+    // (Once it has applied the metadata: until then it says it knows no leader.)
+    let leader_addr = c.addr(first.leader as u64);
+    wait_until(Duration::from_secs(30), "the follower naming the leader", || {
+        let (addr, leader_addr) = (c.addr(follower), leader_addr.clone());
+        async move {
+            let e = raw(&addr)
+                .await
+                .produce(pb::ProduceRequest {
+                    topic: "r".into(),
+                    records: vec![pb::Record::default()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+            e.metadata()
+                .get("strata-leader-address")
+                .is_some_and(|a| a == leader_addr.as_str())
+        }
+    })
+    .await;
 
     let mut history = History::new();
     // Kill -9 the leader halfway through acks=all produces.
