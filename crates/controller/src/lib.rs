@@ -597,14 +597,19 @@ impl Controller {
         if self.config.is_voter() {
             let _ = self.heard_from(hb);
         }
+        // Bounded by the interval: a voter that does not answer (paused, partitioned
+        // away) must not hold back the heartbeats to the others, nor the next round.
+        let bound = Duration::from_millis(self.config.heartbeat_interval_ms);
         let sends = voters.into_iter().map(|addr| {
             let call = self
                 .network
                 .transport
                 .call(addr.clone(), Rpc::Heartbeat, body.clone());
             async move {
-                if let Err(e) = call.await {
-                    tracing::debug!(voter = %addr, error = %e, "heartbeat failed");
+                match tokio::time::timeout(bound, call).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(voter = %addr, error = %e, "heartbeat failed"),
+                    Err(_) => tracing::debug!(voter = %addr, "heartbeat not answered in time"),
                 }
             }
         });
