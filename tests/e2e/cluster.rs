@@ -304,10 +304,12 @@ impl Cluster {
     /// Partition 0 of `topic` as the first running node describes it.
     async fn partition(&self, topic: &str) -> Option<pb::PartitionDescription> {
         for id in self.running() {
-            let Ok(client) = Client::connect(&self.addr(id)).await else {
-                continue;
+            // Bounded: a paused broker accepts connections and never answers.
+            let ask = async {
+                let client = Client::connect(&self.addr(id)).await.ok()?;
+                client.describe_topic(topic).await.ok()
             };
-            if let Ok(d) = client.describe_topic(topic).await {
+            if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), ask).await {
                 return d.partitions.first().cloned();
             }
         }
