@@ -521,6 +521,14 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills
     read_from_leader(&c, "r", &mut history, end).await;
     history.assert_clean("after the second leader was killed");
     assert!(third.leader_epoch >= second.leader_epoch);
+    // A client given a broker that does not lead the partition follows the leader it
+    // names and reads the same records.
+    let leader = c.led("r", None, 0).await.leader as u64;
+    let other = c.running().into_iter().find(|id| *id != leader).unwrap();
+    let client = Client::connect(&c.addr(other)).await.unwrap();
+    let records = read_all(&client, "r", 0, 0).await;
+    history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
+    history.assert_clean("read through a broker that does not lead");
 }
 
 fn history_end(h: &History) -> i64 {

@@ -1,7 +1,9 @@
 //! The Rust client for Strata.
 //!
 //! - [`Client`]: one connection to a broker, with the admin calls (topics, configs,
-//!   offsets) and raw fetch/subscribe.
+//!   offsets) and raw fetch/subscribe. Fetch, subscribe and list-offsets follow the
+//!   partition's leader: a broker that does not lead it names the leader, and the
+//!   client goes there (and remembers it) within the same call.
 //! - [`Producer`]: builds batches in the log's own binary format per partition
 //!   (batch size, linger), picks partitions (key hash or sticky), and pipelines them to
 //!   the broker over one ordered stream with a bounded in-flight window.
@@ -18,7 +20,8 @@ pub mod group;
 pub mod partitioner;
 mod producer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ClientError, Result};
@@ -31,11 +34,42 @@ use tonic::transport::{Channel, Endpoint};
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
 const MAX_MESSAGE: usize = 128 << 20;
 
-/// A connection to one broker. Cheap to clone; clones share the connection.
+/// A connection to one broker, and to the leaders it named. Cheap to clone; clones
+/// share the connections.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: StrataClient<Channel>,
     addr: String,
+    /// Partition leaders learned from not-leader answers: (address, connection).
+    leaders: Arc<parking_lot::Mutex<HashMap<(String, u32), (String, StrataClient<Channel>)>>>,
+}
+
+/// Tries a partition's request this many times, following a named leader in between.
+const LEADER_HOPS: usize = 3;
+
+fn endpoint(addr: &str) -> Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+fn raw_client(channel: Channel) -> StrataClient<Channel> {
+    StrataClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
 }
 
 /// Where to start reading a partition.
@@ -52,43 +86,73 @@ impl Client {
     /// Connects to `addr` (`HOST:PORT` or `http://HOST:PORT`), failing fast if nothing
     /// listens there.
     pub async fn connect(addr: &str) -> Result<Self> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
-            addr: addr.to_string(),
-            reason: e.to_string(),
+        let channel = endpoint(addr)?.connect().await.map_err(|e| {
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = s.to_string();
+                src = s.source();
+            }
+            ClientError::Unreachable {
+                addr: addr.to_string(),
+                reason,
+            }
         })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| {
-                let mut reason = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    reason = s.to_string();
-                    src = s.source();
-                }
-                ClientError::Unreachable {
-                    addr: addr.to_string(),
-                    reason,
-                }
-            })?;
-        let inner = StrataClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
         Ok(Self {
-            inner,
+            inner: raw_client(channel),
             addr: addr.to_string(),
+            leaders: Default::default(),
         })
+    }
+
+    /// The connection for `topic`/`partition`: its leader's when one was named.
+    fn for_partition(&self, topic: &str, partition: u32) -> (String, StrataClient<Channel>) {
+        self.leaders
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+            .unwrap_or_else(|| (self.addr.clone(), self.inner.clone()))
+    }
+
+    /// Remembers the leader a not-leader answer names; whether it named one.
+    fn follow_leader(&self, topic: &str, partition: u32, s: &tonic::Status) -> bool {
+        let Some(addr) = s
+            .metadata()
+            .get("strata-leader-address")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Ok(endpoint) = endpoint(addr) else {
+            return false;
+        };
+        let raw = raw_client(endpoint.connect_lazy());
+        self.leaders
+            .lock()
+            .insert((topic.to_string(), partition), (addr.to_string(), raw));
+        true
+    }
+
+    /// Runs a partition's request on its leader, following a not-leader answer.
+    async fn on_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<T>
+    where
+        F: Fn(StrataClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut hops = 0;
+        loop {
+            let (addr, raw) = self.for_partition(topic, partition);
+            match call(raw).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => {
+                    hops += 1;
+                    if hops < LEADER_HOPS && self.follow_leader(topic, partition, &s) {
+                        continue;
+                    }
+                    return Err(ClientError::from_status(&addr, s));
+                }
+            }
+        }
     }
 
     pub fn addr(&self) -> &str {
@@ -185,17 +249,16 @@ impl Client {
         spec: pb::OffsetSpec,
         timestamp_ms: i64,
     ) -> Result<pb::ListOffsetsResponse> {
-        let r = self
-            .raw()
-            .list_offsets(pb::ListOffsetsRequest {
+        self.on_leader(topic, partition, |mut raw| {
+            let req = pb::ListOffsetsRequest {
                 topic: topic.to_string(),
                 partition,
                 spec: spec as i32,
                 timestamp_ms,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner())
+            };
+            async move { raw.list_offsets(req).await }
+        })
+        .await
     }
 
     /// Turns a [`StartOffset`] into a concrete offset.
@@ -229,9 +292,8 @@ impl Client {
         min_bytes: u32,
         max_wait: Duration,
     ) -> Result<pb::FetchResponse> {
-        let r = self
-            .raw()
-            .fetch(pb::FetchRequest {
+        self.on_leader(topic, partition, |mut raw| {
+            let req = pb::FetchRequest {
                 topic: topic.to_string(),
                 partition,
                 offset,
@@ -240,10 +302,10 @@ impl Client {
                 max_wait_ms: max_wait.as_millis() as u32,
                 format: pb::Format::Batches as i32,
                 leader_epoch: None,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner())
+            };
+            async move { raw.fetch(req).await }
+        })
+        .await
     }
 
     /// A server stream of batches from `offset` that follows the tail.
@@ -254,18 +316,17 @@ impl Client {
         offset: i64,
         max_bytes: u32,
     ) -> Result<tonic::Streaming<pb::FetchResponse>> {
-        let r = self
-            .raw()
-            .subscribe(pb::SubscribeRequest {
+        self.on_leader(topic, partition, |mut raw| {
+            let req = pb::SubscribeRequest {
                 topic: topic.to_string(),
                 partition,
                 offset,
                 max_bytes,
                 format: pb::Format::Batches as i32,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner())
+            };
+            async move { raw.subscribe(req).await }
+        })
+        .await
     }
 
     pub async fn group_heartbeat(
