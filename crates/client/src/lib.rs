@@ -40,9 +40,12 @@ const MAX_MESSAGE: usize = 128 << 20;
 pub struct Client {
     inner: StrataClient<Channel>,
     addr: String,
-    /// Partition leaders learned from not-leader answers: (address, connection).
-    leaders: Arc<parking_lot::Mutex<HashMap<(String, u32), (String, StrataClient<Channel>)>>>,
+    leaders: Arc<parking_lot::Mutex<Leaders>>,
 }
+
+/// Partition leaders learned from not-leader answers: (address, connection) by
+/// (topic, partition).
+type Leaders = HashMap<(String, u32), (String, StrataClient<Channel>)>;
 
 /// Tries a partition's request this many times, following a named leader in between.
 const LEADER_HOPS: usize = 3;
