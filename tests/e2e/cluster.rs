@@ -595,12 +595,22 @@ async fn topics_are_created_altered_and_deleted_through_any_broker() {
         },
     )
     .await;
-    // Every broker describes the change.
-    for id in 1..=3 {
-        let d = via(id).await.unwrap().describe_topic("t").await.unwrap();
-        let v = d.configs.iter().find(|c| c.name == "max.message.bytes");
-        assert_eq!(v.unwrap().value, "200", "broker {id}");
-    }
+    // Every broker describes the change (once it has applied it: metadata reaches
+    // brokers one by one).
+    wait_until(
+        Duration::from_secs(30),
+        "every broker describing the change",
+        || async {
+            let mut all = true;
+            for id in 1..=3 {
+                let d = via(id).await.unwrap().describe_topic("t").await.unwrap();
+                let v = d.configs.iter().find(|c| c.name == "max.message.bytes");
+                all &= v.is_some_and(|v| v.value == "200");
+            }
+            all
+        },
+    )
+    .await;
     // Deleted through a third broker: gone from every broker's metadata and disk.
     via(3).await.unwrap().delete_topic("t").await.unwrap();
     wait_until(Duration::from_secs(30), "every replica removed", || async {
