@@ -203,11 +203,7 @@ async fn three_brokers_elect_a_controller_fence_a_killed_one_and_replace_a_kille
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_whose_disk_was_wiped_is_refused_under_its_old_id() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
+    let mut c = Cluster::active(dir.path(), 3).await;
     // Never the controller: its restart would also have to wait for an election.
     let leader = c.describe(1).await.unwrap().controller_id as u64;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
@@ -253,11 +249,7 @@ async fn wait_for_exit(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_broker_joins_a_running_cluster_as_a_non_voter() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
+    let mut c = Cluster::active(dir.path(), 3).await;
     let id = c.add_broker();
     // Every node, the new one too (it follows the controller's log), sees it active
     // and not voting.
@@ -295,6 +287,27 @@ async fn raw(addr: &str) -> pb::strata_client::StrataClient<tonic::transport::Ch
 }
 
 impl Cluster {
+    /// Starts `n` voters and waits until all are active.
+    async fn active(dir: &Path, n: u64) -> Self {
+        let c = Self::start(dir, n);
+        c.settled("every broker active", |d| {
+            d.brokers.len() == n as usize && d.brokers.iter().all(|b| b.state == "active")
+        })
+        .await;
+        c
+    }
+
+    /// Creates `topic` with one partition on three replicas, through broker 1; returns
+    /// the partition once its three replicas are in sync.
+    async fn replicated_topic(&self, topic: &str) -> pb::PartitionDescription {
+        let client = Client::connect(&self.addr(1)).await.unwrap();
+        client
+            .create_topic(topic, 1, 3, Default::default())
+            .await
+            .unwrap();
+        self.led(topic, None, 3).await
+    }
+
     fn running(&self) -> Vec<u64> {
         (1..=self.nodes.len() as u64)
             .filter(|id| self.nodes[*id as usize - 1].is_some())
@@ -450,11 +463,7 @@ async fn read_from_leader(c: &Cluster, topic: &str, history: &mut History, end: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
+    let mut c = Cluster::active(dir.path(), 3).await;
     // Created through any broker; every broker describes it the same way.
     let client = Client::connect(&c.addr(2)).await.unwrap();
     let d = client
@@ -538,11 +547,7 @@ fn history_end(h: &History) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_altered_and_deleted_through_any_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
+    let c = Cluster::active(dir.path(), 3).await;
     let via = |id| {
         let addr = c.addr(id);
         async move { Client::connect(&addr).await }
@@ -647,17 +652,8 @@ fn signal(c: &Cluster, id: u64, sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_session_is_replaced_and_rejoins_as_a_follower() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
-    let client = Client::connect(&c.addr(1)).await.unwrap();
-    client
-        .create_topic("p", 1, 3, Default::default())
-        .await
-        .unwrap();
-    let first = c.led("p", None, 3).await;
+    let mut c = Cluster::active(dir.path(), 3).await;
+    let first = c.replicated_topic("p").await;
     let mut history = History::new();
     let mut paused = 0;
     produce_following_leader(&mut c, "p", "paused", 200, &mut history, |c, leader| {
@@ -686,17 +682,8 @@ async fn repeated_leader_kills_lose_no_acknowledged_record() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path(), 3);
-    c.settled("three active brokers", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
-    let client = Client::connect(&c.addr(1)).await.unwrap();
-    client
-        .create_topic("k", 1, 3, Default::default())
-        .await
-        .unwrap();
-    c.led("k", None, 3).await;
+    let mut c = Cluster::active(dir.path(), 3).await;
+    c.replicated_topic("k").await;
     let mut history = History::new();
     let mut failovers = Vec::new();
     for cycle in 0..cycles {

@@ -608,12 +608,18 @@ impl Broker {
         Ok(topic)
     }
 
-    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+    /// Refuses to delete the internal offsets topic.
+    pub fn check_deletable(name: &str) -> Result<()> {
         if name == OFFSETS_TOPIC {
             return Err(BrokerError::InvalidRequest(format!(
                 "{OFFSETS_TOPIC} is internal (it holds consumer group offsets) and cannot be deleted; use `strata group delete`"
             )));
         }
+        Ok(())
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        Self::check_deletable(name)?;
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let id = topic.meta().id;

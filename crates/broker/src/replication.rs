@@ -378,11 +378,7 @@ impl Member {
 
     /// Deletes a topic through the controller.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        if name == OFFSETS_TOPIC {
-            return Err(BrokerError::InvalidRequest(format!(
-                "{OFFSETS_TOPIC} is internal (it holds consumer group offsets) and cannot be deleted; use `strata group delete`"
-            )));
-        }
+        Broker::check_deletable(name)?;
         let topic = self.topic(name)?;
         self.controller
             .submit(Command::DeleteTopic {

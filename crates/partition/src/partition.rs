@@ -232,11 +232,7 @@ impl Partition {
         let remote = self.tier.remote.read();
         let (role, leader_epoch) = self.role();
         let local_start = log.log_start_offset();
-        let start = remote
-            .segments
-            .first()
-            .map(|s| s.base_offset.min(local_start))
-            .unwrap_or(local_start);
+        let start = start_over_tiers(&remote, local_start);
         let uploaded_to = remote.next_offset().unwrap_or(local_start);
         let hw = self.high_watermark();
         PartitionState {
@@ -307,11 +303,6 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.replica.lock().leader_epoch
-    }
-
-    /// Fetches and subscriptions waiting on the HW, and follower fetches on the LEO.
-    pub fn log_end_waiters(&self) -> usize {
-        self.log_end.receiver_count()
     }
 
     /// Waits until the high watermark moves past `offset`, the partition is deleted, or
@@ -407,13 +398,6 @@ impl Partition {
         epoch: Option<i32>,
         acks_all: bool,
     ) -> Result<Produced> {
-        {
-            let r = self.replica.lock();
-            self.check_leader_locked(&r, epoch)?;
-            if acks_all {
-                self.check_min_isr(&r)?;
-            }
-        }
         let (topic, partition) = (self.topic.as_str(), self.id);
         let (max, (before_max, after_max), compacted) = {
             let c = self.config.read();
@@ -497,9 +481,12 @@ impl Partition {
         let (info, start, leader_epoch) = {
             let mut log = self.log.write();
             let r = self.replica.lock();
-            // Again under the log's lock: a role change takes it, so nothing is
-            // appended in a leadership that has ended.
+            // Under the log's lock: a role change takes it, so nothing is appended in
+            // a leadership that has ended.
             self.check_leader_locked(&r, epoch)?;
+            if acks_all {
+                self.check_min_isr(&r)?;
+            }
             let info = log
                 .append(&mut buf, r.leader_epoch)
                 .map_err(|e| self.err(e))?;
@@ -700,6 +687,16 @@ impl Partition {
             }
         }
     }
+}
+
+/// The first offset in either tier, given the cold tier's manifest and the local log's
+/// start.
+pub(crate) fn start_over_tiers(remote: &strata_tier::manifest::Manifest, local_start: i64) -> i64 {
+    remote
+        .segments
+        .first()
+        .map(|s| s.base_offset.min(local_start))
+        .unwrap_or(local_start)
 }
 
 /// Opens a partition log under `dir`.

@@ -442,13 +442,7 @@ impl Partition {
     /// The first offset in either tier, given the local log's start (takes the
     /// manifest's lock: never call it holding the replica lock).
     fn log_start_offset_both(&self, local_start: i64) -> i64 {
-        self.tier
-            .remote
-            .read()
-            .segments
-            .first()
-            .map(|s| s.base_offset.min(local_start))
-            .unwrap_or(local_start)
+        crate::partition::start_over_tiers(&self.tier.remote.read(), local_start)
     }
 
     /// On a leader: the in-sync set it should ask the controller for, if it differs
