@@ -716,3 +716,284 @@ async fn repeated_leader_kills_lose_no_acknowledged_record() {
         failovers.last().map_or(0, ms),
     );
 }
+
+/// Partition `n` of `topic` as the first running node that answers describes it.
+async fn partition_n(c: &Cluster, topic: &str, n: u32) -> Option<pb::PartitionDescription> {
+    for id in c.running() {
+        let ask = async {
+            let client = Client::connect(&c.addr(id)).await.ok()?;
+            client.describe_topic(topic).await.ok()
+        };
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), ask).await {
+            return d.partitions.get(n as usize).cloned();
+        }
+    }
+    None
+}
+
+/// Waits until partition `n` of `topic` has a leader other than `not` with `isr` in
+/// sync; returns the leader.
+async fn leader_n(c: &Cluster, topic: &str, n: u32, not: Option<u64>, isr: usize) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(p) = partition_n(c, topic, n).await
+            && p.leader >= 0
+            && Some(p.leader as u64) != not
+            && p.isr.len() >= isr
+        {
+            return p.leader as u64;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}-{n}: no leader other than {not:?} with {isr} in sync within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces `count` acks=all records to partition `n` of `topic` through its leader,
+/// following it; each attempt carries new values (see `produce_following_leader`).
+async fn produce_acked(c: &Cluster, topic: &str, n: u32, tag: &str, count: usize, h: &mut History) {
+    let mut acked = 0;
+    let mut attempt = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}-{n}: only {acked} of {count} records acknowledged within 60 s"
+        );
+        attempt += 1;
+        let leader = leader_n(c, topic, n, None, 0).await;
+        let values: Vec<Vec<u8>> = (0..10)
+            .map(|i| format!("{tag}-{n}-attempt-{attempt}-record-{i}").into_bytes())
+            .collect();
+        let records = values
+            .iter()
+            .map(|v| pb::Record {
+                value: Some(v.clone().into()),
+                ..Default::default()
+            })
+            .collect();
+        let produce = async {
+            raw(&c.addr(leader))
+                .await
+                .produce(pb::ProduceRequest {
+                    topic: topic.into(),
+                    partition: n,
+                    acks: pb::Acks::All as i32,
+                    records,
+                    timeout_ms: 2_000,
+                    ..Default::default()
+                })
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), produce).await {
+            Ok(Ok(r)) => {
+                let base = r.into_inner().base_offset;
+                for (i, v) in values.into_iter().enumerate() {
+                    h.ack(base + i as i64, v);
+                }
+                acked += 10;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// What the group delivered and had committed, in the order it happened.
+#[derive(Default)]
+struct GroupLog {
+    /// Per partition: every (offset, value) delivered, in delivery order.
+    delivered: [Vec<(i64, Vec<u8>)>; 2],
+    /// Per partition: the last commit the coordinator acknowledged.
+    committed: [i64; 2],
+    /// Offsets delivered again below an acknowledged commit: more than at-least-once.
+    redelivered_below_commit: Vec<(u32, i64, i64)>,
+}
+
+impl GroupLog {
+    /// One poll of `m`: records what it delivered, then commits those positions.
+    async fn poll(&mut self, m: &mut strata_client::group::GroupConsumer, topic: &str) {
+        let got = match m.poll(Duration::from_millis(100)).await {
+            Ok(got) => got,
+            Err(e) => panic!("a group member failed for good: {e}"),
+        };
+        let mut positions = Vec::new();
+        for ((t, p), b) in got {
+            assert_eq!(t, topic);
+            let seen = &mut self.delivered[p as usize];
+            for r in b.records() {
+                let r = r.unwrap();
+                if r.offset < self.committed[p as usize] && seen.iter().any(|(o, _)| *o == r.offset)
+                {
+                    self.redelivered_below_commit
+                        .push((p, r.offset, self.committed[p as usize]));
+                }
+                seen.push((r.offset, r.value.unwrap_or_default().to_vec()));
+            }
+            positions.push((t, p, b.next_offset));
+        }
+        if positions.is_empty() {
+            return;
+        }
+        // A commit whose answer is lost (the coordinator moving) may or may not count;
+        // only acknowledged ones bound what may be delivered again.
+        if m.commit_offsets(&positions).await.is_ok() {
+            for (_, p, o) in positions {
+                let c = &mut self.committed[p as usize];
+                *c = (*c).max(o);
+            }
+        }
+    }
+
+    fn covers(&self, p: usize, end: i64) -> bool {
+        let offsets: std::collections::BTreeSet<i64> =
+            self.delivered[p].iter().map(|(o, _)| *o).collect();
+        (0..end).all(|o| offsets.contains(&o))
+    }
+}
+
+/// The coordinator of `group`: the leader of its `__consumer_offsets` partition, once
+/// that partition has `isr` replicas in sync.
+async fn coordinator(c: &Cluster, group: &str, not: Option<u64>, isr: usize) -> u64 {
+    let offsets = strata_broker::groups::OFFSETS_TOPIC;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = 'found: loop {
+        for id in c.running() {
+            if let Ok(client) = Client::connect(&c.addr(id)).await
+                && let Ok(t) = client.describe_topic(offsets).await
+            {
+                break 'found t.partitions.len() as u32;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {offsets} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let n = strata_broker::groups::partition_for(group, count);
+    leader_n(c, offsets, n, not, isr).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_keeps_committed_offsets_and_members_through_a_coordinator_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::active(dir.path(), 3).await;
+    let admin = Client::connect(&c.addr(1)).await.unwrap();
+    admin
+        .create_topic("gt", 2, 3, Default::default())
+        .await
+        .unwrap();
+    let coord = coordinator(&c, "gf", None, 3).await;
+    // The group's requests go through a broker that does not coordinate it, and one
+    // that stays up: it names the coordinator, and the client follows.
+    let boot = (1..=3).find(|id| *id != coord).unwrap();
+    let (boot_addr, coord_addr) = (c.addr(boot), c.addr(coord));
+    // (Once it has applied the metadata: until then it knows no coordinator.)
+    wait_until(
+        Duration::from_secs(30),
+        "a broker naming the coordinator",
+        || {
+            let (boot_addr, coord_addr) = (boot_addr.clone(), coord_addr.clone());
+            async move {
+                let e = raw(&boot_addr)
+                    .await
+                    .describe_group(pb::DescribeGroupRequest { group: "gf".into() })
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                e.metadata()
+                    .get("strata-leader-address")
+                    .is_some_and(|a| a == coord_addr.as_str())
+            }
+        },
+    )
+    .await;
+
+    let mut histories = [History::new(), History::new()];
+    for n in 0..2 {
+        leader_n(&c, "gt", n, None, 3).await;
+        produce_acked(&c, "gt", n, "before", 100, &mut histories[n as usize]).await;
+    }
+    let mut config = strata_client::group::GroupConfig::new("gf", &["gt"]);
+    config.auto_offset_reset = strata_client::StartOffset::Earliest;
+    config.auto_commit_interval = None;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let client = Client::connect(&c.addr(boot)).await.unwrap();
+        members.push(
+            strata_client::group::GroupConsumer::join(client, config.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut log = GroupLog::default();
+    // Consume about half, committing as we go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while log.committed.iter().any(|c| *c < 50) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing committed in 60 s"
+        );
+        for m in members.iter_mut() {
+            log.poll(m, "gt").await;
+        }
+    }
+    let before_kill = log.committed;
+
+    c.kill(coord);
+    let new_coord = coordinator(&c, "gf", Some(coord), 2).await;
+    assert_ne!(new_coord, coord);
+    for n in 0..2 {
+        produce_acked(&c, "gt", n, "after", 100, &mut histories[n as usize]).await;
+    }
+    let ends: Vec<i64> = histories
+        .iter()
+        .map(|h| h.last_acked().unwrap() + 1)
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !(0..2).all(|p| log.covers(p, ends[p]) && log.committed[p] >= ends[p]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group did not consume and commit everything within 90 s: committed {:?} of {ends:?}",
+            log.committed
+        );
+        for m in members.iter_mut() {
+            log.poll(m, "gt").await;
+        }
+    }
+    assert!(
+        log.redelivered_below_commit.is_empty(),
+        "records delivered again below an acknowledged commit (more than at-least-once): {:?}",
+        log.redelivered_below_commit
+    );
+    // Every acknowledged commit survived the failover: the new coordinator has them.
+    let committed = Client::connect(&c.addr(boot))
+        .await
+        .unwrap()
+        .committed_offsets("gf", Vec::new())
+        .await
+        .unwrap();
+    for e in &committed {
+        let p = e.partition as usize;
+        assert!(
+            e.offset >= before_kill[p] && e.offset >= log.committed[p],
+            "{committed:?}"
+        );
+    }
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    // What the group delivered is what was acknowledged, and the log lost nothing.
+    for (n, h) in histories.iter_mut().enumerate() {
+        for (o, v) in std::mem::take(&mut log.delivered[n]) {
+            h.read(o, [(o, v)]);
+        }
+        let client = Client::connect(&c.addr(boot)).await.unwrap();
+        let records = read_all(&client, "gt", n as u32, 0).await;
+        h.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
+        h.assert_clean(&format!("partition {n} through a coordinator kill"));
+    }
+    for m in members {
+        m.close().await.unwrap();
+    }
+}

@@ -153,7 +153,16 @@ pub struct Broker {
     closing: watch::Sender<bool>,
     pub(crate) groups: strata_groups::Coordinator,
     pub(crate) deletions: crate::deletion::Deletions,
+    /// In a cluster: the controller's metadata (set once the member starts).
+    pub(crate) metadata: std::sync::OnceLock<Arc<dyn Metadata>>,
     _lock: File,
+}
+
+/// What the cluster's metadata says, for parts of the broker that serve partitions this
+/// broker may hold no replica of (the group coordinator).
+pub trait Metadata: Send + Sync {
+    /// A topic's partition count, if the topic exists.
+    fn partition_count(&self, topic: &str) -> Option<u32>;
 }
 
 /// Kafka's topic name rules.
@@ -300,6 +309,7 @@ impl Broker {
             closing: watch::channel(false).0,
             groups: Default::default(),
             deletions,
+            metadata: Default::default(),
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -324,7 +334,8 @@ impl Broker {
         // removed once the copy is in it, makes a restore that failed (or crashed) run
         // again at the next start rather than leave the groups empty for good.
         let restore = broker.config.data_dir.join(OFFSETS_RESTORE_PENDING);
-        if broker.topic(OFFSETS_TOPIC).is_err() {
+        // A cluster's offsets topic is the controller's, placed and replicated like any.
+        if !broker.config.clustered() && broker.topic(OFFSETS_TOPIC).is_err() {
             write_json_atomic(&restore, &serde_json::json!({ "restore": "group offsets" }))?;
             let configs = broker.offsets_topic_configs();
             broker.create_topic_now(broker.new_meta(OFFSETS_TOPIC, 1, 1, configs), &[])?;
@@ -335,20 +346,19 @@ impl Broker {
                 .map_err(|e| BrokerError::io(format!("removing {}", restore.display()), e))?;
             sync_dir(&broker.config.data_dir)?;
         }
-        if broker.config.clustered() {
-            // Group offsets stay on each broker until the coordinator moves to the
-            // leaders of a replicated offsets topic: this broker leads its own copy.
-            let me = broker.config.node_id as u64;
-            for p in broker.topic(OFFSETS_TOPIC)?.partitions() {
-                p.become_leader(me, 0, 0, &[me], &[me]);
-            }
-        }
-        broker.load_groups()?;
+        // A single broker leads its offsets partition from the start; a cluster member
+        // loads groups as it becomes leader of offsets partitions.
+        broker.groups.sync_leadership(&broker);
         Ok(Arc::new(broker))
     }
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Gives the broker the cluster's metadata (once, when its member starts).
+    pub fn set_metadata(&self, metadata: Arc<dyn Metadata>) {
+        let _ = self.metadata.set(metadata);
     }
 
     /// Chosen when this data directory was first used: a broker that comes back with
@@ -620,6 +630,16 @@ impl Broker {
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         Self::check_deletable(name)?;
+        self.remove_topic(name).await
+    }
+
+    /// Removes a local topic the cluster's metadata no longer places here (deleted,
+    /// or an older incarnation of its name), the internal offsets topic included.
+    pub async fn remove_replica(&self, name: &str) -> Result<()> {
+        self.remove_topic(name).await
+    }
+
+    async fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;
         let id = topic.meta().id;

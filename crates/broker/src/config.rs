@@ -70,6 +70,13 @@ pub struct BrokerConfig {
     /// Segment size of the compacted offsets topic (Kafka's `offsets.topic.segment.bytes`):
     /// compaction never touches the active segment, so this bounds what it leaves.
     pub offsets_topic_segment_bytes: u64,
+    /// Partitions of the offsets topic in a cluster (Kafka's `offsets.topic.num.partitions`):
+    /// groups are spread over them by a hash of the group id, each coordinated by its
+    /// partition's leader. Fixed once the topic exists. A single broker uses one.
+    pub offsets_topic_partitions: u32,
+    /// Replicas of each offsets partition (Kafka's `offsets.topic.replication.factor`),
+    /// at most the number of voters; the topic is created once that many brokers are live.
+    pub offsets_topic_replication_factor: u32,
     /// How often committed group offsets are copied to the bucket, when they changed, so
     /// a broker rebuilt from the bucket alone has them (0: never).
     pub offsets_snapshot_interval_ms: u64,
@@ -100,6 +107,8 @@ impl Default for BrokerConfig {
             housekeeping_interval_ms: 1000,
             upload_backlog_limit_bytes: 4 << 30,
             offsets_topic_segment_bytes: 64 << 20,
+            offsets_topic_partitions: 16,
+            offsets_topic_replication_factor: 3,
             offsets_snapshot_interval_ms: 5000,
             topic_defaults: BTreeMap::new(),
         }
@@ -227,6 +236,15 @@ impl BrokerConfig {
         }
         if self.housekeeping_interval_ms == 0 {
             return bad("housekeeping_interval_ms must be at least 1".into());
+        }
+        if !(1..=1000).contains(&self.offsets_topic_partitions) {
+            return bad(format!(
+                "offsets_topic_partitions = {} must be between 1 and 1000",
+                self.offsets_topic_partitions
+            ));
+        }
+        if self.offsets_topic_replication_factor == 0 {
+            return bad("offsets_topic_replication_factor must be at least 1".into());
         }
         topic_config::validate(
             "segment.bytes",

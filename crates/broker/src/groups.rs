@@ -7,7 +7,7 @@ use std::sync::Arc;
 use strata_groups::Host;
 pub use strata_groups::{
     ASSIGNORS, GroupDescription, Heartbeat, HeartbeatAnswer, MemberDescription, OFFSETS_TOPIC,
-    PartitionLag, ResetTo,
+    PartitionLag, ResetTo, partition_for,
 };
 use strata_partition::Partition;
 use strata_partition::metrics::Metrics;
@@ -21,6 +21,11 @@ impl Host for Broker {
     }
 
     fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(metadata) = self.metadata.get() {
+            return metadata
+                .partition_count(topic)
+                .ok_or_else(|| crate::error::BrokerError::UnknownTopic(topic.to_string()));
+        }
         self.topic(topic).map(|t| t.partitions().len() as u32)
     }
 
@@ -42,13 +47,17 @@ impl Host for Broker {
 }
 
 impl Broker {
-    /// Rebuilds group state from the offsets topic (start-up).
-    pub(crate) fn load_groups(&self) -> Result<()> {
-        self.groups.load_groups(self)
+    /// Makes the coordinator hold the groups of the offsets partitions this broker
+    /// leads (loading them from disk): at start-up and after roles change.
+    pub(crate) fn sync_group_coordinator(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
+        let b = self.clone();
+        async move {
+            let _ = tokio::task::spawn_blocking(move || b.groups.sync_leadership(&*b)).await;
+        }
     }
 
-    pub fn group_heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatAnswer> {
-        self.groups.group_heartbeat(self, hb)
+    pub async fn group_heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+        self.groups.group_heartbeat(self, hb).await
     }
 
     /// Drops members whose session timed out (housekeeping).
@@ -57,7 +66,7 @@ impl Broker {
     }
 
     /// Commits offsets for a group (see `Coordinator::commit_offsets`).
-    pub fn commit_offsets(
+    pub async fn commit_offsets(
         &self,
         group_id: &str,
         member_id: &str,
@@ -66,6 +75,7 @@ impl Broker {
     ) -> Result<()> {
         self.groups
             .commit_offsets(self, group_id, member_id, member_epoch, offsets)
+            .await
     }
 
     /// Committed offsets of a group: all of them, or those asked for (-1 where none).
@@ -98,8 +108,8 @@ impl Broker {
             .await
     }
 
-    pub fn delete_group(&self, group_id: &str) -> Result<()> {
-        self.groups.delete_group(self, group_id)
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        self.groups.delete_group(self, group_id).await
     }
 
     /// Forgets every group's offsets for a deleted topic.
@@ -109,7 +119,12 @@ impl Broker {
 
     /// Copies the committed offsets to the bucket if they changed since the last copy;
     /// returns whether it wrote.
+    /// A cluster keeps them replicated instead: its members share one bucket, and a
+    /// broker rebuilt from scratch copies them from the other replicas.
     pub async fn snapshot_group_offsets(&self) -> Result<bool> {
+        if self.config().clustered() {
+            return Ok(false);
+        }
         self.groups.snapshot_group_offsets(self).await
     }
 

@@ -80,6 +80,22 @@ pub struct Member {
     fetchers: parking_lot::Mutex<HashMap<(String, u32), Fetcher>>,
     /// The partition records last applied, by (topic id, partition).
     applied: parking_lot::Mutex<HashMap<(String, u32), PartitionRecord>>,
+    /// Topic names in the metadata at the last reconcile: one that goes is deleted, and
+    /// the groups coordinated here forget its offsets.
+    known: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// The controller's metadata, as the broker's group coordinator asks for it.
+struct ControllerMetadata(Arc<Controller>);
+
+impl crate::broker::Metadata for ControllerMetadata {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.0
+            .state()
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.len() as u32)
+    }
 }
 
 impl Member {
@@ -89,6 +105,7 @@ impl Member {
         link: Arc<dyn LeaderLink>,
     ) -> Arc<Self> {
         let me = broker.config().node_id as NodeId;
+        broker.set_metadata(Arc::new(ControllerMetadata(controller.clone())));
         Arc::new(Self {
             broker,
             controller,
@@ -96,6 +113,7 @@ impl Member {
             me,
             fetchers: Default::default(),
             applied: Default::default(),
+            known: Default::default(),
         })
     }
 
@@ -130,6 +148,9 @@ impl Member {
             return;
         }
         let state = self.controller.state();
+        if !state.topics.contains_key(OFFSETS_TOPIC) {
+            self.create_offsets_topic(&state).await;
+        }
         let addrs: BTreeMap<NodeId, String> = state
             .brokers
             .values()
@@ -172,7 +193,7 @@ impl Member {
             .list_topics()
             .into_iter()
             .map(|m| m.name)
-            .filter(|n| n != OFFSETS_TOPIC && !state.topics.contains_key(n))
+            .filter(|n| !state.topics.contains_key(n))
             .collect();
         for name in listed {
             self.remove_local(&name).await;
@@ -185,10 +206,64 @@ impl Member {
             .collect();
         self.fetchers.lock().retain(|k, _| live.contains(k));
         self.applied.lock().retain(|k, _| live.contains(k));
+        // Roles may have moved: the coordinator takes up or lets go of groups.
+        self.broker.sync_group_coordinator().await;
+        let names: std::collections::BTreeSet<String> = state.topics.keys().cloned().collect();
+        let gone: Vec<String> = self.known.lock().difference(&names).cloned().collect();
+        for name in gone {
+            self.broker.forget_topic_offsets(&name);
+        }
+        *self.known.lock() = names;
+    }
+
+    /// Creates the offsets topic once enough brokers are live for its replication
+    /// factor (`offsets_topic_replication_factor`, at most the number of voters), as
+    /// Kafka does on the first coordinator lookup. Only the controller's leader
+    /// proposes it; a second proposal is refused as a duplicate.
+    async fn create_offsets_topic(&self, state: &strata_controller::ClusterState) {
+        if self.controller.leader().map(|(id, _)| id) != Some(self.me) {
+            return;
+        }
+        let config = self.broker.config();
+        // The configured voters, not the current membership: that grows from one.
+        let voters = config
+            .voters
+            .split(',')
+            .filter(|v| !v.trim().is_empty())
+            .count();
+        let rf = (config.offsets_topic_replication_factor as usize)
+            .min(voters)
+            .max(1);
+        let record = match place_topic(
+            state,
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            rf as u32,
+            BTreeMap::new(),
+            self.broker.clock().now_ms(),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "not creating {OFFSETS_TOPIC} yet");
+                return;
+            }
+        };
+        match self
+            .controller
+            .submit(Command::CreateTopic { topic: record })
+            .await
+        {
+            Ok(()) => tracing::info!(
+                partitions = config.offsets_topic_partitions,
+                replication_factor = rf,
+                "created {OFFSETS_TOPIC}"
+            ),
+            Err(e) => tracing::info!(error = %e, "{OFFSETS_TOPIC} not created now"),
+        }
     }
 
     async fn remove_local(&self, name: &str) {
-        match self.broker.delete_topic(name).await {
+        match self.broker.remove_replica(name).await {
             Ok(()) => tracing::info!(
                 topic = name,
                 "removed the local replica (deleted or moved away)"
@@ -285,16 +360,15 @@ impl Member {
     /// On partitions this broker leads: proposes the in-sync-set changes they ask for.
     async fn propose_isr_changes(&self) {
         let lag = self.broker.config().replica_lag_time_max_ms as i64;
+        let brokers = self.controller.state().brokers;
+        let eligible = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
         let mut changes = Vec::new();
         for meta in self.broker.list_topics() {
-            if meta.name == OFFSETS_TOPIC {
-                continue;
-            }
             let Ok(topic) = self.broker.topic(&meta.name) else {
                 continue;
             };
             for p in topic.partitions() {
-                if let Some(change) = p.isr_change(self.me, lag) {
+                if let Some(change) = p.isr_change(self.me, lag, &eligible) {
                     changes.push((meta.clone(), p.clone(), change));
                 }
             }
@@ -341,32 +415,14 @@ impl Member {
         if state.topics.contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
-        let live: Vec<strata_controller::placement::Candidate> = state
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| strata_controller::placement::Candidate {
-                id: b.id,
-                rack: b.rack.clone(),
-            })
-            .collect();
-        if rf as usize > live.len() {
-            return Err(BrokerError::ReplicationFactor {
-                requested: rf,
-                available: live.len() as u32,
-            });
-        }
-        let start = uuid::Uuid::new_v4().as_u128() as usize;
-        let placed =
-            strata_controller::placement::place(&live, partitions as u32, rf as u32, start)
-                .map_err(BrokerError::InvalidRequest)?;
-        let record = TopicRecord {
-            name: name.to_string(),
-            id: crate::broker::new_topic_id(),
+        let record = place_topic(
+            &state,
+            name,
+            partitions as u32,
+            rf as u32,
             configs,
-            partitions: placed.into_iter().map(PartitionRecord::new).collect(),
-            created_ms: self.broker.clock().now_ms(),
-        };
+            self.broker.clock().now_ms(),
+        )?;
         let id = record.id.clone();
         self.controller
             .submit(Command::CreateTopic { topic: record })
@@ -459,6 +515,43 @@ impl Member {
             }
         }
     }
+}
+
+/// A new topic's record: its replicas placed on the live brokers (rack-aware, from a
+/// random start so topics spread).
+fn place_topic(
+    state: &strata_controller::ClusterState,
+    name: &str,
+    partitions: u32,
+    rf: u32,
+    configs: BTreeMap<String, String>,
+    now_ms: i64,
+) -> Result<TopicRecord> {
+    let live: Vec<strata_controller::placement::Candidate> = state
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| strata_controller::placement::Candidate {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    if rf as usize > live.len() {
+        return Err(BrokerError::ReplicationFactor {
+            requested: rf as i64,
+            available: live.len() as u32,
+        });
+    }
+    let start = uuid::Uuid::new_v4().as_u128() as usize;
+    let placed = strata_controller::placement::place(&live, partitions, rf, start)
+        .map_err(BrokerError::InvalidRequest)?;
+    Ok(TopicRecord {
+        name: name.to_string(),
+        id: crate::broker::new_topic_id(),
+        configs,
+        partitions: placed.into_iter().map(PartitionRecord::new).collect(),
+        created_ms: now_ms,
+    })
 }
 
 /// A topic's local metadata from its record.

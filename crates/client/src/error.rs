@@ -26,6 +26,19 @@ impl ClientError {
         }
     }
 
+    /// Whether trying again may succeed: the broker is unreachable or answered that
+    /// it cannot serve this now (a leader or coordinator moving, a deadline).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Broker { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn from_status(addr: &str, s: tonic::Status) -> Self {
         match s.code() {
             Code::Unavailable | Code::Unknown

@@ -32,6 +32,9 @@ use crate::{Client, StartOffset, pb};
 
 pub type TopicPartition = (String, u32);
 
+/// Wait before trying a failed heartbeat, commit or read again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     pub group: String,
@@ -181,6 +184,13 @@ impl GroupConsumer {
                 self.next_heartbeat = Instant::now();
                 return Ok(());
             }
+            Err(e) if e.is_retriable() => {
+                // The coordinator is moving (or unreachable): keep reading what we own
+                // and try again shortly; the client follows the new coordinator.
+                tracing::warn!(group = %self.config.group, error = %e, "heartbeat failed; retrying");
+                self.next_heartbeat = Instant::now() + RETRY_BACKOFF;
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         self.member_id = resp.member_id;
@@ -207,7 +217,16 @@ impl GroupConsumer {
                 .await?;
         }
         if !added.is_empty() {
-            self.start(&added).await?;
+            match self.start(&added).await {
+                Ok(()) => {}
+                // Not started: the next heartbeat's answer hands them over again.
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(group = %self.config.group, error = %e, "could not start assigned partitions; retrying");
+                    self.next_heartbeat = Instant::now() + RETRY_BACKOFF;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         // Report given-up partitions at once so their next owner can start.
         self.next_heartbeat = if revoked.is_empty() {
@@ -303,20 +322,53 @@ impl GroupConsumer {
             self.config.max_bytes,
         );
         o.task = Some(tokio::spawn(async move {
-            let stream =
-                consumer::subscribe(&client, &tp2.0, tp2.1, StartOffset::Offset(from), max_bytes)
-                    .await;
-            let mut stream = match stream {
-                Ok(s) => Box::pin(s),
-                Err(e) => {
-                    let _ = tx.send((tp2, generation, Err(e))).await;
-                    return;
-                }
-            };
-            while let Some(b) = stream.next().await {
-                let failed = b.is_err();
-                if tx.send((tp2.clone(), generation, b)).await.is_err() || failed {
-                    return;
+            // A leader moving or unreachable is ridden out: read again from where the
+            // last batch ended (the client follows the new leader).
+            let mut from = from;
+            loop {
+                let stream = consumer::subscribe(
+                    &client,
+                    &tp2.0,
+                    tp2.1,
+                    StartOffset::Offset(from),
+                    max_bytes,
+                )
+                .await;
+                let mut stream = match stream {
+                    Ok(s) => Box::pin(s),
+                    Err(e) if e.is_retriable() => {
+                        tracing::debug!(topic = %tp2.0, partition = tp2.1, error = %e, "subscribe failed; retrying");
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = tx.send((tp2, generation, Err(e))).await;
+                        return;
+                    }
+                };
+                loop {
+                    match stream.next().await {
+                        Some(Ok(b)) => {
+                            from = b.next_offset;
+                            if tx.send((tp2.clone(), generation, Ok(b))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) if e.is_retriable() => {
+                            tracing::debug!(topic = %tp2.0, partition = tp2.1, error = %e, "reading failed; retrying");
+                            tokio::time::sleep(RETRY_BACKOFF).await;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            let _ = tx.send((tp2, generation, Err(e))).await;
+                            return;
+                        }
+                        // The broker ended the stream (shutting down): read elsewhere.
+                        None => {
+                            tokio::time::sleep(RETRY_BACKOFF).await;
+                            break;
+                        }
+                    }
                 }
             }
         }));
@@ -461,8 +513,18 @@ impl GroupConsumer {
             if let Some(at) = self.next_commit
                 && Instant::now() >= at
             {
-                self.commit().await?;
-                self.next_commit = self.config.auto_commit_interval.map(|i| Instant::now() + i);
+                match self.commit().await {
+                    Ok(()) => {
+                        self.next_commit =
+                            self.config.auto_commit_interval.map(|i| Instant::now() + i);
+                    }
+                    // Positions stay uncommitted until the coordinator is back.
+                    Err(e) if e.is_retriable() => {
+                        tracing::warn!(group = %self.config.group, error = %e, "auto-commit failed; retrying");
+                        self.next_commit = Some(Instant::now() + RETRY_BACKOFF);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let mut out = Vec::new();
             while let Ok(d) = self.rx.try_recv() {

@@ -43,9 +43,16 @@ pub struct Client {
     leaders: Arc<parking_lot::Mutex<Leaders>>,
 }
 
-/// Partition leaders learned from not-leader answers: (address, connection) by
-/// (topic, partition).
-type Leaders = HashMap<(String, u32), (String, StrataClient<Channel>)>;
+/// Partition leaders (and group coordinators) learned from not-leader answers:
+/// (address, connection) by [`Route`].
+type Leaders = HashMap<Route, (String, StrataClient<Channel>)>;
+
+/// What a request is about: a partition, or a group (served by its coordinator).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Route {
+    Partition(String, u32),
+    Group(String),
+}
 
 /// Tries a partition's request this many times, following a named leader in between.
 const LEADER_HOPS: usize = 3;
@@ -108,17 +115,17 @@ impl Client {
         })
     }
 
-    /// The connection for `topic`/`partition`: its leader's when one was named.
-    fn for_partition(&self, topic: &str, partition: u32) -> (String, StrataClient<Channel>) {
+    /// The connection for `route`: its leader's when one was named.
+    fn for_route(&self, route: &Route) -> (String, StrataClient<Channel>) {
         self.leaders
             .lock()
-            .get(&(topic.to_string(), partition))
+            .get(route)
             .cloned()
             .unwrap_or_else(|| (self.addr.clone(), self.inner.clone()))
     }
 
     /// Remembers the leader a not-leader answer names; whether it named one.
-    fn follow_leader(&self, topic: &str, partition: u32, s: &tonic::Status) -> bool {
+    fn follow_leader(&self, route: &Route, s: &tonic::Status) -> bool {
         let Some(addr) = s
             .metadata()
             .get("strata-leader-address")
@@ -132,7 +139,7 @@ impl Client {
         let raw = raw_client(endpoint.connect_lazy());
         self.leaders
             .lock()
-            .insert((topic.to_string(), partition), (addr.to_string(), raw));
+            .insert(route.clone(), (addr.to_string(), raw));
         true
     }
 
@@ -142,14 +149,41 @@ impl Client {
         F: Fn(StrataClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.routed(Route::Partition(topic.to_string(), partition), call)
+            .await
+    }
+
+    /// Runs a group's request on its coordinator, following a not-coordinator answer.
+    async fn on_coordinator<T, F, Fut>(&self, group: &str, call: F) -> Result<T>
+    where
+        F: Fn(StrataClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.routed(Route::Group(group.to_string()), call).await
+    }
+
+    /// Runs `call` where `route` was last sent, following a named leader; a learned
+    /// broker that cannot be reached is forgotten and the connected one asked again.
+    async fn routed<T, F, Fut>(&self, route: Route, call: F) -> Result<T>
+    where
+        F: Fn(StrataClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut hops = 0;
         loop {
-            let (addr, raw) = self.for_partition(topic, partition);
+            let (addr, raw) = self.for_route(&route);
             match call(raw).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(s) => {
                     hops += 1;
-                    if hops < LEADER_HOPS && self.follow_leader(topic, partition, &s) {
+                    if hops < LEADER_HOPS && self.follow_leader(&route, &s) {
+                        continue;
+                    }
+                    if hops < LEADER_HOPS
+                        && addr != self.addr
+                        && s.code() == tonic::Code::Unavailable
+                    {
+                        self.leaders.lock().remove(&route);
                         continue;
                     }
                     return Err(ClientError::from_status(&addr, s));
@@ -336,12 +370,12 @@ impl Client {
         &self,
         req: pb::GroupHeartbeatRequest,
     ) -> Result<pb::GroupHeartbeatResponse> {
-        let r = self
-            .raw()
-            .group_heartbeat(req)
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner())
+        let group = req.group.clone();
+        self.on_coordinator(&group, |mut raw| {
+            let req = req.clone();
+            async move { raw.group_heartbeat(req).await }
+        })
+        .await
     }
 
     /// Commits offsets for a group; `member_id` empty commits outside membership (only
@@ -354,15 +388,17 @@ impl Client {
         member_epoch: i32,
         offsets: Vec<pb::OffsetEntry>,
     ) -> Result<()> {
-        self.raw()
-            .commit_offsets(pb::CommitOffsetsRequest {
-                group: group.to_string(),
-                member_id: member_id.to_string(),
-                member_epoch,
-                offsets,
-            })
-            .await
-            .map_err(|s| self.err(s))?;
+        let req = pb::CommitOffsetsRequest {
+            group: group.to_string(),
+            member_id: member_id.to_string(),
+            member_epoch,
+            offsets,
+        };
+        self.on_coordinator(group, |mut raw| {
+            let req = req.clone();
+            async move { raw.commit_offsets(req).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -372,15 +408,17 @@ impl Client {
         group: &str,
         partitions: Vec<pb::TopicPartitions>,
     ) -> Result<Vec<pb::OffsetEntry>> {
+        let req = pb::FetchCommittedOffsetsRequest {
+            group: group.to_string(),
+            partitions,
+        };
         let r = self
-            .raw()
-            .fetch_committed_offsets(pb::FetchCommittedOffsetsRequest {
-                group: group.to_string(),
-                partitions,
+            .on_coordinator(group, |mut raw| {
+                let req = req.clone();
+                async move { raw.fetch_committed_offsets(req).await }
             })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().offsets)
+            .await?;
+        Ok(r.offsets)
     }
 
     /// The cluster's brokers and controller as the connected broker knows them.
@@ -403,35 +441,39 @@ impl Client {
     }
 
     pub async fn describe_group(&self, group: &str) -> Result<pb::GroupDescription> {
-        let r = self
-            .raw()
-            .describe_group(pb::DescribeGroupRequest {
-                group: group.to_string(),
-            })
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner())
+        let req = pb::DescribeGroupRequest {
+            group: group.to_string(),
+        };
+        self.on_coordinator(group, |mut raw| {
+            let req = req.clone();
+            async move { raw.describe_group(req).await }
+        })
+        .await
     }
 
     pub async fn reset_group_offsets(
         &self,
         req: pb::ResetGroupOffsetsRequest,
     ) -> Result<Vec<pb::OffsetEntry>> {
+        let group = req.group.clone();
         let r = self
-            .raw()
-            .reset_group_offsets(req)
-            .await
-            .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().offsets)
+            .on_coordinator(&group, |mut raw| {
+                let req = req.clone();
+                async move { raw.reset_group_offsets(req).await }
+            })
+            .await?;
+        Ok(r.offsets)
     }
 
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        self.raw()
-            .delete_group(pb::DeleteGroupRequest {
-                group: group.to_string(),
-            })
-            .await
-            .map_err(|s| self.err(s))?;
+        let req = pb::DeleteGroupRequest {
+            group: group.to_string(),
+        };
+        self.on_coordinator(group, |mut raw| {
+            let req = req.clone();
+            async move { raw.delete_group(req).await }
+        })
+        .await?;
         Ok(())
     }
 }

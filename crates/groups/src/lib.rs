@@ -16,9 +16,16 @@
 //! through [`Host`] (the clock, topics' partitions, the bucket), passed to each call,
 //! so it depends on partitions but nothing depends on it except the broker.
 //!
-//! State is kept in memory and made durable in the internal topic `__consumer_offsets`
-//! (one partition), so it is replicated and tiered like any data when those arrive.
-//! Every change is appended before it is applied; at start-up the topic is replayed.
+//! State is kept in memory and made durable in the internal topic `__consumer_offsets`.
+//! A group lives in one of its partitions ([`partition_for`]: Kafka's hash of the group
+//! id), and the coordinator of a group is the leader of that partition: this
+//! coordinator holds only the groups of partitions it leads, loaded from their logs
+//! (up to the log end) when it became leader in its current leader epoch
+//! ([`Coordinator::sync_leadership`]), and forgets them when it stops leading. Changes
+//! are appended in that epoch (a deposed coordinator's appends are refused) and
+//! applied in memory; the request is answered once the partition's in-sync replicas
+//! have them (`acks=all`), so an answered commit survives a coordinator failover. A
+//! single broker has one partition, which it always leads.
 //! Records are JSON: key `{"type":"offset","group","topic","partition"}` with value
 //! `{"offset","metadata","commit_ms"}`; key `{"type":"member","group","member"}` with
 //! the member's subscription and assignment; key `{"type":"group","group"}` with the
@@ -34,11 +41,16 @@ use std::sync::Arc;
 use strata_partition::metrics::Metrics;
 use strata_partition::{Error as BrokerError, OffsetQuery, Partition, PlainRecord, Result};
 
+/// How long a group change waits for the offsets partition's in-sync replicas.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the coordinator needs from the node it runs on.
 pub trait Host: Send + Sync {
     fn now_ms(&self) -> i64;
-    /// A topic's partition count; an error naming the topic if there is none.
+    /// A topic's partition count (the cluster's metadata, whether or not this node has
+    /// a replica); an error naming the topic if there is none.
     fn partition_count(&self, topic: &str) -> Result<u32>;
+    /// This node's replica of a partition.
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>>;
     fn bucket(&self) -> &strata_tier::store::Bucket;
     fn metrics(&self) -> &Metrics;
@@ -118,6 +130,76 @@ struct Group {
 struct Groups {
     groups: BTreeMap<String, Group>,
     next_member: u64,
+    /// Offsets-topic partitions this coordinator leads and has loaded, with the leader
+    /// epoch it loaded them in. `groups` holds only groups of these partitions.
+    loaded: BTreeMap<u32, i32>,
+    /// The offsets topic's partition count; 0 until it exists here.
+    partitions: u32,
+}
+
+/// The offsets-topic partition that holds `group`: Kafka's
+/// `abs(groupId.hashCode()) % partitions` (Java's string hash over UTF-16), so Kafka
+/// clients and tools find the same coordinator.
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+    (h & 0x7fff_ffff) as u32 % partitions.max(1)
+}
+
+impl Groups {
+    /// Where `group`'s changes go: its offsets partition and the leader epoch this
+    /// coordinator loaded it in. Refused when another broker coordinates it.
+    fn route(&self, group: &str) -> Result<(u32, i32)> {
+        if self.partitions == 0 {
+            return Err(BrokerError::CoordinatorNotAvailable(format!(
+                "{OFFSETS_TOPIC} does not exist on this broker yet (it is created once enough brokers are live)"
+            )));
+        }
+        let p = partition_for(group, self.partitions);
+        match self.loaded.get(&p) {
+            Some(epoch) => Ok((p, *epoch)),
+            None => Err(not_coordinator(group, p, None)),
+        }
+    }
+}
+
+fn not_coordinator(group: &str, partition: u32, leader: Option<u64>) -> BrokerError {
+    BrokerError::NotCoordinator {
+        group: group.to_string(),
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+        leader,
+    }
+}
+
+/// A change appended to the offsets topic, to be answered once it is committed.
+#[derive(Default)]
+pub struct Committing {
+    wait: Option<(String, Arc<Partition>, i64, i32)>,
+}
+
+impl Committing {
+    /// Resolves once the offsets partition's in-sync replicas have the change; fails
+    /// (naming the new coordinator) if this broker stopped leading it meanwhile.
+    pub async fn committed(self) -> Result<()> {
+        let Some((group, p, last_offset, epoch)) = self.wait else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        p.wait_committed(last_offset, epoch, deadline)
+            .await
+            .map_err(|e| coordinator_error(&group, p.id, e))
+    }
+}
+
+/// A leadership error of the offsets partition, said as the group's.
+fn coordinator_error(group: &str, partition: u32, e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::NotLeader { leader, .. } => not_coordinator(group, partition, leader),
+        BrokerError::FencedLeaderEpoch { .. } => not_coordinator(group, partition, None),
+        e => e,
+    }
 }
 
 /// One heartbeat from a member (see `GroupHeartbeatRequest` in the proto).
@@ -279,15 +361,43 @@ fn targets(host: &dyn Host, group: &Group) -> BTreeMap<String, BTreeSet<Tp>> {
 }
 
 impl Coordinator {
-    /// Appends state changes to the offsets topic; `None` values delete keys.
-    fn persist(&self, host: &dyn Host, entries: Vec<(Key, Option<Vec<u8>>)>) -> Result<()> {
+    /// Appends `group`'s state changes to its offsets partition (`at`: partition and
+    /// the leader epoch it was loaded in); `None` values delete keys.
+    fn persist(
+        &self,
+        host: &dyn Host,
+        group: &str,
+        at: (u32, i32),
+        entries: Vec<(Key, Option<Vec<u8>>)>,
+    ) -> Result<Committing> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Committing::default());
         }
         if strata_failpoint::hit("groups-persist", || host.label()) {
             let e = std::io::Error::other("failpoint groups-persist");
             return Err(BrokerError::io(format!("appending to {OFFSETS_TOPIC}"), e));
         }
+        let p = host.partition(OFFSETS_TOPIC, at.0)?;
+        let produced = self
+            .append(host, &p, Some(at.1), entries)
+            .map_err(|e| coordinator_error(group, at.0, e))?;
+        Ok(Committing {
+            wait: Some((
+                group.to_string(),
+                p,
+                produced.last_offset,
+                produced.leader_epoch,
+            )),
+        })
+    }
+
+    fn append(
+        &self,
+        host: &dyn Host,
+        p: &Arc<Partition>,
+        epoch: Option<i32>,
+        entries: Vec<(Key, Option<Vec<u8>>)>,
+    ) -> Result<strata_partition::partition::Produced> {
         let now = host.now_ms();
         let records: Vec<PlainRecord> = entries
             .into_iter()
@@ -298,12 +408,11 @@ impl Coordinator {
                 headers: Vec::new(),
             })
             .collect();
-        host.partition(OFFSETS_TOPIC, 0)?
-            .append(Bytes::new(), &records, None, false)?;
+        let produced = p.append(Bytes::new(), &records, epoch, true)?;
         self.snapshots
             .changes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(produced)
     }
 
     fn member_record(group: &str, id: &str, m: &Member) -> (Key, Option<Vec<u8>>) {
@@ -322,15 +431,58 @@ impl Coordinator {
         )
     }
 
-    /// Rebuilds group state from the offsets topic (start-up).
-    pub fn load_groups(&self, host: &dyn Host) -> Result<()> {
-        let p = host.partition(OFFSETS_TOPIC, 0)?;
-        let now = host.now_ms();
+    /// Makes the groups held here match the offsets partitions this node leads: loads
+    /// a partition it leads in a leader epoch it has not loaded (from the partition's
+    /// log, up to its end) and forgets the groups of partitions it no longer leads.
+    /// Called at start-up and whenever partition roles may have changed.
+    pub fn sync_leadership(&self, host: &dyn Host) {
+        let Ok(count) = host.partition_count(OFFSETS_TOPIC) else {
+            return;
+        };
         let mut groups = self.groups.lock();
+        groups.partitions = count;
+        for n in 0..count {
+            let led = host
+                .partition(OFFSETS_TOPIC, n)
+                .ok()
+                .filter(|p| p.is_leader())
+                .map(|p| (p.role().1, p));
+            let loaded = groups.loaded.get(&n).copied();
+            match led {
+                Some((epoch, _)) if loaded == Some(epoch) => {}
+                Some((epoch, p)) => {
+                    groups.unload(n);
+                    match self.load_partition(&mut groups, host, &p) {
+                        Ok(()) => {
+                            groups.loaded.insert(n, epoch);
+                        }
+                        Err(e) => {
+                            // Not loaded: its groups' requests are refused, and the
+                            // next call tries again.
+                            groups.unload(n);
+                            tracing::warn!(partition = n, error = %e, "could not load the groups of an offsets partition; retrying");
+                        }
+                    }
+                }
+                None if loaded.is_some() => {
+                    groups.unload(n);
+                    tracing::info!(
+                        partition = n,
+                        "no longer coordinating the groups of this offsets partition"
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Rebuilds the groups of one offsets partition from its log, to its end.
+    fn load_partition(&self, groups: &mut Groups, host: &dyn Host, p: &Partition) -> Result<()> {
+        let now = host.now_ms();
         let mut at = p.state().log_start_offset;
         let mut applied = 0u64;
         loop {
-            let (buf, hw, _) = p.read(at, 4 << 20)?;
+            let (buf, end) = p.read_to_log_end(at, 4 << 20)?;
             if buf.is_empty() {
                 break;
             }
@@ -357,11 +509,12 @@ impl Coordinator {
                 }
                 at = b.header().next_offset();
             }
-            if at >= hw {
+            if at >= end {
                 break;
             }
         }
         tracing::info!(
+            partition = p.id,
             groups = groups.groups.len(),
             records = applied,
             "loaded consumer groups"
@@ -369,7 +522,19 @@ impl Coordinator {
         Ok(())
     }
 
-    pub fn group_heartbeat(&self, host: &dyn Host, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+    /// A member's heartbeat (join with epoch 0, leave with -1), answered once what it
+    /// changed is committed.
+    pub async fn group_heartbeat(&self, host: &dyn Host, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+        let (answer, committing) = self.heartbeat_now(host, hb)?;
+        committing.committed().await?;
+        Ok(answer)
+    }
+
+    fn heartbeat_now(
+        &self,
+        host: &dyn Host,
+        hb: Heartbeat,
+    ) -> Result<(HeartbeatAnswer, Committing)> {
         let Heartbeat {
             group: group_id,
             member_id,
@@ -385,13 +550,17 @@ impl Coordinator {
         let now = host.now_ms();
         let mut guard = self.groups.lock();
         let groups = &mut *guard;
+        let at = groups.route(group_id)?;
         if member_epoch == -1 {
             // Leave.
+            let mut committing = Committing::default();
             if let Some(g) = groups.groups.get_mut(group_id)
                 && g.members.contains_key(member_id)
             {
-                self.persist(
+                committing = self.persist(
                     host,
+                    group_id,
+                    at,
                     vec![(
                         Key::Member {
                             group: group_id.to_string(),
@@ -404,12 +573,13 @@ impl Coordinator {
                 g.epoch += 1;
                 tracing::info!(group = group_id, member = member_id, "member left");
             }
-            return Ok(HeartbeatAnswer {
+            let answer = HeartbeatAnswer {
                 member_id: member_id.to_string(),
                 member_epoch: -1,
                 heartbeat_interval_ms: 0,
                 assignment: BTreeMap::new(),
-            });
+            };
+            return Ok((answer, committing));
         }
         let mut topics = topics;
         topics.sort();
@@ -556,30 +726,38 @@ impl Coordinator {
             heartbeat_interval_ms: (member.session_timeout_ms / 5).clamp(100, 3000),
             assignment: group_map(&member.assigned),
         };
-        if let Err(e) = self.persist(host, changes) {
-            // Nothing durable changed: put memory back as it was.
-            if creating_group {
-                groups.groups.remove(group_id);
-            } else {
-                group.epoch = before.0;
-                match before.1 {
-                    Some(m) => group.members.insert(id.clone(), m),
-                    None => group.members.remove(&id),
-                };
+        let committing = match self.persist(host, group_id, at, changes) {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing durable changed: put memory back as it was.
+                if creating_group {
+                    groups.groups.remove(group_id);
+                } else {
+                    group.epoch = before.0;
+                    match before.1 {
+                        Some(m) => group.members.insert(id.clone(), m),
+                        None => group.members.remove(&id),
+                    };
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         if membership_changed {
             tracing::info!(group = group_id, member = %id, epoch = group.epoch, "member joined or changed subscription");
         }
-        Ok(answer)
+        Ok((answer, committing))
     }
 
     /// Drops members whose session timed out (housekeeping).
     pub fn expire_members(&self, host: &dyn Host) {
         let now = host.now_ms();
-        let mut groups = self.groups.lock();
+        let mut guard = self.groups.lock();
+        let groups = &mut *guard;
         for (gid, g) in groups.groups.iter_mut() {
+            let p = partition_for(gid, groups.partitions);
+            let Some(&epoch) = groups.loaded.get(&p) else {
+                continue;
+            };
             let expired: Vec<String> = g
                 .members
                 .iter()
@@ -591,7 +769,8 @@ impl Coordinator {
                     group: gid.clone(),
                     member: id.clone(),
                 };
-                if let Err(e) = self.persist(host, vec![(key, None)]) {
+                // Nobody waits for the answer: the in-sync replicas get it in time.
+                if let Err(e) = self.persist(host, gid, (p, epoch), vec![(key, None)]) {
                     tracing::warn!(group = %gid, member = %id, error = %e, "could not record member expiry");
                     continue;
                 }
@@ -605,7 +784,7 @@ impl Coordinator {
     /// Commits offsets for a group. A member commits only partitions it owns, with the
     /// epoch it was last given (`member_epoch` > 0; 0 skips the check, for clients that
     /// do not send it); an older epoch is fenced.
-    pub fn commit_offsets(
+    pub async fn commit_offsets(
         &self,
         host: &dyn Host,
         group_id: &str,
@@ -613,9 +792,23 @@ impl Coordinator {
         member_epoch: i32,
         offsets: Vec<(String, u32, i64, String)>,
     ) -> Result<()> {
+        self.commit_now(host, group_id, member_id, member_epoch, offsets)?
+            .committed()
+            .await
+    }
+
+    fn commit_now(
+        &self,
+        host: &dyn Host,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: Vec<(String, u32, i64, String)>,
+    ) -> Result<Committing> {
         validate_group_name(group_id)?;
         let now = host.now_ms();
         let mut groups = self.groups.lock();
+        let at = groups.route(group_id)?;
         if let Some(g) = groups.groups.get(group_id) {
             if member_id.is_empty() {
                 if !g.members.is_empty() {
@@ -663,10 +856,30 @@ impl Coordinator {
             });
         }
         for (t, p, o, _) in &offsets {
-            let part = host.partition(t, *p)?;
-            let s = part.state();
-            if *o < 0 || *o > s.high_watermark {
-                return Err(part.out_of_range(*o, &s));
+            // Checked against the high watermark where this broker leads the partition;
+            // elsewhere against the metadata (a follower's HW may trail the leader's).
+            match host.partition(t, *p).ok().filter(|part| part.is_leader()) {
+                Some(part) => {
+                    let s = part.state();
+                    if *o < 0 || *o > s.high_watermark {
+                        return Err(part.out_of_range(*o, &s));
+                    }
+                }
+                None => {
+                    let count = host.partition_count(t)?;
+                    if *p >= count {
+                        return Err(BrokerError::PartitionOutOfRange {
+                            topic: t.clone(),
+                            partition: *p,
+                            max: count.saturating_sub(1),
+                        });
+                    }
+                    if *o < 0 {
+                        return Err(BrokerError::InvalidRequest(format!(
+                            "offset {o} for {t}-{p} is negative: commit the offset of the next record to read"
+                        )));
+                    }
+                }
             }
         }
         let mut changes = Vec::new();
@@ -696,7 +909,7 @@ impl Coordinator {
                 Some(serde_json::to_vec(&v).expect("serializes")),
             ));
         }
-        self.persist(host, changes)?;
+        let committing = self.persist(host, group_id, at, changes)?;
         let g = groups
             .groups
             .entry(group_id.to_string())
@@ -707,7 +920,7 @@ impl Coordinator {
         for (t, p, o, meta) in offsets {
             g.offsets.insert((t, p), (o, meta));
         }
-        Ok(())
+        Ok(committing)
     }
 
     /// Committed offsets of a group: all of them, or those asked for (-1 where none).
@@ -717,6 +930,7 @@ impl Coordinator {
         wanted: Vec<Tp>,
     ) -> Result<Vec<(String, u32, i64, String)>> {
         let groups = self.groups.lock();
+        groups.route(group_id)?;
         let g = groups.groups.get(group_id);
         let get = |tp: &Tp| {
             g.and_then(|g| g.offsets.get(tp))
@@ -753,6 +967,7 @@ impl Coordinator {
 
     pub fn describe_group(&self, host: &dyn Host, group_id: &str) -> Result<GroupDescription> {
         let groups = self.groups.lock();
+        groups.route(group_id)?;
         let g = groups
             .groups
             .get(group_id)
@@ -848,6 +1063,7 @@ impl Coordinator {
         }
         {
             let groups = self.groups.lock();
+            groups.route(group_id)?;
             if let Some(g) = groups.groups.get(group_id)
                 && !g.members.is_empty()
             {
@@ -858,12 +1074,18 @@ impl Coordinator {
                 });
             }
         }
-        self.commit_offsets(host, group_id, "", 0, offsets.clone())?;
+        self.commit_offsets(host, group_id, "", 0, offsets.clone())
+            .await?;
         Ok(offsets)
     }
 
-    pub fn delete_group(&self, host: &dyn Host, group_id: &str) -> Result<()> {
+    pub async fn delete_group(&self, host: &dyn Host, group_id: &str) -> Result<()> {
+        self.delete_now(host, group_id)?.committed().await
+    }
+
+    fn delete_now(&self, host: &dyn Host, group_id: &str) -> Result<Committing> {
         let mut groups = self.groups.lock();
+        let at = groups.route(group_id)?;
         let g = groups
             .groups
             .get(group_id)
@@ -895,33 +1117,41 @@ impl Coordinator {
             },
             None,
         ));
-        self.persist(host, changes)?;
+        let committing = self.persist(host, group_id, at, changes)?;
         groups.groups.remove(group_id);
         tracing::info!(group = group_id, "deleted group");
-        Ok(())
+        Ok(committing)
     }
 
     /// Forgets every group's offsets for a deleted topic.
     pub fn forget_topic_offsets(&self, host: &dyn Host, topic: &str) {
-        let mut groups = self.groups.lock();
-        let mut changes = Vec::new();
-        for (gid, g) in &groups.groups {
-            for (t, p) in g.offsets.keys().filter(|(t, _)| t == topic) {
-                changes.push((
-                    Key::Offset {
+        let mut guard = self.groups.lock();
+        let groups = &mut *guard;
+        for (gid, g) in groups.groups.iter_mut() {
+            let changes: Vec<(Key, Option<Vec<u8>>)> = g
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(t, p)| {
+                    let key = Key::Offset {
                         group: gid.clone(),
                         topic: t.clone(),
                         partition: *p,
-                    },
-                    None,
-                ));
+                    };
+                    (key, None)
+                })
+                .collect();
+            if changes.is_empty() {
+                continue;
             }
-        }
-        if let Err(e) = self.persist(host, changes) {
-            tracing::warn!(topic, error = %e, "could not forget committed offsets of a deleted topic");
-            return;
-        }
-        for g in groups.groups.values_mut() {
+            let p = partition_for(gid, groups.partitions);
+            let Some(&epoch) = groups.loaded.get(&p) else {
+                continue;
+            };
+            if let Err(e) = self.persist(host, gid, (p, epoch), changes) {
+                tracing::warn!(topic, group = %gid, error = %e, "could not forget committed offsets of a deleted topic");
+                continue;
+            }
             g.offsets.retain(|(t, _), _| t != topic);
         }
     }
@@ -1062,6 +1292,9 @@ impl Coordinator {
             }
         }
         let restored = entries.len();
+        // A single broker's offsets topic has one partition (a cluster does not copy
+        // offsets to the bucket).
+        let p = host.partition(OFFSETS_TOPIC, 0)?;
         // In batches well under the offsets topic's max.message.bytes (names and commit
         // metadata have no small bound). Restoring twice (a restore cut short, then run
         // again) appends the same keys and values again: the state is the same.
@@ -1072,13 +1305,13 @@ impl Coordinator {
                 + value.as_ref().map_or(0, Vec::len)
                 + 32;
             if !chunk.is_empty() && bytes + size > RESTORE_BATCH_BYTES {
-                self.persist(host, std::mem::take(&mut chunk))?;
+                self.append(host, &p, None, std::mem::take(&mut chunk))?;
                 bytes = 0;
             }
             bytes += size;
             chunk.push((key, value));
         }
-        self.persist(host, chunk)?;
+        self.append(host, &p, None, chunk)?;
         tracing::info!(
             groups = snapshot.groups.len(),
             records = restored,
@@ -1099,6 +1332,13 @@ pub enum ResetTo {
 }
 
 impl Groups {
+    /// Forgets the groups of offsets partition `n`.
+    fn unload(&mut self, n: u32) {
+        let count = self.partitions;
+        self.groups.retain(|g, _| partition_for(g, count) != n);
+        self.loaded.remove(&n);
+    }
+
     fn apply(&mut self, key: Key, value: Option<&[u8]>, now: i64) {
         match key {
             Key::Group { group } => {
@@ -1181,6 +1421,22 @@ mod tests {
 
     fn parts(t: &BTreeMap<String, BTreeSet<Tp>>, id: &str) -> Vec<(String, u32)> {
         t[id].iter().cloned().collect()
+    }
+
+    #[test]
+    fn groups_map_to_offsets_partitions_as_kafka_maps_them() {
+        // abs(String.hashCode()) % n, Java's hash over UTF-16 code units (values
+        // computed independently).
+        assert_eq!(partition_for("gf", 50), 45);
+        assert_eq!(partition_for("my-group", 50), 36, "a negative hash");
+        assert_eq!(partition_for("consumer-group-1", 50), 20);
+        assert_eq!(partition_for("groupé😀", 50), 25, "a surrogate pair");
+        assert_eq!(partition_for("my-group", 16), 14);
+        assert_eq!(
+            partition_for("my-group", 1),
+            0,
+            "a single broker's one partition"
+        );
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub enum ErrorKind {
     NotEnoughReplicasAfterAppend,
     /// The request did not complete in time; its outcome is unknown.
     Timeout,
+    /// This broker does not coordinate the group (Kafka's NOT_COORDINATOR): the status
+    /// names the coordinator.
+    NotCoordinator,
+    /// No broker can coordinate the group yet (Kafka's COORDINATOR_NOT_AVAILABLE).
+    CoordinatorNotAvailable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +215,18 @@ pub enum Error {
     },
     #[error("{0}")]
     Timeout(String),
+    #[error("this broker is not the coordinator of group {group:?} (it is kept in {topic}-{partition}); {}", match leader {
+        Some(l) => format!("broker {l} is: send the group's requests there (clients follow it and retry)"),
+        None => "that partition has no leader now; retry when one returns".to_string(),
+    })]
+    NotCoordinator {
+        group: String,
+        topic: String,
+        partition: u32,
+        leader: Option<u64>,
+    },
+    #[error("no broker coordinates consumer groups yet: {0}; retry shortly")]
+    CoordinatorNotAvailable(String),
     /// A cluster change the controller could not make now (`retriable`) or refused.
     #[error("{reason}")]
     Controller { reason: String, retriable: bool },
@@ -271,6 +288,8 @@ impl Error {
             Self::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
             Self::NotEnoughReplicasAfterAppend { .. } => K::NotEnoughReplicasAfterAppend,
             Self::Timeout(_) => K::Timeout,
+            Self::NotCoordinator { .. } => K::NotCoordinator,
+            Self::CoordinatorNotAvailable(_) => K::CoordinatorNotAvailable,
             Self::Controller {
                 retriable: true, ..
             } => K::Unavailable,

@@ -385,6 +385,24 @@ impl Partition {
         Ok((Bytes::from(buf), hw, log.log_start_offset()))
     }
 
+    /// Reads local batches from `offset` up to the log end, past the HW: for a new
+    /// leader rebuilding state from its own log (the group coordinator), which holds
+    /// everything it will commit. Returns the batches and the log end.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64)> {
+        if self.is_deleted() {
+            return Err(Error::UnknownTopic(self.topic.clone()));
+        }
+        let log = self.log.read();
+        let end = log.log_end_offset();
+        if offset >= end {
+            return Ok((Bytes::new(), end));
+        }
+        let buf = log
+            .read_below(offset, max_bytes, end)
+            .map_err(|e| self.err(e))?;
+        Ok((Bytes::from(buf), end))
+    }
+
     /// Appends producer batches (checked whole first), or, when `batches` is empty,
     /// `records` built into one batch here, on the leader (in `epoch`, when the request
     /// names one). With `acks_all`, refuses when the in-sync set is below

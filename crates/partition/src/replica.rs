@@ -447,9 +447,16 @@ impl Partition {
 
     /// On a leader: the in-sync set it should ask the controller for, if it differs
     /// from the current one and no change is on its way: followers silent or behind
-    /// for `lag_ms` leave, followers caught up to the HW and to this epoch's first
-    /// offset join.
-    pub fn isr_change(&self, me: NodeId, lag_ms: i64) -> Option<IsrChange> {
+    /// for `lag_ms` leave, `eligible` followers (not fenced: KIP-841) caught up to the
+    /// HW and to this epoch's first offset join. A proposal that came to nothing
+    /// (refused, or its answer lost) leaves its members counted in the HW until the
+    /// partition epoch moves; then the current set is proposed again, so it does.
+    pub fn isr_change(
+        &self,
+        me: NodeId,
+        lag_ms: i64,
+        eligible: &dyn Fn(NodeId) -> bool,
+    ) -> Option<IsrChange> {
         let log = self.log.read();
         let mut r = self.replica.lock();
         let now = self.shared.clock.now_ms();
@@ -484,14 +491,18 @@ impl Partition {
             .replicas
             .iter()
             .copied()
-            .filter(|id| *id != me && !r.isr.contains(id))
+            .filter(|id| *id != me && !r.isr.contains(id) && eligible(*id))
             .filter(|id| {
                 r.followers
                     .get(id)
                     .is_some_and(|fl| fl.leo >= hw && fl.leo >= epoch_start)
             })
             .collect();
-        if keep.len() == r.isr.len() && join.is_empty() {
+        let unsettled = r
+            .proposed
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|id| !r.isr.contains(id)));
+        if keep.len() == r.isr.len() && join.is_empty() && !unsettled {
             return None;
         }
         let mut isr: Vec<NodeId> = std::iter::once(me).chain(keep).chain(join).collect();
@@ -623,9 +634,13 @@ mod tests {
     use crate::topic_config::EffectiveConfig;
 
     fn shared() -> Arc<Shared> {
+        shared_with(Arc::new(strata_log::SystemClock))
+    }
+
+    fn shared_with(clock: Arc<dyn strata_log::Clock>) -> Arc<Shared> {
         let bucket = strata_tier::store::open("memory://").unwrap();
         Arc::new(Shared {
-            clock: Arc::new(strata_log::SystemClock),
+            clock,
             metrics: Default::default(),
             cold: strata_tier::read::ColdReader::new(bucket.clone(), None, Default::default()),
             bucket,
@@ -637,13 +652,21 @@ mod tests {
     }
 
     fn replica(dir: &std::path::Path, configs: &[(&str, &str)]) -> Arc<Partition> {
+        replica_on(&shared(), dir, configs)
+    }
+
+    fn replica_on(
+        shared: &Arc<Shared>,
+        dir: &std::path::Path,
+        configs: &[(&str, &str)],
+    ) -> Arc<Partition> {
         let configs: BTreeMap<String, String> = configs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let config = EffectiveConfig::new(&BTreeMap::new(), &configs);
         Partition::open(
-            &shared(),
+            shared,
             "t",
             "t-id",
             0,
@@ -788,9 +811,55 @@ mod tests {
         // A follower silent past the lag leaves the in-sync set; the change is proposed
         // once, and counts the old members until the controller answers.
         sync(&a, &b, 2, 0).await;
-        assert_eq!(a.isr_change(1, 60_000), None, "everyone caught up");
-        let change = a.isr_change(1, -1).unwrap();
+        let all = |_| true;
+        assert_eq!(a.isr_change(1, 60_000, &all), None, "everyone caught up");
+        let change = a.isr_change(1, -1, &all).unwrap();
         assert_eq!(change.isr, vec![1], "everyone lags past a negative lag");
-        assert_eq!(a.isr_change(1, -1), None, "one change at a time");
+        assert_eq!(a.isr_change(1, -1, &all), None, "one change at a time");
+    }
+
+    #[tokio::test]
+    async fn a_fenced_follower_is_not_proposed_and_a_refused_proposal_is_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(strata_log::ManualClock::new(1_000_000));
+        let shared = shared_with(clock.clone());
+        let a = replica_on(&shared, &dir.path().join("a"), &[]);
+        let b = replica_on(&shared, &dir.path().join("b"), &[]);
+        let c = replica_on(&shared, &dir.path().join("c"), &[]);
+        a.become_leader(1, 0, 0, &[1, 2, 3], &[1, 2, 3]);
+        b.become_follower(0, Some(1), true);
+        c.become_follower(0, Some(1), true);
+        a.append(Bytes::new(), &records("x", 5), None, false)
+            .unwrap();
+        for _ in 0..2 {
+            sync(&a, &b, 2, 0).await;
+            sync(&a, &c, 3, 0).await;
+        }
+        assert_eq!(a.high_watermark(), 5);
+        // Broker 3 is fenced while caught up: the controller drops it from the set.
+        a.become_leader(1, 0, 1, &[1, 2, 3], &[1, 2]);
+        let not_3 = |id| id != 3;
+        assert_eq!(
+            a.isr_change(1, 60_000, &not_3),
+            None,
+            "a fenced broker is not proposed, however caught up"
+        );
+        // Proposed anyway (it was fenced just after): the HW waits for it...
+        let change = a.isr_change(1, 60_000, &|_| true).unwrap();
+        assert_eq!(change.isr, vec![1, 2, 3]);
+        a.append(Bytes::new(), &records("y", 5), None, false)
+            .unwrap();
+        sync(&a, &b, 2, 0).await;
+        sync(&a, &b, 2, 0).await;
+        assert_eq!(a.high_watermark(), 5, "a proposed member holds back the HW");
+        // ...until, the proposal refused, the current set is proposed again and the
+        // controller's answer moves the partition epoch.
+        assert_eq!(a.isr_change(1, 60_000, &not_3), None, "paced");
+        clock.advance(1_000);
+        let settle = a.isr_change(1, 60_000, &not_3).unwrap();
+        assert_eq!(settle.isr, vec![1, 2]);
+        a.become_leader(1, 0, 2, &[1, 2, 3], &[1, 2]);
+        sync(&a, &b, 2, 0).await;
+        assert_eq!(a.high_watermark(), 10);
     }
 }

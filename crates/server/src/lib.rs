@@ -245,7 +245,9 @@ pub fn code(kind: ErrorKind) -> Code {
         K::NotLeader
         | K::UnknownLeaderEpoch
         | K::NotEnoughReplicas
-        | K::NotEnoughReplicasAfterAppend => Code::Unavailable,
+        | K::NotEnoughReplicasAfterAppend
+        | K::NotCoordinator
+        | K::CoordinatorNotAvailable => Code::Unavailable,
         K::FencedLeaderEpoch => Code::FailedPrecondition,
         K::Timeout => Code::DeadlineExceeded,
     }

@@ -45,6 +45,12 @@ impl Service {
 
     /// The replica manager when this broker is a cluster member (an error while its
     /// cluster part is still starting); `None` for a single broker.
+    /// The status for a failed group request: a broker that does not coordinate the
+    /// group names the one that does (`strata-leader-address`), as for partitions.
+    fn fail_group(&self, e: BrokerError) -> Status {
+        fail(&self.node, e, 0)
+    }
+
     fn cluster(&self) -> Result<Option<&Arc<strata_broker::replication::Member>>, Status> {
         if !self.broker.config().clustered() {
             return Ok(None);
@@ -188,6 +194,27 @@ fn produce_error(
 /// metadata has answers not-leader too, as Kafka brokers do.
 fn fail(node: &crate::cluster::Node, e: BrokerError, partition: u32) -> Status {
     let e = match (e, node.member()) {
+        // The coordinator is the leader of the group's offsets partition.
+        (
+            BrokerError::NotCoordinator {
+                group,
+                topic,
+                partition,
+                leader: None,
+            },
+            Some(m),
+        ) => {
+            let leader = m
+                .topic(&topic)
+                .ok()
+                .and_then(|t| t.partitions.get(partition as usize).and_then(|p| p.leader));
+            BrokerError::NotCoordinator {
+                group,
+                topic,
+                partition,
+                leader,
+            }
+        }
         (BrokerError::UnknownTopic(topic), Some(m)) => match m.topic(&topic) {
             Ok(t) if (partition as usize) < t.partitions.len() => BrokerError::NotLeader {
                 leader: t.partitions[partition as usize].leader,
@@ -200,6 +227,9 @@ fn fail(node: &crate::cluster::Node, e: BrokerError, partition: u32) -> Status {
     };
     let leader = match &e {
         BrokerError::NotLeader {
+            leader: Some(id), ..
+        }
+        | BrokerError::NotCoordinator {
             leader: Some(id), ..
         } => Some(*id),
         _ => None,
@@ -309,9 +339,16 @@ fn pending_deletions(broker: &Broker, name: Option<&str>) -> Vec<pb::PendingDele
 /// it holds a replica of (sizes, offsets and tier state are the local replica's).
 fn describe_record(broker: &Broker, t: &TopicRecord) -> pb::TopicDescription {
     let local = broker.topic(&t.name).ok().filter(|l| l.meta().id == t.id);
-    let config = strata_broker::topic_config::EffectiveConfig::new(
-        &broker.config().topic_defaults,
-        &t.configs,
+    // The local replica's where there is one (the offsets topic's are fixed by the
+    // broker); the same from the metadata elsewhere.
+    let config = local.as_ref().map_or_else(
+        || {
+            strata_broker::topic_config::EffectiveConfig::new(
+                &broker.config().topic_defaults,
+                &t.configs,
+            )
+        },
+        |l| l.config(),
     );
     pb::TopicDescription {
         deleting: pending_deletions(broker, Some(&t.name)),
@@ -704,9 +741,7 @@ impl Strata for Service {
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
         let name = request.into_inner().name;
-        if let Some(m) = self.cluster()?
-            && name != strata_broker::groups::OFFSETS_TOPIC
-        {
+        if let Some(m) = self.cluster()? {
             let t = m.topic(&name).map_err(status)?;
             return Ok(Response::new(describe_record(&self.broker, &t)));
         }
@@ -754,9 +789,12 @@ impl Strata for Service {
             assignor: r.assignor,
             session_timeout_ms: r.session_timeout_ms,
         };
-        let a = span
-            .in_scope(|| self.broker.group_heartbeat(hb))
-            .map_err(status)?;
+        let a = self
+            .broker
+            .group_heartbeat(hb)
+            .instrument(span)
+            .await
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::GroupHeartbeatResponse {
             member_id: a.member_id,
             member_epoch: a.member_epoch,
@@ -777,7 +815,8 @@ impl Strata for Service {
             .collect();
         self.broker
             .commit_offsets(&r.group, &r.member_id, r.member_epoch, offsets)
-            .map_err(status)?;
+            .await
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::CommitOffsetsResponse {}))
     }
 
@@ -794,7 +833,7 @@ impl Strata for Service {
         let offsets = self
             .broker
             .committed_offsets(&r.group, wanted)
-            .map_err(status)?;
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
@@ -824,7 +863,7 @@ impl Strata for Service {
         let d = self
             .broker
             .describe_group(&request.into_inner().group)
-            .map_err(status)?;
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::GroupDescription {
             group: d.group,
             state: d.state.to_string(),
@@ -876,7 +915,7 @@ impl Strata for Service {
             .broker
             .reset_group_offsets(&r.group, &r.topic, to, r.partitions)
             .await
-            .map_err(status)?;
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::ResetGroupOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
@@ -895,7 +934,8 @@ impl Strata for Service {
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
         self.broker
             .delete_group(&request.into_inner().group)
-            .map_err(status)?;
+            .await
+            .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
 }
