@@ -52,6 +52,7 @@ impl Broker {
     pub(crate) fn sync_group_coordinator(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
         let b = self.clone();
         async move {
+            // A load that failed is logged and tried again at the next reconcile.
             let _ = tokio::task::spawn_blocking(move || b.groups.sync_leadership(&*b)).await;
         }
     }
@@ -79,12 +80,12 @@ impl Broker {
     }
 
     /// Committed offsets of a group: all of them, or those asked for (-1 where none).
-    pub fn committed_offsets(
+    pub async fn committed_offsets(
         &self,
         group_id: &str,
         wanted: Vec<(String, u32)>,
     ) -> Result<Vec<(String, u32, i64, String)>> {
-        self.groups.committed_offsets(group_id, wanted)
+        self.groups.committed_offsets(self, group_id, wanted).await
     }
 
     pub fn list_groups(&self) -> Vec<(String, &'static str, usize)> {

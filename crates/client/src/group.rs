@@ -32,6 +32,14 @@ use crate::{Client, StartOffset, pb};
 
 pub type TopicPartition = (String, u32);
 
+/// A member id of its own: the group's name and 64 random bits.
+fn new_member_id(group: &str) -> String {
+    use std::hash::BuildHasher;
+    let random =
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    format!("{group}-{random:016x}")
+}
+
 /// Wait before trying a failed heartbeat, commit or read again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -163,6 +171,11 @@ impl GroupConsumer {
     }
 
     async fn heartbeat(&mut self) -> Result<()> {
+        if self.member_id.is_empty() {
+            // Chosen here (KIP-1082), so a join retried after its answer was lost (the
+            // coordinator moving) is the same member, not a second one.
+            self.member_id = new_member_id(&self.config.group);
+        }
         let req = pb::GroupHeartbeatRequest {
             group: self.config.group.clone(),
             member_id: self.member_id.clone(),

@@ -135,6 +135,8 @@ struct Groups {
     loaded: BTreeMap<u32, i32>,
     /// The offsets topic's partition count; 0 until it exists here.
     partitions: u32,
+    /// Partitions whose groups are being loaded.
+    loading: BTreeSet<u32>,
 }
 
 /// The offsets-topic partition that holds `group`: Kafka's
@@ -159,6 +161,9 @@ impl Groups {
         let p = partition_for(group, self.partitions);
         match self.loaded.get(&p) {
             Some(epoch) => Ok((p, *epoch)),
+            None if self.loading.contains(&p) => Err(BrokerError::CoordinatorNotAvailable(
+                format!("this broker is loading the groups of {OFFSETS_TOPIC}-{p}"),
+            )),
             None => Err(not_coordinator(group, p, None)),
         }
     }
@@ -350,6 +355,10 @@ fn compute_targets(
 pub struct Coordinator {
     groups: parking_lot::Mutex<Groups>,
     snapshots: SnapshotState,
+    /// Per offsets partition: the last offset appended (or loaded). An answer that
+    /// writes nothing, or reads, waits until the HW passes it, so no answer shows state
+    /// a failover could still take back.
+    last_written: parking_lot::Mutex<BTreeMap<u32, i64>>,
 }
 
 fn partitions_of(host: &dyn Host, topic: &str) -> u32 {
@@ -371,7 +380,7 @@ impl Coordinator {
         entries: Vec<(Key, Option<Vec<u8>>)>,
     ) -> Result<Committing> {
         if entries.is_empty() {
-            return Ok(Committing::default());
+            return self.settled(host, group, at);
         }
         if strata_failpoint::hit("groups-persist", || host.label()) {
             let e = std::io::Error::other("failpoint groups-persist");
@@ -381,6 +390,7 @@ impl Coordinator {
         let produced = self
             .append(host, &p, Some(at.1), entries)
             .map_err(|e| coordinator_error(group, at.0, e))?;
+        self.last_written.lock().insert(at.0, produced.last_offset);
         Ok(Committing {
             wait: Some((
                 group.to_string(),
@@ -388,6 +398,25 @@ impl Coordinator {
                 produced.last_offset,
                 produced.leader_epoch,
             )),
+        })
+    }
+
+    /// Resolves once everything appended to `group`'s partition so far is committed.
+    fn settled(&self, host: &dyn Host, group: &str, at: (u32, i32)) -> Result<Committing> {
+        let Some(last) = self
+            .last_written
+            .lock()
+            .get(&at.0)
+            .copied()
+            .filter(|o| *o >= 0)
+        else {
+            return Ok(Committing::default());
+        };
+        let p = host
+            .partition(OFFSETS_TOPIC, at.0)
+            .map_err(|_| not_coordinator(group, at.0, None))?;
+        Ok(Committing {
+            wait: Some((group.to_string(), p, last, at.1)),
         })
     }
 
@@ -435,54 +464,75 @@ impl Coordinator {
     /// a partition it leads in a leader epoch it has not loaded (from the partition's
     /// log, up to its end) and forgets the groups of partitions it no longer leads.
     /// Called at start-up and whenever partition roles may have changed.
-    pub fn sync_leadership(&self, host: &dyn Host) {
+    pub fn sync_leadership(&self, host: &dyn Host) -> Result<()> {
         let Ok(count) = host.partition_count(OFFSETS_TOPIC) else {
-            return;
+            return Ok(());
         };
-        let mut groups = self.groups.lock();
-        groups.partitions = count;
-        for n in 0..count {
-            let led = host
-                .partition(OFFSETS_TOPIC, n)
-                .ok()
-                .filter(|p| p.is_leader())
-                .map(|p| (p.role().1, p));
-            let loaded = groups.loaded.get(&n).copied();
-            match led {
-                Some((epoch, _)) if loaded == Some(epoch) => {}
-                Some((epoch, p)) => {
-                    groups.unload(n);
-                    match self.load_partition(&mut groups, host, &p) {
-                        Ok(()) => {
-                            groups.loaded.insert(n, epoch);
-                        }
-                        Err(e) => {
-                            // Not loaded: its groups' requests are refused, and the
-                            // next call tries again.
-                            groups.unload(n);
-                            tracing::warn!(partition = n, error = %e, "could not load the groups of an offsets partition; retrying");
-                        }
+        let mut to_load = Vec::new();
+        {
+            let mut groups = self.groups.lock();
+            groups.partitions = count;
+            for n in 0..count {
+                let led = host
+                    .partition(OFFSETS_TOPIC, n)
+                    .ok()
+                    .filter(|p| p.is_leader())
+                    .map(|p| (p.role().1, p));
+                let loaded = groups.loaded.get(&n).copied();
+                match led {
+                    Some((epoch, _)) if loaded == Some(epoch) => {}
+                    Some((epoch, p)) => {
+                        // Requests for its groups wait (retriable) until it is loaded.
+                        groups.unload(n);
+                        groups.loading.insert(n);
+                        to_load.push((n, epoch, p));
                     }
+                    None if loaded.is_some() => {
+                        groups.unload(n);
+                        tracing::info!(
+                            partition = n,
+                            "no longer coordinating the groups of this offsets partition"
+                        );
+                    }
+                    None => {}
                 }
-                None if loaded.is_some() => {
-                    groups.unload(n);
-                    tracing::info!(
-                        partition = n,
-                        "no longer coordinating the groups of this offsets partition"
-                    );
-                }
-                None => {}
             }
         }
+        // Read without the lock: groups of other partitions go on being served.
+        let mut failed = None;
+        for (n, epoch, p) in to_load {
+            let mut fresh = Groups::default();
+            let loaded = Self::load_partition(&mut fresh, host, &p);
+            let mut groups = self.groups.lock();
+            groups.loading.remove(&n);
+            match loaded {
+                // Still this epoch's leader: nothing was appended since the read (no
+                // request for these groups is served while they load).
+                Ok(end) if p.is_leader() && p.role().1 == epoch => {
+                    groups.groups.extend(fresh.groups);
+                    groups.loaded.insert(n, epoch);
+                    self.last_written.lock().insert(n, end - 1);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = n, error = %e, "could not load the groups of an offsets partition; retrying");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Rebuilds the groups of one offsets partition from its log, to its end.
-    fn load_partition(&self, groups: &mut Groups, host: &dyn Host, p: &Partition) -> Result<()> {
+    /// Rebuilds the groups of one offsets partition from its log, to its end; returns
+    /// the log end.
+    fn load_partition(groups: &mut Groups, host: &dyn Host, p: &Partition) -> Result<i64> {
         let now = host.now_ms();
         let mut at = p.state().log_start_offset;
         let mut applied = 0u64;
+        let mut end;
         loop {
-            let (buf, end) = p.read_to_log_end(at, 4 << 20)?;
+            let (buf, log_end) = p.read_to_log_end(at, 4 << 20)?;
+            end = log_end;
             if buf.is_empty() {
                 break;
             }
@@ -519,7 +569,7 @@ impl Coordinator {
             records = applied,
             "loaded consumer groups"
         );
-        Ok(())
+        Ok(end)
     }
 
     /// A member's heartbeat (join with epoch 0, leave with -1), answered once what it
@@ -856,12 +906,13 @@ impl Coordinator {
             });
         }
         for (t, p, o, _) in &offsets {
-            // Checked against the high watermark where this broker leads the partition;
-            // elsewhere against the metadata (a follower's HW may trail the leader's).
+            // Checked against the log end where this broker leads the partition (a new
+            // leader's HW trails the old one's for a moment); elsewhere against the
+            // metadata (a follower's log may trail the leader's).
             match host.partition(t, *p).ok().filter(|part| part.is_leader()) {
                 Some(part) => {
                     let s = part.state();
-                    if *o < 0 || *o > s.high_watermark {
+                    if *o < 0 || *o > s.log_end_offset {
                         return Err(part.out_of_range(*o, &s));
                     }
                 }
@@ -923,14 +974,29 @@ impl Coordinator {
         Ok(committing)
     }
 
-    /// Committed offsets of a group: all of them, or those asked for (-1 where none).
-    pub fn committed_offsets(
+    /// Committed offsets of a group: all of them, or those asked for (-1 where none),
+    /// answered once what they show is committed.
+    pub async fn committed_offsets(
         &self,
+        host: &dyn Host,
         group_id: &str,
         wanted: Vec<Tp>,
     ) -> Result<Vec<(String, u32, i64, String)>> {
+        let (offsets, settled) = self.committed_now(host, group_id, wanted)?;
+        settled.committed().await?;
+        Ok(offsets)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn committed_now(
+        &self,
+        host: &dyn Host,
+        group_id: &str,
+        wanted: Vec<Tp>,
+    ) -> Result<(Vec<(String, u32, i64, String)>, Committing)> {
         let groups = self.groups.lock();
-        groups.route(group_id)?;
+        let at = groups.route(group_id)?;
+        let settled = self.settled(host, group_id, at)?;
         let g = groups.groups.get(group_id);
         let get = |tp: &Tp| {
             g.and_then(|g| g.offsets.get(tp))
@@ -938,22 +1004,24 @@ impl Coordinator {
                 .unwrap_or((-1, String::new()))
         };
         if wanted.is_empty() {
-            return Ok(g
+            let all = g
                 .map(|g| {
                     g.offsets
                         .iter()
                         .map(|((t, p), (o, m))| (t.clone(), *p, *o, m.clone()))
                         .collect()
                 })
-                .unwrap_or_default());
+                .unwrap_or_default();
+            return Ok((all, settled));
         }
-        Ok(wanted
+        let some = wanted
             .into_iter()
             .map(|tp| {
                 let (o, m) = get(&tp);
                 (tp.0, tp.1, o, m)
             })
-            .collect())
+            .collect();
+        Ok((some, settled))
     }
 
     pub fn list_groups(&self, host: &dyn Host) -> Vec<(String, &'static str, usize)> {

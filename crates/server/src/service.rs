@@ -48,7 +48,10 @@ impl Service {
     /// The status for a failed group request: a broker that does not coordinate the
     /// group names the one that does (`strata-leader-address`), as for partitions.
     fn fail_group(&self, e: BrokerError) -> Status {
-        fail(&self.node, e, 0)
+        match e {
+            e @ BrokerError::NotCoordinator { .. } => fail(&self.node, e, 0),
+            e => status(e),
+        }
     }
 
     fn cluster(&self) -> Result<Option<&Arc<strata_broker::replication::Member>>, Status> {
@@ -833,6 +836,7 @@ impl Strata for Service {
         let offsets = self
             .broker
             .committed_offsets(&r.group, wanted)
+            .await
             .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
             offsets: offset_entries(offsets),
