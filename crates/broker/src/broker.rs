@@ -228,9 +228,21 @@ impl Broker {
     /// recovering topics that only the bucket still has.
     pub async fn open(config: BrokerConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         config.validate()?;
-        let bucket =
+        let mut bucket =
             crate::tiering::open_bucket(&config.object_store_url(), &config.object_store_options)
                 .await?;
+        if config.clustered() && !config.object_store.is_empty() {
+            // Brokers share this store: a deposed leader's manifest writes must be
+            // fenced, which needs conditional writes. (Unset, each broker has a store
+            // of its own in its data directory, which nobody else writes.)
+            bucket.check_conditional_writes().await.map_err(|why| {
+                BrokerError::InvalidConfig(format!(
+                    "object store {} does not honour conditional writes: {why}. Brokers of a cluster sharing a store fence a deposed leader's manifest writes with them; use a store that honours If-Match and If-None-Match (S3, MinIO, R2), or leave object_store unset so each broker keeps its own",
+                    config.object_store_url()
+                ))
+            })?;
+            bucket.fenced_writes = true;
+        }
         let data = &config.data_dir;
         std::fs::create_dir_all(data).map_err(|e| {
             BrokerError::io(format!("creating data directory {}", data.display()), e)
@@ -348,7 +360,7 @@ impl Broker {
         }
         // A single broker leads its offsets partition from the start; a cluster member
         // loads groups as it becomes leader of offsets partitions.
-        broker.groups.sync_leadership(&broker);
+        broker.groups.sync_leadership(&broker)?;
         Ok(Arc::new(broker))
     }
 

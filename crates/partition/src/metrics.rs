@@ -109,6 +109,7 @@ metrics! {
     Counter remote_read_bytes "strata_tier_remote_read_bytes_total" "Batch bytes served from the cold tier.";
     Counter topic_deletions "strata_topic_deletions_total" "Topics deleted (their objects are removed in the background).";
     Counter remote_deleted_segments "strata_tier_remote_deleted_segments_total" "Remote segments deleted by retention.";
+    Counter manifest_fenced "strata_tier_manifest_fenced_total" "Manifest writes refused because a later leader wrote the manifest (this broker was deposed).";
     Counter group_offset_snapshots "strata_group_offset_snapshots_total" "Copies of the committed group offsets written to the bucket.";
     Counter compactions "strata_log_compactions_total" "Compaction passes swapped in (cleanup.policy=compact).";
     Counter compaction_removed_records "strata_log_compaction_removed_records_total" "Records compaction removed (older values of a key, expired tombstones).";

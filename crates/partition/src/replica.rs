@@ -638,7 +638,13 @@ mod tests {
     }
 
     fn shared_with(clock: Arc<dyn strata_log::Clock>) -> Arc<Shared> {
-        let bucket = strata_tier::store::open("memory://").unwrap();
+        shared_on(clock, strata_tier::store::open("memory://").unwrap())
+    }
+
+    fn shared_on(
+        clock: Arc<dyn strata_log::Clock>,
+        bucket: strata_tier::store::Bucket,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             clock,
             metrics: Default::default(),
@@ -861,5 +867,73 @@ mod tests {
         a.become_leader(1, 0, 2, &[1, 2, 3], &[1, 2]);
         sync(&a, &b, 2, 0).await;
         assert_eq!(a.high_watermark(), 10);
+    }
+
+    /// Appends 1 KB records until `p` has `sealed` sealed segments.
+    fn seal(p: &Arc<Partition>, tag: &str, sealed: usize) {
+        let mut i = 0;
+        while p.log_read().segments().len() <= sealed {
+            let r = PlainRecord {
+                value: Some(Bytes::from(format!("{tag}-{i}-{}", "x".repeat(1000)))),
+                ..Default::default()
+            };
+            p.append(Bytes::new(), &[r], None, false).unwrap();
+            i += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_can_neither_write_the_manifest_nor_touch_its_successor_s_objects() {
+        use object_store::ObjectStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut bucket = strata_tier::store::open("memory://").unwrap();
+        bucket.fenced_writes = true;
+        let shared = shared_on(Arc::new(strata_log::SystemClock), bucket.clone());
+        let configs = [("segment.bytes", "4096")];
+        let a = replica_on(&shared, &dir.path().join("a"), &configs);
+        let b = replica_on(&shared, &dir.path().join("b"), &configs);
+        // Broker 1 leads in epoch 0 (alone in sync) and offloads two segments.
+        a.become_leader(1, 0, 0, &[1, 2], &[1]);
+        seal(&a, "a", 2);
+        a.tier_round((-1, -1)).await;
+        let first = a.tier.remote.read().clone();
+        assert_eq!(first.segments.len(), 2);
+        assert_eq!(first.leader_epoch, Some(0));
+        // Broker 2 takes over in epoch 1 without broker 1 hearing of it: it claims the
+        // manifest, then offloads segments of its own.
+        b.become_leader(2, 1, 0, &[1, 2], &[2]);
+        b.tier_round((-1, -1)).await;
+        seal(&b, "b", 2);
+        b.tier_round((-1, -1)).await;
+        let theirs = b.tier.remote.read().clone();
+        assert_eq!(theirs.leader_epoch, Some(1));
+        assert_eq!(theirs.segments.len(), 4, "{theirs:?}");
+        // The deposed leader goes on: it uploads the same offsets from a log that
+        // diverged, and would expire everything. Its manifest writes are refused, and
+        // it stops there.
+        seal(&a, "zombie", 4);
+        a.tier_round((0, 0)).await;
+        assert!(shared.metrics.manifest_fenced.get() >= 1);
+        let stored = strata_tier::manifest::Manifest::load(&bucket, "t", "t-id", 0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored, theirs, "the successor's manifest stands");
+        for seg in &stored.segments {
+            let body = bucket
+                .store
+                .get(&object_store::path::Path::from(seg.key.as_str()))
+                .await
+                .unwrap_or_else(|e| panic!("{} is gone: {e}", seg.key))
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(
+                crc32fast::hash(&body),
+                seg.crc32,
+                "{} was overwritten",
+                seg.key
+            );
+        }
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use object_store::ObjectStoreExt;
 use parking_lot::{Mutex, RwLock};
 use strata_log::DeletionGuard;
-use strata_tier::manifest::{Manifest, RemoteSegment};
-use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file};
+use strata_tier::manifest::{Manifest, RemoteSegment, SaveIf};
+use strata_tier::remote::{DEFAULT_ROWS_PER_GROUP, upload_segment_file_in};
 
 use crate::error::{Error, Result};
 use crate::partition::Partition;
@@ -55,6 +55,9 @@ struct TierState {
     loaded_as_leader: Option<i32>,
     /// In a cluster: when a follower last loaded the manifest (clock ms).
     loaded_ms: i64,
+    /// The stored manifest's version as last read or written here: fenced writes are
+    /// conditional on it (see `save_manifest`).
+    version: Option<object_store::UpdateVersion>,
 }
 
 /// How often a follower loads its partition's manifest from the bucket, to apply
@@ -175,9 +178,11 @@ impl Partition {
     /// Loads the manifest from the bucket into this partition's copy; a local log that
     /// ends below the cold tier restarts where it ends (its leader has the rest).
     pub async fn load_manifest(&self) -> Result<()> {
-        let m = Manifest::load(&self.shared.bucket, &self.topic, &self.topic_id, self.id)
+        let m = Manifest::load_versioned(&self.shared.bucket, &self.topic, &self.topic_id, self.id)
             .await
             .map_err(|e| remote_err(self, e))?;
+        let (m, version) = m.unzip();
+        self.tier.state.lock().version = version;
         if let Some(m) = m {
             if let Some(end) = m.next_offset()
                 && let Some(local_end) = self.raise_start(end)?
@@ -206,6 +211,14 @@ impl Partition {
                 if self.shared.clustered && self.tier.state.lock().loaded_as_leader != Some(epoch) {
                     if let Err(e) = self.load_manifest().await {
                         tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "could not load the manifest as the new leader; offload waits");
+                        return;
+                    }
+                    // Claim it: written in this epoch, a deposed leader's next write
+                    // fails (only where the store's writes are fenced).
+                    if self.shared.bucket.fenced_writes
+                        && let Err(e) = self.save_manifest(|_| Ok(true)).await
+                    {
+                        tracing::warn!(topic = %self.topic, partition = self.id, error = %e, "could not claim the manifest as the new leader; offload waits");
                         return;
                     }
                     let mut st = self.tier.state.lock();
@@ -369,17 +382,17 @@ impl Partition {
                     self.id,
                 );
                 let (path, offsets) = (seg.path.clone(), seg.base_offset..=seg.next_offset - 1);
+                let epoch = self.shared.clustered.then(|| self.role().1);
                 let task = Upload(tokio::spawn(async move {
                     let _slot = slot;
                     let started = std::time::Instant::now();
-                    let r = upload_segment_file(
+                    let r = upload_segment_file_in(
                         &bucket,
-                        &topic,
-                        &topic_id,
-                        id,
+                        (&topic, &topic_id, id),
                         &path,
                         offsets,
                         DEFAULT_ROWS_PER_GROUP,
+                        epoch,
                     )
                     .await;
                     (r, started.elapsed())
@@ -430,12 +443,9 @@ impl Partition {
             // Deposed while uploading: the new leader owns the manifest now.
             return Err("no longer the partition's leader".into());
         }
-        let mut m = self.tier.remote.read().clone();
-        m.add(rs.clone()).map_err(|e| e.to_string())?;
-        m.save(&self.shared.bucket)
+        self.save_manifest(|m| m.add(rs.clone()).map_err(|e| remote_err(self, e)))
             .await
             .map_err(|e| format!("saving the manifest: {e}"))?;
-        *self.tier.remote.write() = m;
         {
             let mut st = self.tier.state.lock();
             st.failures = 0;
@@ -476,11 +486,12 @@ impl Partition {
         let Some(end) = end else { return Ok(0) };
         let mut removed = 0;
         for key in objects {
+            // `<base>-<last>.parquet`, or `<base>-<last>-e<epoch>.parquet` in a cluster.
             let Some(last) = key
                 .filename()
                 .and_then(|f| f.strip_suffix(".parquet"))
-                .and_then(|f| f.split_once('-'))
-                .and_then(|(_, last)| last.parse::<i64>().ok())
+                .and_then(|f| f.split('-').nth(1))
+                .and_then(|last| last.parse::<i64>().ok())
             else {
                 continue;
             };
@@ -495,10 +506,89 @@ impl Partition {
         Ok(removed)
     }
 
+    /// Applies `change` to the manifest and writes it to the bucket, then makes it this
+    /// partition's copy; `change` says whether it changed anything (nothing is written
+    /// when it did not). Where the store's writes are fenced the write is conditional
+    /// on the version last read or written here, in this leader's epoch: on a conflict
+    /// the stored manifest is read again and `change` applied to it, unless it was
+    /// written in a later epoch, when this broker is a deposed leader and stops. Returns
+    /// whether `change` changed anything.
+    pub(crate) async fn save_manifest(
+        &self,
+        change: impl Fn(&mut Manifest) -> Result<bool>,
+    ) -> Result<bool> {
+        let bucket = &self.shared.bucket;
+        for _ in 0..5 {
+            let (role, epoch) = self.role();
+            if role != crate::partition::Role::Leader {
+                return Err(self.deposed("it no longer leads the partition"));
+            }
+            let mut m = self.tier.remote.read().clone();
+            let changed = change(&mut m)?;
+            if !bucket.fenced_writes {
+                if changed {
+                    m.save(bucket).await.map_err(|e| remote_err(self, e))?;
+                    *self.tier.remote.write() = m;
+                }
+                return Ok(changed);
+            }
+            if !changed && m.leader_epoch == Some(epoch) {
+                return Ok(false);
+            }
+            m.leader_epoch = Some(epoch);
+            let version = self.tier.state.lock().version.clone();
+            match m
+                .save_if(bucket, version.as_ref())
+                .await
+                .map_err(|e| remote_err(self, e))?
+            {
+                SaveIf::Saved(v) => {
+                    self.tier.state.lock().version = Some(v);
+                    *self.tier.remote.write() = m;
+                    return Ok(changed);
+                }
+                SaveIf::Conflict => {
+                    let stored =
+                        Manifest::load_versioned(bucket, &self.topic, &self.topic_id, self.id)
+                            .await
+                            .map_err(|e| remote_err(self, e))?;
+                    match stored {
+                        Some((s, _)) if s.leader_epoch.is_some_and(|e| e > epoch) => {
+                            self.shared.metrics.manifest_fenced.add(1);
+                            return Err(self.deposed(&format!(
+                                "the manifest was written in leader epoch {}, after this broker's {epoch}",
+                                s.leader_epoch.unwrap_or_default()
+                            )));
+                        }
+                        Some((s, v)) => {
+                            tracing::info!(topic = %self.topic, partition = self.id, stored_epoch = ?s.leader_epoch, "the manifest changed under this leader (an earlier leader's late write); applying the change to it");
+                            self.tier.state.lock().version = Some(v);
+                            *self.tier.remote.write() = s;
+                        }
+                        None => {
+                            self.tier.state.lock().version = None;
+                        }
+                    }
+                }
+            }
+        }
+        Err(self.deposed("the manifest kept changing under this broker"))
+    }
+
+    /// A cold-tier write refused because another broker owns the manifest now.
+    fn deposed(&self, why: &str) -> Error {
+        Error::Remote {
+            topic: self.topic.clone(),
+            partition: self.id,
+            corrupt: false,
+            reason: format!("not writing the manifest: {why}"),
+        }
+    }
+
     async fn remote_retention(&self, (ms, bytes): (i64, i64)) -> Result<()> {
         let now = self.shared.clock.now_ms();
         loop {
-            let mut m = self.tier.remote.read().clone();
+            let m = self.tier.remote.read().clone();
             let Some(first) = m.segments.first().cloned() else {
                 return Ok(());
             };
@@ -521,14 +611,26 @@ impl Partition {
             if !(expired || oversize) {
                 return Ok(());
             }
-            m.segments.remove(0);
             if !self.is_leader() {
                 return Ok(());
             }
-            m.save(&self.shared.bucket)
-                .await
-                .map_err(|e| remote_err(self, e))?;
-            *self.tier.remote.write() = m;
+            // Out of the manifest first (as it is in the bucket, should a concurrent
+            // writer have changed it), then the object.
+            let removed = self
+                .save_manifest(|m| {
+                    let first_still = m
+                        .segments
+                        .first()
+                        .is_some_and(|s| s.base_offset == first.base_offset && s.key == first.key);
+                    if first_still {
+                        m.segments.remove(0);
+                    }
+                    Ok(first_still)
+                })
+                .await?;
+            if !removed {
+                continue;
+            }
             strata_failpoint::crash_at("tier-retention-before-object-delete", || {
                 self.topic.clone()
             });

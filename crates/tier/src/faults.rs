@@ -62,6 +62,9 @@ pub struct Faults {
     released: tokio::sync::Notify,
     generation: AtomicU64,
     hits: AtomicU64,
+    /// Puts ignore their conditions (If-Match, If-None-Match), as some S3-compatible
+    /// stores do.
+    ignore_conditions: AtomicBool,
 }
 
 impl fmt::Debug for Faults {
@@ -96,6 +99,11 @@ impl Faults {
         self.generation.fetch_add(1, Ordering::AcqRel);
         drop(rules);
         self.released.notify_waiters();
+    }
+
+    /// Makes every put ignore its conditions (`on`), or honour them again.
+    pub fn ignore_conditional_writes(&self, on: bool) {
+        self.ignore_conditions.store(on, Ordering::Release);
     }
 
     /// Requests a fault has applied to so far.
@@ -198,8 +206,11 @@ impl ObjectStore for FaultyStore {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> Result<PutResult> {
+        if self.faults.ignore_conditions.load(Ordering::Acquire) {
+            opts.mode = object_store::PutMode::Overwrite;
+        }
         self.run(
             Op::Put,
             location.as_ref(),

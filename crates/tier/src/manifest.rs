@@ -7,8 +7,13 @@
 //! of its footer and of each row group, so no byte read back reaches the Parquet decoder
 //! unchecked. It is rewritten whole after each upload or deletion (format in
 //! `docs/cold-tier.md`).
+//!
+//! In a cluster whose store honours conditional writes, each write is conditional on
+//! the version last read or written ([`Manifest::save_if`]) and carries the writer's
+//! leader epoch: a new leader claims the manifest by writing it in its epoch, and from
+//! then on a deposed leader's write fails; reading back a newer epoch, it stops.
 
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::store::Bucket;
@@ -78,6 +83,20 @@ pub struct Manifest {
     /// tier ends, so nothing below it is uploaded again and no log restarts below it.
     #[serde(default)]
     pub end_offset: Option<i64>,
+    /// In a cluster: the leader epoch of the broker that wrote it. A leader never
+    /// writes over a manifest of a later epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epoch: Option<i32>,
+}
+
+/// What a conditional manifest write found.
+#[derive(Debug)]
+pub enum SaveIf {
+    /// Written; the version to make the next write conditional on.
+    Saved(UpdateVersion),
+    /// Someone else wrote it since the version given (or it exists where none was
+    /// expected): read it again.
+    Conflict,
 }
 
 impl Manifest {
@@ -89,7 +108,19 @@ impl Manifest {
             partition,
             segments: Vec::new(),
             end_offset: None,
+            leader_epoch: None,
         }
+    }
+
+    fn key(
+        bucket: &Bucket,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+    ) -> object_store::path::Path {
+        bucket
+            .partition_dir(topic, topic_id, partition)
+            .join("_manifest.json")
     }
 
     /// Offset after the last record ever offloaded (the first offset not offloaded),
@@ -146,11 +177,25 @@ impl Manifest {
         topic_id: &str,
         partition: u32,
     ) -> Result<Option<Self>> {
-        let key = bucket
-            .partition_dir(topic, topic_id, partition)
-            .join("_manifest.json");
+        Ok(Self::load_versioned(bucket, topic, topic_id, partition)
+            .await?
+            .map(|(m, _)| m))
+    }
+
+    /// [`Manifest::load`], with the version read (for [`Manifest::save_if`]).
+    pub async fn load_versioned(
+        bucket: &Bucket,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+    ) -> Result<Option<(Self, UpdateVersion)>> {
+        let key = Self::key(bucket, topic, topic_id, partition);
         match bucket.store.get(&key).await {
             Ok(r) => {
+                let version = UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
                 let bytes = r.bytes().await?;
                 let m: Manifest = serde_json::from_slice(&bytes)
                     .map_err(|e| TierError::Format(format!("manifest {key} is not valid: {e}")))?;
@@ -168,7 +213,7 @@ impl Manifest {
                         m.topic, m.partition, m.topic_id
                     )));
                 }
-                Ok(Some(m))
+                Ok(Some((m, version)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -176,12 +221,41 @@ impl Manifest {
     }
 
     pub async fn save(&self, bucket: &Bucket) -> Result<()> {
-        let key = bucket
-            .partition_dir(&self.topic, &self.topic_id, self.partition)
-            .join("_manifest.json");
+        let key = Self::key(bucket, &self.topic, &self.topic_id, self.partition);
         let body = serde_json::to_vec_pretty(self).expect("manifest serializes");
         bucket.store.put(&key, PutPayload::from(body)).await?;
         Ok(())
+    }
+
+    /// Writes the manifest only if the stored one is still `expected` (`None`: only if
+    /// there is none).
+    pub async fn save_if(
+        &self,
+        bucket: &Bucket,
+        expected: Option<&UpdateVersion>,
+    ) -> Result<SaveIf> {
+        let key = Self::key(bucket, &self.topic, &self.topic_id, self.partition);
+        let body = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        let mode = match expected {
+            Some(v) => PutMode::Update(v.clone()),
+            None => PutMode::Create,
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match bucket
+            .store
+            .put_opts(&key, PutPayload::from(body), opts)
+            .await
+        {
+            Ok(r) => Ok(SaveIf::Saved(r.into())),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Ok(SaveIf::Conflict),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -282,13 +282,34 @@ pub async fn upload_segment_file(
     offsets: std::ops::RangeInclusive<i64>,
     rows_per_group: usize,
 ) -> Result<RemoteSegment> {
-    let key = bucket
-        .partition_dir(topic, topic_id, partition)
-        .join(format!(
-            "{:020}-{:020}.parquet",
-            offsets.start(),
-            offsets.end()
-        ));
+    upload_segment_file_in(
+        bucket,
+        (topic, topic_id, partition),
+        file,
+        offsets,
+        rows_per_group,
+        None,
+    )
+    .await
+}
+
+/// [`upload_segment_file`] by a cluster's leader in `leader_epoch`: the key ends in
+/// `-e<epoch>` (`<base>-<last>-e<epoch>.parquet`), so a deposed leader uploading the
+/// same offsets (from a log that may have diverged) never overwrites the object its
+/// successor's manifest lists.
+pub async fn upload_segment_file_in(
+    bucket: &Bucket,
+    (topic, topic_id, partition): (&str, &str, u32),
+    file: &std::path::Path,
+    offsets: std::ops::RangeInclusive<i64>,
+    rows_per_group: usize,
+    leader_epoch: Option<i32>,
+) -> Result<RemoteSegment> {
+    let name = match leader_epoch {
+        Some(e) => format!("{:020}-{:020}-e{e}.parquet", offsets.start(), offsets.end()),
+        None => format!("{:020}-{:020}.parquet", offsets.start(), offsets.end()),
+    };
+    let key = bucket.partition_dir(topic, topic_id, partition).join(name);
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let sink = PartSink::new(tx);
     let path = file.to_path_buf();

@@ -28,6 +28,9 @@ pub struct Bucket {
     pub counters: Arc<StoreCounters>,
     /// Faults to inject into requests (disarmed unless a test arms them).
     pub faults: Arc<crate::faults::Faults>,
+    /// Manifest writes are conditional (see `manifest`): set for a store that brokers
+    /// of a cluster share, once it was seen to honour conditional writes.
+    pub fenced_writes: bool,
 }
 
 impl Bucket {
@@ -41,7 +44,59 @@ impl Bucket {
             url: url.to_string(),
             counters,
             faults,
+            fenced_writes: false,
         }
+    }
+
+    /// Checks that the store honours conditional writes, as fencing a deposed leader's
+    /// manifest writes needs: a create where the object exists and an update from a
+    /// version that is not the stored one must both be refused, and an update from the
+    /// stored version accepted. Leaves nothing behind. Returns what it found wrong.
+    pub async fn check_conditional_writes(&self) -> std::result::Result<(), String> {
+        use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+        let key = self
+            .prefix
+            .clone()
+            .join(format!(".strata-conditional-probe-{}", std::process::id()));
+        let put = |mode: PutMode| {
+            let key = key.clone();
+            async move {
+                let opts = PutOptions {
+                    mode,
+                    ..Default::default()
+                };
+                self.store
+                    .put_opts(&key, PutPayload::from_static(b"probe"), opts)
+                    .await
+            }
+        };
+        let _ = self.store.delete(&key).await;
+        let outcome = async {
+            let first = put(PutMode::Create)
+                .await
+                .map_err(|e| format!("a create-if-absent write failed: {e}"))?;
+            match put(PutMode::Create).await {
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+                Ok(_) => return Err("it overwrote an object on a create-if-absent write (If-None-Match: * ignored)".to_string()),
+                Err(e) => return Err(format!("a second create-if-absent write failed oddly: {e}")),
+            }
+            let stale = UpdateVersion {
+                e_tag: Some("\"strata-not-the-stored-version\"".into()),
+                version: None,
+            };
+            match put(PutMode::Update(stale)).await {
+                Err(object_store::Error::Precondition { .. }) => {}
+                Ok(_) => return Err("it accepted an update from a version that is not the stored one (If-Match ignored)".to_string()),
+                Err(e) => return Err(format!("a conditional update failed oddly: {e}")),
+            }
+            put(PutMode::Update(first.into()))
+                .await
+                .map_err(|e| format!("an update from the stored version failed: {e}"))?;
+            Ok(())
+        }
+        .await;
+        let _ = self.store.delete(&key).await;
+        outcome
     }
 
     /// On a `file://` store, removes what uploads a crash cut short left behind: the
@@ -298,6 +353,19 @@ pub fn open_with(
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn a_store_that_ignores_conditional_writes_is_found_out() {
+        let bucket = open("memory://").unwrap();
+        bucket.check_conditional_writes().await.unwrap();
+        bucket.faults.ignore_conditional_writes(true);
+        let why = bucket.check_conditional_writes().await.unwrap_err();
+        assert!(why.contains("If-None-Match"), "{why}");
+        // The probe leaves nothing behind.
+        bucket.faults.ignore_conditional_writes(false);
+        assert!(bucket.list_keys(&bucket.prefix).await.unwrap().is_empty());
+    }
+
     use super::*;
 
     #[test]
