@@ -19,11 +19,24 @@ pub struct Cluster {
     ip: String,
     pub nodes: Vec<Option<ServerProcess>>,
     voters: String,
+    /// More flags and environment for every broker (a shared object store).
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` voters.
     pub fn start(dir: &Path, n: u64) -> Self {
+        Self::start_with(dir, n, Vec::new(), Vec::new())
+    }
+
+    /// Starts `n` voters with more flags and environment.
+    pub fn start_with(
+        dir: &Path,
+        n: u64,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
         let ip = random_loopback();
         let voters = (1..=n)
             .map(|i| format!("{i}@{ip}:{}", 19_300 + i))
@@ -34,6 +47,8 @@ impl Cluster {
             ip,
             nodes: Vec::new(),
             voters,
+            extra_args,
+            extra_env,
         };
         for id in 1..=n {
             let node = c.spawn(id);
@@ -66,11 +81,14 @@ impl Cluster {
         if !self.voters.contains(&format!("{id}@")) {
             args.extend(["--join", &via]);
         }
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let mut env = vec![("RUST_LOG", "info,openraft=warn")];
+        env.extend(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         ServerProcess::start_with(
             &self.data_dir(id),
             &self.dir.join(format!("node-{id}.log")),
             &args,
-            &[("RUST_LOG", "info,openraft=warn")],
+            &env,
         )
     }
 
@@ -996,4 +1014,117 @@ async fn a_group_keeps_committed_offsets_and_members_through_a_coordinator_kill(
     for m in members {
         m.close().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_refuses_a_shared_store_that_cannot_fence_manifest_writes() {
+    // object_store's local file system has no conditional update: brokers sharing it
+    // could not fence a deposed leader, so a cluster member refuses it at start-up.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("shared").display());
+    let addr = format!("{}:19301", random_loopback());
+    let out = strata()
+        .args(["server", "--node-id", "1", "--metrics-listen", ""])
+        .args(["--listen", &addr, "--voters", &format!("1@{addr}")])
+        .args(["--object-store", &url])
+        .arg("--data-dir")
+        .arg(dir.path().join("node"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not honour conditional writes")
+            && err.contains("leave object_store unset"),
+        "{err}"
+    );
+}
+
+/// The stored manifest of partition 0 of `topic` in the test S3 server's bucket.
+fn stored_manifest(s3_root: &Path, prefix: &str, topic: &str) -> Option<serde_json::Value> {
+    let dir = s3_root
+        .join(crate::s3::BUCKET)
+        .join(prefix)
+        .join("topics")
+        .join(topic);
+    let id_dir = std::fs::read_dir(&dir).ok()?.flatten().next()?.path();
+    let text = std::fs::read_to_string(id_dir.join("partition=0/_manifest.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_sharing_an_s3_store_hand_the_cold_tier_over_through_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3_root = dir.path().join("s3");
+    let s3 = crate::s3::S3Server::start(&s3_root).await;
+    let env = s3
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    let args = vec![
+        "--object-store".to_string(),
+        format!("s3://{}/cluster", crate::s3::BUCKET),
+    ];
+    let cluster_dir = dir.path().join("cluster");
+    std::fs::create_dir_all(&cluster_dir).unwrap();
+    let mut c = Cluster::start_with(&cluster_dir, 3, args, env);
+    c.settled("every broker active", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Client::connect(&c.addr(1))
+        .await
+        .unwrap()
+        .create_topic("cold", 1, 3, configs)
+        .await
+        .unwrap();
+    let first = c.led("cold", None, 3).await;
+    let mut history = History::new();
+    produce_following_leader(&mut c, "cold", "first", 300, &mut history, |_, _| {}).await;
+    let offloaded = |epoch: i32| {
+        let root = s3_root.clone();
+        move || {
+            let m = stored_manifest(&root, "cluster", "cold");
+            std::future::ready(m.is_some_and(|m| {
+                m["leader_epoch"].as_i64() == Some(epoch as i64)
+                    && m["segments"].as_array().is_some_and(|s| !s.is_empty())
+            }))
+        }
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "the first leader offloads",
+        offloaded(first.leader_epoch),
+    )
+    .await;
+    // Kill -9 of the leader halfway through more produce: the new leader claims the
+    // manifest in its epoch and offloads from where the old one stopped.
+    produce_following_leader(&mut c, "cold", "second", 300, &mut history, |c, leader| {
+        c.kill(leader)
+    })
+    .await;
+    let second = c.led("cold", Some(first.leader as u64), 2).await;
+    assert!(second.leader_epoch > first.leader_epoch);
+    let end = history_end(&history);
+    // Everything acknowledged is offloaded by the new leader (segments roll at 4 KiB).
+    wait_until(
+        Duration::from_secs(60),
+        "the new leader offloads in its epoch",
+        offloaded(second.leader_epoch),
+    )
+    .await;
+    for key in s3.keys().iter().filter(|k| k.ends_with(".parquet")) {
+        assert!(
+            key.rsplit('/').next().unwrap().contains("-e"),
+            "a cluster object is named by its leader epoch: {key}"
+        );
+    }
+    // Read from offset 0: the cold tier (both leaders' objects) and the local tail.
+    read_from_leader(&c, "cold", &mut history, end).await;
+    history.assert_clean("a shared store through a leader kill");
 }
