@@ -347,6 +347,33 @@ impl Cluster {
         None
     }
 
+    /// Every node's log lines about `topic`'s leaders and in-sync sets (for a failure).
+    fn isr_history(&self, topic: &str) -> String {
+        let mut out = String::new();
+        for id in 1..=self.nodes.len() as u64 {
+            let log = self.log(id);
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    (l.contains(&format!("topic={topic} "))
+                        || l.contains(&format!("topic=\"{topic}\""))
+                        || l.contains(&format!("topic: \"{topic}\"")))
+                        && !l.contains("__consumer_offsets")
+                        || l.contains("fenced")
+                        || l.contains("registered")
+                        || l.contains("local replica")
+                        || l.contains("listening")
+                })
+                .collect();
+            out.push_str(&format!("--- node {id}\n"));
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Waits until partition 0 of `topic` has a leader other than `not` with `isr`
     /// in-sync replicas; returns it.
     async fn led(&self, topic: &str, not: Option<u64>, isr: usize) -> pb::PartitionDescription {
@@ -361,8 +388,9 @@ impl Cluster {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no leader other than {not:?} with {isr} in sync within 60 s: {:?}",
-                self.partition(topic).await
+                "no leader other than {not:?} with {isr} in sync within 60 s: {:?}\n{}",
+                self.partition(topic).await,
+                self.isr_history(topic)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -441,7 +469,11 @@ async fn produce_following_leader(
                         | tonic::Code::Unknown
                         | tonic::Code::Cancelled
                 );
-                assert!(retriable, "produce failed for good: {status:?}");
+                assert!(
+                    retriable,
+                    "produce failed for good: {status:?}\n{}",
+                    c.isr_history(topic)
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let p = c.led(topic, None, 0).await;
                 if p.leader as u64 != leader {
@@ -511,6 +543,10 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills
                     })
                     .await
                     .unwrap_err();
+                // (A broker whose metadata does not have the topic yet says so.)
+                if e.code() == tonic::Code::NotFound {
+                    return false;
+                }
                 assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
                 e.metadata()
                     .get("strata-leader-address")

@@ -389,7 +389,15 @@ impl Partition {
                         if first {
                             first = false;
                             let now = self.shared.clock.now_ms();
-                            let fl = r.followers.entry(f.replica).or_default();
+                            // A follower first heard from in this leadership was last
+                            // caught up when it began (Kafka resets lastCaughtUpTime so),
+                            // not never: behind on its first fetch, it is not out of sync.
+                            let since = r.since_ms;
+                            let fl = r.followers.entry(f.replica).or_insert_with(|| Follower {
+                                caught_up_ms: since,
+                                last_fetch_ms: since,
+                                ..Default::default()
+                            });
                             if f.fetch_offset >= leo {
                                 fl.caught_up_ms = now;
                             } else if f.fetch_offset >= fl.leader_leo_at_last_fetch {
@@ -822,6 +830,44 @@ mod tests {
         let change = a.isr_change(1, -1, &all).unwrap();
         assert_eq!(change.isr, vec![1], "everyone lags past a negative lag");
         assert_eq!(a.isr_change(1, -1, &all), None, "one change at a time");
+    }
+
+    #[tokio::test]
+    async fn a_follower_behind_on_its_first_fetch_from_a_new_leader_stays_in_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(strata_log::ManualClock::new(1_000_000));
+        let shared = shared_with(clock.clone());
+        let a = replica_on(&shared, &dir.path().join("a"), &[]);
+        let b = replica_on(&shared, &dir.path().join("b"), &[]);
+        // A new leader whose log is ahead of its follower's.
+        a.become_leader(1, 1, 0, &[1, 2], &[1, 2]);
+        b.become_follower(1, Some(1), true);
+        a.append(Bytes::new(), &records("x", 5), None, false)
+            .unwrap();
+        clock.advance(10);
+        let (offset, last_epoch, hw) = b.fetch_position();
+        a.serve_follower(&FollowerFetch {
+            replica: 2,
+            leader_epoch: 1,
+            fetch_offset: offset,
+            last_fetched_epoch: last_epoch,
+            max_bytes: 1 << 20,
+            known_high_watermark: hw,
+            max_wait: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            a.isr_change(1, 30_000, &|_| true),
+            None,
+            "behind on its first fetch, well within the lag: still in sync"
+        );
+        clock.advance(30_001);
+        assert_eq!(
+            a.isr_change(1, 30_000, &|_| true).map(|c| c.isr),
+            Some(vec![1]),
+            "not caught up for longer than the lag since the leadership began: out"
+        );
     }
 
     #[tokio::test]

@@ -224,6 +224,14 @@ fn fail(node: &crate::cluster::Node, e: BrokerError, partition: u32) -> Status {
                 topic,
                 partition,
             },
+            // A restarted (or slow) broker that has not applied its own registration
+            // yet may lack a topic others already have: it cannot say "unknown" yet.
+            _ if !m.controller().caught_up() => BrokerError::Controller {
+                reason: format!(
+                    "this broker is still catching up with the cluster's metadata and does not know topic {topic:?} yet; retry shortly"
+                ),
+                retriable: true,
+            },
             _ => BrokerError::UnknownTopic(topic),
         },
         (e, _) => e,
