@@ -461,9 +461,13 @@ async fn produce_following_leader(
             }
             Err(status) => {
                 // Unknown outcome: find the leader again and go on with new values.
+                // (NOT_FOUND: the leader named by one broker's metadata may not have
+                // applied the topic's creation yet; Kafka's clients retry its
+                // UNKNOWN_TOPIC_OR_PARTITION too.)
                 let retriable = matches!(
                     status.code(),
                     tonic::Code::Unavailable
+                        | tonic::Code::NotFound
                         | tonic::Code::DeadlineExceeded
                         | tonic::Code::FailedPrecondition
                         | tonic::Code::Unknown
