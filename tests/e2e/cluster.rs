@@ -999,6 +999,17 @@ async fn a_group_keeps_committed_offsets_and_members_through_a_coordinator_kill(
         }
     }
     let before_kill = log.committed;
+    // Listed through any broker, though only its coordinator holds it.
+    let groups = Client::connect(&c.addr(boot))
+        .await
+        .unwrap()
+        .list_groups()
+        .await
+        .unwrap();
+    assert!(
+        groups.iter().any(|g| g.group == "gf" && g.members == 2),
+        "{groups:?}"
+    );
 
     c.kill(coord);
     let new_coord = coordinator(&c, "gf", Some(coord), 2).await;

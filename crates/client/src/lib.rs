@@ -431,13 +431,37 @@ impl Client {
         Ok(r.into_inner())
     }
 
+    /// Every group, by name. A broker lists the groups it coordinates, so in a
+    /// cluster each active broker is asked (a single broker is the whole list).
     pub async fn list_groups(&self) -> Result<Vec<pb::GroupSummary>> {
         let r = self
             .raw()
             .list_groups(pb::ListGroupsRequest {})
             .await
             .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().groups)
+        let mut all: BTreeMap<String, pb::GroupSummary> = r
+            .into_inner()
+            .groups
+            .into_iter()
+            .map(|g| (g.group.clone(), g))
+            .collect();
+        let cluster = self.describe_cluster().await?;
+        for b in cluster
+            .brokers
+            .iter()
+            .filter(|b| b.state == "active" && b.id != cluster.node_id)
+        {
+            let other = Client::connect(&b.address).await?;
+            let r = other
+                .raw()
+                .list_groups(pb::ListGroupsRequest {})
+                .await
+                .map_err(|s| other.err(s))?;
+            for g in r.into_inner().groups {
+                all.entry(g.group.clone()).or_insert(g);
+            }
+        }
+        Ok(all.into_values().collect())
     }
 
     pub async fn describe_group(&self, group: &str) -> Result<pb::GroupDescription> {
