@@ -332,8 +332,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Partition 0 of `topic` as the first running node describes it.
-    async fn partition(&self, topic: &str) -> Option<pb::PartitionDescription> {
+    /// Partition `n` of `topic` as the first running node that answers describes it.
+    async fn partition_n(&self, topic: &str, n: u32) -> Option<pb::PartitionDescription> {
         for id in self.running() {
             // Bounded: a paused broker accepts connections and never answers.
             let ask = async {
@@ -341,7 +341,7 @@ impl Cluster {
                 client.describe_topic(topic).await.ok()
             };
             if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), ask).await {
-                return d.partitions.first().cloned();
+                return d.partitions.get(n as usize).cloned();
             }
         }
         None
@@ -377,9 +377,20 @@ impl Cluster {
     /// Waits until partition 0 of `topic` has a leader other than `not` with `isr`
     /// in-sync replicas; returns it.
     async fn led(&self, topic: &str, not: Option<u64>, isr: usize) -> pb::PartitionDescription {
+        self.led_n(topic, 0, not, isr).await
+    }
+
+    /// [`Cluster::led`] for partition `n`.
+    async fn led_n(
+        &self,
+        topic: &str,
+        n: u32,
+        not: Option<u64>,
+        isr: usize,
+    ) -> pb::PartitionDescription {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(p) = self.partition(topic).await
+            if let Some(p) = self.partition_n(topic, n).await
                 && p.leader >= 0
                 && Some(p.leader as u64) != not
                 && p.isr.len() >= isr
@@ -388,13 +399,28 @@ impl Cluster {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "no leader other than {not:?} with {isr} in sync within 60 s: {:?}\n{}",
-                self.partition(topic).await,
+                "{topic}-{n}: no leader other than {not:?} with {isr} in sync within 60 s: {:?}\n{}",
+                self.partition_n(topic, n).await,
                 self.isr_history(topic)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Ten records whose values, `<prefix>-record-<i>`, no other produce attempt has.
+fn attempt_records(prefix: &str) -> (Vec<Vec<u8>>, Vec<pb::Record>) {
+    let values: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("{prefix}-record-{i}").into_bytes())
+        .collect();
+    let records = values
+        .iter()
+        .map(|v| pb::Record {
+            value: Some(v.clone().into()),
+            ..Default::default()
+        })
+        .collect();
+    (values, records)
 }
 
 /// Produces `count` acks=all records of 10 to partition 0 of `topic` through its leader,
@@ -423,16 +449,7 @@ async fn produce_following_leader(
             midway(c, leader);
         }
         attempt += 1;
-        let values: Vec<Vec<u8>> = (0..10)
-            .map(|i| format!("{tag}-attempt-{attempt}-record-{i}").into_bytes())
-            .collect();
-        let records = values
-            .iter()
-            .map(|v| pb::Record {
-                value: Some(v.clone().into()),
-                ..Default::default()
-            })
-            .collect();
+        let (values, records) = attempt_records(&format!("{tag}-attempt-{attempt}"));
         // A deadline of our own: a paused broker never answers.
         let r = tokio::time::timeout(
             Duration::from_secs(3),
@@ -775,40 +792,6 @@ async fn repeated_leader_kills_lose_no_acknowledged_record() {
     );
 }
 
-/// Partition `n` of `topic` as the first running node that answers describes it.
-async fn partition_n(c: &Cluster, topic: &str, n: u32) -> Option<pb::PartitionDescription> {
-    for id in c.running() {
-        let ask = async {
-            let client = Client::connect(&c.addr(id)).await.ok()?;
-            client.describe_topic(topic).await.ok()
-        };
-        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(1), ask).await {
-            return d.partitions.get(n as usize).cloned();
-        }
-    }
-    None
-}
-
-/// Waits until partition `n` of `topic` has a leader other than `not` with `isr` in
-/// sync; returns the leader.
-async fn leader_n(c: &Cluster, topic: &str, n: u32, not: Option<u64>, isr: usize) -> u64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = partition_n(c, topic, n).await
-            && p.leader >= 0
-            && Some(p.leader as u64) != not
-            && p.isr.len() >= isr
-        {
-            return p.leader as u64;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{topic}-{n}: no leader other than {not:?} with {isr} in sync within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Produces `count` acks=all records to partition `n` of `topic` through its leader,
 /// following it; each attempt carries new values (see `produce_following_leader`).
 async fn produce_acked(c: &Cluster, topic: &str, n: u32, tag: &str, count: usize, h: &mut History) {
@@ -821,17 +804,8 @@ async fn produce_acked(c: &Cluster, topic: &str, n: u32, tag: &str, count: usize
             "{topic}-{n}: only {acked} of {count} records acknowledged within 60 s"
         );
         attempt += 1;
-        let leader = leader_n(c, topic, n, None, 0).await;
-        let values: Vec<Vec<u8>> = (0..10)
-            .map(|i| format!("{tag}-{n}-attempt-{attempt}-record-{i}").into_bytes())
-            .collect();
-        let records = values
-            .iter()
-            .map(|v| pb::Record {
-                value: Some(v.clone().into()),
-                ..Default::default()
-            })
-            .collect();
+        let leader = c.led_n(topic, n, None, 0).await.leader as u64;
+        let (values, records) = attempt_records(&format!("{tag}-{n}-attempt-{attempt}"));
         let produce = async {
             raw(&c.addr(leader))
                 .await
@@ -931,7 +905,7 @@ async fn coordinator(c: &Cluster, group: &str, not: Option<u64>, isr: usize) -> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let n = strata_broker::groups::partition_for(group, count);
-    leader_n(c, offsets, n, not, isr).await
+    c.led_n(offsets, n, not, isr).await.leader as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -971,7 +945,7 @@ async fn a_group_keeps_committed_offsets_and_members_through_a_coordinator_kill(
 
     let mut histories = [History::new(), History::new()];
     for n in 0..2 {
-        leader_n(&c, "gt", n, None, 3).await;
+        c.led_n("gt", n, None, 3).await;
         produce_acked(&c, "gt", n, "before", 100, &mut histories[n as usize]).await;
     }
     let mut config = strata_client::group::GroupConfig::new("gf", &["gt"]);

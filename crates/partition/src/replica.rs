@@ -700,10 +700,15 @@ mod tests {
             .collect()
     }
 
-    /// One follower fetch from `leader` into `follower` (broker `id`) in `epoch`.
-    async fn sync(leader: &Partition, follower: &Arc<Partition>, id: NodeId, epoch: i32) {
+    /// `leader`'s answer to a fetch by `follower` (broker `id`) in `epoch`.
+    async fn fetch(
+        leader: &Partition,
+        follower: &Partition,
+        id: NodeId,
+        epoch: i32,
+    ) -> FollowerAnswer {
         let (offset, last_epoch, hw) = follower.fetch_position();
-        let a = leader
+        leader
             .serve_follower(&FollowerFetch {
                 replica: id,
                 leader_epoch: epoch,
@@ -714,7 +719,12 @@ mod tests {
                 max_wait: Duration::ZERO,
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// One follower fetch from `leader` into `follower` (broker `id`) in `epoch`.
+    async fn sync(leader: &Partition, follower: &Arc<Partition>, id: NodeId, epoch: i32) {
+        let a = fetch(leader, follower, id, epoch).await;
         match a.diverging {
             Some((e, end)) => {
                 follower.truncate_diverged(epoch, e, end).unwrap();
@@ -845,18 +855,8 @@ mod tests {
         a.append(Bytes::new(), &records("x", 5), None, false)
             .unwrap();
         clock.advance(10);
-        let (offset, last_epoch, hw) = b.fetch_position();
-        a.serve_follower(&FollowerFetch {
-            replica: 2,
-            leader_epoch: 1,
-            fetch_offset: offset,
-            last_fetched_epoch: last_epoch,
-            max_bytes: 1 << 20,
-            known_high_watermark: hw,
-            max_wait: Duration::ZERO,
-        })
-        .await
-        .unwrap();
+        // Only the fetch: the follower is behind when the leader hears from it.
+        fetch(&a, &b, 2, 1).await;
         assert_eq!(
             a.isr_change(1, 30_000, &|_| true),
             None,
