@@ -12,6 +12,7 @@ use strata_client::{Client, pb};
 
 use crate::helpers::*;
 use crate::history::History;
+use crate::netns::Net;
 
 /// A cluster of broker processes on one loopback address.
 pub struct Cluster {
@@ -22,6 +23,11 @@ pub struct Cluster {
     /// More flags and environment for every broker (a shared object store).
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
+    /// Nodes the test treats as cut off: it asks only the others who leads.
+    cut: Vec<u64>,
+    /// The private network, when the brokers run in namespaces of their own (after
+    /// `nodes`: the processes stop before their namespaces go).
+    net: Option<Net>,
 }
 
 impl Cluster {
@@ -37,19 +43,31 @@ impl Cluster {
         extra_args: Vec<String>,
         extra_env: Vec<(String, String)>,
     ) -> Self {
-        let ip = random_loopback();
-        let voters = (1..=n)
-            .map(|i| format!("{i}@{ip}:{}", 19_300 + i))
-            .collect::<Vec<_>>()
-            .join(",");
+        Self::start_on(dir, n, extra_args, extra_env, None)
+    }
+
+    /// Starts `n` voters, each in its own namespace of `net` if given.
+    fn start_on(
+        dir: &Path,
+        n: u64,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+        net: Option<Net>,
+    ) -> Self {
         let mut c = Self {
             dir: dir.to_path_buf(),
-            ip,
+            ip: random_loopback(),
             nodes: Vec::new(),
-            voters,
+            voters: String::new(),
             extra_args,
             extra_env,
+            cut: Vec::new(),
+            net,
         };
+        c.voters = (1..=n)
+            .map(|i| format!("{i}@{}", c.addr(i)))
+            .collect::<Vec<_>>()
+            .join(",");
         for id in 1..=n {
             let node = c.spawn(id);
             c.nodes.push(Some(node));
@@ -58,7 +76,10 @@ impl Cluster {
     }
 
     pub fn addr(&self, id: u64) -> String {
-        format!("{}:{}", self.ip, 19_300 + id)
+        match &self.net {
+            Some(net) => format!("{}:{}", net.ip(id), 19_300 + id),
+            None => format!("{}:{}", self.ip, 19_300 + id),
+        }
     }
 
     fn data_dir(&self, id: u64) -> PathBuf {
@@ -84,7 +105,8 @@ impl Cluster {
         args.extend(self.extra_args.iter().map(String::as_str));
         let mut env = vec![("RUST_LOG", "info,openraft=warn")];
         env.extend(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        ServerProcess::start_with(
+        ServerProcess::start_in(
+            self.net.as_ref().map(|n| n.ns(id)).as_deref(),
             &self.data_dir(id),
             &self.dir.join(format!("node-{id}.log")),
             &args,
@@ -307,7 +329,12 @@ async fn raw(addr: &str) -> pb::strata_client::StrataClient<tonic::transport::Ch
 impl Cluster {
     /// Starts `n` voters and waits until all are active.
     async fn active(dir: &Path, n: u64) -> Self {
-        let c = Self::start(dir, n);
+        Self::active_on(dir, n, None).await
+    }
+
+    /// [`Cluster::active`], each broker in its own namespace of `net` if given.
+    async fn active_on(dir: &Path, n: u64, net: Option<Net>) -> Self {
+        let c = Self::start_on(dir, n, Vec::new(), Vec::new(), net);
         c.settled("every broker active", |d| {
             d.brokers.len() == n as usize && d.brokers.iter().all(|b| b.state == "active")
         })
@@ -334,7 +361,7 @@ impl Cluster {
 
     /// Partition `n` of `topic` as the first running node that answers describes it.
     async fn partition_n(&self, topic: &str, n: u32) -> Option<pb::PartitionDescription> {
-        for id in self.running() {
+        for id in self.running().into_iter().filter(|id| !self.cut.contains(id)) {
             // Bounded: a paused broker accepts connections and never answers.
             let ask = async {
                 let client = Client::connect(&self.addr(id)).await.ok()?;
@@ -713,6 +740,21 @@ async fn topics_are_created_altered_and_deleted_through_any_broker() {
         .unwrap_err();
 }
 
+impl Cluster {
+    /// Cuts node `id` off from the other brokers (the test still reaches it); from now
+    /// on the test asks only the others who leads.
+    fn cut_off(&mut self, id: u64) {
+        self.net.as_ref().expect("a cluster on a private network").cut_off(id);
+        self.cut.push(id);
+    }
+
+    /// Ends every partition.
+    fn heal(&mut self) {
+        self.net.as_ref().expect("a cluster on a private network").heal();
+        self.cut.clear();
+    }
+}
+
 /// kill -STOP / -CONT of node `id`.
 fn signal(c: &Cluster, id: u64, sig: &str) {
     let pid = c.nodes[id as usize - 1].as_ref().unwrap().child.id();
@@ -744,6 +786,60 @@ async fn a_leader_paused_past_its_session_is_replaced_and_rejoins_as_a_follower(
     let end = history_end(&history);
     read_from_leader(&c, "p", &mut history, end).await;
     history.assert_clean("after a paused leader came back");
+}
+
+/// A network partition, the way a failed switch port looks (brokers in network
+/// namespaces made by the test; frames between the sides vanish, connections hang):
+/// the leader is cut off from the other brokers halfway through acks=all produces,
+/// while the test still reaches it. The majority fences it and elects a new leader; the
+/// cut-off leader, still believing it leads, acknowledges nothing; healed, it learns it
+/// was replaced, drops what only it had, and is in sync again. Twice, so the second cut
+/// may fall on another broker, and then the history must be clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_by_a_network_partition_acknowledges_nothing_and_rejoins_after_healing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::active_on(dir.path(), 3, Some(Net::new(3))).await;
+    let mut epoch = c.replicated_topic("n").await.leader_epoch;
+    let mut history = History::new();
+    for round in 0..2 {
+        let mut cut = 0;
+        let tag = format!("round-{round}");
+        produce_following_leader(&mut c, "n", &tag, 200, &mut history, |c, leader| {
+            c.cut_off(leader);
+            cut = leader;
+        })
+        .await;
+        let next = c.led("n", Some(cut), 2).await;
+        assert!(next.leader_epoch > epoch);
+        epoch = next.leader_epoch;
+        // The cut-off broker cannot know it was replaced; an acks=all produce to it
+        // must still not be acknowledged (no follower can reach it to copy the batch).
+        let stray = format!("{tag}-to-the-cut-off-leader").into_bytes();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw(&c.addr(cut)).await.produce(pb::ProduceRequest {
+                topic: "n".into(),
+                acks: pb::Acks::All as i32,
+                records: vec![pb::Record {
+                    value: Some(stray.into()),
+                    ..Default::default()
+                }],
+                timeout_ms: 2_000,
+                ..Default::default()
+            }),
+        )
+        .await;
+        assert!(
+            !matches!(answer, Ok(Ok(_))),
+            "{tag}: the cut-off leader acknowledged an acks=all produce\n{}",
+            c.isr_history("n")
+        );
+        c.heal();
+        c.led("n", None, 3).await;
+    }
+    let end = history_end(&history);
+    read_from_leader(&c, "n", &mut history, end).await;
+    history.assert_clean("after two leaders were cut off by a network partition");
 }
 
 /// Kill -9 of the leader during acks=all produce, `STRATA_LEADER_KILLS` times (3 by

@@ -86,7 +86,19 @@ impl ServerProcess {
 
     /// `strata server` with extra arguments and environment (e.g. `FAILPOINTS`).
     pub fn start_with(data_dir: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Self::command(data_dir, args, env)
+        Self::start_in(None, data_dir, log, args, env)
+    }
+
+    /// [`ServerProcess::start_with`] inside network namespace `netns` (`ip netns exec`
+    /// execs, so the child is the server itself).
+    pub fn start_in(
+        netns: Option<&str>,
+        data_dir: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = Self::command(netns, data_dir, args, env)
             .stderr(Stdio::piped())
             .spawn()
             .expect("starts strata server");
@@ -133,8 +145,20 @@ impl ServerProcess {
         }
     }
 
-    fn command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(STRATA);
+    fn command(
+        netns: Option<&str>,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, STRATA]);
+                c
+            }
+            None => Command::new(STRATA),
+        };
         c.args(["server", "--metrics-listen", ""]);
         if !args.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
@@ -157,7 +181,7 @@ impl ServerProcess {
         env: &[(&str, &str)],
     ) -> String {
         let file = std::fs::File::create(log).unwrap();
-        let mut child = Self::command(data_dir, args, env)
+        let mut child = Self::command(None, data_dir, args, env)
             .stderr(file)
             .spawn()
             .expect("starts strata server");

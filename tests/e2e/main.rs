@@ -3,6 +3,7 @@
 
 mod helpers;
 mod history;
+mod netns;
 
 mod bad_input;
 mod cli_roundtrip;
