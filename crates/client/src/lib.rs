@@ -55,7 +55,10 @@ enum Route {
 }
 
 /// Tries a partition's request this many times, following a named leader in between.
-const LEADER_HOPS: usize = 3;
+/// A not-leader answer means nothing was done, so following it is always safe; the
+/// hops after the second wait a little longer each (50 ms, 100 ms, ...: 1.4 s in all),
+/// which rides out a leadership change that the named broker has not applied yet.
+const LEADER_HOPS: usize = 8;
 
 fn endpoint(addr: &str) -> Result<Endpoint> {
     let uri = if addr.contains("://") {
@@ -177,6 +180,10 @@ impl Client {
                 Err(s) => {
                     hops += 1;
                     if hops < LEADER_HOPS && self.follow_leader(&route, &s) {
+                        if hops > 1 {
+                            let wait = 50 * (hops as u64 - 1);
+                            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                        }
                         continue;
                     }
                     if hops < LEADER_HOPS

@@ -545,6 +545,9 @@ impl Partition {
 
     async fn read_any_once(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64, i64)> {
         let s = self.state();
+        if offset < s.local_log_start_offset {
+            self.cold_view_ready()?;
+        }
         if offset < s.log_start_offset || offset > s.log_end_offset.max(s.high_watermark) {
             return Err(self.out_of_range(offset, &s));
         }
@@ -622,6 +625,9 @@ impl Partition {
 
     /// Resolves an offset over both tiers: (offset, its timestamp or -1, log start, hw).
     pub async fn list_offsets(&self, query: OffsetQuery) -> Result<(i64, i64, i64, i64)> {
+        if !matches!(query, OffsetQuery::Latest) {
+            self.cold_view_ready()?;
+        }
         let s = self.state();
         let (start, end) = (s.log_start_offset, s.high_watermark);
         let (offset, ts) = match query {

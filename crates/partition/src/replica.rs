@@ -929,6 +929,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_leader_answers_for_the_cold_tier_only_once_it_has_loaded_the_manifest() {
+        use crate::error::ErrorKind;
+        use crate::partition::OffsetQuery;
+        let dir = tempfile::tempdir().unwrap();
+        let mut bucket = strata_tier::store::open("memory://").unwrap();
+        bucket.fenced_writes = true;
+        let shared = shared_on(Arc::new(strata_log::SystemClock), bucket.clone());
+        let configs = [("segment.bytes", "4096")];
+        let a = replica_on(&shared, &dir.path().join("a"), &configs);
+        let b = replica_on(&shared, &dir.path().join("b"), &configs);
+        a.become_leader(1, 0, 0, &[1, 2], &[1]);
+        seal(&a, "a", 2);
+        a.tier_round((-1, -1)).await;
+        let cold_end = a.tier.remote.read().next_offset().unwrap();
+        // Broker 2's log restarted where the cold tier ends (it caught up from a leader
+        // whose local log starts there), and it never read the manifest.
+        b.raise_start(cold_end).unwrap();
+        b.become_leader(2, 1, 0, &[1, 2], &[2]);
+        let e = b.list_offsets(OffsetQuery::Earliest).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        let e = b.fetch(0, 1 << 20, 1, Duration::ZERO).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        // Offsets in its local log are served meanwhile.
+        b.append(Bytes::new(), &records("b", 1), None, false)
+            .unwrap();
+        b.fetch(cold_end, 1 << 20, 1, Duration::ZERO).await.unwrap();
+        b.tier_round((-1, -1)).await;
+        assert_eq!(b.list_offsets(OffsetQuery::Earliest).await.unwrap().0, 0);
+        let f = b.fetch(0, 1 << 20, 1, Duration::ZERO).await.unwrap();
+        assert!(!f.batches.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_deposed_leader_can_neither_write_the_manifest_nor_touch_its_successor_s_objects() {
         use object_store::ObjectStoreExt;
         let dir = tempfile::tempdir().unwrap();

@@ -170,6 +170,33 @@ impl Partition {
         !self.is_deleted() && self.is_leader() && self.config.read().remote_enabled()
     }
 
+    /// Whether this partition's copy of the manifest may answer for the cold tier:
+    /// always, except on a clustered leader that has not loaded it in its current
+    /// leader epoch. That copy may be a follower's, long stale: offsets the cold tier
+    /// holds would look gone (OUT_OF_RANGE, an earliest offset too high), and a
+    /// consumer resetting to "earliest" would skip them. Until the first tier round of
+    /// the leadership loads it (within a housekeeping interval), such reads answer a
+    /// retriable error instead.
+    pub(crate) fn cold_view_ready(&self) -> Result<()> {
+        if !self.shared.clustered || !self.config.read().remote_enabled() {
+            return Ok(());
+        }
+        let (role, epoch) = self.role();
+        if role == crate::partition::Role::Leader
+            && self.tier.state.lock().loaded_as_leader != Some(epoch)
+        {
+            return Err(Error::Remote {
+                topic: self.topic.clone(),
+                partition: self.id,
+                corrupt: false,
+                reason: format!(
+                    "this broker became the leader in epoch {epoch} and is still loading the cold tier's manifest; retry shortly"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Replaces the partition's copy of its manifest (loaded from the bucket).
     pub fn set_manifest(&self, m: Manifest) {
         *self.tier.remote.write() = m;
@@ -442,6 +469,12 @@ impl Partition {
         if !self.is_leader() {
             // Deposed while uploading: the new leader owns the manifest now.
             return Err("no longer the partition's leader".into());
+        }
+        if strata_failpoint::hit("tier-upload-stall-before-manifest", || self.topic.clone()) {
+            // A leader that stalls here (a GC pause, a slow disk) and is replaced
+            // meanwhile writes the manifest late, as a zombie: the fencing must hold.
+            tracing::warn!(topic = %self.topic, partition = self.id, "failpoint tier-upload-stall-before-manifest: the manifest write waits 15 s");
+            tokio::time::sleep(Duration::from_secs(15)).await;
         }
         self.save_manifest(|m| m.add(rs.clone()).map_err(|e| remote_err(self, e)))
             .await
