@@ -361,7 +361,11 @@ impl Cluster {
 
     /// Partition `n` of `topic` as the first running node that answers describes it.
     async fn partition_n(&self, topic: &str, n: u32) -> Option<pb::PartitionDescription> {
-        for id in self.running().into_iter().filter(|id| !self.cut.contains(id)) {
+        for id in self
+            .running()
+            .into_iter()
+            .filter(|id| !self.cut.contains(id))
+        {
             // Bounded: a paused broker accepts connections and never answers.
             let ask = async {
                 let client = Client::connect(&self.addr(id)).await.ok()?;
@@ -535,7 +539,8 @@ async fn produce_following_leader(
 }
 
 /// Reads partition 0 of `topic` from its leader once its HW covers every acknowledged
-/// offset (a new leader's HW moves once its followers have fetched), into `history`.
+/// offset (a new leader's HW moves once its followers have fetched) and it answers for
+/// the cold tier (a new leader first loads the manifest), into `history`.
 async fn read_from_leader(c: &Cluster, topic: &str, history: &mut History, end: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let client = loop {
@@ -545,6 +550,10 @@ async fn read_from_leader(c: &Cluster, topic: &str, history: &mut History, end: 
                 .list_offsets(topic, 0, pb::OffsetSpec::Latest, 0)
                 .await
                 .is_ok_and(|o| o.offset >= end)
+            && client
+                .list_offsets(topic, 0, pb::OffsetSpec::Earliest, 0)
+                .await
+                .is_ok()
         {
             break client;
         }
@@ -744,13 +753,19 @@ impl Cluster {
     /// Cuts node `id` off from the other brokers (the test still reaches it); from now
     /// on the test asks only the others who leads.
     fn cut_off(&mut self, id: u64) {
-        self.net.as_ref().expect("a cluster on a private network").cut_off(id);
+        self.net
+            .as_ref()
+            .expect("a cluster on a private network")
+            .cut_off(id);
         self.cut.push(id);
     }
 
     /// Ends every partition.
     fn heal(&mut self) {
-        self.net.as_ref().expect("a cluster on a private network").heal();
+        self.net
+            .as_ref()
+            .expect("a cluster on a private network")
+            .heal();
         self.cut.clear();
     }
 }
@@ -1248,4 +1263,95 @@ async fn brokers_sharing_an_s3_store_hand_the_cold_tier_over_through_a_leader_ki
     // Read from offset 0: the cold tier (both leaders' objects) and the local tail.
     read_from_leader(&c, "cold", &mut history, end).await;
     history.assert_clean("a shared store through a leader kill");
+}
+
+/// A zombie leader on a shared store: the leader stalls between uploading an object and
+/// adding it to the manifest (failpoint), is cut off from the other brokers by a network
+/// partition meanwhile (it still reaches the store), and a new leader claims the
+/// manifest and offloads. The zombie's late conditional write is refused: the manifest
+/// stays the new leader's, every object it lists is still there, and after healing
+/// every acknowledged record reads back from offset 0 across both tiers. The store is
+/// moto (atomic conditional writes), reached over the test's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_deposed_mid_offload_cannot_overwrite_its_successors_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new(3);
+    let moto = crate::moto::MotoServer::start(&net.host_ip());
+    let mut env: Vec<(String, String)> = moto
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    env.push((
+        "FAILPOINTS".into(),
+        "tier-upload-stall-before-manifest=1*return(cold)".into(),
+    ));
+    let args = vec![
+        "--object-store".to_string(),
+        format!("s3://{}/cluster", crate::moto::BUCKET),
+    ];
+    let mut c = Cluster::start_on(dir.path(), 3, args, env, Some(net));
+    c.settled("every broker active", |d| {
+        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Client::connect(&c.addr(1))
+        .await
+        .unwrap()
+        .create_topic("cold", 1, 3, configs)
+        .await
+        .unwrap();
+    let first = c.led("cold", None, 3).await;
+    let zombie = first.leader as u64;
+    let mut history = History::new();
+    produce_following_leader(&mut c, "cold", "first", 300, &mut history, |_, _| {}).await;
+    // The leader's first offload has uploaded its object and waits before the manifest.
+    wait_until(
+        Duration::from_secs(60),
+        "the leader's first offload stalls before its manifest write",
+        || std::future::ready(c.log(zombie).contains("failpoint tier-upload-stall")),
+    )
+    .await;
+    c.cut_off(zombie);
+    let second = c.led("cold", Some(zombie), 2).await;
+    produce_following_leader(&mut c, "cold", "second", 300, &mut history, |_, _| {}).await;
+    // The zombie wakes still believing it leads (it cannot hear the controller) and
+    // tries its write: refused, since the manifest is the new leader's now.
+    wait_until(
+        Duration::from_secs(60),
+        "the deposed leader's manifest write is refused",
+        || {
+            std::future::ready(
+                c.log(zombie)
+                    .contains("not writing the manifest: the manifest was written in leader epoch"),
+            )
+        },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the new leader offloads in its epoch",
+        || async {
+            moto.manifest("cluster", "cold").await.is_some_and(|m| {
+                m["leader_epoch"].as_i64() == Some(second.leader_epoch as i64)
+                    && m["segments"].as_array().is_some_and(|s| !s.is_empty())
+            })
+        },
+    )
+    .await;
+    let m = moto.manifest("cluster", "cold").await.unwrap();
+    assert_eq!(m["leader_epoch"].as_i64(), Some(second.leader_epoch as i64));
+    for s in m["segments"].as_array().unwrap() {
+        let key = s["key"].as_str().unwrap();
+        assert!(moto.exists(key).await, "{key} is listed but gone");
+    }
+    c.heal();
+    c.led("cold", None, 3).await;
+    let end = history_end(&history);
+    read_from_leader(&c, "cold", &mut history, end).await;
+    history.assert_clean("a leader deposed mid-offload on a shared store");
 }

@@ -14,6 +14,7 @@ mod crash_matrix;
 mod fuzz_smoke;
 mod groups;
 mod long_poll;
+mod moto;
 mod power_loss;
 mod s3;
 mod tiered;

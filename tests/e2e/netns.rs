@@ -53,7 +53,12 @@ impl Net {
         let tag = format!("strata-{pid}-{k}");
         let ifx = format!("sn{:x}", (pid << 4 | (k & 0xf)) & 0xff_ffff);
         let subnet = free_subnet(pid, k);
-        let net = Self { tag, ifx, subnet, n };
+        let net = Self {
+            tag,
+            ifx,
+            subnet,
+            n,
+        };
         let hub = net.hub();
         ip(&["netns", "add", &hub]);
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
@@ -97,6 +102,11 @@ impl Net {
         format!("{}.{}", self.subnet, 10 + id)
     }
 
+    /// The test's own address on this network (servers the brokers reach listen here).
+    pub fn host_ip(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
     /// Cuts broker `id` off from every other broker; the test still reaches it.
     pub fn cut_off(&self, id: u64) {
         for other in (1..=self.n).filter(|o| *o != id) {
@@ -122,7 +132,15 @@ impl Net {
     pub fn heal(&self) {
         for from in 1..=self.n {
             for to in (1..=self.n).filter(|t| *t != from) {
-                ip_quiet(&["-n", &self.ns(from), "neigh", "del", &self.ip(to), "dev", "eth0"]);
+                ip_quiet(&[
+                    "-n",
+                    &self.ns(from),
+                    "neigh",
+                    "del",
+                    &self.ip(to),
+                    "dev",
+                    "eth0",
+                ]);
             }
         }
     }
