@@ -59,6 +59,12 @@ pub enum ErrorKind {
     NotCoordinator,
     /// No broker can coordinate the group yet (Kafka's COORDINATOR_NOT_AVAILABLE).
     CoordinatorNotAvailable,
+    /// An idempotent producer's batch that does not continue its sequence (Kafka's
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER): an earlier batch is missing.
+    OutOfOrderSequence,
+    /// An idempotent producer's batch from an epoch the partition has seen superseded
+    /// (Kafka's INVALID_PRODUCER_EPOCH): a newer instance took over.
+    InvalidProducerEpoch,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +231,27 @@ pub enum Error {
         partition: u32,
         leader: Option<u64>,
     },
+    #[error(
+        "producer {producer_id} (epoch {epoch}) sent sequence {first_seq} to {topic}-{partition}, but {expected} comes next: a batch in between is missing; the producer must not skip a failed batch (start it again to get a new producer id)"
+    )]
+    OutOfOrderSequence {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        expected: i32,
+    },
+    #[error(
+        "producer {producer_id} sent epoch {sent} to {topic}-{partition}, but epoch {current} has written there since: this producer was superseded; stop it"
+    )]
+    InvalidProducerEpoch {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        sent: i16,
+        current: i16,
+    },
     #[error("no broker coordinates consumer groups yet: {0}; retry shortly")]
     CoordinatorNotAvailable(String),
     /// A cluster change the controller could not make now (`retriable`) or refused.
@@ -290,6 +317,8 @@ impl Error {
             Self::Timeout(_) => K::Timeout,
             Self::NotCoordinator { .. } => K::NotCoordinator,
             Self::CoordinatorNotAvailable(_) => K::CoordinatorNotAvailable,
+            Self::OutOfOrderSequence { .. } => K::OutOfOrderSequence,
+            Self::InvalidProducerEpoch { .. } => K::InvalidProducerEpoch,
             Self::Controller {
                 retriable: true, ..
             } => K::Unavailable,

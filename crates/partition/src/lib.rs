@@ -20,6 +20,7 @@ pub mod error;
 pub mod flush;
 pub mod metrics;
 pub mod partition;
+pub mod producers;
 pub mod replica;
 pub mod tier;
 pub mod topic_config;

@@ -87,6 +87,7 @@ macro_rules! metrics {
 metrics! {
     Counter produce_requests "strata_produce_requests_total" "Produce requests handled.";
     Counter produce_errors "strata_produce_errors_total" "Produce requests refused or failed.";
+    Counter produce_duplicates "strata_produce_duplicates_total" "Idempotent batches sent again after a lost answer, answered with their offsets and not written twice.";
     Counter produce_records "strata_produce_records_total" "Records appended.";
     Counter produce_bytes "strata_produce_bytes_total" "Batch bytes appended.";
     Histogram produce_latency "strata_produce_latency_seconds" "Time to validate and append one produce request.";

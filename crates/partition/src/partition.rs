@@ -154,6 +154,11 @@ pub struct Partition {
     pub(crate) flush_queued: AtomicBool,
     /// The partition's share of the cold tier.
     pub tier: Tier,
+    /// Idempotent producers' sequences (changed under the log's write lock, in log
+    /// order; see `producers`).
+    pub(crate) producers: parking_lot::Mutex<crate::producers::Producers>,
+    /// When the producer state was last snapshotted, and the segment count then.
+    producers_snapshot: parking_lot::Mutex<(i64, usize)>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -169,6 +174,11 @@ impl Partition {
         options: strata_log::OpenOptions,
     ) -> Result<Arc<Self>> {
         let log = open_log(shared, topic, id, dir, &config.read(), options)?;
+        let producers = crate::producers::state_of(&log).map_err(|source| Error::Log {
+            topic: topic.to_string(),
+            partition: id,
+            source,
+        })?;
         let leo = log.log_end_offset();
         // A single broker is its partitions' only replica, in sync with itself:
         // everything in the log is committed. A cluster member knows nothing yet: its
@@ -195,6 +205,8 @@ impl Partition {
             closed: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             tier: Tier::new(topic, topic_id, id, shared.clock.now_ms()),
+            producers: parking_lot::Mutex::new(producers),
+            producers_snapshot: parking_lot::Mutex::new((shared.clock.now_ms(), 0)),
             shared: shared.clone(),
         }))
     }
@@ -287,6 +299,7 @@ impl Partition {
             return Ok(None);
         }
         log.reset_to(offset).map_err(|e| self.err(e))?;
+        self.reload_producers(&log)?;
         // HW <= old LEO < offset: this moves it forward.
         self.log_end.send_replace(offset);
         self.high_watermark.send_replace(offset);
@@ -443,6 +456,8 @@ impl Partition {
         };
         // Check every batch before anything is written: all or nothing.
         let mut pos = 0;
+        let mut batch_count = 0;
+        let mut idempotent = None;
         while pos < buf.len() {
             let len = match strata_record::batch_total_len(&buf[pos..]) {
                 Some(r) => r.map_err(invalid)?,
@@ -463,6 +478,16 @@ impl Partition {
             let (batch, min_ts) =
                 strata_record::Batch::validate_with_min_timestamp(&buf[pos..]).map_err(invalid)?;
             let h = batch.header();
+            batch_count += 1;
+            if h.producer_id >= 0 {
+                if h.producer_epoch < 0 || h.base_sequence < 0 {
+                    return Err(Error::InvalidRequest(format!(
+                        "a batch of producer {} has epoch {} and base sequence {}: an idempotent batch needs both at least 0",
+                        h.producer_id, h.producer_epoch, h.base_sequence
+                    )));
+                }
+                idempotent = Some(*h);
+            }
             // Compaction keeps the latest record per key: a record without one has no
             // place in a compacted topic (Kafka refuses it too).
             if compacted && batch.records().any(|r| r.is_ok_and(|r| r.key.is_none())) {
@@ -496,6 +521,11 @@ impl Partition {
             }
             pos += len;
         }
+        if idempotent.is_some() && batch_count > 1 {
+            return Err(Error::InvalidRequest(
+                "an idempotent produce carries exactly one batch per partition (Kafka's rule): send the batches in separate requests".into(),
+            ));
+        }
         let (info, start, leader_epoch) = {
             let mut log = self.log.write();
             let r = self.replica.lock();
@@ -505,9 +535,59 @@ impl Partition {
             if acks_all {
                 self.check_min_isr(&r)?;
             }
+            let mut producers = self.producers.lock();
+            if let Some(h) = &idempotent {
+                use crate::producers::{Check, SeqError};
+                match producers.check(h) {
+                    Ok(Check::Append) => {}
+                    // Sent again after a lost answer: answered with where it is.
+                    Ok(Check::Duplicate(b)) => {
+                        self.shared.metrics.produce_duplicates.add(1);
+                        return Ok(Produced {
+                            base_offset: b.first_offset,
+                            last_offset: b.last_offset,
+                            record_count: h.record_count as u32,
+                            log_start_offset: log.log_start_offset(),
+                            leader_epoch: r.leader_epoch,
+                        });
+                    }
+                    Err(SeqError::StaleEpoch {
+                        producer_id,
+                        sent,
+                        current,
+                    }) => {
+                        return Err(Error::InvalidProducerEpoch {
+                            topic: topic.to_string(),
+                            partition,
+                            producer_id,
+                            sent,
+                            current,
+                        });
+                    }
+                    Err(SeqError::OutOfOrder {
+                        producer_id,
+                        epoch,
+                        first_seq,
+                        expected,
+                    }) => {
+                        return Err(Error::OutOfOrderSequence {
+                            topic: topic.to_string(),
+                            partition,
+                            producer_id,
+                            epoch,
+                            first_seq,
+                            expected,
+                        });
+                    }
+                }
+            }
             let info = log
                 .append(&mut buf, r.leader_epoch)
                 .map_err(|e| self.err(e))?;
+            if let Some(h) = &idempotent {
+                producers.record(h, info.base_offset);
+            }
+            drop(producers);
             let leo = info.last_offset + 1;
             self.log_end.send_replace(leo);
             // Under the log's lock, so concurrent appends publish in order.
@@ -649,7 +729,47 @@ impl Partition {
 
     /// `flush.ms`/`segment.ms` and local retention (with the cold tier on, only what it
     /// already holds may leave the disk). Blocking file work.
+    /// Rebuilds the producer state after the log lost a tail or restarted (called with
+    /// the log's write lock held).
+    pub(crate) fn reload_producers(&self, log: &Log) -> Result<()> {
+        *self.producers.lock() = crate::producers::state_of(log).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets producers silent for `producer.id.expiration.ms`, and snapshots the
+    /// producer state when it changed and a segment rolled or 30 s passed since the
+    /// last snapshot (so a restart replays at most that much). Blocking file work.
+    fn producer_housekeeping(&self) {
+        let now = self.shared.clock.now_ms();
+        let (dir, bytes) = {
+            let log = self.log.read();
+            let mut p = self.producers.lock();
+            p.expire(now, crate::producers::DEFAULT_EXPIRATION_MS);
+            let mut last = self.producers_snapshot.lock();
+            let rolled = log.segment_count() != last.1;
+            if !p.is_dirty() || (!rolled && now - last.0 < 30_000) {
+                return;
+            }
+            let end = log.log_end_offset();
+            let below = match crate::producers::last_batch_below(&log, end) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(log = log.name(), error = %e, "could not snapshot producer state");
+                    return;
+                }
+            };
+            *last = (now, log.segment_count());
+            (log.dir().to_path_buf(), p.take_snapshot(end, below))
+        };
+        // Outside the lock: the snapshot names the batch it ends at, so a load checks
+        // it still matches the log (a truncation in between makes it not).
+        if let Err(e) = crate::producers::write_snapshot(&dir, &bytes) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer state snapshot");
+        }
+    }
+
     pub fn housekeeping(&self) {
+        self.producer_housekeeping();
         let guard = crate::tier::Uploaded {
             upto: self.config.read().remote_enabled().then(|| {
                 let m = self.tier.remote.read();

@@ -542,6 +542,7 @@ impl Partition {
         self.check_follower(leader_epoch)?;
         if !batches.is_empty() {
             let info = log.append_replicated(batches).map_err(|e| self.err(e))?;
+            self.producers.lock().record_all(batches);
             self.shared
                 .metrics
                 .replication_bytes
@@ -590,6 +591,7 @@ impl Partition {
             }
         };
         log.truncate_to(to).map_err(|e| self.err(e))?;
+        self.reload_producers(&log)?;
         let leo = log.log_end_offset();
         self.log_end.send_replace(leo);
         // Never past the end: truncation below the HW only follows an unclean change.
@@ -614,6 +616,7 @@ impl Partition {
             return Ok(());
         }
         log.reset_to(offset).map_err(|e| self.err(e))?;
+        self.reload_producers(&log)?;
         self.log_end.send_replace(offset);
         self.high_watermark.send_replace(offset);
         Ok(())
@@ -925,6 +928,104 @@ mod tests {
             };
             p.append(Bytes::new(), &[r], None, false).unwrap();
             i += 1;
+        }
+    }
+
+    /// A batch of idempotent producer `pid` (epoch 0) with `n` records from `seq`.
+    fn idempotent(pid: i64, seq: i32, tag: &str, n: usize) -> Bytes {
+        let now = strata_log::Clock::now_ms(&strata_log::SystemClock);
+        let mut b = strata_record::BatchBuilder::new(now, 1024);
+        b.set_producer(pid, 0, seq);
+        for i in 0..n {
+            b.append(now, None, Some(format!("{tag}-{i}").as_bytes()), &[]);
+        }
+        b.finish()
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_batch_sent_again_is_written_once_through_failover_truncation_and_restart()
+     {
+        use crate::error::ErrorKind;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared();
+        let a = replica_on(&shared, &dir.path().join("a"), &[]);
+        let b = replica_on(&shared, &dir.path().join("b"), &[]);
+        a.become_leader(1, 0, 0, &[1, 2], &[1, 2]);
+        b.become_follower(0, Some(1), true);
+        let first = a
+            .append(idempotent(7, 0, "x", 3), &[], None, false)
+            .unwrap();
+        // Sent again (its answer lost): the same offsets, nothing written.
+        let again = a
+            .append(idempotent(7, 0, "x", 3), &[], None, false)
+            .unwrap();
+        assert_eq!((again.base_offset, again.last_offset), (0, 2));
+        assert_eq!(first.base_offset, 0);
+        assert_eq!(a.log_end_offset(), 3);
+        assert_eq!(shared.metrics.produce_duplicates.get(), 1);
+        // A gap in the sequence is refused, and nothing is written.
+        let e = a
+            .append(idempotent(7, 5, "gap", 1), &[], None, false)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutOfOrderSequence, "{e}");
+        a.append(idempotent(7, 3, "y", 2), &[], None, false)
+            .unwrap();
+        assert_eq!(a.log_end_offset(), 5);
+        sync(&a, &b, 2, 0).await;
+        // A batch only the old leader will have.
+        a.append(idempotent(7, 5, "lost", 2), &[], None, false)
+            .unwrap();
+        // The follower takes over, knowing the producer from the batches it copied.
+        b.become_leader(2, 1, 1, &[1, 2], &[2]);
+        let dup = b
+            .append(idempotent(7, 3, "y", 2), &[], None, false)
+            .unwrap();
+        assert_eq!((dup.base_offset, dup.last_offset), (3, 4));
+        assert_eq!(b.log_end_offset(), 5);
+        // The old leader, deposed with a batch only it has, truncates it away: the
+        // producer's next batch is taken by the new leader, then copied back.
+        a.become_follower(1, Some(2), true);
+        b.append(idempotent(7, 5, "z", 1), &[], None, false)
+            .unwrap();
+        sync(&b, &a, 1, 1).await;
+        sync(&b, &a, 1, 1).await;
+        let check = |batch: Bytes| {
+            let h = strata_record::BatchHeader::decode(&batch).unwrap();
+            a.producers.lock().check(&h)
+        };
+        let dup = check(idempotent(7, 5, "z", 1));
+        assert!(matches!(dup, Ok(crate::producers::Check::Duplicate(s)) if s.first_offset == 5));
+        assert!(
+            check(idempotent(7, 5, "lost", 2)).is_err(),
+            "truncated away"
+        );
+        // Restarted (with a snapshot, and without one), it still knows the producer.
+        b.housekeeping();
+        assert!(
+            dir.path()
+                .join("b")
+                .join(crate::producers::SNAPSHOT_FILE)
+                .exists()
+        );
+        b.append(idempotent(7, 6, "w", 1), &[], None, false)
+            .unwrap();
+        b.close().unwrap();
+        drop(b);
+        for snapshot in [true, false] {
+            if !snapshot {
+                std::fs::remove_file(dir.path().join("b").join(crate::producers::SNAPSHOT_FILE))
+                    .unwrap();
+            }
+            let b = replica_on(&shared, &dir.path().join("b"), &[]);
+            b.become_leader(2, 2, 2, &[1, 2], &[2]);
+            for (seq, tag, at) in [(5, "z", 5), (6, "w", 6)] {
+                let dup = b
+                    .append(idempotent(7, seq, tag, 1), &[], None, false)
+                    .unwrap();
+                assert_eq!(dup.base_offset, at, "snapshot: {snapshot}");
+            }
+            assert_eq!(b.log_end_offset(), 7);
+            b.close().unwrap();
         }
     }
 

@@ -15,6 +15,8 @@ pub struct BatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    /// (producer id, producer epoch, base sequence); (-1, -1, -1) when not idempotent.
+    producer: (i64, i16, i32),
 }
 
 impl BatchBuilder {
@@ -36,7 +38,14 @@ impl BatchBuilder {
             count: 0,
             base_timestamp,
             max_timestamp: i64::MIN,
+            producer: (-1, -1, -1),
         }
+    }
+
+    /// Makes the batch an idempotent producer's: its id, epoch and the sequence number
+    /// of its first record (the header carries them, inside the CRC).
+    pub fn set_producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
+        self.producer = (producer_id, epoch, base_sequence);
     }
 
     pub fn record_count(&self) -> usize {
@@ -160,9 +169,9 @@ impl BatchBuilder {
             self.max_timestamp
         };
         h[35..43].copy_from_slice(&max_ts.to_be_bytes());
-        h[43..51].copy_from_slice(&(-1i64).to_be_bytes());
-        h[51..53].copy_from_slice(&(-1i16).to_be_bytes());
-        h[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        h[43..51].copy_from_slice(&self.producer.0.to_be_bytes());
+        h[51..53].copy_from_slice(&self.producer.1.to_be_bytes());
+        h[53..57].copy_from_slice(&self.producer.2.to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
         let crc = crc32fast::hash(&self.buf[self.start + CRC_START..]);
         self.buf[self.start + OFF_CRC..self.start + OFF_CRC + 4]

@@ -232,9 +232,12 @@ pub fn code(kind: ErrorKind) -> Code {
         | K::MessageTooLarge
         | K::InvalidTimestamp
         | K::CorruptMessage => Code::InvalidArgument,
-        K::InvalidReplicationFactor | K::NonSequential | K::GroupNotEmpty | K::NotOwner => {
-            Code::FailedPrecondition
-        }
+        K::InvalidReplicationFactor
+        | K::NonSequential
+        | K::GroupNotEmpty
+        | K::NotOwner
+        | K::OutOfOrderSequence
+        | K::InvalidProducerEpoch => Code::FailedPrecondition,
         K::OffsetOutOfRange => Code::OutOfRange,
         K::StorageCorrupt => Code::DataLoss,
         K::Unavailable => Code::Unavailable,
