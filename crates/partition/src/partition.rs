@@ -174,11 +174,7 @@ impl Partition {
         options: strata_log::OpenOptions,
     ) -> Result<Arc<Self>> {
         let log = open_log(shared, topic, id, dir, &config.read(), options)?;
-        let producers = crate::producers::state_of(&log).map_err(|source| Error::Log {
-            topic: topic.to_string(),
-            partition: id,
-            source,
-        })?;
+        let producers = crate::producers::state_of(&log);
         let leo = log.log_end_offset();
         // A single broker is its partitions' only replica, in sync with itself:
         // everything in the log is committed. A cluster member knows nothing yet: its
@@ -299,7 +295,7 @@ impl Partition {
             return Ok(None);
         }
         log.reset_to(offset).map_err(|e| self.err(e))?;
-        self.reload_producers(&log)?;
+        self.reload_producers(&log);
         // HW <= old LEO < offset: this moves it forward.
         self.log_end.send_replace(offset);
         self.high_watermark.send_replace(offset);
@@ -731,9 +727,8 @@ impl Partition {
     /// already holds may leave the disk). Blocking file work.
     /// Rebuilds the producer state after the log lost a tail or restarted (called with
     /// the log's write lock held).
-    pub(crate) fn reload_producers(&self, log: &Log) -> Result<()> {
-        *self.producers.lock() = crate::producers::state_of(log).map_err(|e| self.err(e))?;
-        Ok(())
+    pub(crate) fn reload_producers(&self, log: &Log) {
+        *self.producers.lock() = crate::producers::state_of(log);
     }
 
     /// Forgets producers silent for `producer.id.expiration.ms`, and snapshots the

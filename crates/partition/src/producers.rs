@@ -78,14 +78,7 @@ pub enum SeqError {
     },
 }
 
-/// Kafka's sequence arithmetic: sequences wrap from `i32::MAX` to 0.
-pub fn increment(seq: i32, by: i32) -> i32 {
-    if seq > i32::MAX - by {
-        by - (i32::MAX - seq) - 1
-    } else {
-        seq + by
-    }
-}
+use strata_record::increment_sequence as increment;
 
 /// The sequence of a batch's last record.
 fn last_seq(h: &BatchHeader) -> i32 {
@@ -289,21 +282,25 @@ impl Producers {
 
 /// The producer state of `log` as it is now: its snapshot when that holds for this log
 /// (see [`LastBatch`]), with the batches after it replayed; else the whole local log
-/// replayed. Reads the log (blocking I/O).
-pub fn state_of(log: &Log) -> Result<Producers, LogError> {
+/// replayed. Reads the log (blocking I/O). Stored bytes that fail their checks end the
+/// replay there (logged): the log serves what it can and reports the rest when read,
+/// and producers only seen past that point are unknown (taken with any sequence).
+pub fn state_of(log: &Log) -> Producers {
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
     let mut p = Producers::default();
     let mut from = start;
     if let Some((snap, offset, last)) = Producers::load_snapshot(log.dir())
         && (start..=end).contains(&offset)
-        && last_batch_below(log, offset)? == last
+        && last_batch_below(log, offset).ok() == Some(last)
     {
         p = snap;
         from = offset;
     }
-    replay(log, from, &mut p)?;
+    if let Err(e) = replay(log, from, &mut p) {
+        tracing::warn!(log = log.name(), error = %e, "producer state replay stopped at unreadable data; producers seen only past it are unknown");
+    }
     p.dirty = from != end;
-    Ok(p)
+    p
 }
 
 /// The batch of `log` that ends just below `offset`, if the log holds one there.
