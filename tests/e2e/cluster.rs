@@ -1355,3 +1355,69 @@ async fn a_leader_deposed_mid_offload_cannot_overwrite_its_successors_manifest()
     read_from_leader(&c, "cold", &mut history, end).await;
     history.assert_clean("a leader deposed mid-offload on a shared store");
 }
+
+/// The Rust producer follows leaders and retries idempotently: acks=all batches keep
+/// flowing while the leader is killed (-9), and again while the next leader is paused
+/// past its session (its stream hangs, so the request timeout gives it up). The
+/// producer finds each new leader from the metadata (through a broker other than a dead
+/// bootstrap one) and sends unanswered batches again with their sequence numbers: every
+/// value is in the log exactly once, in the order sent, at the offsets acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplicates() {
+    use strata_client::{Acks, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::active(dir.path(), 3).await;
+    let first = c.replicated_topic("idem").await;
+    let config = ProducerConfig {
+        acks: Acks::All,
+        batch_size: 2048,
+        track_acks: true,
+        request_timeout: Duration::from_secs(3),
+        ..ProducerConfig::default()
+    };
+    let client = Client::connect(&c.addr(first.leader as u64)).await.unwrap();
+    let mut producer = Producer::new(client, config).await.unwrap();
+    assert!(producer.producer_id().is_some());
+    let values: Vec<Vec<u8>> = (0..30_000)
+        .map(|i| format!("idem-{i:06}").into_bytes())
+        .collect();
+    let mut killed = None;
+    let mut paused = None;
+    for (i, v) in values.iter().enumerate() {
+        if i == 10_000 {
+            // The leader the producer was given as bootstrap dies.
+            let leader = c.led("idem", None, 3).await.leader as u64;
+            c.kill(leader);
+            killed = Some(leader);
+        }
+        if i == 20_000 {
+            // Back, in sync (a quorum of voters stays up while the next one pauses).
+            c.restart(killed.unwrap());
+            let leader = c.led("idem", None, 3).await.leader as u64;
+            signal(&c, leader, "-STOP");
+            paused = Some(leader);
+        }
+        producer
+            .send("idem", Some(0), None, Some(v), &[])
+            .await
+            .unwrap();
+    }
+    let stats = producer.flush().await.unwrap();
+    assert_eq!(stats.records_acked, values.len() as u64);
+    let mut acked = producer.acked();
+    producer.close().await.unwrap();
+    signal(&c, paused.unwrap(), "-CONT");
+    // The acknowledged batches, in offset order, hold the values in the order sent.
+    acked.sort_by_key(|a| a.base_offset);
+    let mut history = History::new();
+    let mut next = values.iter();
+    for a in &acked {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, next.next().unwrap().clone());
+        }
+    }
+    let end = history_end(&history);
+    read_from_leader(&c, "idem", &mut history, end).await;
+    history.assert_clean("an idempotent producer through a leader kill and a pause");
+    assert_eq!(end, values.len() as i64, "every value once, no more");
+}

@@ -155,6 +155,7 @@ pub struct Broker {
     pub(crate) deletions: crate::deletion::Deletions,
     /// In a cluster: the controller's metadata (set once the member starts).
     pub(crate) metadata: std::sync::OnceLock<Arc<dyn Metadata>>,
+    producer_ids: Arc<crate::producer_ids::ProducerIds>,
     _lock: File,
 }
 
@@ -270,6 +271,10 @@ impl Broker {
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
         let deletions = crate::deletion::Deletions::open(data)?;
+        let producer_ids = Arc::new(crate::producer_ids::ProducerIds::open(
+            data,
+            config.node_id,
+        )?);
         // Uploads a crash cut short, on a file:// store. Only now, holding the data
         // directory, is it sure that no other broker's upload is under way there.
         let b = bucket.clone();
@@ -322,6 +327,7 @@ impl Broker {
             groups: Default::default(),
             deletions,
             metadata: Default::default(),
+            producer_ids,
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -844,6 +850,16 @@ impl Broker {
         self.append_produced(topic, partition, batches, records, options)?
             .acknowledged()
             .await
+    }
+
+    /// A new idempotent producer's id and epoch (0: without transactions, a producer
+    /// that starts again gets a new id).
+    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let ids = self.producer_ids.clone();
+        let id = tokio::task::spawn_blocking(move || ids.next())
+            .await
+            .map_err(|e| BrokerError::InvalidRequest(format!("allocating a producer id: {e}")))??;
+        Ok((id, 0))
     }
 
     /// The first half of [`Broker::produce`]: appends, and returns what to wait on

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod config;
 pub mod deletion;
 pub mod groups;
+pub mod producer_ids;
 pub mod replication;
 pub mod tasks;
 pub mod tiering;

@@ -429,6 +429,17 @@ impl Client {
     }
 
     /// The cluster's brokers and controller as the connected broker knows them.
+    /// A producer id and epoch for an idempotent producer.
+    pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
+        let r = self
+            .raw()
+            .init_producer_id(pb::InitProducerIdRequest {})
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        Ok((r.producer_id, r.producer_epoch as i16))
+    }
+
     pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse> {
         let r = self
             .raw()

@@ -3,15 +3,30 @@
 //! Records accumulate per partition in a [`BatchBuilder`] (the log's own format, one
 //! buffer per batch). A batch is sent when it reaches `batch_size`, when it is older than
 //! `linger` (checked by [`Producer::poll_linger`] and on sends), or on
-//! [`Producer::flush`]. Batches go out in order over one `ProduceStream` per producer,
-//! which the broker answers in order, so records of a partition keep their order even
-//! with several requests in flight. At most `max_in_flight` requests are unanswered;
-//! `send` waits when the window is full (backpressure, bounded memory).
+//! [`Producer::flush`]. At most `max_in_flight` batches are unacknowledged; `send` waits
+//! when the window is full (backpressure, bounded memory).
+//!
+//! A sender task takes the finished batches to each partition's leader, over one
+//! `ProduceStream` per broker (answered in order, so a partition's batches keep their
+//! order with several in flight). The leaders come from the cluster's metadata, asked
+//! again when a broker answers that it does not lead, when a broker cannot be reached,
+//! or when a partition has no leader for a moment.
+//!
+//! A batch that fails retriably is sent again, in its partition's order, until
+//! `delivery_timeout` after it was closed. With `acks=all` the producer is idempotent
+//! (Kafka's KIP-98): it gets a producer id and numbers each partition's batches, so a
+//! batch sent again after an answer was lost (a leader killed mid-request, a timeout)
+//! is recognised by the broker and written once; a batch refused because an earlier one
+//! is missing (out of order) waits for that one and goes again after it. Without
+//! idempotence only batches the broker says it did not write (not the leader, no
+//! leader yet) are sent again: one whose outcome is unknown fails the producer rather
+//! than risk a duplicate.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use strata_proto::v1 as pb;
@@ -68,6 +83,16 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// Keep a list of every acknowledged batch (for tools and tests).
     pub track_acks: bool,
+    /// With `acks=all`: number the batches so the broker writes a batch sent again once
+    /// (Kafka's `enable.idempotence`). Ignored with other acks.
+    pub idempotent: bool,
+    /// How long a batch may take, retries included, before the producer fails.
+    pub delivery_timeout: Duration,
+    /// Pause before a failed batch is sent again.
+    pub retry_backoff: Duration,
+    /// A broker that answers nothing on a stream for this long is given up on (a
+    /// paused or cut-off broker holds a connection open): what it carried is sent again.
+    pub request_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -78,6 +103,10 @@ impl Default for ProducerConfig {
             acks: Acks::Leader,
             max_in_flight: 8,
             track_acks: false,
+            idempotent: true,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -100,19 +129,21 @@ pub struct ProducerStats {
     pub bytes_acked: u64,
 }
 
-struct Pending {
-    id: u64,
-    topic: String,
+/// A closed batch on its way to its partition's leader.
+struct Work {
+    topic: Arc<str>,
     partition: u32,
+    batch: Bytes,
     records: u32,
-    bytes: usize,
+    /// Its place among its partition's batches (sequence order when idempotent).
+    order: u64,
     started: Instant,
+    deadline: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
 struct Shared {
-    pending: VecDeque<Pending>,
     error: Option<ClientError>,
     stats: ProducerStats,
     acks: Vec<AckedBatch>,
@@ -125,7 +156,10 @@ struct OpenBatch {
 }
 
 struct TopicState {
+    name: Arc<str>,
     open: Vec<Option<OpenBatch>>,
+    /// Per partition: the sequence number of the next batch's first record.
+    next_seq: Vec<i32>,
     sticky: u32,
 }
 
@@ -133,11 +167,13 @@ pub struct Producer {
     client: Client,
     config: ProducerConfig,
     topics: HashMap<String, TopicState>,
-    tx: Option<mpsc::Sender<pb::ProduceRequest>>,
+    tx: Option<mpsc::UnboundedSender<Work>>,
     window: Arc<Semaphore>,
     shared: Arc<Mutex<Shared>>,
-    reader: Option<JoinHandle<()>>,
-    next_id: u64,
+    sender: Option<JoinHandle<()>>,
+    /// (producer id, epoch) when idempotent.
+    producer_id: Option<(i64, i16)>,
+    next_order: u64,
     sends_since_linger_check: u32,
 }
 
@@ -149,30 +185,31 @@ fn now_ms() -> i64 {
 }
 
 impl Producer {
-    /// Opens the produce stream to the broker.
+    /// Starts a producer on the cluster `client` is connected to (an idempotent one
+    /// gets its producer id here).
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Self> {
         if config.max_in_flight == 0 || config.batch_size == 0 {
             return Err(ClientError::Invalid(
                 "batch size and max in-flight requests must be at least 1".into(),
             ));
         }
-        let (tx, rx) = mpsc::channel(config.max_in_flight);
-        let responses = client
-            .raw()
-            .produce_stream(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| client.err(s))?
-            .into_inner();
+        let producer_id = if config.idempotent && config.acks == Acks::All {
+            Some(client.init_producer_id().await?)
+        } else {
+            None
+        };
         let shared = Arc::new(Mutex::new(Shared {
             latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).ok(),
             ..Shared::default()
         }));
-        let reader = tokio::spawn(read_responses(
-            responses,
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sender = Sender::new(
+            client.clone(),
+            &config,
+            producer_id.is_some(),
             shared.clone(),
-            client.addr().to_string(),
-            config.track_acks,
-        ));
+        );
+        let sender = tokio::spawn(sender.run(rx));
         Ok(Self {
             window: Arc::new(Semaphore::new(config.max_in_flight)),
             client,
@@ -180,14 +217,20 @@ impl Producer {
             topics: HashMap::new(),
             tx: Some(tx),
             shared,
-            reader: Some(reader),
-            next_id: 0,
+            sender: Some(sender),
+            producer_id,
+            next_order: 0,
             sends_since_linger_check: 0,
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The producer id and epoch, when idempotent.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.producer_id
     }
 
     /// Partitions of `topic`, learned from the broker on first use.
@@ -205,7 +248,9 @@ impl Producer {
         self.topics.insert(
             topic.to_string(),
             TopicState {
+                name: topic.into(),
                 open: (0..n).map(|_| None).collect(),
+                next_seq: vec![0; n],
                 sticky: (now_ms() as u32) % n as u32,
             },
         );
@@ -303,51 +348,47 @@ impl Producer {
 
     async fn dispatch(&mut self, topic: &str, partition: u32, batch: OpenBatch) -> Result<()> {
         self.check_failed()?;
-        let records = batch.builder.record_count() as u32;
-        let bytes = batch.builder.finish();
+        let mut builder = batch.builder;
+        let records = builder.record_count() as u32;
+        let state = self.topics.get_mut(topic).expect("known topic");
+        if let Some((id, epoch)) = self.producer_id {
+            let seq = &mut state.next_seq[partition as usize];
+            builder.set_producer(id, epoch, *seq);
+            *seq = strata_record::increment_sequence(*seq, records as i32);
+        }
+        let bytes = builder.finish();
         let permit = self
             .window
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| ClientError::Closed("window closed".into()))?;
-        let id = self.next_id;
-        self.next_id += 1;
-        {
-            let mut shared = self.shared.lock();
-            shared.stats.records_sent += records as u64;
-            shared.pending.push_back(Pending {
-                id,
-                topic: topic.to_string(),
-                partition,
-                records,
-                bytes: bytes.len(),
-                started: Instant::now(),
-                _permit: permit,
-            });
-        }
-        let req = pb::ProduceRequest {
-            topic: topic.to_string(),
+        self.shared.lock().stats.records_sent += records as u64;
+        let now = Instant::now();
+        let work = Work {
+            topic: state.name.clone(),
             partition,
-            acks: self.config.acks.proto() as i32,
-            batches: bytes,
-            records: Vec::new(),
-            correlation_id: id,
-            ..Default::default()
+            batch: bytes,
+            records,
+            order: self.next_order,
+            started: now,
+            deadline: now + self.config.delivery_timeout,
+            _permit: permit,
         };
+        self.next_order += 1;
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| ClientError::Closed("already closed".into()))?;
-        if tx.send(req).await.is_err() {
+        if tx.send(work).is_err() {
             self.check_failed()?;
-            return Err(ClientError::Closed("the produce stream ended".into()));
+            return Err(ClientError::Closed("the sender stopped".into()));
         }
         Ok(())
     }
 
-    /// Sends every open batch and waits until every request is answered. Fails with the
-    /// first error any request met.
+    /// Sends every open batch and waits until every batch is acknowledged (retries
+    /// included). Fails with the first error any batch met.
     pub async fn flush(&mut self) -> Result<ProducerStats> {
         let mut all = Vec::new();
         for (topic, state) in &mut self.topics {
@@ -371,12 +412,12 @@ impl Producer {
         Ok(self.stats())
     }
 
-    /// Flushes and closes the stream.
+    /// Flushes and stops the sender.
     pub async fn close(mut self) -> Result<ProducerStats> {
         let stats = self.flush().await;
         self.tx = None;
-        if let Some(r) = self.reader.take() {
-            let _ = r.await;
+        if let Some(s) = self.sender.take() {
+            let _ = s.await;
         }
         stats
     }
@@ -390,7 +431,7 @@ impl Producer {
         self.shared.lock().acks.clone()
     }
 
-    /// Per-request latency histogram in microseconds.
+    /// Per-batch latency histogram in microseconds (retries included).
     pub fn latency(&self) -> Option<hdrhistogram::Histogram<u64>> {
         self.shared.lock().latency.clone()
     }
@@ -398,78 +439,468 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        if let Some(r) = self.reader.take() {
-            r.abort();
+        if let Some(s) = self.sender.take() {
+            s.abort();
         }
+    }
+}
+
+/// What a broker connection reports to the sender.
+enum Event {
+    Answer(String, pb::ProduceResponse),
+    /// The stream ended (an error, or the broker went away).
+    Closed(String, String),
+}
+
+/// One `ProduceStream` to a broker.
+struct Conn {
+    tx: mpsc::Sender<pb::ProduceRequest>,
+    /// Requests sent on it and not answered, in order, with when they were sent.
+    unanswered: VecDeque<(u64, Instant)>,
+    reader: JoinHandle<()>,
+}
+
+/// One partition's batches not yet acknowledged.
+#[derive(Default)]
+struct Part {
+    /// Waiting to be sent, in order.
+    queue: VecDeque<Work>,
+    /// Sent and unanswered (by request id).
+    in_flight: usize,
+    /// Sending waits until then (after a failure).
+    paused_until: Option<Instant>,
+    /// The broker its unanswered batches went to: a partition's batches go to one
+    /// broker at a time, so a new leader never sees a batch before an earlier one.
+    sent_to: Option<String>,
+}
+
+type Key = (Arc<str>, u32);
+
+/// Batches of one partition in flight at once when idempotent (Kafka's limit too).
+const IDEMPOTENT_IN_FLIGHT: usize = 5;
+
+/// How long metadata and a new stream may take before the broker is passed over.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The task that takes batches to the leaders and sends failed ones again.
+struct Sender {
+    client: Client,
+    acks: pb::Acks,
+    idempotent: bool,
+    track_acks: bool,
+    backoff: Duration,
+    request_timeout: Duration,
+    window: usize,
+    shared: Arc<Mutex<Shared>>,
+    leaders: HashMap<Key, String>,
+    /// Brokers learned from the metadata, asked for it when the bootstrap one fails.
+    brokers: Vec<String>,
+    conns: HashMap<String, Conn>,
+    parts: HashMap<Key, Part>,
+    /// Request id -> (partition, batch, broker).
+    in_flight: HashMap<u64, (Key, Work, String)>,
+    next_id: u64,
+    events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+}
+
+impl Sender {
+    fn new(
+        client: Client,
+        config: &ProducerConfig,
+        idempotent: bool,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
+        Self {
+            client,
+            acks: config.acks.proto(),
+            idempotent,
+            track_acks: config.track_acks,
+            backoff: config.retry_backoff,
+            request_timeout: config.request_timeout,
+            window: config.max_in_flight,
+            shared,
+            leaders: HashMap::new(),
+            brokers: Vec::new(),
+            conns: HashMap::new(),
+            parts: HashMap::new(),
+            in_flight: HashMap::new(),
+            next_id: 0,
+            events: mpsc::unbounded_channel(),
+        }
+    }
+
+    async fn run(mut self, mut work: mpsc::UnboundedReceiver<Work>) {
+        let mut open = true;
+        loop {
+            let busy =
+                !self.in_flight.is_empty() || self.parts.values().any(|p| !p.queue.is_empty());
+            if !open && !busy {
+                break;
+            }
+            let wake = self.parts.values().filter_map(|p| p.paused_until).min();
+            let stale = self
+                .conns
+                .values()
+                .filter_map(|c| {
+                    c.unanswered
+                        .front()
+                        .map(|(_, at)| *at + self.request_timeout)
+                })
+                .min();
+            tokio::select! {
+                _ = sleep_until(stale), if stale.is_some() => {
+                    let now = Instant::now();
+                    let silent: Vec<String> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.unanswered.front().is_some_and(|(_, at)| *at + self.request_timeout <= now))
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    for addr in silent {
+                        let why = format!("no answer within {:?}", self.request_timeout);
+                        self.on_event(Event::Closed(addr, why)).await;
+                    }
+                }
+                w = work.recv(), if open => match w {
+                    Some(w) => {
+                        let key = (w.topic.clone(), w.partition);
+                        self.parts.entry(key.clone()).or_default().queue.push_back(w);
+                        self.pump(&key).await;
+                    }
+                    None => open = false,
+                },
+                Some(e) = self.events.1.recv() => self.on_event(e).await,
+                _ = sleep_until(wake), if wake.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<Key> = self
+                        .parts
+                        .iter()
+                        .filter(|(_, p)| p.paused_until.is_some_and(|t| t <= now))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in due {
+                        if let Some(p) = self.parts.get_mut(&key) {
+                            p.paused_until = None;
+                        }
+                        self.pump(&key).await;
+                    }
+                }
+            }
+        }
+        for (_, c) in self.conns.drain() {
+            c.reader.abort();
+        }
+    }
+
+    /// Sends `key`'s queued batches to its leader, unless it is paused or batches of
+    /// it are unanswered by another broker (they are answered or fail first, so a new
+    /// leader gets the partition's batches in order).
+    async fn pump(&mut self, key: &Key) {
+        loop {
+            let Some(part) = self.parts.get(key) else {
+                return;
+            };
+            if part.paused_until.is_some() || part.queue.is_empty() {
+                return;
+            }
+            let Some(addr) = self.leader(key).await else {
+                self.pause(key);
+                return;
+            };
+            let part = self.parts.get(key).expect("checked");
+            if part.in_flight > 0 && part.sent_to.as_deref() != Some(addr.as_str()) {
+                return;
+            }
+            // The broker remembers a producer's last five batches per partition: more
+            // in flight, and one sent again could be too old to be recognised.
+            if self.idempotent && part.in_flight >= IDEMPOTENT_IN_FLIGHT {
+                return;
+            }
+            let Some(tx) = self.conn(&addr).await else {
+                self.leaders.remove(key);
+                self.pause(key);
+                return;
+            };
+            let part = self.parts.get_mut(key).expect("checked");
+            let w = part.queue.pop_front().expect("checked");
+            if Instant::now() > w.deadline {
+                self.fail(ClientError::Invalid(format!(
+                    "a batch for {}-{} was not delivered within the delivery timeout",
+                    key.0, key.1
+                )));
+                continue;
+            }
+            part.in_flight += 1;
+            part.sent_to = Some(addr.clone());
+            let id = self.next_id;
+            self.next_id += 1;
+            let req = pb::ProduceRequest {
+                topic: w.topic.to_string(),
+                partition: w.partition,
+                acks: self.acks as i32,
+                batches: w.batch.clone(),
+                correlation_id: id,
+                ..Default::default()
+            };
+            if let Some(c) = self.conns.get_mut(&addr) {
+                c.unanswered.push_back((id, Instant::now()));
+            }
+            self.in_flight.insert(id, (key.clone(), w, addr.clone()));
+            if tx.send(req).await.is_err() {
+                // Its reader reports the stream closed, which fails what it carried.
+                return;
+            }
+        }
+    }
+
+    /// Pauses `key` for the retry backoff.
+    fn pause(&mut self, key: &Key) {
+        if let Some(p) = self.parts.get_mut(key) {
+            p.paused_until = Some(Instant::now() + self.backoff);
+        }
+    }
+
+    fn fail(&self, e: ClientError) {
+        self.shared.lock().error.get_or_insert(e);
+    }
+
+    /// The leader's address for `key`, from the metadata when not known.
+    async fn leader(&mut self, key: &Key) -> Option<String> {
+        if let Some(a) = self.leaders.get(key) {
+            return Some(a.clone());
+        }
+        self.refresh(&key.0).await;
+        self.leaders.get(key).cloned()
+    }
+
+    /// Asks for `topic`'s leaders and the brokers' addresses: the bootstrap broker
+    /// first, then the others it named before.
+    async fn refresh(&mut self, topic: &str) {
+        let mut asked = vec![self.client.clone()];
+        for b in &self.brokers {
+            if b != self.client.addr()
+                && let Ok(c) = Client::connect(b).await
+            {
+                asked.push(c);
+            }
+            if asked.len() > 1 {
+                break;
+            }
+        }
+        for c in asked {
+            // Bounded: a paused broker accepts connections and answers nothing.
+            let ask = async { (c.describe_cluster().await, c.describe_topic(topic).await) };
+            let Ok((Ok(cluster), Ok(topic_d))) = tokio::time::timeout(METADATA_TIMEOUT, ask).await
+            else {
+                continue;
+            };
+            let addr_of: HashMap<u64, String> = cluster
+                .brokers
+                .iter()
+                .map(|b| (b.id, b.address.clone()))
+                .collect();
+            self.brokers = cluster
+                .brokers
+                .into_iter()
+                .filter(|b| b.state == "active")
+                .map(|b| b.address)
+                .collect();
+            for p in topic_d.partitions {
+                let key: Key = (topic.into(), p.partition);
+                // The broker that answered is reached where it was reached (its
+                // advertised address may be one only other brokers can use).
+                let addr = if p.leader >= 0 && p.leader as u64 == cluster.node_id {
+                    Some(c.addr().to_string())
+                } else {
+                    (p.leader >= 0)
+                        .then(|| addr_of.get(&(p.leader as u64)).cloned())
+                        .flatten()
+                };
+                match addr {
+                    Some(a) => {
+                        self.leaders.insert(key, a);
+                    }
+                    None => {
+                        self.leaders.remove(&key);
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// The stream to `addr`, opened if needed.
+    async fn conn(&mut self, addr: &str) -> Option<mpsc::Sender<pb::ProduceRequest>> {
+        if !self.conns.contains_key(addr) {
+            let client = if addr == self.client.addr() {
+                self.client.clone()
+            } else {
+                Client::connect(addr).await.ok()?
+            };
+            let (tx, rx) = mpsc::channel(self.window.max(1));
+            let mut raw = client.raw();
+            let open = raw.produce_stream(ReceiverStream::new(rx));
+            let responses = tokio::time::timeout(METADATA_TIMEOUT, open)
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
+            let reader = tokio::spawn(read_responses(
+                responses,
+                addr.to_string(),
+                self.events.0.clone(),
+            ));
+            self.conns.insert(
+                addr.to_string(),
+                Conn {
+                    tx,
+                    unanswered: VecDeque::new(),
+                    reader,
+                },
+            );
+        }
+        self.conns.get(addr).map(|c| c.tx.clone())
+    }
+
+    async fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Answer(addr, resp) => {
+                let expected = self
+                    .conns
+                    .get_mut(&addr)
+                    .and_then(|c| c.unanswered.pop_front())
+                    .map(|(id, _)| id);
+                if expected != Some(resp.correlation_id) {
+                    self.fail(ClientError::Invalid(format!(
+                        "broker {addr} answered request {} while {expected:?} was expected",
+                        resp.correlation_id
+                    )));
+                    return;
+                }
+                let Some((key, w, _)) = self.in_flight.remove(&resp.correlation_id) else {
+                    return;
+                };
+                if let Some(p) = self.parts.get_mut(&key) {
+                    p.in_flight -= 1;
+                }
+                if resp.error_code == 0 {
+                    self.acked(&key, w, &resp);
+                } else {
+                    let error = ClientError::Broker {
+                        code: tonic::Code::from(resp.error_code),
+                        message: resp.error_message.clone(),
+                    };
+                    self.retry_or_fail(key.clone(), w, error, &resp);
+                }
+                self.pump(&key).await;
+            }
+            Event::Closed(addr, reason) => {
+                let Some(conn) = self.conns.remove(&addr) else {
+                    return;
+                };
+                conn.reader.abort();
+                for (id, _) in conn.unanswered {
+                    let Some((key, w, _)) = self.in_flight.remove(&id) else {
+                        continue;
+                    };
+                    if let Some(p) = self.parts.get_mut(&key) {
+                        p.in_flight -= 1;
+                    }
+                    let error = ClientError::Unreachable {
+                        addr: addr.clone(),
+                        reason: reason.clone(),
+                    };
+                    let unknown = pb::ProduceResponse {
+                        outcome_unknown: true,
+                        ..Default::default()
+                    };
+                    self.retry_or_fail(key.clone(), w, error, &unknown);
+                    self.pump(&key).await;
+                }
+            }
+        }
+    }
+
+    fn acked(&mut self, key: &Key, w: Work, resp: &pb::ProduceResponse) {
+        let mut s = self.shared.lock();
+        s.stats.records_acked += w.records as u64;
+        s.stats.batches_acked += 1;
+        s.stats.bytes_acked += w.batch.len() as u64;
+        let us = w.started.elapsed().as_micros() as u64;
+        if let Some(h) = s.latency.as_mut() {
+            let _ = h.record(us.max(1));
+        }
+        if self.track_acks {
+            s.acks.push(AckedBatch {
+                topic: key.0.to_string(),
+                partition: key.1,
+                base_offset: resp.base_offset,
+                record_count: resp.record_count,
+            });
+        }
+    }
+
+    /// A batch that failed with `error`: queued again in its partition's order when
+    /// that is safe and time is left, else the producer fails.
+    fn retry_or_fail(&mut self, key: Key, w: Work, error: ClientError, resp: &pb::ProduceResponse) {
+        let kind = resp.error_kind.as_str();
+        let part = self.parts.entry(key.clone()).or_default();
+        // Out of order: an earlier batch of the partition failed and goes again first.
+        let earlier_pending = part.queue.iter().any(|q| q.order < w.order)
+            || self
+                .in_flight
+                .values()
+                .any(|(k, q, _)| *k == key && q.order < w.order);
+        let retriable = match kind {
+            "OutOfOrderSequence" => self.idempotent && earlier_pending,
+            _ => error.is_retriable() && (self.idempotent || !resp.outcome_unknown),
+        };
+        if !retriable || Instant::now() > w.deadline {
+            self.fail(error);
+            return;
+        }
+        // The broker that refused may name the leader; else ask the metadata again.
+        if resp.leader_address.is_empty() {
+            self.leaders.remove(&key);
+        } else {
+            self.leaders
+                .insert(key.clone(), resp.leader_address.clone());
+        }
+        let part = self.parts.get_mut(&key).expect("inserted");
+        let at = part
+            .queue
+            .iter()
+            .position(|q| q.order > w.order)
+            .unwrap_or(part.queue.len());
+        part.queue.insert(at, w);
+        if part.paused_until.is_none() {
+            part.paused_until = Some(Instant::now() + self.backoff);
+        }
+        tracing::debug!(topic = %key.0, partition = key.1, %error, "sending a batch again");
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }
 
 async fn read_responses(
     mut responses: tonic::Streaming<pb::ProduceResponse>,
-    shared: Arc<Mutex<Shared>>,
     addr: String,
-    track_acks: bool,
+    events: mpsc::UnboundedSender<Event>,
 ) {
     loop {
-        let msg = responses.next().await;
-        let mut s = shared.lock();
-        let resp = match msg {
-            Some(Ok(r)) => r,
-            Some(Err(status)) => {
-                let e = ClientError::from_status(&addr, status);
-                s.error.get_or_insert(e);
-                s.pending.clear();
-                return;
-            }
-            None => {
-                let unanswered = s.pending.len();
-                if unanswered > 0 {
-                    s.error.get_or_insert(ClientError::Unreachable {
-                        addr: addr.clone(),
-                        reason: format!(
-                            "the broker closed the stream with {unanswered} requests unanswered"
-                        ),
-                    });
-                }
-                s.pending.clear();
-                return;
-            }
+        let event = match responses.next().await {
+            Some(Ok(r)) => Event::Answer(addr.clone(), r),
+            Some(Err(status)) => Event::Closed(addr.clone(), status.message().to_string()),
+            None => Event::Closed(addr.clone(), "the broker closed the stream".into()),
         };
-        let Some(p) = s.pending.pop_front() else {
-            s.error.get_or_insert(ClientError::Invalid(
-                "broker answered a request never sent".into(),
-            ));
+        let closed = matches!(event, Event::Closed(..));
+        if events.send(event).is_err() || closed {
             return;
-        };
-        if p.id != resp.correlation_id {
-            s.error.get_or_insert(ClientError::Invalid(format!(
-                "broker answered request {} while {} was expected",
-                resp.correlation_id, p.id
-            )));
-            return;
-        }
-        if resp.error_code != 0 {
-            let e = ClientError::Broker {
-                code: tonic::Code::from(resp.error_code),
-                message: resp.error_message,
-            };
-            s.error.get_or_insert(e);
-            continue;
-        }
-        s.stats.records_acked += p.records as u64;
-        s.stats.batches_acked += 1;
-        s.stats.bytes_acked += p.bytes as u64;
-        let us = p.started.elapsed().as_micros() as u64;
-        if let Some(h) = s.latency.as_mut() {
-            let _ = h.record(us.max(1));
-        }
-        if track_acks {
-            s.acks.push(AckedBatch {
-                topic: p.topic,
-                partition: p.partition,
-                base_offset: resp.base_offset,
-                record_count: resp.record_count,
-            });
         }
     }
 }

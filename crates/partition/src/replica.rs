@@ -453,6 +453,32 @@ impl Partition {
         crate::partition::start_over_tiers(&self.tier.remote.read(), local_start)
     }
 
+    /// On a leader: how many replicas the partition has, this broker among them (0
+    /// elsewhere, and on a single broker).
+    pub fn replica_count(&self) -> usize {
+        self.replica.lock().replicas.len()
+    }
+
+    /// On a leader: each follower's lag, in records behind this log's end as of its
+    /// last fetch, and whether it is in the in-sync set (empty elsewhere).
+    pub fn follower_lags(&self) -> Vec<(NodeId, i64, bool)> {
+        let leo = self.log_end_offset();
+        let r = self.replica.lock();
+        if r.role != Role::Leader {
+            return Vec::new();
+        }
+        let mut out: Vec<(NodeId, i64, bool)> = r
+            .replicas
+            .iter()
+            .filter_map(|id| {
+                let f = r.followers.get(id)?;
+                Some((*id, (leo - f.leo).max(0), r.isr.contains(id)))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// On a leader: the in-sync set it should ask the controller for, if it differs
     /// from the current one and no change is on its way: followers silent or behind
     /// for `lag_ms` leave, `eligible` followers (not fenced: KIP-841) caught up to the
@@ -591,7 +617,7 @@ impl Partition {
             }
         };
         log.truncate_to(to).map_err(|e| self.err(e))?;
-        self.reload_producers(&log)?;
+        self.reload_producers(&log);
         let leo = log.log_end_offset();
         self.log_end.send_replace(leo);
         // Never past the end: truncation below the HW only follows an unclean change.
@@ -616,7 +642,7 @@ impl Partition {
             return Ok(());
         }
         log.reset_to(offset).map_err(|e| self.err(e))?;
-        self.reload_producers(&log)?;
+        self.reload_producers(&log);
         self.log_end.send_replace(offset);
         self.high_watermark.send_replace(offset);
         Ok(())

@@ -122,6 +122,16 @@ pub fn set_leader_epoch(buf: &mut [u8], epoch: i32) {
     buf[OFF_EPOCH..OFF_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Kafka's sequence arithmetic for idempotent producers: `seq` moved on by `by`,
+/// wrapping from `i32::MAX` to 0.
+pub fn increment_sequence(seq: i32, by: i32) -> i32 {
+    if seq > i32::MAX - by {
+        by - (i32::MAX - seq) - 1
+    } else {
+        seq + by
+    }
+}
+
 /// The decoded fixed header of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {

@@ -167,26 +167,38 @@ fn produce_one(
             record_count: produced.record_count,
             log_start_offset: produced.log_start_offset,
             correlation_id: id,
-            error_code: 0,
-            error_message: String::new(),
+            ..Default::default()
         })
     })
 }
 
-/// The streaming form of a failed produce: an answer with its status inside.
+/// The streaming form of a failed produce: an answer with its status inside, the
+/// leader it names, whether the batch may have been written (`appended`: the error came
+/// after the append) and the error's kind.
 fn produce_error(
     node: &crate::cluster::Node,
     id: u64,
     partition: u32,
     e: BrokerError,
+    appended: bool,
 ) -> pb::ProduceResponse {
+    let kind = format!("{:?}", e.kind());
     let st = fail(node, e, partition);
+    let leader_address = st
+        .metadata()
+        .get("strata-leader-address")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     pb::ProduceResponse {
         base_offset: -1,
         last_offset: -1,
         correlation_id: id,
         error_code: st.code() as i32,
         error_message: st.message().to_string(),
+        leader_address,
+        outcome_unknown: appended,
+        error_kind: kind,
         ..Default::default()
     }
 }
@@ -520,13 +532,16 @@ impl Strata for Service {
                             answers.push_back(
                                 answer
                                     .map(move |r| {
-                                        r.unwrap_or_else(|e| produce_error(&node, id, partition, e))
+                                        r.unwrap_or_else(|e| {
+                                            produce_error(&node, id, partition, e, true)
+                                        })
                                     })
                                     .boxed(),
                             );
                         }
                         Err(e) => answers.push_back(
-                            futures::future::ready(produce_error(&node, id, partition, e)).boxed(),
+                            futures::future::ready(produce_error(&node, id, partition, e, false))
+                                .boxed(),
                         ),
                     }
                 }
@@ -938,6 +953,17 @@ impl Strata for Service {
         _request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
         Ok(Response::new(self.describe_cluster()))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let (producer_id, producer_epoch) = self.broker.init_producer_id().await.map_err(status)?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: producer_epoch as i32,
+        }))
     }
 
     async fn delete_group(

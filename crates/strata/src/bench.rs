@@ -107,6 +107,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 acks,
                 max_in_flight,
                 track_acks: false,
+                ..Default::default()
             };
             produce(
                 addr,
@@ -139,6 +140,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 acks,
                 max_in_flight: 8,
                 track_acks: false,
+                ..Default::default()
             };
             e2e(
                 addr,
