@@ -104,6 +104,36 @@ impl Broker {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
+        // Replication, from the partitions this broker leads.
+        let lag = "strata_replica_lag_records";
+        let under = "strata_under_replicated_partitions";
+        let _ = writeln!(
+            out,
+            "# HELP {lag} Records a follower is behind its leader's log end, as of its last fetch (on the leader).\n# TYPE {lag} gauge"
+        );
+        let mut under_replicated = 0;
+        for t in self.topics.read().values() {
+            for p in t.partitions() {
+                let lags = p.follower_lags();
+                let (role, _) = p.role();
+                if role == strata_partition::partition::Role::Leader
+                    && p.replica_count() > lags.iter().filter(|l| l.2).count() + 1
+                {
+                    under_replicated += 1;
+                }
+                for (replica, records, _) in lags {
+                    let _ = writeln!(
+                        out,
+                        "{lag}{{topic=\"{}\",partition=\"{}\",replica=\"{replica}\"}} {records}",
+                        p.topic, p.id
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {under} Partitions this broker leads with fewer in-sync replicas than replicas.\n# TYPE {under} gauge\n{under} {under_replicated}"
+        );
         let name = "strata_topic_deletions_pending";
         let _ = writeln!(
             out,
