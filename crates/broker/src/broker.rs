@@ -236,7 +236,7 @@ impl Broker {
             // Brokers share this store: a deposed leader's manifest writes must be
             // fenced, which needs conditional writes. (Unset, each broker has a store
             // of its own in its data directory, which nobody else writes.)
-            bucket.check_conditional_writes().await.map_err(|why| {
+            bucket.check_conditional_writes(&new_topic_id()).await.map_err(|why| {
                 BrokerError::InvalidConfig(format!(
                     "object store {} does not honour conditional writes: {why}. Brokers of a cluster sharing a store fence a deposed leader's manifest writes with them; use a store that honours If-Match and If-None-Match (S3, MinIO, R2), or leave object_store unset so each broker keeps its own",
                     config.object_store_url()

@@ -29,7 +29,11 @@ pub async fn open_bucket(
 ) -> Result<Bucket> {
     let bucket = strata_tier::store::open_with(url, options)
         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-    let probe = bucket.prefix.clone().join(".strata-probe");
+    // A key of its own: brokers sharing the store probe it side by side at start-up.
+    let probe = bucket
+        .prefix
+        .clone()
+        .join(format!(".strata-probe-{}", crate::broker::new_topic_id()));
     let check = async {
         // Listing fails on a missing bucket even where writes to it would be accepted.
         bucket

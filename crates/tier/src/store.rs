@@ -51,13 +51,15 @@ impl Bucket {
     /// Checks that the store honours conditional writes, as fencing a deposed leader's
     /// manifest writes needs: a create where the object exists and an update from a
     /// version that is not the stored one must both be refused, and an update from the
-    /// stored version accepted. Leaves nothing behind. Returns what it found wrong.
-    pub async fn check_conditional_writes(&self) -> std::result::Result<(), String> {
+    /// stored version accepted, on a key named by `probe` (unique to this broker's run:
+    /// brokers sharing the store probe it side by side). Leaves nothing behind. Returns
+    /// what it found wrong.
+    pub async fn check_conditional_writes(&self, probe: &str) -> std::result::Result<(), String> {
         use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
         let key = self
             .prefix
             .clone()
-            .join(format!(".strata-conditional-probe-{}", std::process::id()));
+            .join(format!(".strata-conditional-probe-{probe}"));
         let put = |mode: PutMode| {
             let key = key.clone();
             async move {
@@ -357,9 +359,9 @@ mod tests {
     #[tokio::test]
     async fn a_store_that_ignores_conditional_writes_is_found_out() {
         let bucket = open("memory://").unwrap();
-        bucket.check_conditional_writes().await.unwrap();
+        bucket.check_conditional_writes("t").await.unwrap();
         bucket.faults.ignore_conditional_writes(true);
-        let why = bucket.check_conditional_writes().await.unwrap_err();
+        let why = bucket.check_conditional_writes("t").await.unwrap_err();
         assert!(why.contains("If-None-Match"), "{why}");
         // The probe leaves nothing behind.
         bucket.faults.ignore_conditional_writes(false);
