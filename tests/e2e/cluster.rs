@@ -1421,3 +1421,106 @@ async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplic
     history.assert_clean("an idempotent producer through a leader kill and a pause");
     assert_eq!(end, values.len() as i64, "every value once, no more");
 }
+
+/// A broker added online takes over a partition (KIP-455): a fourth broker joins,
+/// `strata topic reassign` moves a partition off its preferred replica onto the new
+/// broker, throttled, while an idempotent acks=all producer keeps writing through it.
+/// The new replica copies the log by follower fetch, joins the in-sync set and, as the
+/// target's first replica, leads; the old one drops out and its local copy goes. Every
+/// acknowledged record reads back once, at the offset acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_a_broker_added_online_while_producing() {
+    use strata_client::{Acks, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::active(dir.path(), 3).await;
+    let before = c.replicated_topic("mv").await;
+    let new = c.add_broker();
+    c.settled("four brokers active", |d| {
+        d.brokers.len() == 4 && d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let config = ProducerConfig {
+        acks: Acks::All,
+        batch_size: 2048,
+        track_acks: true,
+        request_timeout: Duration::from_secs(3),
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(Client::connect(&c.addr(2)).await.unwrap(), config)
+        .await
+        .unwrap();
+    let values: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("mv-{i:06}").into_bytes())
+        .collect();
+    let leaving = before.replicas[0] as u64;
+    let target: Vec<String> = std::iter::once(new)
+        .chain(before.replicas[1..].iter().map(|r| *r as u64))
+        .map(|r| r.to_string())
+        .collect();
+    let mut moved = None;
+    for (i, v) in values.iter().enumerate() {
+        if i == 5_000 {
+            let out = strata()
+                .args(["topic", "reassign", "mv", "--partition", "0"])
+                .args(["--replicas", &target.join(","), "--throttle", "100000"])
+                .args(["--broker", &c.addr(3)])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{said} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(said.contains(&format!("adding [{new}]")), "{said}");
+            moved = Some(std::time::Instant::now());
+        }
+        producer
+            .send("mv", Some(0), None, Some(v), &[])
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    // The move ends with the target in sync and the new broker leading.
+    let want: Vec<u32> = target.iter().map(|r| r.parse().unwrap()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let p = c.partition_n("mv", 0).await;
+        if let Some(p) =
+            p.filter(|p| p.replicas == want && p.isr.len() == 3 && p.leader == new as i32)
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move did not finish: {:?}",
+            c.partition_n("mv", 0).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("reassignment took {:?}", moved.unwrap().elapsed());
+    assert!(after.leader_epoch > before.leader_epoch);
+    assert!(after.adding_replicas.is_empty() && after.removing_replicas.is_empty());
+    // The broker that left removed its copy.
+    let gone = c.data_dir(leaving).join("topics").join("mv");
+    wait_until(
+        Duration::from_secs(30),
+        "the old replica's copy removed",
+        || std::future::ready(!gone.exists()),
+    )
+    .await;
+    let mut acked = producer.acked();
+    producer.close().await.unwrap();
+    acked.sort_by_key(|a| a.base_offset);
+    let mut history = History::new();
+    let mut next = values.iter();
+    for a in &acked {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, next.next().unwrap().clone());
+        }
+    }
+    let end = history_end(&history);
+    read_from_leader(&c, "mv", &mut history, end).await;
+    history.assert_clean("a partition moved to a broker added online");
+    assert_eq!(end, values.len() as i64);
+}

@@ -657,6 +657,29 @@ impl Broker {
         self.remove_topic(name).await
     }
 
+    /// Removes this broker's copy of a topic that lives on elsewhere (each of its
+    /// partitions moved to other brokers): the local files only. Its objects in the
+    /// bucket belong to the topic, not to this copy, and stay.
+    pub async fn remove_local_copy(&self, name: &str) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        self.topics.write().remove(name);
+        for p in &topic.partitions {
+            p.mark_deleted();
+        }
+        // Offload sees the partitions deleted and stops; let rounds under way end.
+        for p in &topic.partitions {
+            drop(p.tier.work.lock().await);
+        }
+        // A crash before this leaves the directory, and the next start removes it again.
+        self.bury(&topic.dir)?;
+        tracing::info!(
+            topic = name,
+            "removed this broker's copy of the topic: its partitions moved to other brokers"
+        );
+        Ok(())
+    }
+
     async fn remove_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock().await;
         let topic = self.topic(name)?;

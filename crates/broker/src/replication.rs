@@ -61,6 +61,8 @@ struct Fetcher {
     leader: NodeId,
     epoch: i32,
     addr: String,
+    /// Bytes/s this replica may copy at while a reassignment adds it (0: no limit).
+    throttle: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -160,8 +162,13 @@ impl Member {
             let here = t.partitions.iter().any(|p| p.replicas.contains(&self.me));
             let local = self.broker.topic(&t.name).ok();
             let stale = local.as_ref().is_some_and(|l| l.meta().id != t.id);
-            if stale || (!here && local.is_some()) {
+            if stale {
                 self.remove_local(&t.name).await;
+            } else if !here && local.is_some() {
+                // Moved away (reassigned): the topic lives on, and so do its objects.
+                if let Err(e) = self.broker.remove_local_copy(&t.name).await {
+                    tracing::warn!(topic = %t.name, error = %e, "could not remove this broker's copy; retrying");
+                }
             }
             if !here {
                 continue;
@@ -307,19 +314,29 @@ impl Member {
             let target = rec
                 .leader
                 .and_then(|l| addrs.get(&l).map(|a| (l, a.clone())));
+            // A replica a reassignment adds copies the log at the rate it was given.
+            let throttle = match &rec.reassignment {
+                Some(r) if rec.adding().contains(&self.me) => r.throttle_bytes_per_sec,
+                _ => 0,
+            };
             let mut fetchers = self.fetchers.lock();
             match target {
                 Some((leader, addr)) => {
-                    let same = fetchers.get(&key).is_some_and(|f| {
+                    let same = fetchers.get(&key).filter(|f| {
                         f.leader == leader && f.epoch == rec.leader_epoch && f.addr == addr
                     });
-                    if !same {
+                    if let Some(f) = same {
+                        f.throttle
+                            .store(throttle, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        let throttle = Arc::new(std::sync::atomic::AtomicU64::new(throttle));
                         let task = tokio::spawn(follow(
                             p.clone(),
                             self.link.clone(),
                             self.me,
                             rec.leader_epoch,
                             addr.clone(),
+                            throttle.clone(),
                         ));
                         fetchers.insert(
                             key,
@@ -327,6 +344,7 @@ impl Member {
                                 leader,
                                 epoch: rec.leader_epoch,
                                 addr,
+                                throttle,
                                 task,
                             },
                         );
@@ -471,6 +489,47 @@ impl Member {
             .await
     }
 
+    /// Moves partition `partition` of `name` to `replicas` through the controller
+    /// (see `strata_controller::Reassignment`); answers once the move is under way (or
+    /// done, when the target replicas were all in sync already).
+    pub async fn reassign(
+        &self,
+        name: &str,
+        partition: u32,
+        replicas: &[NodeId],
+        throttle_bytes_per_sec: u64,
+    ) -> Result<TopicRecord> {
+        let t = self.topic(name)?;
+        if partition as usize >= t.partitions.len() {
+            return Err(BrokerError::PartitionOutOfRange {
+                topic: name.to_string(),
+                partition,
+                max: t.partitions.len() as u32 - 1,
+            });
+        }
+        self.controller
+            .submit(Command::ReassignPartition {
+                topic: name.to_string(),
+                topic_id: t.id.clone(),
+                partition,
+                replicas: replicas.to_vec(),
+                throttle_bytes_per_sec,
+            })
+            .await
+            .map_err(controller_error)?;
+        let n = partition as usize;
+        self.wait_for(|s| {
+            s.topics
+                .get(name)
+                .filter(|t| {
+                    let p = &t.partitions[n];
+                    p.reassignment.is_some() || p.replicas == replicas
+                })
+                .cloned()
+        })
+        .await
+    }
+
     /// The topic as the metadata has it.
     pub fn topic(&self, name: &str) -> Result<TopicRecord> {
         self.controller
@@ -575,13 +634,16 @@ fn controller_error(e: ControllerError) -> BrokerError {
 }
 
 /// Copies `leader`'s log into `p` while `p` follows it in `epoch`; ends when `p` no
-/// longer does (its fetcher is replaced or dropped then anyway).
+/// longer does (its fetcher is replaced or dropped then anyway). While `throttle` is
+/// above 0 (bytes/s: a reassignment adding this replica), it pauses after each answer
+/// for as long as copying that much at that rate takes.
 async fn follow(
     p: Arc<Partition>,
     link: Arc<dyn LeaderLink>,
     me: NodeId,
     epoch: i32,
     addr: String,
+    throttle: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let metrics = p.shared_metrics();
     loop {
@@ -595,7 +657,11 @@ async fn follow(
                 leader_epoch: epoch,
                 fetch_offset: offset,
                 last_fetched_epoch: last_epoch,
-                max_bytes: REPLICA_FETCH_BYTES,
+                // Throttled: smaller answers, so the pauses between them stay short.
+                max_bytes: match throttle.load(std::sync::atomic::Ordering::Relaxed) {
+                    0 => REPLICA_FETCH_BYTES,
+                    rate => (rate as usize / 2).clamp(64 << 10, REPLICA_FETCH_BYTES),
+                },
                 known_high_watermark: hw,
                 max_wait: REPLICA_FETCH_WAIT,
             },
@@ -626,12 +692,18 @@ async fn follow(
         } else if answer.batches.is_empty() {
             p.append_from_leader(epoch, &[], answer.high_watermark)
         } else {
+            let copied = answer.batches.len() as u64;
             // File writes (and an fsync when flush.messages says so): off the workers.
             let (p, batches) = (p.clone(), answer.batches);
             let hw = answer.high_watermark;
-            tokio::task::spawn_blocking(move || p.append_from_leader(epoch, &batches, hw))
+            let r = tokio::task::spawn_blocking(move || p.append_from_leader(epoch, &batches, hw))
                 .await
-                .unwrap_or_else(|e| Err(BrokerError::InvalidRequest(format!("append task: {e}"))))
+                .unwrap_or_else(|e| Err(BrokerError::InvalidRequest(format!("append task: {e}"))));
+            let rate = throttle.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(us) = copied.saturating_mul(1_000_000).checked_div(rate) {
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            }
+            r
         };
         match applied {
             Ok(()) => {}

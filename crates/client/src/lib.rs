@@ -429,6 +429,29 @@ impl Client {
     }
 
     /// The cluster's brokers and controller as the connected broker knows them.
+    /// Moves partition `partition` of `topic` to `replicas` (the first preferred as
+    /// leader); each added replica copies the log at most `throttle_bytes_per_sec`
+    /// (0: unthrottled). Answers once the move is under way.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+        throttle_bytes_per_sec: u64,
+    ) -> Result<pb::TopicDescription> {
+        let r = self
+            .raw()
+            .reassign_partition(pb::ReassignPartitionRequest {
+                topic: topic.to_string(),
+                partition,
+                replicas: replicas.to_vec(),
+                throttle_bytes_per_sec,
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner())
+    }
+
     /// A producer id and epoch for an idempotent producer.
     pub async fn init_producer_id(&self) -> Result<(i64, i16)> {
         let r = self

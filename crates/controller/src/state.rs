@@ -45,6 +45,23 @@ pub struct PartitionRecord {
     /// Raised at every change of this record, so a stale change can be refused
     /// (KIP-497's partition epoch).
     pub partition_epoch: i32,
+    /// A move to other replicas under way (KIP-455); see [`Reassignment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A partition moving to other brokers. While it is under way the partition's replicas
+/// are the target followed by the replicas leaving (so the target's first is the
+/// preferred leader); the brokers added copy the log by follower fetch, at most
+/// `throttle_bytes_per_sec` each (0: unthrottled), and join the in-sync set as any
+/// follower does. Once every target replica is in sync, the replicas become the target:
+/// the leaving ones drop out of the in-sync set and, if the leader is one of them,
+/// leadership moves to the first in-sync target replica in a new epoch. Producers and
+/// consumers go on throughout; at worst they follow one leader change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub target: Vec<NodeId>,
+    pub throttle_bytes_per_sec: u64,
 }
 
 impl PartitionRecord {
@@ -56,7 +73,28 @@ impl PartitionRecord {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            reassignment: None,
         }
+    }
+
+    /// Replicas a reassignment under way adds.
+    pub fn adding(&self) -> Vec<NodeId> {
+        let Some(r) = &self.reassignment else {
+            return Vec::new();
+        };
+        let mut v = r.target.clone();
+        v.retain(|id| !self.isr.contains(id));
+        v
+    }
+
+    /// Replicas a reassignment under way removes.
+    pub fn removing(&self) -> Vec<NodeId> {
+        let Some(r) = &self.reassignment else {
+            return Vec::new();
+        };
+        let mut v = self.replicas.clone();
+        v.retain(|id| !r.target.contains(id));
+        v
     }
 }
 
@@ -111,6 +149,15 @@ pub enum Command {
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<NodeId>,
+    },
+    /// Moves a partition to `replicas` (Kafka's AlterPartitionReassignments), if the
+    /// topic is still the incarnation named; see [`Reassignment`].
+    ReassignPartition {
+        topic: String,
+        topic_id: String,
+        partition: u32,
+        replicas: Vec<NodeId>,
+        throttle_bytes_per_sec: u64,
     },
 }
 
@@ -235,11 +282,120 @@ impl ClusterState {
                 isr,
             ) {
                 Ok(()) => {
+                    self.complete_reassignments();
                     self.elect_leaders();
                     CommandResult::default()
                 }
                 Err(why) => CommandResult::refused(why),
             },
+            Command::ReassignPartition {
+                topic,
+                topic_id,
+                partition,
+                replicas,
+                throttle_bytes_per_sec,
+            } => match self.reassign(
+                topic,
+                topic_id,
+                *partition,
+                replicas,
+                *throttle_bytes_per_sec,
+            ) {
+                Ok(()) => {
+                    self.complete_reassignments();
+                    self.elect_leaders();
+                    CommandResult::default()
+                }
+                Err(why) => CommandResult::refused(why),
+            },
+        }
+    }
+
+    fn reassign(
+        &mut self,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+        target: &[NodeId],
+        throttle_bytes_per_sec: u64,
+    ) -> Result<(), String> {
+        let t = self
+            .topics
+            .get(topic)
+            .filter(|t| t.id == topic_id)
+            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?;
+        let p = t
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+        if target.is_empty() {
+            return Err(format!("{topic}-{partition}: name at least one replica"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in target {
+            if !self.brokers.contains_key(r) {
+                return Err(format!(
+                    "broker {r} is not registered: {topic}-{partition} can only move to brokers of the cluster (`strata cluster status` lists them)"
+                ));
+            }
+            if !seen.insert(r) {
+                return Err(format!("broker {r} is named twice"));
+            }
+        }
+        if let Some(r) = &p.reassignment {
+            return Err(format!(
+                "{topic}-{partition} is already moving to {:?}; wait until that finishes (`strata topic describe {topic}`)",
+                r.target
+            ));
+        }
+        if p.replicas == target {
+            return Ok(());
+        }
+        let mut replicas = target.to_vec();
+        replicas.extend(p.replicas.iter().filter(|r| !target.contains(r)));
+        let p = &mut self.topics.get_mut(topic).expect("checked").partitions[partition as usize];
+        p.replicas = replicas;
+        p.reassignment = Some(Reassignment {
+            target: target.to_vec(),
+            throttle_bytes_per_sec,
+        });
+        p.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// Finishes every reassignment whose target replicas are all in sync (see
+    /// [`Reassignment`]).
+    fn complete_reassignments(&mut self) {
+        let live: std::collections::BTreeSet<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                let Some(r) = &p.reassignment else {
+                    continue;
+                };
+                if !r.target.iter().all(|id| p.isr.contains(id)) {
+                    continue;
+                }
+                let target = r.target.clone();
+                p.isr.retain(|id| target.contains(id));
+                p.isr.sort_by_key(|id| target.iter().position(|x| x == id));
+                p.replicas = target;
+                p.reassignment = None;
+                if !p.leader.is_some_and(|l| p.replicas.contains(&l)) {
+                    let next = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|id| p.isr.contains(id) && live.contains(id));
+                    p.leader = next;
+                    p.leader_epoch += 1;
+                }
+                p.partition_epoch += 1;
+            }
         }
     }
 
@@ -450,6 +606,69 @@ mod tests {
             s.apply(&Command::UnfenceBroker { id, at_ms: 1 });
         }
         s
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_new_replicas_then_drops_the_old_ones_once_they_are_in_sync() {
+        let mut s = live_cluster(4);
+        s.apply(&topic("t", &[&[1, 2, 3]]));
+        let p = |s: &ClusterState| s.topics["t"].partitions[0].clone();
+        let reassign = |replicas: &[NodeId]| Command::ReassignPartition {
+            topic: "t".into(),
+            topic_id: "t-id".into(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+            throttle_bytes_per_sec: 1 << 20,
+        };
+        // Refused, changing nothing: an unknown broker, a broker twice, no replica.
+        let before = s.clone();
+        for bad in [&[2, 3, 9][..], &[2, 2, 4], &[]] {
+            assert!(s.apply(&reassign(bad)).error.is_some(), "{bad:?}");
+        }
+        assert_eq!(s, before);
+        assert_eq!(s.apply(&reassign(&[2, 3, 4])), CommandResult::default());
+        let moving = p(&s);
+        assert_eq!(
+            moving.replicas,
+            vec![2, 3, 4, 1],
+            "target first, then the leaving"
+        );
+        assert_eq!(moving.adding(), vec![4]);
+        assert_eq!(moving.removing(), vec![1]);
+        // The target's first replica is the preferred leader now, and in sync already:
+        // it takes over.
+        assert_eq!(moving.leader, Some(2));
+        assert!(
+            s.apply(&reassign(&[3, 4, 1])).error.is_some(),
+            "one at a time"
+        );
+        // Broker 4 catches up and the leader adds it to the in-sync set: the partition
+        // is on the target, broker 1 out of it.
+        let alter = Command::AlterPartition {
+            topic: "t".into(),
+            topic_id: "t-id".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: moving.leader_epoch,
+            partition_epoch: moving.partition_epoch,
+            isr: vec![1, 2, 3, 4],
+        };
+        assert_eq!(s.apply(&alter), CommandResult::default());
+        let done = p(&s);
+        assert_eq!(done.replicas, vec![2, 3, 4]);
+        assert_eq!(done.isr, vec![2, 3, 4]);
+        assert_eq!(done.reassignment, None);
+        assert_eq!(done.leader, Some(2));
+        // Shrinking onto replicas already in sync finishes at once, and a leader that
+        // leaves hands over in a new epoch.
+        assert_eq!(s.apply(&reassign(&[3, 4])), CommandResult::default());
+        let shrunk = p(&s);
+        assert_eq!(
+            (shrunk.replicas.clone(), shrunk.isr.clone()),
+            (vec![3, 4], vec![3, 4])
+        );
+        assert_eq!(shrunk.leader, Some(3));
+        assert!(shrunk.leader_epoch > done.leader_epoch);
     }
 
     #[test]

@@ -396,6 +396,8 @@ fn describe_record(broker: &Broker, t: &TopicRecord) -> pb::TopicDescription {
                 d.replicas = ids(&rec.replicas);
                 d.isr = ids(&rec.isr);
                 d.leader_epoch = rec.leader_epoch;
+                d.adding_replicas = ids(&rec.adding());
+                d.removing_replicas = ids(&rec.removing());
                 d
             })
             .collect(),
@@ -429,6 +431,7 @@ fn partition_description(s: &PartitionState, node: u32) -> pb::PartitionDescript
         remote_bytes: s.remote_bytes,
         upload_lag: s.upload_lag,
         tier_error: s.tier_error.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -793,6 +796,24 @@ impl Strata for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(describe(&self.broker, &topic)))
+    }
+
+    async fn reassign_partition(
+        &self,
+        request: Request<pb::ReassignPartitionRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let r = request.into_inner();
+        let Some(m) = self.cluster()? else {
+            return Err(status(BrokerError::InvalidRequest(
+                "this is a single broker: there is no other broker to move a partition to (start a cluster with --voters)".into(),
+            )));
+        };
+        let replicas = r.replicas.iter().map(|&id| id as u64).collect::<Vec<_>>();
+        let t = m
+            .reassign(&r.topic, r.partition, &replicas, r.throttle_bytes_per_sec)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(describe_record(&self.broker, &t)))
     }
 
     async fn group_heartbeat(

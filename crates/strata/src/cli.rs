@@ -153,6 +153,22 @@ enum TopicCommand {
     },
     /// Delete a topic and all its data.
     Delete { name: String },
+    /// Move a partition to other brokers (a cluster): the new replicas copy its log by
+    /// follower fetch, then the old ones drop out; producers and consumers go on.
+    Reassign {
+        name: String,
+        #[arg(long)]
+        partition: u32,
+        /// The brokers to move to, e.g. 2,3,4; the first is the preferred leader.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// Bytes per second each new replica may copy at; 0: unthrottled.
+        #[arg(long, default_value_t = 0)]
+        throttle: u64,
+        /// Wait until the move is done, showing how far each new replica is.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -463,6 +479,8 @@ pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
             "leader": (p.leader >= 0).then_some(p.leader),
             "replicas": p.replicas,
             "isr": p.isr,
+            "adding_replicas": p.adding_replicas,
+            "removing_replicas": p.removing_replicas,
             "leader_epoch": p.leader_epoch,
             "log_start_offset": p.log_start_offset,
             "high_watermark": p.high_watermark,
@@ -542,6 +560,44 @@ async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
             client.delete_topic(&name).await?;
             println!("deleted topic {name}");
         }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            throttle,
+            wait,
+        } => {
+            let d = client
+                .reassign_partition(&name, partition, &replicas, throttle)
+                .await?;
+            let p = &d.partitions[partition as usize];
+            if p.adding_replicas.is_empty() && p.removing_replicas.is_empty() {
+                println!("{name}-{partition} is on {:?}", p.replicas);
+                return Ok(());
+            }
+            println!(
+                "moving {name}-{partition} to {replicas:?}: adding {:?}, removing {:?}",
+                p.adding_replicas, p.removing_replicas
+            );
+            if wait {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let d = client.describe_topic(&name).await?;
+                    let p = &d.partitions[partition as usize];
+                    if p.adding_replicas.is_empty() && p.removing_replicas.is_empty() {
+                        println!(
+                            "done: {name}-{partition} is on {:?}, in sync {:?}, leader {}",
+                            p.replicas, p.isr, p.leader
+                        );
+                        break;
+                    }
+                    eprintln!(
+                        "  adding {:?} (in sync: {:?}), high watermark {}",
+                        p.adding_replicas, p.isr, p.high_watermark
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -586,6 +642,12 @@ fn print_description(d: &pb::TopicDescription) {
             p.size_bytes,
             p.segments
         );
+        if !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty() {
+            println!(
+                "    Reassigning: adding {:?}, removing {:?}",
+                p.adding_replicas, p.removing_replicas
+            );
+        }
     }
 }
 
