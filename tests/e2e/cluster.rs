@@ -1426,8 +1426,9 @@ async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplic
 /// `strata topic reassign` moves a partition off its preferred replica onto the new
 /// broker, throttled, while an idempotent acks=all producer keeps writing through it.
 /// The new replica copies the log by follower fetch, joins the in-sync set and, as the
-/// target's first replica, leads; the old one drops out and its local copy goes. Every
-/// acknowledged record reads back once, at the offset acknowledged.
+/// target's first replica, leads; the old one drops out and its local copy goes. A
+/// consumer reading from the start throughout sees no gap, no duplicate and no step
+/// back, and every acknowledged record reads back once, at the offset acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_to_a_broker_added_online_while_producing() {
     use strata_client::{Acks, Producer, ProducerConfig};
@@ -1452,6 +1453,44 @@ async fn a_partition_moves_to_a_broker_added_online_while_producing() {
     let values: Vec<Vec<u8>> = (0..20_000)
         .map(|i| format!("mv-{i:06}").into_bytes())
         .collect();
+    // A consumer reads the partition from the start throughout, following the leader.
+    let reader = {
+        let client = Client::connect(&c.addr(3)).await.unwrap();
+        let n = values.len() as i64;
+        tokio::spawn(async move {
+            let mut got: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut at = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while at < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the consumer stalled at {at}"
+                );
+                match client
+                    .fetch("mv", 0, at, 1 << 20, 1, Duration::from_millis(200))
+                    .await
+                {
+                    Ok(r) if !r.batches.is_empty() => {
+                        for b in strata_record::BatchIter::new(&r.batches) {
+                            for rec in b.expect("valid batch").records() {
+                                let rec = rec.expect("valid record");
+                                if rec.offset >= at {
+                                    got.push((rec.offset, rec.value.unwrap_or_default().to_vec()));
+                                }
+                            }
+                        }
+                        at = r.next_offset;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_retriable() => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("the consumer failed: {e}"),
+                }
+            }
+            got
+        })
+    };
     let leaving = before.replicas[0] as u64;
     let target: Vec<String> = std::iter::once(new)
         .chain(before.replicas[1..].iter().map(|r| *r as u64))
@@ -1519,6 +1558,7 @@ async fn a_partition_moves_to_a_broker_added_online_while_producing() {
             history.ack(a.base_offset + i, next.next().unwrap().clone());
         }
     }
+    history.read(0, reader.await.unwrap());
     let end = history_end(&history);
     read_from_leader(&c, "mv", &mut history, end).await;
     history.assert_clean("a partition moved to a broker added online");
