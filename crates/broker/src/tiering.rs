@@ -118,14 +118,8 @@ impl Broker {
         let mut under_replicated = 0;
         for t in self.topics.read().values() {
             for p in t.partitions() {
-                let lags = p.follower_lags();
-                let (role, _) = p.role();
-                if role == strata_partition::partition::Role::Leader
-                    && p.replica_count() > lags.iter().filter(|l| l.2).count() + 1
-                {
-                    under_replicated += 1;
-                }
-                for (replica, records, _) in lags {
+                under_replicated += p.is_under_replicated() as u32;
+                for (replica, records) in p.follower_lags() {
                     let _ = writeln!(
                         out,
                         "{lag}{{topic=\"{}\",partition=\"{}\",replica=\"{replica}\"}} {records}",

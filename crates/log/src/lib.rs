@@ -42,6 +42,7 @@ pub use compact::{CleanReport, Cleaned, Cleaning, CompactConfig};
 pub use epoch::EpochCache;
 pub use error::{LogError, Result};
 use segment::Segment;
+pub use segment::write_atomic;
 use strata_record::{Batch, BatchHeader, BatchIter};
 
 /// Per-log settings (the Kafka topic configs that concern the storage engine).

@@ -705,7 +705,7 @@ fn claimed_offsets(buf: &[u8]) -> Option<(i64, i64)> {
 
 /// Writes `data` to `path` durably: a temp file, fsynced, renamed into place, and the
 /// directory fsynced so the rename itself survives a crash.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let ctx = |e| LogError::io(format!("writing {}", path.display()), e);
     let mut f = File::create(&tmp).map_err(ctx)?;

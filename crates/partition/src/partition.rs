@@ -531,13 +531,13 @@ impl Partition {
             if acks_all {
                 self.check_min_isr(&r)?;
             }
-            let mut producers = self.producers.lock();
-            if let Some(h) = &idempotent {
-                use crate::producers::{Check, SeqError};
+            // Only an idempotent batch takes the producers' lock.
+            let mut producers = idempotent.as_ref().map(|h| (h, self.producers.lock()));
+            if let Some((h, producers)) = &producers {
                 match producers.check(h) {
-                    Ok(Check::Append) => {}
+                    Ok(crate::producers::Check::Append) => {}
                     // Sent again after a lost answer: answered with where it is.
-                    Ok(Check::Duplicate(b)) => {
+                    Ok(crate::producers::Check::Duplicate(b)) => {
                         self.shared.metrics.produce_duplicates.add(1);
                         return Ok(Produced {
                             base_offset: b.first_offset,
@@ -547,40 +547,13 @@ impl Partition {
                             leader_epoch: r.leader_epoch,
                         });
                     }
-                    Err(SeqError::StaleEpoch {
-                        producer_id,
-                        sent,
-                        current,
-                    }) => {
-                        return Err(Error::InvalidProducerEpoch {
-                            topic: topic.to_string(),
-                            partition,
-                            producer_id,
-                            sent,
-                            current,
-                        });
-                    }
-                    Err(SeqError::OutOfOrder {
-                        producer_id,
-                        epoch,
-                        first_seq,
-                        expected,
-                    }) => {
-                        return Err(Error::OutOfOrderSequence {
-                            topic: topic.to_string(),
-                            partition,
-                            producer_id,
-                            epoch,
-                            first_seq,
-                            expected,
-                        });
-                    }
+                    Err(e) => return Err(e.into_error(topic, partition)),
                 }
             }
             let info = log
                 .append(&mut buf, r.leader_epoch)
                 .map_err(|e| self.err(e))?;
-            if let Some(h) = &idempotent {
+            if let Some((h, producers)) = &mut producers {
                 producers.record(h, info.base_offset);
             }
             drop(producers);
@@ -723,8 +696,6 @@ impl Partition {
         Ok((offset, ts, start, end))
     }
 
-    /// `flush.ms`/`segment.ms` and local retention (with the cold tier on, only what it
-    /// already holds may leave the disk). Blocking file work.
     /// Rebuilds the producer state after the log lost a tail or restarted (called with
     /// the log's write lock held).
     pub(crate) fn reload_producers(&self, log: &Log) {
@@ -763,6 +734,9 @@ impl Partition {
         }
     }
 
+    /// `flush.ms`/`segment.ms` and local retention (with the cold tier on, only what it
+    /// already holds may leave the disk), and the producer state's upkeep. Blocking
+    /// file work.
     pub fn housekeeping(&self) {
         self.producer_housekeeping();
         let guard = crate::tier::Uploaded {

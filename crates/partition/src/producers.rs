@@ -17,12 +17,12 @@
 //!   against the broker clock) is forgotten.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use strata_log::{Log, LogError};
 use strata_record::BatchHeader;
+use strata_record::increment_sequence as increment;
 
 /// Batches remembered per producer: a producer has at most this many in flight.
 pub const MAX_CACHED_BATCHES: usize = 5;
@@ -78,7 +78,39 @@ pub enum SeqError {
     },
 }
 
-use strata_record::increment_sequence as increment;
+impl SeqError {
+    /// The broker's error for it, on `topic`-`partition`.
+    pub fn into_error(self, topic: &str, partition: u32) -> crate::error::Error {
+        use crate::error::Error;
+        let topic = topic.to_string();
+        match self {
+            SeqError::StaleEpoch {
+                producer_id,
+                sent,
+                current,
+            } => Error::InvalidProducerEpoch {
+                topic,
+                partition,
+                producer_id,
+                sent,
+                current,
+            },
+            SeqError::OutOfOrder {
+                producer_id,
+                epoch,
+                first_seq,
+                expected,
+            } => Error::OutOfOrderSequence {
+                topic,
+                partition,
+                producer_id,
+                epoch,
+                first_seq,
+                expected,
+            },
+        }
+    }
+}
 
 /// The sequence of a batch's last record.
 fn last_seq(h: &BatchHeader) -> i32 {
@@ -228,11 +260,6 @@ impl Producers {
         self.map.is_empty()
     }
 
-    pub fn clear(&mut self) {
-        self.dirty |= !self.map.is_empty();
-        self.map.clear();
-    }
-
     /// Whether anything changed since the last [`Producers::take_snapshot`].
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -339,17 +366,9 @@ fn replay(log: &Log, from: i64, p: &mut Producers) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Writes a snapshot into `dir` durably (a temporary file fsynced, renamed over the
-/// old one, the directory fsynced). Blocking I/O.
-pub fn write_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+/// Writes a snapshot into `dir` durably. Blocking I/O.
+pub fn write_snapshot(dir: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    strata_log::write_atomic(&dir.join(SNAPSHOT_FILE), bytes)
 }
 
 #[cfg(test)]

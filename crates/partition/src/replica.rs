@@ -453,27 +453,25 @@ impl Partition {
         crate::partition::start_over_tiers(&self.tier.remote.read(), local_start)
     }
 
-    /// On a leader: how many replicas the partition has, this broker among them (0
-    /// elsewhere, and on a single broker).
-    pub fn replica_count(&self) -> usize {
-        self.replica.lock().replicas.len()
+    /// On a leader: whether the in-sync set (this broker among it) is smaller than the
+    /// replicas. False elsewhere, and on a single broker.
+    pub fn is_under_replicated(&self) -> bool {
+        let r = self.replica.lock();
+        r.role == Role::Leader && r.replicas.len() > r.isr.len() + 1
     }
 
     /// On a leader: each follower's lag, in records behind this log's end as of its
-    /// last fetch, and whether it is in the in-sync set (empty elsewhere).
-    pub fn follower_lags(&self) -> Vec<(NodeId, i64, bool)> {
+    /// last fetch (empty elsewhere).
+    pub fn follower_lags(&self) -> Vec<(NodeId, i64)> {
         let leo = self.log_end_offset();
         let r = self.replica.lock();
         if r.role != Role::Leader {
             return Vec::new();
         }
-        let mut out: Vec<(NodeId, i64, bool)> = r
+        let mut out: Vec<(NodeId, i64)> = r
             .replicas
             .iter()
-            .filter_map(|id| {
-                let f = r.followers.get(id)?;
-                Some((*id, (leo - f.leo).max(0), r.isr.contains(id)))
-            })
+            .filter_map(|id| Some((*id, (leo - r.followers.get(id)?.leo).max(0))))
             .collect();
         out.sort_unstable();
         out
