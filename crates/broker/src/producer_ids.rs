@@ -4,19 +4,26 @@
 //! are unique across the cluster without asking the controller, since node ids are (a
 //! broker whose data directory was wiped cannot come back under its old id). The counter
 //! is reserved in blocks: the end of the reserved block is written to
-//! `producer_ids` in the data directory (durably) before any id of it is handed out, so
-//! after a crash the counter goes on from there and no id is given twice.
+//! `producer_ids.json` in the data directory (durably) before any id of it is handed
+//! out, so after a crash the counter goes on from there and no id is given twice.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
+use crate::broker::write_json_atomic;
 use crate::error::{BrokerError, Result};
 
 /// Ids reserved per write of the file.
 const BLOCK: u64 = 1000;
-const FILE: &str = "producer_ids";
+const FILE: &str = "producer_ids.json";
+
+#[derive(Serialize, Deserialize)]
+struct Reserved {
+    /// Counters below this may have been handed out.
+    reserved_until: u64,
+}
 
 pub struct ProducerIds {
     path: PathBuf,
@@ -29,13 +36,17 @@ impl ProducerIds {
     /// Reads where the counter stands in `data_dir` (0 for a new directory).
     pub fn open(data_dir: &Path, node: u32) -> Result<Self> {
         let path = data_dir.join(FILE);
-        let start = match std::fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<u64>().map_err(|_| {
-                BrokerError::InvalidConfig(format!(
-                    "{} does not hold a number ({s:?}): it records which producer ids were handed out; restore it, or remove it only if no producer of this broker will ever send again",
-                    path.display()
-                ))
-            })?,
+        let start = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<Reserved>(&bytes)
+                    .map_err(|e| {
+                        BrokerError::InvalidConfig(format!(
+                            "{} is not valid ({e}): it records which producer ids were handed out; restore it, or remove it only if no producer of this broker will ever send again",
+                            path.display()
+                        ))
+                    })?
+                    .reserved_until
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(BrokerError::io(format!("reading {}", path.display()), e)),
         };
@@ -57,25 +68,18 @@ impl ProducerIds {
                     self.node
                 )));
             }
-            write_durably(&self.path, &end.to_string())
-                .map_err(|e| BrokerError::io(format!("writing {}", self.path.display()), e))?;
+            write_json_atomic(
+                &self.path,
+                &Reserved {
+                    reserved_until: end,
+                },
+            )?;
             st.1 = end;
         }
         let id = ((self.node as i64) << 32) | st.0 as i64;
         st.0 += 1;
         Ok(id)
     }
-}
-
-fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 #[cfg(test)]
