@@ -311,6 +311,22 @@ impl ClusterState {
         }
     }
 
+    /// Partition `partition` of `topic`, if the topic is still the incarnation named.
+    fn partition(
+        &self,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+    ) -> Result<&PartitionRecord, String> {
+        self.topics
+            .get(topic)
+            .filter(|t| t.id == topic_id)
+            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))
+    }
+
     fn reassign(
         &mut self,
         topic: &str,
@@ -319,15 +335,7 @@ impl ClusterState {
         target: &[NodeId],
         throttle_bytes_per_sec: u64,
     ) -> Result<(), String> {
-        let t = self
-            .topics
-            .get(topic)
-            .filter(|t| t.id == topic_id)
-            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?;
-        let p = t
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+        let p = self.partition(topic, topic_id, partition)?;
         if target.is_empty() {
             return Err(format!("{topic}-{partition}: name at least one replica"));
         }
@@ -364,36 +372,20 @@ impl ClusterState {
     }
 
     /// Finishes every reassignment whose target replicas are all in sync (see
-    /// [`Reassignment`]).
+    /// [`Reassignment`]): the replicas become the target and the leaving ones leave the
+    /// in-sync set. A leaving leader is then out of sync, so [`Self::elect_leaders`]
+    /// (which runs after this) hands leadership to the first in-sync target replica.
     fn complete_reassignments(&mut self) {
-        let live: std::collections::BTreeSet<NodeId> = self
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
-                let Some(r) = &p.reassignment else {
+                let in_sync = |r: &Reassignment| r.target.iter().all(|id| p.isr.contains(id));
+                let Some(r) = p.reassignment.take_if(|r| in_sync(r)) else {
                     continue;
                 };
-                if !r.target.iter().all(|id| p.isr.contains(id)) {
-                    continue;
-                }
-                let target = r.target.clone();
-                p.isr.retain(|id| target.contains(id));
-                p.isr.sort_by_key(|id| target.iter().position(|x| x == id));
-                p.replicas = target;
-                p.reassignment = None;
-                if !p.leader.is_some_and(|l| p.replicas.contains(&l)) {
-                    let next = p
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|id| p.isr.contains(id) && live.contains(id));
-                    p.leader = next;
-                    p.leader_epoch += 1;
-                }
+                p.isr.retain(|id| r.target.contains(id));
+                p.isr
+                    .sort_by_key(|id| r.target.iter().position(|x| x == id));
+                p.replicas = r.target;
                 p.partition_epoch += 1;
             }
         }
@@ -409,15 +401,7 @@ impl ClusterState {
         isr: &[NodeId],
     ) -> Result<(), String> {
         let live = |id: &NodeId| self.brokers.get(id).is_some_and(|b| !b.fenced);
-        let t = self
-            .topics
-            .get(topic)
-            .filter(|t| t.id == topic_id)
-            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?;
-        let p = t
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| format!("topic {topic:?} has no partition {partition}"))?;
+        let p = self.partition(topic, topic_id, partition)?;
         if p.leader != Some(leader) || p.leader_epoch != leader_epoch {
             return Err(format!(
                 "broker {leader} in epoch {leader_epoch} no longer leads {topic}-{partition} (now {:?} in epoch {})",
