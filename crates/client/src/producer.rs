@@ -676,56 +676,64 @@ impl Sender {
     /// Asks for `topic`'s leaders and the brokers' addresses: the bootstrap broker
     /// first, then the others it named before.
     async fn refresh(&mut self, topic: &str) {
-        let mut asked = vec![self.client.clone()];
-        for b in &self.brokers {
-            if b != self.client.addr()
-                && let Ok(c) = Client::connect(b).await
-            {
-                asked.push(c);
-            }
-            if asked.len() > 1 {
-                break;
-            }
-        }
-        for c in asked {
+        let others: Vec<String> = self
+            .brokers
+            .iter()
+            .filter(|b| *b != self.client.addr())
+            .cloned()
+            .collect();
+        // The bootstrap broker first; another is connected to only when it fails.
+        for other in std::iter::once(None).chain(others.into_iter().map(Some)) {
+            let c = match other {
+                None => self.client.clone(),
+                Some(addr) => match Client::connect(&addr).await {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
             // Bounded: a paused broker accepts connections and answers nothing.
             let ask = async { (c.describe_cluster().await, c.describe_topic(topic).await) };
-            let Ok((Ok(cluster), Ok(topic_d))) = tokio::time::timeout(METADATA_TIMEOUT, ask).await
-            else {
-                continue;
-            };
-            let addr_of: HashMap<u64, String> = cluster
-                .brokers
-                .iter()
-                .map(|b| (b.id, b.address.clone()))
-                .collect();
-            self.brokers = cluster
-                .brokers
-                .into_iter()
-                .filter(|b| b.state == "active")
-                .map(|b| b.address)
-                .collect();
-            for p in topic_d.partitions {
-                let key: Key = (topic.into(), p.partition);
-                // The broker that answered is reached where it was reached (its
-                // advertised address may be one only other brokers can use).
-                let addr = if p.leader >= 0 && p.leader as u64 == cluster.node_id {
-                    Some(c.addr().to_string())
-                } else {
-                    (p.leader >= 0)
-                        .then(|| addr_of.get(&(p.leader as u64)).cloned())
-                        .flatten()
-                };
-                match addr {
-                    Some(a) => {
-                        self.leaders.insert(key, a);
-                    }
-                    None => {
-                        self.leaders.remove(&key);
-                    }
-                }
+            if let Ok((Ok(cluster), Ok(d))) = tokio::time::timeout(METADATA_TIMEOUT, ask).await {
+                self.learn(topic, c.addr(), cluster, d);
+                return;
             }
-            return;
+        }
+    }
+
+    /// Takes in `topic`'s leaders and the brokers' addresses, as the broker reached at
+    /// `asked` described them.
+    fn learn(
+        &mut self,
+        topic: &str,
+        asked: &str,
+        cluster: pb::DescribeClusterResponse,
+        d: pb::TopicDescription,
+    ) {
+        let addr_of: HashMap<u64, String> = cluster
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.address.clone()))
+            .collect();
+        self.brokers = cluster
+            .brokers
+            .into_iter()
+            .filter(|b| b.state == "active")
+            .map(|b| b.address)
+            .collect();
+        for p in d.partitions {
+            let key: Key = (topic.into(), p.partition);
+            let leader = u64::try_from(p.leader).ok();
+            // The broker that answered is reached where it was reached (its advertised
+            // address may be one only other brokers can use).
+            let addr = match leader {
+                Some(l) if l == cluster.node_id => Some(asked.to_string()),
+                Some(l) => addr_of.get(&l).cloned(),
+                None => None,
+            };
+            match addr {
+                Some(a) => self.leaders.insert(key, a),
+                None => self.leaders.remove(&key),
+            };
         }
     }
 
