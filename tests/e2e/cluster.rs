@@ -335,11 +335,58 @@ impl Cluster {
     /// [`Cluster::active`], each broker in its own namespace of `net` if given.
     async fn active_on(dir: &Path, n: u64, net: Option<Net>) -> Self {
         let c = Self::start_on(dir, n, Vec::new(), Vec::new(), net);
-        c.settled("every broker active", |d| {
-            d.brokers.len() == n as usize && d.brokers.iter().all(|b| b.state == "active")
+        c.all_active().await;
+        c
+    }
+
+    /// Waits until every broker started is registered and active.
+    async fn all_active(&self) {
+        let n = self.nodes.len();
+        self.settled("every broker active", |d| {
+            d.brokers.len() == n && d.brokers.iter().all(|b| b.state == "active")
         })
         .await;
-        c
+    }
+
+    /// Three voters sharing the bucket `bucket` of the S3 server at `options` (prefix
+    /// `cluster`), with `env` more, on `net` if given; once all are active, creates
+    /// `cold` (one partition on three replicas, 4 KiB segments kept locally only until
+    /// offloaded) and returns its partition once the three are in sync.
+    async fn on_shared_store(
+        dir: &Path,
+        options: std::collections::BTreeMap<String, String>,
+        bucket: &str,
+        mut env: Vec<(String, String)>,
+        net: Option<Net>,
+    ) -> (Self, pb::PartitionDescription) {
+        env.extend(options.into_iter().map(|(k, v)| (k.to_uppercase(), v)));
+        let args = vec![
+            "--object-store".to_string(),
+            format!("s3://{bucket}/cluster"),
+        ];
+        let c = Self::start_on(dir, 3, args, env, net);
+        c.all_active().await;
+        let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Client::connect(&c.addr(1))
+            .await
+            .unwrap()
+            .create_topic("cold", 1, 3, configs)
+            .await
+            .unwrap();
+        let first = c.led("cold", None, 3).await;
+        (c, first)
+    }
+
+    /// Reads `topic` from its leader into `history` up to everything acknowledged, and
+    /// fails naming any anomaly (`what` says when); returns that end.
+    async fn assert_history_clean(&self, topic: &str, history: &mut History, what: &str) -> i64 {
+        let end = history_end(history);
+        read_from_leader(self, topic, history, end).await;
+        history.assert_clean(what);
+        end
     }
 
     /// Creates `topic` with one partition on three replicas, through broker 1; returns
@@ -637,9 +684,8 @@ async fn a_replicated_topic_keeps_every_acknowledged_record_through_leader_kills
     })
     .await;
     c.led("r", Some(total), 2).await;
-    let end = history_end(&history);
-    read_from_leader(&c, "r", &mut history, end).await;
-    history.assert_clean("after the second leader was killed");
+    c.assert_history_clean("r", &mut history, "after the second leader was killed")
+        .await;
     assert!(third.leader_epoch >= second.leader_epoch);
     // A client given a broker that does not lead the partition follows the leader it
     // names and reads the same records.
@@ -798,9 +844,8 @@ async fn a_leader_paused_past_its_session_is_replaced_and_rejoins_as_a_follower(
     // Woken, it learns it was replaced, truncates what only it had, and catches up.
     signal(&c, paused, "-CONT");
     c.led("p", None, 3).await;
-    let end = history_end(&history);
-    read_from_leader(&c, "p", &mut history, end).await;
-    history.assert_clean("after a paused leader came back");
+    c.assert_history_clean("p", &mut history, "after a paused leader came back")
+        .await;
 }
 
 /// A network partition, the way a failed switch port looks (brokers in network
@@ -852,9 +897,12 @@ async fn a_leader_cut_off_by_a_network_partition_acknowledges_nothing_and_rejoin
         c.heal();
         c.led("n", None, 3).await;
     }
-    let end = history_end(&history);
-    read_from_leader(&c, "n", &mut history, end).await;
-    history.assert_clean("after two leaders were cut off by a network partition");
+    c.assert_history_clean(
+        "n",
+        &mut history,
+        "after two leaders were cut off by a network partition",
+    )
+    .await;
 }
 
 /// Kill -9 of the leader during acks=all produce, `STRATA_LEADER_KILLS` times (3 by
@@ -890,9 +938,8 @@ async fn repeated_leader_kills_lose_no_acknowledged_record() {
         c.restart(killed);
         c.led("k", None, 3).await;
     }
-    let end = history_end(&history);
-    read_from_leader(&c, "k", &mut history, end).await;
-    history.assert_clean(&format!("after {cycles} leader kills"));
+    c.assert_history_clean("k", &mut history, &format!("after {cycles} leader kills"))
+        .await;
     failovers.sort();
     let ms = |d: &Duration| d.as_millis();
     println!(
@@ -1193,33 +1240,16 @@ async fn brokers_sharing_an_s3_store_hand_the_cold_tier_over_through_a_leader_ki
     let dir = tempfile::tempdir().unwrap();
     let s3_root = dir.path().join("s3");
     let s3 = crate::s3::S3Server::start(&s3_root).await;
-    let env = s3
-        .options()
-        .into_iter()
-        .map(|(k, v)| (k.to_uppercase(), v))
-        .collect();
-    let args = vec![
-        "--object-store".to_string(),
-        format!("s3://{}/cluster", crate::s3::BUCKET),
-    ];
     let cluster_dir = dir.path().join("cluster");
     std::fs::create_dir_all(&cluster_dir).unwrap();
-    let mut c = Cluster::start_with(&cluster_dir, 3, args, env);
-    c.settled("every broker active", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
+    let (mut c, first) = Cluster::on_shared_store(
+        &cluster_dir,
+        s3.options(),
+        crate::s3::BUCKET,
+        Vec::new(),
+        None,
+    )
     .await;
-    let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Client::connect(&c.addr(1))
-        .await
-        .unwrap()
-        .create_topic("cold", 1, 3, configs)
-        .await
-        .unwrap();
-    let first = c.led("cold", None, 3).await;
     let mut history = History::new();
     produce_following_leader(&mut c, "cold", "first", 300, &mut history, |_, _| {}).await;
     let offloaded = |epoch: i32| {
@@ -1277,35 +1307,18 @@ async fn a_leader_deposed_mid_offload_cannot_overwrite_its_successors_manifest()
     let dir = tempfile::tempdir().unwrap();
     let net = Net::new(3);
     let moto = crate::moto::MotoServer::start(&net.host_ip());
-    let mut env: Vec<(String, String)> = moto
-        .options()
-        .into_iter()
-        .map(|(k, v)| (k.to_uppercase(), v))
-        .collect();
-    env.push((
-        "FAILPOINTS".into(),
-        "tier-upload-stall-before-manifest=1*return(cold)".into(),
-    ));
-    let args = vec![
-        "--object-store".to_string(),
-        format!("s3://{}/cluster", crate::moto::BUCKET),
-    ];
-    let mut c = Cluster::start_on(dir.path(), 3, args, env, Some(net));
-    c.settled("every broker active", |d| {
-        d.brokers.len() == 3 && d.brokers.iter().all(|b| b.state == "active")
-    })
+    let failpoint = (
+        "FAILPOINTS".to_string(),
+        "tier-upload-stall-before-manifest=1*return(cold)".to_string(),
+    );
+    let (mut c, first) = Cluster::on_shared_store(
+        dir.path(),
+        moto.options(),
+        crate::moto::BUCKET,
+        vec![failpoint],
+        Some(net),
+    )
     .await;
-    let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Client::connect(&c.addr(1))
-        .await
-        .unwrap()
-        .create_topic("cold", 1, 3, configs)
-        .await
-        .unwrap();
-    let first = c.led("cold", None, 3).await;
     let zombie = first.leader as u64;
     let mut history = History::new();
     produce_following_leader(&mut c, "cold", "first", 300, &mut history, |_, _| {}).await;
@@ -1351,9 +1364,40 @@ async fn a_leader_deposed_mid_offload_cannot_overwrite_its_successors_manifest()
     }
     c.heal();
     c.led("cold", None, 3).await;
-    let end = history_end(&history);
-    read_from_leader(&c, "cold", &mut history, end).await;
-    history.assert_clean("a leader deposed mid-offload on a shared store");
+    c.assert_history_clean(
+        "cold",
+        &mut history,
+        "a leader deposed mid-offload on a shared store",
+    )
+    .await;
+}
+
+/// An idempotent acks=all producer through `addr` that keeps every acknowledged batch,
+/// giving up on a silent broker after 3 s.
+async fn idempotent_producer(addr: &str) -> strata_client::Producer {
+    let config = strata_client::ProducerConfig {
+        acks: strata_client::Acks::All,
+        batch_size: 2048,
+        track_acks: true,
+        request_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let client = Client::connect(addr).await.unwrap();
+    strata_client::Producer::new(client, config).await.unwrap()
+}
+
+/// The history of a producer that sent `values` in order to one partition: its
+/// acknowledged batches, in offset order, hold them in the order sent.
+fn acked_in_order(mut acked: Vec<strata_client::AckedBatch>, values: &[Vec<u8>]) -> History {
+    acked.sort_by_key(|a| a.base_offset);
+    let mut history = History::new();
+    let mut next = values.iter();
+    for a in &acked {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, next.next().unwrap().clone());
+        }
+    }
+    history
 }
 
 /// The Rust producer follows leaders and retries idempotently: acks=all batches keep
@@ -1364,19 +1408,10 @@ async fn a_leader_deposed_mid_offload_cannot_overwrite_its_successors_manifest()
 /// value is in the log exactly once, in the order sent, at the offsets acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplicates() {
-    use strata_client::{Acks, Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::active(dir.path(), 3).await;
     let first = c.replicated_topic("idem").await;
-    let config = ProducerConfig {
-        acks: Acks::All,
-        batch_size: 2048,
-        track_acks: true,
-        request_timeout: Duration::from_secs(3),
-        ..ProducerConfig::default()
-    };
-    let client = Client::connect(&c.addr(first.leader as u64)).await.unwrap();
-    let mut producer = Producer::new(client, config).await.unwrap();
+    let mut producer = idempotent_producer(&c.addr(first.leader as u64)).await;
     assert!(producer.producer_id().is_some());
     let values: Vec<Vec<u8>> = (0..30_000)
         .map(|i| format!("idem-{i:06}").into_bytes())
@@ -1404,21 +1439,17 @@ async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplic
     }
     let stats = producer.flush().await.unwrap();
     assert_eq!(stats.records_acked, values.len() as u64);
-    let mut acked = producer.acked();
+    let acked = producer.acked();
     producer.close().await.unwrap();
     signal(&c, paused.unwrap(), "-CONT");
-    // The acknowledged batches, in offset order, hold the values in the order sent.
-    acked.sort_by_key(|a| a.base_offset);
-    let mut history = History::new();
-    let mut next = values.iter();
-    for a in &acked {
-        for i in 0..a.record_count as i64 {
-            history.ack(a.base_offset + i, next.next().unwrap().clone());
-        }
-    }
-    let end = history_end(&history);
-    read_from_leader(&c, "idem", &mut history, end).await;
-    history.assert_clean("an idempotent producer through a leader kill and a pause");
+    let mut history = acked_in_order(acked, &values);
+    let end = c
+        .assert_history_clean(
+            "idem",
+            &mut history,
+            "an idempotent producer through a leader kill and a pause",
+        )
+        .await;
     assert_eq!(end, values.len() as i64, "every value once, no more");
 }
 
@@ -1431,25 +1462,12 @@ async fn an_idempotent_producer_rides_out_leader_failures_without_loss_or_duplic
 /// back, and every acknowledged record reads back once, at the offset acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_to_a_broker_added_online_while_producing() {
-    use strata_client::{Acks, Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::active(dir.path(), 3).await;
     let before = c.replicated_topic("mv").await;
     let new = c.add_broker();
-    c.settled("four brokers active", |d| {
-        d.brokers.len() == 4 && d.brokers.iter().all(|b| b.state == "active")
-    })
-    .await;
-    let config = ProducerConfig {
-        acks: Acks::All,
-        batch_size: 2048,
-        track_acks: true,
-        request_timeout: Duration::from_secs(3),
-        ..ProducerConfig::default()
-    };
-    let mut producer = Producer::new(Client::connect(&c.addr(2)).await.unwrap(), config)
-        .await
-        .unwrap();
+    c.all_active().await;
+    let mut producer = idempotent_producer(&c.addr(2)).await;
     let values: Vec<Vec<u8>> = (0..20_000)
         .map(|i| format!("mv-{i:06}").into_bytes())
         .collect();
@@ -1471,14 +1489,8 @@ async fn a_partition_moves_to_a_broker_added_online_while_producing() {
                     .await
                 {
                     Ok(r) if !r.batches.is_empty() => {
-                        for b in strata_record::BatchIter::new(&r.batches) {
-                            for rec in b.expect("valid batch").records() {
-                                let rec = rec.expect("valid record");
-                                if rec.offset >= at {
-                                    got.push((rec.offset, rec.value.unwrap_or_default().to_vec()));
-                                }
-                            }
-                        }
+                        let read = records_from(&r.batches, at).into_iter();
+                        got.extend(read.map(|(o, _, v)| (o, v)));
                         at = r.next_offset;
                     }
                     Ok(_) => {}
@@ -1548,19 +1560,16 @@ async fn a_partition_moves_to_a_broker_added_online_while_producing() {
         || std::future::ready(!gone.exists()),
     )
     .await;
-    let mut acked = producer.acked();
+    let acked = producer.acked();
     producer.close().await.unwrap();
-    acked.sort_by_key(|a| a.base_offset);
-    let mut history = History::new();
-    let mut next = values.iter();
-    for a in &acked {
-        for i in 0..a.record_count as i64 {
-            history.ack(a.base_offset + i, next.next().unwrap().clone());
-        }
-    }
+    let mut history = acked_in_order(acked, &values);
     history.read(0, reader.await.unwrap());
-    let end = history_end(&history);
-    read_from_leader(&c, "mv", &mut history, end).await;
-    history.assert_clean("a partition moved to a broker added online");
+    let end = c
+        .assert_history_clean(
+            "mv",
+            &mut history,
+            "a partition moved to a broker added online",
+        )
+        .await;
     assert_eq!(end, values.len() as i64);
 }

@@ -320,20 +320,41 @@ async fn try_read_all(
                 r.high_watermark
             );
         }
-        for b in strata_record::BatchIter::new(&r.batches) {
-            for rec in b.expect("valid batch").records() {
-                let rec = rec.expect("valid record");
-                if rec.offset >= at {
-                    out.push((
-                        rec.offset,
-                        rec.key.map(<[u8]>::to_vec),
-                        rec.value.unwrap_or_default().to_vec(),
-                    ));
-                }
-            }
-        }
+        out.extend(records_from(&r.batches, at));
         at = r.next_offset;
     }
+}
+
+/// The records of fetched `batches` at or after `at` (a fetch's first batch may start
+/// before the offset asked for), as (offset, key, value).
+pub fn records_from(batches: &[u8], at: i64) -> Vec<ReadRecord> {
+    let mut out = Vec::new();
+    for b in strata_record::BatchIter::new(batches) {
+        for rec in b.expect("valid batch").records() {
+            let rec = rec.expect("valid record");
+            if rec.offset >= at {
+                out.push((
+                    rec.offset,
+                    rec.key.map(<[u8]>::to_vec),
+                    rec.value.unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The Python that `tests/tools/<script>` prints after installing what it installs
+/// (`what`, for the failure message) into a virtualenv under target/.
+pub fn tool_python(script: &str, what: &str) -> String {
+    let path = format!("{}/../../tests/tools/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "installing {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 pub fn strata() -> Command {

@@ -14,26 +14,17 @@ pub struct MotoServer {
     pub addr: String,
 }
 
-fn tool(name: &str) -> String {
-    format!("{}/../../tests/tools/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 impl MotoServer {
     /// Starts moto on an ephemeral port of `host` (an address of this machine), with
     /// [`BUCKET`] created.
     pub fn start(host: &str) -> Self {
-        let out = Command::new("bash")
-            .arg(tool("moto-env.sh"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "installing moto: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let python = crate::helpers::tool_python("moto-env.sh", "moto");
+        let server = format!(
+            "{}/../../tests/tools/moto-server.py",
+            env!("CARGO_MANIFEST_DIR")
         );
-        let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let mut child = Command::new(python)
-            .args([&tool("moto-server.py"), host, BUCKET])
+            .args([&server, host, BUCKET])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -282,20 +282,7 @@ async fn pyarrow_reads_the_offloaded_parquet() {
     let segs = manifest["segments"].as_array().unwrap();
     let expect_rows = segs.last().unwrap()["last_offset"].as_i64().unwrap() + 1;
 
-    let tools = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/tools/pyarrow-env.sh"
-    );
-    let out = std::process::Command::new("bash")
-        .arg(tools)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "installing pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let python = tool_python("pyarrow-env.sh", "pyarrow");
     let script = r#"
 import json, sys
 import pyarrow.dataset as ds
@@ -839,14 +826,11 @@ async fn consume_retrying(client: &Client, topic: &str, from: i64) -> (Vec<(i64,
             );
             return (out, retried);
         }
-        for b in strata_record::BatchIter::new(&r.batches) {
-            for rec in b.expect("valid batch").records() {
-                let rec = rec.expect("valid record");
-                if rec.offset >= at {
-                    out.push((rec.offset, rec.value.unwrap_or_default().to_vec()));
-                }
-            }
-        }
+        out.extend(
+            records_from(&r.batches, at)
+                .into_iter()
+                .map(|(o, _, v)| (o, v)),
+        );
         at = r.next_offset;
     }
 }

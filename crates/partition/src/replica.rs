@@ -1053,10 +1053,16 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_new_leader_answers_for_the_cold_tier_only_once_it_has_loaded_the_manifest() {
-        use crate::error::ErrorKind;
-        use crate::partition::OffsetQuery;
+    /// Replicas of brokers 1 (`a`) and 2 (`b`) on one store whose writes are fenced,
+    /// with 4 KiB segments: broker 1 leads in epoch 0, alone in sync, and has offloaded
+    /// two segments.
+    async fn offloaded_by_1() -> (
+        tempfile::TempDir,
+        Arc<Shared>,
+        strata_tier::store::Bucket,
+        Arc<Partition>,
+        Arc<Partition>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let mut bucket = strata_tier::store::open("memory://").unwrap();
         bucket.fenced_writes = true;
@@ -1067,6 +1073,14 @@ mod tests {
         a.become_leader(1, 0, 0, &[1, 2], &[1]);
         seal(&a, "a", 2);
         a.tier_round((-1, -1)).await;
+        (dir, shared, bucket, a, b)
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_answers_for_the_cold_tier_only_once_it_has_loaded_the_manifest() {
+        use crate::error::ErrorKind;
+        use crate::partition::OffsetQuery;
+        let (_dir, _, _, a, b) = offloaded_by_1().await;
         let cold_end = a.tier.remote.read().next_offset().unwrap();
         // Broker 2's log restarted where the cold tier ends (it caught up from a leader
         // whose local log starts there), and it never read the manifest.
@@ -1089,17 +1103,8 @@ mod tests {
     #[tokio::test]
     async fn a_deposed_leader_can_neither_write_the_manifest_nor_touch_its_successor_s_objects() {
         use object_store::ObjectStoreExt;
-        let dir = tempfile::tempdir().unwrap();
-        let mut bucket = strata_tier::store::open("memory://").unwrap();
-        bucket.fenced_writes = true;
-        let shared = shared_on(Arc::new(strata_log::SystemClock), bucket.clone());
-        let configs = [("segment.bytes", "4096")];
-        let a = replica_on(&shared, &dir.path().join("a"), &configs);
-        let b = replica_on(&shared, &dir.path().join("b"), &configs);
         // Broker 1 leads in epoch 0 (alone in sync) and offloads two segments.
-        a.become_leader(1, 0, 0, &[1, 2], &[1]);
-        seal(&a, "a", 2);
-        a.tier_round((-1, -1)).await;
+        let (_dir, shared, bucket, a, b) = offloaded_by_1().await;
         let first = a.tier.remote.read().clone();
         assert_eq!(first.segments.len(), 2);
         assert_eq!(first.leader_epoch, Some(0));
