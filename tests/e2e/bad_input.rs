@@ -215,8 +215,7 @@ async fn bad_requests_are_refused_with_clear_errors_and_change_nothing() {
     let mut bad_key = batch(now, "k");
     let at = bad_key.iter().rposition(|&b| b == b'k').unwrap();
     bad_key[at] = 0xff;
-    let crc = crc32fast::hash(&bad_key[21..]);
-    bad_key[17..21].copy_from_slice(&crc.to_be_bytes());
+    strata_record::seal_crc(&mut bad_key);
     let e = produce_raw(bad_key, "good").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(

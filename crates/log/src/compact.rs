@@ -122,6 +122,7 @@ pub struct Cleaning {
     segment_bytes: u64,
     index_interval: u64,
     now_ms: i64,
+    legacy_crc_below: i64,
     /// Earlier passes (see [`CleanerState`]), to date tombstones.
     passes: Vec<(i64, i64)>,
 }
@@ -199,6 +200,7 @@ impl Log {
             config,
             segment_bytes: self.config.segment_bytes,
             index_interval: self.config.index_interval_bytes,
+            legacy_crc_below: self.legacy_crc_below,
             now_ms: self.clock.now_ms(),
             passes: self.cleaner.passes.clone(),
         })
@@ -375,7 +377,7 @@ impl Cleaning {
             olds.push((s.base_offset, s.next_offset, s.size));
             report.segments_before += 1;
             report.bytes_before += s.size;
-            segment::for_each_batch(&s.file, s.size, &s.path, |batch| {
+            segment::for_each_batch(&s.file, s.size, &s.path, self.legacy_crc_below, |batch| {
                 let h = batch.header();
                 if h.base_offset != writer.covered {
                     return Err(format!(
@@ -467,7 +469,7 @@ impl Cleaning {
             if abort() {
                 return Ok(None);
             }
-            segment::for_each_batch(&s.file, s.size, &s.path, |batch| {
+            segment::for_each_batch(&s.file, s.size, &s.path, self.legacy_crc_below, |batch| {
                 for r in batch.records() {
                     let r = r.map_err(|e| e.to_string())?;
                     if let Some(k) = r.key {

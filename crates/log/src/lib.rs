@@ -162,6 +162,31 @@ pub struct Log {
     out_of_service: Option<String>,
     /// What compaction did (`cleaner-offset-checkpoint`).
     cleaner: compact::CleanerState,
+    /// Batches based below this offset may carry the legacy IEEE checksum
+    /// (`batch-crc32c-from`).
+    legacy_crc_below: i64,
+}
+
+/// The file that says from which offset a log's batches carry CRC-32C: every batch
+/// below it was written before the checksum changed and may carry an IEEE CRC-32.
+const CRC32C_FROM: &str = "batch-crc32c-from";
+
+/// Reads `batch-crc32c-from`, `None` when the log has none yet.
+fn read_crc32c_from(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(CRC32C_FROM);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<i64>().map(Some).map_err(|_| {
+            LogError::io(
+                format!("reading {}", path.display()),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{:?} is not an offset", text.trim()),
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io(format!("reading {}", path.display()), e)),
+    }
 }
 
 impl Log {
@@ -228,6 +253,11 @@ impl Log {
             }
         }
         bases.sort_unstable();
+        let recorded_crc32c_from = read_crc32c_from(&dir)?;
+        // Without the file, a log with segments predates CRC-32C: any of its batches may
+        // carry the old checksum.
+        let legacy_crc_below =
+            recorded_crc32c_from.unwrap_or(if bases.is_empty() { i64::MIN } else { i64::MAX });
         let now = clock.now_ms();
         let mut report = RecoveryReport::default();
         let mut segments = BTreeMap::new();
@@ -237,8 +267,14 @@ impl Log {
             // After a clean shutdown the active segment was fsynced and its indexes
             // written (`Log::close`): it loads like a sealed one, without a scan.
             let trust_indexes = !active || options.clean_shutdown;
-            let (mut seg, scan) =
-                Segment::open(&dir, base, config.index_interval_bytes, now, trust_indexes)?;
+            let (mut seg, scan) = Segment::open(
+                &dir,
+                base,
+                config.index_interval_bytes,
+                now,
+                trust_indexes,
+                legacy_crc_below,
+            )?;
             if scan.is_some() {
                 report.scanned_bytes += seg.size;
             }
@@ -286,6 +322,18 @@ impl Log {
         }
         let epochs = EpochCache::open(&dir)?;
         let dir_for_checkpoint = dir.clone();
+        let legacy_crc_below = match recorded_crc32c_from {
+            Some(o) => o,
+            // A new log, or one from before CRC-32C: everything it holds now may carry
+            // the old checksum; everything appended from here on carries the new one.
+            None => {
+                let end = segments
+                    .last_key_value()
+                    .map_or(start_offset, |(_, s)| s.next_offset);
+                write_atomic(&dir.join(CRC32C_FROM), format!("{end}\n").as_bytes())?;
+                end
+            }
+        };
         let mut log = Self {
             dir,
             name,
@@ -297,6 +345,7 @@ impl Log {
             first_unflushed_ms: None,
             out_of_service: None,
             cleaner: compact::read_state(&dir_for_checkpoint),
+            legacy_crc_below,
         };
         let end = log.log_end_offset();
         log.epochs.truncate_from(end)?;

@@ -21,6 +21,18 @@ use crate::error::{LogError, Result};
 
 const SCAN_CHUNK: usize = 1 << 20;
 
+/// Parses the batch at the start of `buf`, accepting the legacy IEEE checksum for a
+/// batch based below `legacy_crc_below`; says whether it carried that checksum.
+fn parse(
+    buf: &[u8],
+    legacy_crc_below: i64,
+) -> std::result::Result<(Batch<'_>, bool), strata_record::RecordError> {
+    match claimed_offsets(buf) {
+        Some((base, _)) if base < legacy_crc_below => Batch::parse_legacy(buf),
+        _ => Batch::parse(buf).map(|b| (b, false)),
+    }
+}
+
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
     format!("{base_offset:020}.{ext}")
 }
@@ -58,6 +70,9 @@ pub(crate) struct Segment {
     /// recovery found damage there: reads past `next_offset` report it as corruption
     /// instead of passing on to the next segment.
     bad_tail: Option<(u64, String)>,
+    /// Batches based below this offset may carry the IEEE CRC-32 of logs written before
+    /// the checksum became CRC-32C (`docs/batch-format.md`); reads rewrite it.
+    legacy_crc_below: i64,
 }
 
 impl Segment {
@@ -90,6 +105,7 @@ impl Segment {
             bytes_since_index: 0,
             index_interval,
             bad_tail: None,
+            legacy_crc_below: i64::MIN,
         }
     }
 
@@ -126,6 +142,7 @@ impl Segment {
         index_interval: u64,
         now_ms: i64,
         sealed: bool,
+        legacy_crc_below: i64,
     ) -> Result<(Self, Option<ScanEnd>)> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
@@ -138,6 +155,7 @@ impl Segment {
             .map_err(|e| LogError::io(format!("reading size of {}", path.display()), e))?
             .len();
         let mut seg = Self::new(dir, base_offset, file, index_interval, now_ms);
+        seg.legacy_crc_below = legacy_crc_below;
         if sealed && seg.load_indexes(len) {
             return Ok((seg, None));
         }
@@ -244,8 +262,8 @@ impl Segment {
                     need = total;
                     break;
                 }
-                let batch = match Batch::parse(rest) {
-                    Ok(b) => b,
+                let batch = match parse(rest, self.legacy_crc_below) {
+                    Ok((b, _)) => b,
                     Err(e) => {
                         self.size = here;
                         let offsets = claimed_offsets(rest);
@@ -461,11 +479,11 @@ impl Segment {
                     }
                     self.read_into(&mut buf, total, pos)?;
                     end = total;
-                    self.check(&buf, 0, expect, pos)?;
+                    self.check(&mut buf, 0, expect, pos)?;
                 }
                 break;
             }
-            match self.check(&buf, end, expect, pos) {
+            match self.check(&mut buf, end, expect, pos) {
                 Ok(next) => expect = Expect::StartingAt(next),
                 // Serve the good prefix; the next read reports the bad batch.
                 Err(_) if end > 0 => break,
@@ -478,15 +496,20 @@ impl Segment {
     }
 
     /// CRC-checks the batch at `buf[at..]` and that it carries the offset the reader
-    /// expects (the base offset is outside the CRC, so it is checked separately).
-    fn check(&self, buf: &[u8], at: usize, expect: Expect, pos: u64) -> Result<i64> {
-        let rest = &buf[at..];
+    /// expects (the base offset is outside the CRC, so it is checked separately). A
+    /// legacy IEEE checksum is rewritten to CRC-32C in `buf`: what leaves the log always
+    /// carries the current checksum.
+    fn check(&self, buf: &mut [u8], at: usize, expect: Expect, pos: u64) -> Result<i64> {
+        let rest = &mut buf[at..];
         let claimed = claimed_offsets(rest)
             .map(|o| o.0)
             .unwrap_or(expect.offset());
-        let batch = Batch::parse(rest)
+        let (batch, legacy) = parse(rest, self.legacy_crc_below)
             .map_err(|e| self.corrupt(claimed, pos + at as u64, e.to_string()))?;
-        let h = batch.header();
+        let h = *batch.header();
+        if legacy {
+            strata_record::seal_crc(&mut rest[..h.total_len()]);
+        }
         let ok = match expect {
             Expect::Holding(o) => h.base_offset <= o && o <= h.last_offset(),
             Expect::StartingAt(o) => h.base_offset == o,
@@ -633,6 +656,7 @@ pub(crate) fn for_each_batch(
     file: &File,
     size: u64,
     path: &Path,
+    legacy_crc_below: i64,
     mut f: impl FnMut(Batch<'_>) -> std::result::Result<(), String>,
 ) -> std::result::Result<(), String> {
     let mut buf = Vec::new();
@@ -663,7 +687,7 @@ pub(crate) fn for_each_batch(
                 }
                 break;
             }
-            let batch = Batch::parse(rest).map_err(|e| e.to_string())?;
+            let (batch, _) = parse(rest, legacy_crc_below).map_err(|e| e.to_string())?;
             f(batch)?;
             off += total;
         }

@@ -598,3 +598,79 @@ fn a_start_rewrites_no_valid_index_and_after_a_clean_shutdown_scans_nothing() {
     fill(&mut log, 2, 1000);
     assert_eq!(values(&log, 0), expected(0..126));
 }
+
+/// Rewrites every batch of a segment file with the IEEE CRC-32 that logs carried before
+/// the checksum became CRC-32C: a data directory from the previous format.
+fn to_ieee_crc(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let len = BatchHeader::decode(&bytes[pos..]).unwrap().total_len();
+        let crc = crc32fast::hash(&bytes[pos + 21..pos + len]);
+        bytes[pos + 17..pos + 21].copy_from_slice(&crc.to_be_bytes());
+        pos += len;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_log_written_with_the_ieee_checksum_stays_readable_and_is_served_with_crc32c() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(1_000));
+    let (mut log, _) = open(dir.path(), small(), clock.clone());
+    fill(&mut log, 12, 1_000);
+    log.close().unwrap();
+    drop(log);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 1,
+        "the legacy log spans sealed and active segments"
+    );
+    for f in &files {
+        to_ieee_crc(f);
+    }
+    std::fs::remove_file(dir.path().join(CRC32C_FROM)).unwrap();
+
+    // Opened by this version (no clean-shutdown trust: the active segment is scanned).
+    let (mut log, report) = open(dir.path(), small(), clock.clone());
+    assert_eq!(report.truncated_bytes, 0, "{report:?}");
+    assert_eq!(log.log_end_offset(), 36);
+    let marker = std::fs::read_to_string(dir.path().join(CRC32C_FROM)).unwrap();
+    assert_eq!(marker.trim(), "36");
+    fill(&mut log, 2, 1_000);
+    let expect: Vec<(i64, String)> = (0..42).map(|o| (o, format!("v{o}"))).collect();
+    assert_eq!(values(&log, 0), expect);
+    // What leaves the log carries CRC-32C, old batches included.
+    let mut at = 0;
+    while at < log.log_end_offset() {
+        let buf = log.read(at, 1 << 20).unwrap();
+        let b = Batch::parse(&buf).expect("served with CRC-32C");
+        at = b.header().next_offset();
+    }
+    log.close().unwrap();
+    drop(log);
+
+    // Reopened after a crash: still readable, and the marker keeps its offset.
+    std::fs::remove_file(dir.path().join(".clean-shutdown")).ok();
+    let (log, report) = open(dir.path(), small(), clock.clone());
+    assert_eq!(report.truncated_bytes, 0, "{report:?}");
+    assert_eq!(values(&log, 0), expect);
+    drop(log);
+
+    // An IEEE checksum on a batch appended after the switch is corruption.
+    let (log, _) = open(dir.path(), small(), clock.clone());
+    let active = log.segments().last().cloned().unwrap();
+    drop(log);
+    to_ieee_crc(&active.path);
+    let (log, report) = open(dir.path(), small(), clock);
+    assert!(
+        report.reason.as_deref().is_some_and(|r| r.contains("CRC")),
+        "{report:?}"
+    );
+    assert_eq!(log.log_end_offset(), 36.max(active.base_offset));
+}

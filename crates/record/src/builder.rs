@@ -1,7 +1,7 @@
 //! Building batches: the producer side of the codec.
 
 use crate::varint::{len_bytes, len_varlong, put_bytes, put_varlong};
-use crate::{CRC_START, HEADER_LEN, MAGIC, OFF_CRC};
+use crate::{HEADER_LEN, MAGIC};
 use bytes::Bytes;
 
 /// Appends records into one batch buffer; [`BatchBuilder::finish`] fills the header and CRC.
@@ -173,9 +173,7 @@ impl BatchBuilder {
         h[51..53].copy_from_slice(&self.producer.1.to_be_bytes());
         h[53..57].copy_from_slice(&self.producer.2.to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32fast::hash(&self.buf[self.start + CRC_START..]);
-        self.buf[self.start + OFF_CRC..self.start + OFF_CRC + 4]
-            .copy_from_slice(&crc.to_be_bytes());
+        crate::seal_crc(&mut self.buf[self.start..]);
         self.buf
     }
 }
@@ -289,9 +287,7 @@ impl RetainedBatch {
         h[51..53].copy_from_slice(&(-1i16).to_be_bytes());
         h[53..57].copy_from_slice(&(-1i32).to_be_bytes());
         h[57..61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32fast::hash(&self.buf[self.start + CRC_START..]);
-        self.buf[self.start + OFF_CRC..self.start + OFF_CRC + 4]
-            .copy_from_slice(&crc.to_be_bytes());
+        crate::seal_crc(&mut self.buf[self.start..]);
         self.buf
     }
 }

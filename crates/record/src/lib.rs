@@ -5,16 +5,18 @@
 //! out; no files, no sockets, no allocation per record when reading.
 //!
 //! Layout: a 61-byte header in Kafka's v2 layout (big-endian), then the records in
-//! Kafka's v2 record encoding. The CRC is CRC-32 (IEEE, `crc32fast`) over every byte after
-//! the CRC field, so the broker rewrites `base_offset`, `batch_length` and
-//! `leader_epoch` without recomputing it.
+//! Kafka's v2 record encoding. The CRC is CRC-32C (Castagnoli, Kafka's batch checksum)
+//! over every byte after the CRC field, so the broker rewrites `base_offset`,
+//! `batch_length` and `leader_epoch` without recomputing it, and a batch a Kafka client
+//! sends is stored and served byte for byte. Logs written before CRC-32C carry IEEE
+//! CRC-32 batches; [`Batch::parse_legacy`] reads those (see `docs/batch-format.md`).
 //!
 //! ```text
 //! 0  base_offset       i64     outside the CRC
 //! 8  batch_length      i32     bytes after this field; outside the CRC
 //! 12 leader_epoch      i32     outside the CRC
 //! 16 magic             i8      = 2
-//! 17 crc               u32     CRC-32 of bytes [21, end)
+//! 17 crc               u32     CRC-32C of bytes [21, end)
 //! 21 attributes        i16     bits 0-2 compression, bit 3 timestamp type
 //! 23 last_offset_delta i32
 //! 27 base_timestamp    i64
@@ -239,6 +241,18 @@ pub struct Batch<'a> {
     bytes: &'a [u8],
 }
 
+/// The checksum of a whole batch (`batch` starts at its base offset): CRC-32C of every
+/// byte after the CRC field.
+pub fn batch_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[CRC_START..])
+}
+
+/// Writes the CRC field of the whole batch `batch` (after its other fields are final).
+pub fn seal_crc(batch: &mut [u8]) {
+    let crc = batch_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 impl fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
@@ -272,7 +286,7 @@ impl<'a> Batch<'a> {
             return Err(RecordError::BadMagic(header.magic));
         }
         let bytes = &buf[..total];
-        let computed = crc32fast::hash(&bytes[CRC_START..]);
+        let computed = batch_crc(bytes);
         if computed != header.crc {
             return Err(RecordError::Crc {
                 base_offset: header.base_offset,
@@ -281,6 +295,32 @@ impl<'a> Batch<'a> {
             });
         }
         Ok(Self { header, bytes })
+    }
+
+    /// [`Batch::parse`] for a batch written before the checksum became CRC-32C: an IEEE
+    /// CRC-32 is accepted too. Returns whether the batch carries the legacy checksum;
+    /// whoever serves it rewrites the CRC with [`seal_crc`] first, so only logs ever see
+    /// the old checksum.
+    pub fn parse_legacy(buf: &'a [u8]) -> Result<(Self, bool), RecordError> {
+        match Self::parse(buf) {
+            Err(RecordError::Crc {
+                base_offset,
+                stored,
+                computed,
+            }) => {
+                let bytes = &buf[..BatchHeader::decode(buf)?.total_len()];
+                if crc32fast::hash(&bytes[CRC_START..]) != stored {
+                    return Err(RecordError::Crc {
+                        base_offset,
+                        stored,
+                        computed,
+                    });
+                }
+                let header = BatchHeader::decode(buf)?;
+                Ok((Self { header, bytes }, true))
+            }
+            other => other.map(|b| (b, false)),
+        }
     }
 
     /// Parses and then walks every record, checking count, offset deltas, that header

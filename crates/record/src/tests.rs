@@ -122,8 +122,7 @@ fn count_mismatch_is_refused() {
     // Claim 3 records and fix up the CRC so only the count is wrong.
     bytes[57..61].copy_from_slice(&3i32.to_be_bytes());
     bytes[23..27].copy_from_slice(&2i32.to_be_bytes());
-    let crc = crc32fast::hash(&bytes[CRC_START..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::seal_crc(&mut bytes);
     assert!(matches!(
         Batch::validate(&bytes),
         Err(RecordError::Malformed { .. } | RecordError::CountMismatch { .. })
@@ -151,8 +150,7 @@ fn a_lying_max_timestamp_is_refused() {
         (9, None, Some(b"b".to_vec()), vec![]),
     ]);
     bytes[35..43].copy_from_slice(&i64::MAX.to_be_bytes());
-    let crc = crc32fast::hash(&bytes[CRC_START..]);
-    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::seal_crc(&mut bytes);
     let e = Batch::validate(&bytes).unwrap_err();
     assert!(e.to_string().contains("max_timestamp"), "{e}");
 }
@@ -201,8 +199,24 @@ fn a_record_timestamp_past_the_largest_is_refused_not_an_overflow() {
     ]);
     // base_timestamp near i64::MAX: base + the second record's delta overflows.
     b[27..35].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
-    let crc = crc32fast::hash(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    crate::seal_crc(&mut b);
     let e = Batch::validate(&b).unwrap_err();
     assert!(e.to_string().contains("largest timestamp"), "{e}");
+}
+
+#[test]
+fn the_checksum_is_crc32c_and_the_legacy_ieee_one_is_read_only_by_parse_legacy() {
+    let mut bytes = build(&[(1, None, Some(b"a".to_vec()), vec![])]);
+    let crc = u32::from_be_bytes(bytes[17..21].try_into().unwrap());
+    assert_eq!(crc, crc32c::crc32c(&bytes[21..]));
+    assert!(!Batch::parse_legacy(&bytes).unwrap().1);
+    let ieee = crc32fast::hash(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&ieee.to_be_bytes());
+    assert!(matches!(Batch::parse(&bytes), Err(RecordError::Crc { .. })));
+    assert!(Batch::parse_legacy(&bytes).unwrap().1);
+    bytes[30] ^= 1;
+    assert!(matches!(
+        Batch::parse_legacy(&bytes),
+        Err(RecordError::Crc { .. })
+    ));
 }
