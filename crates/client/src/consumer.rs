@@ -24,6 +24,29 @@ pub struct Batches {
 }
 
 impl Batches {
+    /// Batches fetched at `from`; compressed ones are decompressed here, so
+    /// [`Batches::records`] borrows one buffer whatever codec the producer used.
+    pub fn new(
+        partition: u32,
+        from: i64,
+        next_offset: i64,
+        high_watermark: i64,
+        data: Bytes,
+    ) -> Self {
+        let data = match strata_record::compression::decompressed_batches(&data) {
+            Ok(std::borrow::Cow::Owned(flat)) => Bytes::from(flat),
+            // Unchanged, or damaged: records() reports the damage where it is.
+            _ => data,
+        };
+        Self {
+            partition,
+            from,
+            next_offset,
+            high_watermark,
+            data,
+        }
+    }
+
     /// The records at or after `from`, each checked; keys and values borrow `data`.
     pub fn records(&self) -> impl Iterator<Item = Result<RecordRef<'_>, RecordError>> + '_ {
         let from = self.from;
@@ -90,13 +113,13 @@ impl Consumer {
                 self.max_wait,
             )
             .await?;
-        let b = Batches {
-            partition: self.partition,
-            from: self.position,
-            next_offset: r.next_offset,
-            high_watermark: r.high_watermark,
-            data: r.batches,
-        };
+        let b = Batches::new(
+            self.partition,
+            self.position,
+            r.next_offset,
+            r.high_watermark,
+            r.batches,
+        );
         self.position = r.next_offset;
         Ok(b)
     }
@@ -118,13 +141,7 @@ pub async fn subscribe(
     let mut from = offset;
     Ok(stream.map(move |r| {
         let r = r.map_err(|s| c.err(s))?;
-        let b = Batches {
-            partition,
-            from,
-            next_offset: r.next_offset,
-            high_watermark: r.high_watermark,
-            data: r.batches,
-        };
+        let b = Batches::new(partition, from, r.next_offset, r.high_watermark, r.batches);
         from = r.next_offset;
         Ok(b)
     }))

@@ -93,6 +93,8 @@ pub struct ProducerConfig {
     /// A broker that answers nothing on a stream for this long is given up on (a
     /// paused or cut-off broker holds a connection open): what it carried is sent again.
     pub request_timeout: Duration,
+    /// Codec for the records of each batch (Kafka's `compression.type`).
+    pub compression: strata_record::Compression,
 }
 
 impl Default for ProducerConfig {
@@ -107,6 +109,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
+            compression: strata_record::Compression::None,
         }
     }
 }
@@ -356,7 +359,12 @@ impl Producer {
             builder.set_producer(id, epoch, *seq);
             *seq = strata_record::increment_sequence(*seq, records as i32);
         }
-        let bytes = builder.finish();
+        let mut bytes = builder.finish();
+        if self.config.compression != strata_record::Compression::None {
+            let packed =
+                strata_record::compression::compress_batch(self.config.compression, &bytes);
+            bytes = packed.into();
+        }
         let permit = self
             .window
             .clone()

@@ -386,7 +386,8 @@ impl Cleaning {
                     ));
                 }
                 writer.start_batch(seg, h)?;
-                for r in batch.records() {
+                let records = batch.decoded().map_err(|e| e.to_string())?;
+                for r in records.iter() {
                     let r = r.map_err(|e| e.to_string())?;
                     let latest = r
                         .key
@@ -470,7 +471,8 @@ impl Cleaning {
                 return Ok(None);
             }
             segment::for_each_batch(&s.file, s.size, &s.path, self.legacy_crc_below, |batch| {
-                for r in batch.records() {
+                let records = batch.decoded().map_err(|e| e.to_string())?;
+                for r in records.iter() {
                     let r = r.map_err(|e| e.to_string())?;
                     if let Some(k) = r.key {
                         match map.get_mut(k) {

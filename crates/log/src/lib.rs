@@ -719,7 +719,8 @@ impl Log {
                         at = b.header().next_offset();
                         continue;
                     }
-                    for r in b.records() {
+                    let records = b.decoded()?;
+                    for r in records.iter() {
                         let r = r?;
                         if r.offset >= at && r.timestamp >= ts {
                             return Ok(Some((r.offset, r.timestamp)));

@@ -486,7 +486,13 @@ impl Partition {
             }
             // Compaction keeps the latest record per key: a record without one has no
             // place in a compacted topic (Kafka refuses it too).
-            if compacted && batch.records().any(|r| r.is_ok_and(|r| r.key.is_none())) {
+            if compacted
+                && batch
+                    .decoded()
+                    .map_err(|e| Error::InvalidRequest(e.to_string()))?
+                    .iter()
+                    .any(|r| r.is_ok_and(|r| r.key.is_none()))
+            {
                 return Err(Error::InvalidRequest(format!(
                     "topic {topic:?} is compacted (cleanup.policy=compact) and keeps the latest record per key: every record needs a key; give each record one, or produce to a topic with cleanup.policy=delete"
                 )));

@@ -706,7 +706,10 @@ impl Partition {
                 }
                 for b in strata_record::BatchIter::new(&bytes) {
                     let b = b.map_err(|e| Error::InvalidRequest(e.to_string()))?;
-                    for r in b.records() {
+                    let records = b
+                        .decoded()
+                        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+                    for r in records.iter() {
                         let r = r.map_err(|e| Error::InvalidRequest(e.to_string()))?;
                         if r.timestamp >= ts {
                             return Ok(Some((r.offset, r.timestamp)));

@@ -33,9 +33,11 @@
 //! and offset deltas agree with the header (done once, when a batch is produced).
 
 mod builder;
+pub mod compression;
 mod varint;
 
 pub use builder::{BatchBuilder, RetainedBatch};
+pub use compression::Compression;
 
 use std::fmt;
 
@@ -86,8 +88,16 @@ pub enum RecordError {
         stored: u32,
         computed: u32,
     },
-    #[error("compression codec {0} is not supported; send uncompressed batches (codec 0)")]
+    #[error(
+        "compression codec {0} is unknown: use none (0), gzip (1), snappy (2), lz4 (3) or zstd (4)"
+    )]
     UnsupportedCompression(i16),
+    #[error("batch at offset {base_offset} does not decompress as {codec}: {reason}")]
+    Decompress {
+        base_offset: i64,
+        codec: &'static str,
+        reason: String,
+    },
     #[error("batch at offset {base_offset} is malformed: {reason}")]
     Malformed {
         base_offset: i64,
@@ -339,9 +349,6 @@ impl<'a> Batch<'a> {
             base_offset: h.base_offset,
             reason,
         };
-        if h.compression() != 0 {
-            return Err(RecordError::UnsupportedCompression(h.compression()));
-        }
         if h.record_count <= 0 {
             return Err(malformed("a batch must hold at least one record"));
         }
@@ -350,8 +357,8 @@ impl<'a> Batch<'a> {
         }
         let mut actual = 0i32;
         let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-        let mut iter = batch.records();
-        for rec in &mut iter {
+        let records = batch.decoded()?;
+        for rec in records.iter() {
             let rec = rec?;
             if rec.offset_delta != actual {
                 return Err(malformed("record offset deltas must be 0, 1, 2, ..."));
@@ -397,13 +404,60 @@ impl<'a> Batch<'a> {
         self.bytes.is_empty()
     }
 
-    /// Iterates the records without copying keys or values.
+    /// Iterates the records of an uncompressed batch without copying keys or values.
+    /// A compressed batch yields one error: read those through [`Batch::decoded`].
     pub fn records(&self) -> RecordIter<'a> {
-        RecordIter {
+        let mut iter = RecordIter {
             base_offset: self.header.base_offset,
             base_timestamp: self.header.base_timestamp,
             buf: &self.bytes[HEADER_LEN..],
             remaining: self.header.record_count.max(0),
+            failed: None,
+        };
+        if self.header.compression() != 0 {
+            iter.failed = Some(RecordError::Malformed {
+                base_offset: self.header.base_offset,
+                reason: "compressed batch read without decompressing it",
+            });
+        }
+        iter
+    }
+
+    /// The records of the batch whatever its codec: borrowed when it is uncompressed,
+    /// decompressed (bounded by [`compression::MAX_DECOMPRESSED`]) when it is not.
+    pub fn decoded(&self) -> Result<Records<'a>, RecordError> {
+        let h = &self.header;
+        let body = &self.bytes[HEADER_LEN..];
+        let body = match Compression::from_id(h.compression())? {
+            Compression::None => std::borrow::Cow::Borrowed(body),
+            codec => std::borrow::Cow::Owned(compression::decompress(codec, body, h.base_offset)?),
+        };
+        Ok(Records {
+            base_offset: h.base_offset,
+            base_timestamp: h.base_timestamp,
+            count: h.record_count.max(0),
+            body,
+        })
+    }
+}
+
+/// The records of one batch, decompressed if it was compressed ([`Batch::decoded`]).
+pub struct Records<'a> {
+    base_offset: i64,
+    base_timestamp: i64,
+    count: i32,
+    body: std::borrow::Cow<'a, [u8]>,
+}
+
+impl Records<'_> {
+    /// Iterates the records without copying keys or values.
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter {
+            base_offset: self.base_offset,
+            base_timestamp: self.base_timestamp,
+            buf: &self.body,
+            remaining: self.count,
+            failed: None,
         }
     }
 }
@@ -506,6 +560,8 @@ pub struct RecordIter<'a> {
     base_timestamp: i64,
     buf: &'a [u8],
     remaining: i32,
+    /// An error to yield first (and only).
+    failed: Option<RecordError>,
 }
 
 impl<'a> RecordIter<'a> {
@@ -565,6 +621,11 @@ impl<'a> Iterator for RecordIter<'a> {
     type Item = Result<RecordRef<'a>, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.failed.take() {
+            self.remaining = 0;
+            self.buf = &[];
+            return Some(Err(e));
+        }
         if self.remaining <= 0 {
             if !self.buf.is_empty() {
                 self.buf = &[];

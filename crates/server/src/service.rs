@@ -292,7 +292,9 @@ fn next_offset(batches: &[u8], default: i64) -> i64 {
 /// Decodes stored batches into plain records, skipping those before `from`.
 fn decode_records(batches: &[u8], from: i64) -> Result<Vec<pb::Record>, Status> {
     let mut out = Vec::new();
-    for b in BatchIter::new(batches) {
+    let batches = strata_record::compression::decompressed_batches(batches)
+        .map_err(|e| Status::data_loss(e.to_string()))?;
+    for b in BatchIter::new(&batches) {
         let b = b.map_err(|e| Status::data_loss(e.to_string()))?;
         for r in b.records() {
             let r = r.map_err(|e| Status::data_loss(e.to_string()))?;

@@ -236,6 +236,9 @@ struct ProduceArgs {
     /// Longest wait before a partial batch is sent.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Codec for each batch: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: strata_record::Compression,
     #[command(flatten)]
     broker: BrokerArg,
 }
@@ -695,6 +698,7 @@ async fn produce(a: ProduceArgs) -> Result<()> {
         batch_size: a.batch_size,
         linger: Duration::from_millis(a.linger_ms),
         acks,
+        compression: a.compression,
         ..ProducerConfig::default()
     };
     let mut producer = Producer::new(client, config).await?;

@@ -145,7 +145,8 @@ impl RowsBuilder {
 
     /// Appends every record of `batches` (concatenated stored batches) at or after `from`.
     pub fn append_batches(&mut self, batches: &[u8], from: i64) -> Result<(), RecordError> {
-        for b in BatchIter::new(batches) {
+        let batches = strata_record::compression::decompressed_batches(batches)?;
+        for b in BatchIter::new(&batches) {
             for r in b?.records() {
                 let r = r?;
                 if r.offset < from {
