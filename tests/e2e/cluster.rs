@@ -1207,7 +1207,15 @@ async fn a_cluster_refuses_a_shared_store_that_cannot_fence_manifest_writes() {
     let url = format!("file://{}", dir.path().join("shared").display());
     let addr = format!("{}:19301", random_loopback());
     let out = strata()
-        .args(["server", "--node-id", "1", "--metrics-listen", ""])
+        .args([
+            "server",
+            "--node-id",
+            "1",
+            "--metrics-listen",
+            "",
+            "--kafka-listen",
+            "",
+        ])
         .args(["--listen", &addr, "--voters", &format!("1@{addr}")])
         .args(["--object-store", &url])
         .arg("--data-dir")

@@ -159,7 +159,7 @@ impl ServerProcess {
             }
             None => Command::new(STRATA),
         };
-        c.args(["server", "--metrics-listen", ""]);
+        c.args(["server", "--metrics-listen", "", "--kafka-listen", ""]);
         if !args.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
         }

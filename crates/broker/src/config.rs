@@ -15,6 +15,8 @@ use crate::topic_config;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9292";
 /// Where `/metrics` is served by default.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9293";
+/// Where Kafka clients connect by default (Kafka's own port).
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +49,14 @@ pub struct BrokerConfig {
     pub controller_election_timeout_ms: u64,
     /// Prometheus `/metrics` listen address; empty disables it.
     pub metrics_listen: String,
+    /// Kafka protocol listen address; empty disables the Kafka listener.
+    pub kafka_listen: String,
+    /// The address Kafka clients are told to connect to (Kafka's
+    /// `advertised.listeners`); empty: `kafka_listen` as bound.
+    pub kafka_advertise: String,
+    /// Create a topic a Kafka client asks metadata for when it does not exist, with one
+    /// partition and the broker's defaults (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics_enable: bool,
     /// Cold tier: `file:///PATH`, `s3://BUCKET/PREFIX` (AWS_* variables) or `memory://`;
     /// empty means `file://<data_dir>/objects`.
     pub object_store: String,
@@ -99,6 +109,9 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: 30_000,
             controller_election_timeout_ms: 1000,
             metrics_listen: DEFAULT_METRICS_LISTEN.to_string(),
+            kafka_listen: DEFAULT_KAFKA_LISTEN.to_string(),
+            kafka_advertise: String::new(),
+            auto_create_topics_enable: true,
             object_store: String::new(),
             object_store_options: BTreeMap::new(),
             cold_cache_memory_bytes: 64 << 20,

@@ -36,7 +36,13 @@ pub async fn run(
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    run_node(broker, None, listener, metrics, shutdown).await
+    run_node(broker, None, listener, metrics, None, shutdown).await
+}
+
+/// A Kafka listener to serve beside gRPC.
+pub struct KafkaListener {
+    pub listener: TcpListener,
+    pub config: strata_kafka::KafkaConfig,
 }
 
 /// How a cluster member starts its controller part.
@@ -54,6 +60,8 @@ pub enum RunError {
     Transport(#[from] tonic::transport::Error),
     #[error("controller: {0}")]
     Controller(#[from] strata_controller::ControllerError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// [`run`] for a broker that is a cluster member. Its controller part starts once the
@@ -66,11 +74,21 @@ pub async fn run_node(
     controller: Option<ControllerSetup>,
     listener: TcpListener,
     metrics: Option<TcpListener>,
+    kafka: Option<KafkaListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let kafka = kafka
+        .map(|k| {
+            strata_kafka::Context::new(broker.clone(), k.config)
+                .map(|ctx| (k.listener, ctx))
+                .map_err(RunError::Config)
+        })
+        .transpose()?;
     let background = strata_broker::tasks::Background::start(&broker);
     let metrics_task =
         metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
+    let kafka_task =
+        kafka.map(|(l, ctx)| tokio::spawn(strata_kafka::serve(l, ctx, background.stopping())));
     let node = Arc::new(cluster::Node::new(
         controller.as_ref().map(|c| c.config.dir.clone()),
     ));
@@ -165,6 +183,9 @@ pub async fn run_node(
         let _ = t.await;
     }
     if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    if let Some(t) = kafka_task {
         let _ = t.await;
     }
     let b = broker.clone();

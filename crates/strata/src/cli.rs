@@ -84,6 +84,12 @@ struct ServerArgs {
     /// Prometheus /metrics listen address ("" disables) [default: 127.0.0.1:9293].
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Kafka protocol listen address ("" disables) [default: 127.0.0.1:9092].
+    #[arg(long, env = "STRATA_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
+    /// The HOST:PORT Kafka clients are told to connect to [default: --kafka-listen].
+    #[arg(long, env = "STRATA_KAFKA_ADVERTISE")]
+    kafka_advertise: Option<String>,
     /// Cold tier: file:///PATH, s3://BUCKET/PREFIX (AWS_* variables) or memory://
     /// [default: file://<data-dir>/objects].
     #[arg(long, env = "STRATA_OBJECT_STORE")]
@@ -331,6 +337,12 @@ async fn server(a: ServerArgs) -> Result<()> {
     if let Some(m) = a.metrics_listen {
         config.metrics_listen = m;
     }
+    if let Some(k) = a.kafka_listen {
+        config.kafka_listen = k;
+    }
+    if let Some(k) = a.kafka_advertise {
+        config.kafka_advertise = k;
+    }
     if let Some(o) = a.object_store {
         config.object_store = o;
     }
@@ -370,6 +382,39 @@ async fn server(a: ServerArgs) -> Result<()> {
                 })?,
         )
     };
+    let kafka = if config.kafka_listen.is_empty() {
+        None
+    } else if config.clustered() {
+        // Its Metadata answers describe this broker alone so far: wrong for a cluster.
+        tracing::warn!(
+            "the Kafka listener serves a single broker only so far; this cluster member starts without it"
+        );
+        None
+    } else {
+        let listener = TcpListener::bind(&config.kafka_listen).await.with_context(|| {
+            format!(
+                "cannot listen for Kafka clients on {} (is a Kafka broker running there? use --kafka-listen, or \"\" to disable)",
+                config.kafka_listen
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        let advertise = if config.kafka_advertise.is_empty() {
+            bound.to_string()
+        } else {
+            config.kafka_advertise.clone()
+        };
+        // Refused here, before anything starts, with what to set.
+        strata_kafka::split_host_port(&advertise).map_err(anyhow::Error::msg)?;
+        Some(strata_server::KafkaListener {
+            listener,
+            config: strata_kafka::KafkaConfig {
+                advertise,
+                max_request_bytes: strata_kafka::DEFAULT_MAX_REQUEST_BYTES,
+                auto_create_topics: config.auto_create_topics_enable,
+            },
+        })
+    };
+    let kafka_addr = kafka.as_ref().map(|k| k.config.advertise.clone());
     let data_dir = config.data_dir.clone();
     let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
     let voters = config.voter_map()?;
@@ -405,9 +450,18 @@ async fn server(a: ServerArgs) -> Result<()> {
         %addr,
         data_dir = %data_dir.display(),
         metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        kafka = %kafka_addr.unwrap_or_else(|| "off".into()),
         "strata server ready"
     );
-    strata_server::run_node(broker, controller, listener, metrics, shutdown_signal()).await?;
+    strata_server::run_node(
+        broker,
+        controller,
+        listener,
+        metrics,
+        kafka,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

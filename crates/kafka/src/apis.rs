@@ -1,0 +1,25 @@
+//! The APIs this listener speaks and the versions of each: ApiVersions answers with this
+//! table, and a request outside it closes the connection (ApiVersions itself excepted,
+//! KIP-511). Each range starts where Apache Kafka 4.0 starts it (4.0 dropped the oldest
+//! versions) and ends at the newest version whose meaning Strata implements; the
+//! message schemas are Kafka 4.1's, as `kafka-protocol` 0.18 generates them.
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min, max)` for every API served.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
+];
+
+/// The versions served of `key`, if it is served.
+pub fn versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}

@@ -1,0 +1,211 @@
+//! One Kafka connection: frames in, responses out, in request order.
+//!
+//! A frame is a 4-byte big-endian length and that many bytes. The length is checked
+//! against the configured maximum before any of the frame is read (the codec refuses
+//! a longer one), so a peer cannot make the broker buffer more than that. A request is
+//! decoded from the frame it arrived in: byte fields (produce records) are slices of
+//! it, never copies.
+//!
+//! Requests are handled as they arrive and their answers sent in the same order, up to
+//! [`MAX_IN_FLIGHT`] at once: a produce is appended before the next request is read
+//! (appends keep the connection's order, which idempotent sequences rely on), then its
+//! acknowledgement and any long-poll fetch wait side by side.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tracing::Instrument;
+
+use crate::Context;
+
+/// Requests of one connection handled at once; the next is read once one is answered.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// What handling a request yields: a frame to send, or nothing (`acks=0` produce).
+pub type Reply = BoxFuture<'static, Option<Bytes>>;
+
+/// Why a connection is closed instead of answered.
+#[derive(Debug)]
+pub struct Close(pub String);
+
+/// A decoded request header and where its body starts.
+pub struct Header {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+/// Serves one connection until the peer closes it, it sends something that cannot be
+/// answered, or the broker stops.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let span = tracing::info_span!("kafka_connection", %peer);
+    async move {
+        let (rd, mut wr) = stream.into_split();
+        let codec = LengthDelimitedCodec::builder()
+            .length_field_length(4)
+            .max_frame_length(ctx.config.max_request_bytes)
+            .new_codec();
+        let mut frames = FramedRead::with_capacity(rd, codec, 64 << 10);
+        let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
+        let mut out = BytesMut::new();
+        loop {
+            tokio::select! {
+                frame = frames.next(), if in_flight.len() < MAX_IN_FLIGHT => {
+                    let frame = match frame {
+                        None => break,
+                        Some(Ok(f)) => f.freeze(),
+                        Some(Err(e)) => {
+                            tracing::info!(error = %e, max = ctx.config.max_request_bytes,
+                                "closing kafka connection: unreadable frame (over socket.request.max.bytes, or cut short)");
+                            break;
+                        }
+                    };
+                    match handle_frame(&ctx, frame) {
+                        Ok(reply) => in_flight.push_back(reply),
+                        Err(Close(why)) => {
+                            tracing::info!(reason = %why, "closing kafka connection");
+                            break;
+                        }
+                    }
+                }
+                Some(reply) = in_flight.next() => {
+                    let Some(frame) = reply else { continue };
+                    out.clear();
+                    out.extend_from_slice(&frame);
+                    // Answers already done go out in the same write.
+                    while out.len() < (1 << 20) {
+                        match futures::FutureExt::now_or_never(in_flight.next()) {
+                            Some(Some(Some(f))) => out.extend_from_slice(&f),
+                            Some(Some(None)) => {}
+                            _ => break,
+                        }
+                    }
+                    if let Err(e) = wr.write_all(&out).await {
+                        tracing::debug!(error = %e, "kafka connection write failed");
+                        return;
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        // Answer what was read before the peer closed its side (a client may half-close
+        // after its last request).
+        while let Some(reply) = in_flight.next().await {
+            if let Some(frame) = reply
+                && wr.write_all(&frame).await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Decodes a frame's header and body and starts handling it.
+fn handle_frame(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Reply, Close> {
+    // api_key, api_version, correlation_id: read by hand so a short frame or an
+    // unknown key is a clean close, never a decoder panic.
+    if frame.len() < 8 {
+        return Err(Close(format!(
+            "a {}-byte frame is too short for a request header",
+            frame.len()
+        )));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Err(Close(format!("unknown API key {key}")));
+    };
+    let Some((min, max)) = crate::apis::versions(api_key) else {
+        return Err(Close(format!(
+            "API {api_key:?} (key {key}) is not served by this broker"
+        )));
+    };
+    if version < min || version > max {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table, so the
+            // client retries with a version both speak.
+            return Ok(ready(crate::handlers::api_versions_unsupported(
+                correlation_id,
+            )));
+        }
+        return Err(Close(format!(
+            "{api_key:?} v{version} requested; this broker serves v{min} to v{max}"
+        )));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| Close(format!("{api_key:?} v{version}: bad request header: {e}")))?;
+    let header = Header {
+        api_key,
+        version,
+        correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+    };
+    crate::handlers::dispatch(ctx, header, frame)
+}
+
+/// Decodes a request body of type `T`; the whole frame must be used.
+pub fn decode<T: Decodable>(h: &Header, mut body: Bytes) -> Result<T, Close> {
+    let r = T::decode(&mut body, h.version).map_err(|e| {
+        Close(format!(
+            "{:?} v{}: malformed request: {e}",
+            h.api_key, h.version
+        ))
+    })?;
+    if body.has_remaining() {
+        return Err(Close(format!(
+            "{:?} v{}: {} bytes after the request",
+            h.api_key,
+            h.version,
+            body.remaining()
+        )));
+    }
+    Ok(r)
+}
+
+/// A response frame: length, header (its version from the API's), body.
+pub fn response<T: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &T,
+) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let encoded = header
+        .encode(&mut buf, T::header_version(version))
+        .and_then(|()| body.encode(&mut buf, version));
+    if let Err(e) = encoded {
+        // Only a response built wrong gets here (a field the version cannot carry).
+        tracing::error!(error = %e, version, "encoding a kafka response failed");
+        buf.truncate(4);
+        let _ = header.encode(&mut buf, T::header_version(version));
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+/// A reply that is ready now.
+pub fn ready(frame: Bytes) -> Reply {
+    Box::pin(std::future::ready(Some(frame)))
+}

@@ -1,0 +1,552 @@
+//! One function per API: a decoded request in, its response frame out. Each answers
+//! every topic and partition it was asked about, with a Kafka error code per partition
+//! where one failed; none closes the connection for a failure of the broker's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced, TopicMeta};
+use strata_broker::error::BrokerError;
+use strata_broker::groups::OFFSETS_TOPIC;
+use uuid::Uuid;
+
+use crate::Context;
+use crate::apis::SUPPORTED;
+use crate::conn::{Close, Header, Reply, decode, ready, response};
+use crate::errors;
+
+/// Longest a fetch waits for `min.bytes`, whatever it asks for.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+
+/// Decodes the body for `h` and starts answering it.
+pub fn dispatch(ctx: &Arc<Context>, h: Header, body: Bytes) -> Result<Reply, Close> {
+    let ctx = ctx.clone();
+    let (id, v) = (h.correlation_id, h.version);
+    Ok(match h.api_key {
+        ApiKey::ApiVersions => {
+            let _: ApiVersionsRequest = decode(&h, body)?;
+            ready(response(id, v, &api_versions(0)))
+        }
+        ApiKey::Metadata => {
+            let r: MetadataRequest = decode(&h, body)?;
+            Box::pin(async move { Some(response(id, v, &metadata(&ctx, v, r).await)) })
+        }
+        ApiKey::Produce => {
+            let r: ProduceRequest = decode(&h, body)?;
+            produce(&ctx, h, r)
+        }
+        ApiKey::Fetch => {
+            let r: FetchRequest = decode(&h, body)?;
+            Box::pin(async move { Some(response(id, v, &fetch(&ctx, v, r).await)) })
+        }
+        ApiKey::ListOffsets => {
+            let r: ListOffsetsRequest = decode(&h, body)?;
+            Box::pin(async move { Some(response(id, v, &list_offsets(&ctx, v, r).await)) })
+        }
+        ApiKey::InitProducerId => {
+            let r: InitProducerIdRequest = decode(&h, body)?;
+            Box::pin(async move { Some(response(id, v, &init_producer_id(&ctx, r).await)) })
+        }
+        other => return Err(Close(format!("API {other:?} is not served"))),
+    })
+}
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// A topic id as Kafka carries it: Strata stores the UUID's bytes in URL-safe base64.
+pub fn topic_uuid(id: &str) -> Uuid {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(id)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .unwrap_or(Uuid::nil())
+}
+
+/// The name of the topic with Kafka id `id`.
+fn topic_by_id(ctx: &Context, id: Uuid) -> Option<TopicMeta> {
+    ctx.broker
+        .list_topics()
+        .into_iter()
+        .find(|t| topic_uuid(&t.id) == id)
+}
+
+// ---- ApiVersions ----
+
+/// The table of served APIs, with `error_code`.
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = error_code;
+    r.api_keys = SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut a = api_versions_response::ApiVersion::default();
+            a.api_key = key as i16;
+            a.min_version = min;
+            a.max_version = max;
+            a
+        })
+        .collect();
+    r
+}
+
+/// KIP-511: a client asking ApiVersions in a version newer than ours gets a v0 answer
+/// with UNSUPPORTED_VERSION and the table, and asks again in one we speak.
+pub fn api_versions_unsupported(correlation_id: i32) -> Bytes {
+    response(
+        correlation_id,
+        0,
+        &api_versions(ResponseError::UnsupportedVersion.code()),
+    )
+}
+
+// ---- Metadata ----
+
+async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataResponse {
+    let node = ctx.node_id();
+    let mut resp = MetadataResponse::default();
+    let mut broker = metadata_response::MetadataResponseBroker::default();
+    broker.node_id = BrokerId(node);
+    broker.host = str(&ctx.host);
+    broker.port = ctx.port;
+    let rack = &ctx.broker.config().rack;
+    broker.rack = (!rack.is_empty()).then(|| str(rack));
+    resp.brokers = vec![broker];
+    resp.cluster_id = Some(str(ctx.broker.incarnation()));
+    resp.controller_id = BrokerId(node);
+    // v0: an empty list asks for every topic; later versions say so with null.
+    let wanted = match r.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t),
+    };
+    let auto_create = ctx.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
+    match wanted {
+        None => {
+            for t in ctx.broker.list_topics() {
+                resp.topics.push(topic_metadata(ctx, &t));
+            }
+        }
+        Some(wanted) => {
+            for w in wanted {
+                let found = match &w.name {
+                    Some(name) => match ctx.broker.topic(name) {
+                        Ok(t) => Ok(t.meta()),
+                        Err(_) if auto_create && name.as_str() != OFFSETS_TOPIC => {
+                            auto_create_topic(ctx, name).await
+                        }
+                        Err(e) => Err(e),
+                    },
+                    None => topic_by_id(ctx, w.topic_id)
+                        .ok_or_else(|| BrokerError::UnknownTopic(w.topic_id.to_string())),
+                };
+                match found {
+                    Ok(meta) => resp.topics.push(topic_metadata(ctx, &meta)),
+                    Err(e) => {
+                        let mut t = metadata_response::MetadataResponseTopic::default();
+                        t.name = w.name.clone();
+                        t.topic_id = w.topic_id;
+                        t.error_code = if w.name.is_none() {
+                            ResponseError::UnknownTopicId.code()
+                        } else {
+                            errors::code(&e)
+                        };
+                        resp.topics.push(t);
+                    }
+                }
+            }
+        }
+    }
+    resp
+}
+
+async fn auto_create_topic(ctx: &Context, name: &str) -> Result<TopicMeta, BrokerError> {
+    match ctx.broker.create_topic(name, 1, 0, BTreeMap::new()).await {
+        Ok(t) => {
+            tracing::info!(
+                topic = name,
+                "created topic on first use (auto.create.topics.enable)"
+            );
+            Ok(t.meta())
+        }
+        // Another request created it meanwhile.
+        Err(BrokerError::TopicExists(_)) => ctx.broker.topic(name).map(|t| t.meta()),
+        Err(e) => Err(e),
+    }
+}
+
+fn topic_metadata(ctx: &Context, meta: &TopicMeta) -> metadata_response::MetadataResponseTopic {
+    let node = BrokerId(ctx.node_id());
+    let mut t = metadata_response::MetadataResponseTopic::default();
+    t.name = Some(TopicName(str(&meta.name)));
+    t.topic_id = topic_uuid(&meta.id);
+    t.is_internal = meta.name == OFFSETS_TOPIC;
+    let partitions = ctx
+        .broker
+        .topic(&meta.name)
+        .map(|t| t.partitions().to_vec())
+        .unwrap_or_default();
+    t.partitions = partitions
+        .iter()
+        .map(|p| {
+            let mut m = metadata_response::MetadataResponsePartition::default();
+            m.partition_index = p.id as i32;
+            m.leader_id = node;
+            m.leader_epoch = p.leader_epoch();
+            m.replica_nodes = vec![node];
+            m.isr_nodes = vec![node];
+            m
+        })
+        .collect();
+    t
+}
+
+// ---- Produce ----
+
+fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
+    let (id, version) = (h.correlation_id, h.version);
+    let acks = r.acks;
+    let options = ProduceOptions {
+        acks_all: acks == -1,
+        leader_epoch: None,
+        timeout: Duration::from_millis(r.timeout_ms.max(0) as u64),
+    };
+    let refuse = if !matches!(acks, -1..=1) {
+        Some((
+            ResponseError::InvalidRequiredAcks.code(),
+            format!("acks={acks} is not one of 0, 1, -1 (all)"),
+        ))
+    } else if r.transactional_id.is_some() {
+        Some((
+            ResponseError::InvalidRequest.code(),
+            "transactions are not supported by this broker; produce without transactional.id"
+                .to_string(),
+        ))
+    } else {
+        None
+    };
+    // Append every partition now, in request order; wait for the acknowledgements
+    // together afterwards.
+    let mut waits = Vec::new();
+    for t in r.topic_data {
+        let name = t.name.0.to_string();
+        for p in t.partition_data {
+            let index = p.index;
+            let answer = match &refuse {
+                Some((code, msg)) => {
+                    futures::future::ready(Err::<Produced, (i16, String)>((*code, msg.clone())))
+                        .boxed()
+                }
+                None => {
+                    let records = p.records.unwrap_or_default();
+                    // A negative index reads as one far out of range: refused as unknown.
+                    match ctx
+                        .broker
+                        .append_produced(&name, index as u32, records, &[], options)
+                    {
+                        Ok(appended) => appended
+                            .acknowledged()
+                            .map(|r| r.map_err(|e| (errors::code(&e), errors::message(&e))))
+                            .boxed(),
+                        Err(e) => {
+                            futures::future::ready(Err((errors::code(&e), errors::message(&e))))
+                                .boxed()
+                        }
+                    }
+                }
+            };
+            waits.push((name.clone(), index, answer));
+        }
+    }
+    Box::pin(async move {
+        let mut by_topic: Vec<produce_response::TopicProduceResponse> = Vec::new();
+        let mut failed = None;
+        for (name, index, answer) in waits {
+            let mut pr = produce_response::PartitionProduceResponse::default();
+            pr.index = index;
+            pr.log_append_time_ms = -1;
+            match answer.await {
+                Ok(p) => {
+                    pr.base_offset = p.base_offset;
+                    pr.log_start_offset = p.log_start_offset;
+                }
+                Err((code, msg)) => {
+                    pr.error_code = code;
+                    pr.base_offset = -1;
+                    if version >= 8 {
+                        pr.error_message = Some(str(&msg));
+                    }
+                    failed.get_or_insert((name.clone(), index, msg));
+                }
+            }
+            match by_topic.last_mut() {
+                Some(t) if t.name.0.as_str() == name => t.partition_responses.push(pr),
+                _ => {
+                    let mut t = produce_response::TopicProduceResponse::default();
+                    t.name = TopicName(str(&name));
+                    t.partition_responses.push(pr);
+                    by_topic.push(t);
+                }
+            }
+        }
+        if acks == 0 {
+            // No answer is sent; a failure closes the connection so the producer
+            // learns of it (as Kafka does).
+            if let Some((topic, partition, msg)) = failed {
+                tracing::info!(topic, partition, error = %msg, "acks=0 produce failed");
+            }
+            return None;
+        }
+        let mut resp = ProduceResponse::default();
+        resp.responses = by_topic;
+        Some(response(id, version, &resp))
+    })
+}
+
+// ---- Fetch ----
+
+struct Want {
+    topic: Option<String>,
+    topic_id: Uuid,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+}
+
+async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
+    let mut resp = FetchResponse::default();
+    if version >= 7 && r.session_epoch > 0 {
+        // No incremental sessions are kept (KIP-227 lets a broker decline them: it
+        // answers session id 0 to a new one); a client that believes in one starts over.
+        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return resp;
+    }
+    let mut wants = Vec::new();
+    for t in &r.topics {
+        let name = if version >= 13 {
+            topic_by_id(ctx, t.topic_id).map(|m| m.name)
+        } else {
+            Some(t.topic.0.to_string())
+        };
+        for p in &t.partitions {
+            wants.push(Want {
+                topic: name.clone(),
+                topic_id: t.topic_id,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                leader_epoch: p.current_leader_epoch,
+            });
+        }
+    }
+    let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = r.min_bytes.max(0) as usize;
+    let max_bytes = if r.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        r.max_bytes as usize
+    };
+    loop {
+        let (topics, bytes, failed) = read_partitions(ctx, version, &wants, max_bytes).await;
+        if bytes >= min_bytes || failed || tokio::time::Instant::now() >= deadline {
+            resp.responses = topics;
+            return resp;
+        }
+        // Wait until any partition has something past its offset, or the deadline.
+        let left = deadline - tokio::time::Instant::now();
+        let waits: Vec<_> = wants
+            .iter()
+            .filter_map(|w| {
+                let topic = w.topic.clone()?;
+                let partition = u32::try_from(w.partition).ok()?;
+                Some(
+                    async move {
+                        let _ = ctx
+                            .broker
+                            .fetch(&topic, partition, w.offset, 1, 1, left)
+                            .await;
+                    }
+                    .boxed(),
+                )
+            })
+            .collect();
+        if waits.is_empty() {
+            tokio::time::sleep_until(deadline).await;
+        } else {
+            futures::future::select_all(waits).await;
+        }
+    }
+}
+
+/// One pass over the wanted partitions, without waiting: the answer, its record
+/// bytes, and whether any partition failed (an error is answered at once).
+async fn read_partitions(
+    ctx: &Context,
+    version: i16,
+    wants: &[Want],
+    max_bytes: usize,
+) -> (Vec<fetch_response::FetchableTopicResponse>, usize, bool) {
+    let mut topics: Vec<fetch_response::FetchableTopicResponse> = Vec::new();
+    let mut total = 0usize;
+    let mut failed = false;
+    for w in wants {
+        let mut pd = fetch_response::PartitionData::default();
+        pd.partition_index = w.partition;
+        pd.high_watermark = -1;
+        pd.last_stable_offset = -1;
+        pd.log_start_offset = -1;
+        match &w.topic {
+            None => {
+                pd.error_code = ResponseError::UnknownTopicId.code();
+                failed = true;
+            }
+            // Once the answer is full, the rest are answered empty (with their
+            // offsets unchanged, the client asks again).
+            Some(_) if total >= max_bytes => pd.records = Some(Bytes::new()),
+            Some(topic) => {
+                let budget = (w.max_bytes.max(1) as usize).min(max_bytes - total);
+                match fetch_one(ctx, topic, w, budget).await {
+                    Ok(f) => {
+                        total += f.batches.len();
+                        pd.high_watermark = f.high_watermark;
+                        pd.last_stable_offset = f.high_watermark;
+                        pd.log_start_offset = f.log_start_offset;
+                        pd.records = Some(f.batches);
+                    }
+                    Err(e) => {
+                        pd.error_code = errors::code(&e);
+                        if let BrokerError::NotLeader { .. } = e {
+                            pd.current_leader.leader_id = BrokerId(-1);
+                        }
+                        failed = true;
+                    }
+                }
+            }
+        }
+        let same = topics.last().is_some_and(|t| {
+            if version >= 13 {
+                t.topic_id == w.topic_id
+            } else {
+                w.topic.as_deref() == Some(t.topic.0.as_str())
+            }
+        });
+        if !same {
+            let mut t = fetch_response::FetchableTopicResponse::default();
+            if version >= 13 {
+                t.topic_id = w.topic_id;
+            } else {
+                t.topic = TopicName(str(w.topic.as_deref().unwrap_or_default()));
+            }
+            topics.push(t);
+        }
+        topics.last_mut().expect("pushed").partitions.push(pd);
+    }
+    (topics, total, failed)
+}
+
+async fn fetch_one(
+    ctx: &Context,
+    topic: &str,
+    w: &Want,
+    budget: usize,
+) -> Result<Fetched, BrokerError> {
+    let partition = w.partition as u32;
+    if w.leader_epoch >= 0 {
+        ctx.broker
+            .partition(topic, partition)?
+            .check_leader(Some(w.leader_epoch))?;
+    }
+    ctx.broker
+        .fetch(topic, partition, w.offset, budget, 1, Duration::ZERO)
+        .await
+}
+
+// ---- ListOffsets ----
+
+async fn list_offsets(ctx: &Context, version: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut resp = ListOffsetsResponse::default();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let mut tr = list_offsets_response::ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            pr.leader_epoch = -1;
+            let query = match p.timestamp {
+                -2 => Some(OffsetQuery::Earliest),
+                -1 => Some(OffsetQuery::Latest),
+                t if t >= 0 => Some(OffsetQuery::Timestamp(t)),
+                _ => None,
+            };
+            let answer = match query {
+                None => Err(ResponseError::InvalidRequest.code()),
+                Some(q) => list_one(ctx, &name, p.partition_index, p.current_leader_epoch, q)
+                    .await
+                    .map_err(|e| errors::code(&e)),
+            };
+            match answer {
+                Ok((offset, ts, epoch)) => {
+                    pr.offset = offset;
+                    pr.timestamp = ts;
+                    if version >= 4 {
+                        pr.leader_epoch = epoch;
+                    }
+                }
+                Err(code) => pr.error_code = code,
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}
+
+async fn list_one(
+    ctx: &Context,
+    topic: &str,
+    partition: i32,
+    leader_epoch: i32,
+    query: OffsetQuery,
+) -> Result<(i64, i64, i32), BrokerError> {
+    let index = partition as u32;
+    let p = ctx.broker.partition(topic, index)?;
+    p.check_leader((leader_epoch >= 0).then_some(leader_epoch))?;
+    let (offset, ts, _, _) = ctx.broker.list_offsets(topic, index, query).await?;
+    Ok((offset, ts, p.leader_epoch()))
+}
+
+// ---- InitProducerId ----
+
+async fn init_producer_id(ctx: &Context, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if r.transactional_id.is_some() {
+        tracing::info!(
+            "InitProducerId with a transactional.id refused: transactions are not supported"
+        );
+        resp.error_code = ResponseError::UnsupportedVersion.code();
+        return resp;
+    }
+    match ctx.broker.init_producer_id().await {
+        Ok((id, epoch)) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = epoch;
+        }
+        Err(e) => resp.error_code = errors::code(&e),
+    }
+    resp
+}

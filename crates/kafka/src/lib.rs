@@ -1,0 +1,113 @@
+//! The Kafka listener: Kafka's wire protocol in front of the same broker core the gRPC
+//! service uses, so Kafka clients produce, consume and administer topics unchanged.
+//!
+//! What it owns:
+//! - [`conn`]: framing. Every frame is length-checked against
+//!   [`KafkaConfig::max_request_bytes`] before it is read, and a frame too short for a
+//!   request header, an unknown API key, a version out of range or a body that does not
+//!   decode closes the connection with a log line (as a Kafka broker does); nothing a
+//!   peer sends can panic the broker or make it reserve more than the frame it sent.
+//! - [`apis`]: which APIs and versions this listener speaks (ApiVersions' table).
+//! - [`handlers`]: one function per API, from decoded request to response.
+//! - [`errors`]: the one mapping from the core's error kinds to Kafka's error codes.
+//!
+//! Invariants: records are never decoded on produce or fetch (batches pass through as
+//! the bytes the producer built and the log stores, CRC-32C included); responses on a
+//! connection go out in request order; tagged fields are written only when they differ
+//! from their default (old librdkafka mis-skips them otherwise).
+
+pub mod apis;
+pub mod conn;
+pub mod errors;
+pub mod handlers;
+
+use std::sync::Arc;
+
+use strata_broker::Broker;
+use tokio::net::TcpListener;
+
+/// Kafka's default port.
+pub const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
+
+/// Largest request frame accepted (Kafka's `socket.request.max.bytes` default).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 100 << 20;
+
+/// How the listener presents itself.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// The `HOST:PORT` clients are told to connect to (Kafka's `advertised.listeners`).
+    pub advertise: String,
+    /// Largest request frame; a bigger one closes the connection.
+    pub max_request_bytes: usize,
+    /// Create a topic a producer or consumer asks metadata for, with the broker's
+    /// defaults (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+}
+
+/// What every connection shares.
+pub struct Context {
+    pub broker: Arc<Broker>,
+    pub config: KafkaConfig,
+    /// The advertised address, split for Metadata answers.
+    host: String,
+    port: i32,
+}
+
+impl Context {
+    pub fn new(broker: Arc<Broker>, config: KafkaConfig) -> Result<Arc<Self>, String> {
+        let (host, port) = split_host_port(&config.advertise)?;
+        Ok(Arc::new(Self {
+            broker,
+            config,
+            host,
+            port,
+        }))
+    }
+
+    /// This broker's node id as Kafka clients see it.
+    pub fn node_id(&self) -> i32 {
+        self.broker.config().node_id as i32
+    }
+}
+
+/// `HOST:PORT` (or `[V6]:PORT`) into its parts.
+pub fn split_host_port(addr: &str) -> Result<(String, i32), String> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
+        format!("Kafka advertised address {addr:?} is not HOST:PORT; set --kafka-advertise")
+    })?;
+    let port: u16 = port.parse().map_err(|_| {
+        format!("Kafka advertised address {addr:?} has no valid port; set --kafka-advertise")
+    })?;
+    if host.is_empty() || port == 0 {
+        return Err(format!(
+            "Kafka advertised address {addr:?} is not one clients can connect to; set --kafka-advertise HOST:PORT"
+        ));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port as i32))
+}
+
+/// Accepts Kafka connections until `stop` turns true; each runs on its own task and
+/// ends when the broker shuts down.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tokio::spawn(conn::serve_connection(stream, peer, ctx, stop));
+    }
+}
