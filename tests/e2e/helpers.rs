@@ -15,6 +15,8 @@ pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 /// A broker running inside the test process.
 pub struct TestBroker {
     pub addr: String,
+    /// Its Kafka listener.
+    pub kafka_addr: String,
     pub broker: Arc<Broker>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -40,10 +42,20 @@ impl TestBroker {
             .expect("broker opens");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let kafka = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kafka_addr = kafka.local_addr().unwrap().to_string();
+        let kafka = strata_server::KafkaListener {
+            listener: kafka,
+            config: strata_kafka::KafkaConfig {
+                advertise: kafka_addr.clone(),
+                max_request_bytes: strata_kafka::DEFAULT_MAX_REQUEST_BYTES,
+                auto_create_topics: broker.config().auto_create_topics_enable,
+            },
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let b = broker.clone();
         let task = tokio::spawn(async move {
-            strata_server::run(b, listener, None, async {
+            strata_server::run_node(b, None, listener, None, Some(kafka), async {
                 let _ = rx.await;
             })
             .await
@@ -51,6 +63,7 @@ impl TestBroker {
         });
         Self {
             addr,
+            kafka_addr,
             broker,
             stop: Some(tx),
             task: Some(task),
@@ -344,9 +357,10 @@ pub fn records_from(batches: &[u8], at: i64) -> Vec<ReadRecord> {
     out
 }
 
-/// The Python that `tests/tools/<script>` prints after installing what it installs
-/// (`what`, for the failure message) into a virtualenv under target/.
-pub fn tool_python(script: &str, what: &str) -> String {
+/// The path `tests/tools/<script>` prints after installing what it installs (a Python
+/// with its packages in a virtualenv under target/, a Debian tool; `what` is for the
+/// failure message).
+pub fn tool(script: &str, what: &str) -> String {
     let path = format!("{}/../../tests/tools/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash").arg(path).output().unwrap();
     assert!(

@@ -13,6 +13,7 @@ mod crash;
 mod crash_matrix;
 mod fuzz_smoke;
 mod groups;
+mod kafka;
 mod long_poll;
 mod moto;
 mod power_loss;

@@ -18,7 +18,7 @@ impl MotoServer {
     /// Starts moto on an ephemeral port of `host` (an address of this machine), with
     /// [`BUCKET`] created.
     pub fn start(host: &str) -> Self {
-        let python = crate::helpers::tool_python("moto-env.sh", "moto");
+        let python = crate::helpers::tool("moto-env.sh", "moto");
         let server = format!(
             "{}/../../tests/tools/moto-server.py",
             env!("CARGO_MANIFEST_DIR")

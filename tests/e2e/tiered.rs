@@ -282,7 +282,7 @@ async fn pyarrow_reads_the_offloaded_parquet() {
     let segs = manifest["segments"].as_array().unwrap();
     let expect_rows = segs.last().unwrap()["last_offset"].as_i64().unwrap() + 1;
 
-    let python = tool_python("pyarrow-env.sh", "pyarrow");
+    let python = tool("pyarrow-env.sh", "pyarrow");
     let script = r#"
 import json, sys
 import pyarrow.dataset as ds

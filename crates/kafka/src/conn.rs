@@ -18,7 +18,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -37,7 +40,8 @@ pub type Reply = BoxFuture<'static, Option<Bytes>>;
 #[derive(Debug)]
 pub struct Close(pub String);
 
-/// A decoded request header and where its body starts.
+/// A decoded request header.
+#[derive(Debug)]
 pub struct Header {
     pub api_key: ApiKey,
     pub version: i16,
@@ -118,10 +122,43 @@ pub async fn serve_connection(
     .await
 }
 
-/// Decodes a frame's header and body and starts handling it.
-fn handle_frame(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Reply, Close> {
+/// Decodes a frame and starts handling it.
+fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
+    match decode_request(frame)? {
+        Decoded::Request(h, r) => Ok(crate::handlers::dispatch(ctx, h, r)),
+        Decoded::NewerApiVersions { correlation_id } => Ok(ready(
+            crate::handlers::api_versions_unsupported(correlation_id),
+        )),
+    }
+}
+
+/// What a frame holds.
+#[derive(Debug)]
+pub enum Decoded {
+    Request(Header, Request),
+    /// ApiVersions in a version newer than served: answered in v0 (KIP-511).
+    NewerApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// A decoded request of a served API.
+#[derive(Debug)]
+pub enum Request {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    InitProducerId(InitProducerIdRequest),
+}
+
+/// Decodes one request frame (without its length prefix). Anything that is not a
+/// well-formed request of a served API and version is an error naming what is wrong;
+/// nothing here panics or reserves more than the frame's size.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
     // api_key, api_version, correlation_id: read by hand so a short frame or an
-    // unknown key is a clean close, never a decoder panic.
+    // unknown key is a clean error, never a decoder panic.
     if frame.len() < 8 {
         return Err(Close(format!(
             "a {}-byte frame is too short for a request header",
@@ -140,12 +177,10 @@ fn handle_frame(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Reply, Close> {
         )));
     };
     if version < min || version > max {
-        if api_key == ApiKey::ApiVersions {
+        if api_key == ApiKey::ApiVersions && version > max {
             // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table, so the
-            // client retries with a version both speak.
-            return Ok(ready(crate::handlers::api_versions_unsupported(
-                correlation_id,
-            )));
+            // client asks again in a version both speak.
+            return Ok(Decoded::NewerApiVersions { correlation_id });
         }
         return Err(Close(format!(
             "{api_key:?} v{version} requested; this broker serves v{min} to v{max}"
@@ -153,17 +188,26 @@ fn handle_frame(ctx: &Arc<Context>, mut frame: Bytes) -> Result<Reply, Close> {
     }
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| Close(format!("{api_key:?} v{version}: bad request header: {e}")))?;
-    let header = Header {
+    let h = Header {
         api_key,
         version,
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
     };
-    crate::handlers::dispatch(ctx, header, frame)
+    let r = match api_key {
+        ApiKey::ApiVersions => Request::ApiVersions(decode(&h, frame)?),
+        ApiKey::Metadata => Request::Metadata(decode(&h, frame)?),
+        ApiKey::Produce => Request::Produce(decode(&h, frame)?),
+        ApiKey::Fetch => Request::Fetch(decode(&h, frame)?),
+        ApiKey::ListOffsets => Request::ListOffsets(decode(&h, frame)?),
+        ApiKey::InitProducerId => Request::InitProducerId(decode(&h, frame)?),
+        other => return Err(Close(format!("API {other:?} is not served"))),
+    };
+    Ok(Decoded::Request(h, r))
 }
 
 /// Decodes a request body of type `T`; the whole frame must be used.
-pub fn decode<T: Decodable>(h: &Header, mut body: Bytes) -> Result<T, Close> {
+fn decode<T: Decodable>(h: &Header, mut body: Bytes) -> Result<T, Close> {
     let r = T::decode(&mut body, h.version).map_err(|e| {
         Close(format!(
             "{:?} v{}: malformed request: {e}",

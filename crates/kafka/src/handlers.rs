@@ -18,43 +18,32 @@ use uuid::Uuid;
 
 use crate::Context;
 use crate::apis::SUPPORTED;
-use crate::conn::{Close, Header, Reply, decode, ready, response};
+use crate::conn::{Header, Reply, Request, ready, response};
 use crate::errors;
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
 
-/// Decodes the body for `h` and starts answering it.
-pub fn dispatch(ctx: &Arc<Context>, h: Header, body: Bytes) -> Result<Reply, Close> {
+/// Starts answering a decoded request.
+pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
     let ctx = ctx.clone();
     let (id, v) = (h.correlation_id, h.version);
-    Ok(match h.api_key {
-        ApiKey::ApiVersions => {
-            let _: ApiVersionsRequest = decode(&h, body)?;
-            ready(response(id, v, &api_versions(0)))
-        }
-        ApiKey::Metadata => {
-            let r: MetadataRequest = decode(&h, body)?;
+    match r {
+        Request::ApiVersions(_) => ready(response(id, v, &api_versions(0))),
+        Request::Metadata(r) => {
             Box::pin(async move { Some(response(id, v, &metadata(&ctx, v, r).await)) })
         }
-        ApiKey::Produce => {
-            let r: ProduceRequest = decode(&h, body)?;
-            produce(&ctx, h, r)
-        }
-        ApiKey::Fetch => {
-            let r: FetchRequest = decode(&h, body)?;
+        Request::Produce(r) => produce(&ctx, h, r),
+        Request::Fetch(r) => {
             Box::pin(async move { Some(response(id, v, &fetch(&ctx, v, r).await)) })
         }
-        ApiKey::ListOffsets => {
-            let r: ListOffsetsRequest = decode(&h, body)?;
+        Request::ListOffsets(r) => {
             Box::pin(async move { Some(response(id, v, &list_offsets(&ctx, v, r).await)) })
         }
-        ApiKey::InitProducerId => {
-            let r: InitProducerIdRequest = decode(&h, body)?;
+        Request::InitProducerId(r) => {
             Box::pin(async move { Some(response(id, v, &init_producer_id(&ctx, r).await)) })
         }
-        other => return Err(Close(format!("API {other:?} is not served"))),
-    })
+    }
 }
 
 fn str(s: &str) -> StrBytes {

@@ -1,0 +1,479 @@
+//! The Kafka listener over a real socket, byte by byte: what a well-formed request gets,
+//! and what each kind of bad frame gets (a closed connection, never a panic, a hang or
+//! a broker that stops answering others).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use strata_broker::{Broker, BrokerConfig};
+use strata_kafka::{Context, KafkaConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Kafka {
+    addr: String,
+    broker: Arc<Broker>,
+    _stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+const MAX_REQUEST: usize = 1 << 20;
+
+async fn start() -> Kafka {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        metrics_listen: String::new(),
+        cold_cache_memory_bytes: 1 << 20,
+        cold_cache_disk_bytes: 0,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(config, Arc::new(strata_log::SystemClock))
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let ctx = Context::new(
+        broker.clone(),
+        KafkaConfig {
+            advertise: addr.clone(),
+            max_request_bytes: MAX_REQUEST,
+            auto_create_topics: true,
+        },
+    )
+    .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(strata_kafka::serve(listener, ctx, rx));
+    Kafka {
+        addr,
+        broker,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// Sends one request and reads its response.
+async fn call<Req, Resp>(conn: &mut TcpStream, key: ApiKey, version: i16, req: &Req) -> Resp
+where
+    Req: Encodable + HeaderVersion,
+    Resp: Decodable + HeaderVersion,
+{
+    let mut body = BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    header.client_id = Some(StrBytes::from_static_str("wire-test"));
+    header
+        .encode(&mut body, Req::header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    send_frame(conn, &body).await;
+    let mut frame = read_frame(conn).await.expect("a response");
+    let h = ResponseHeader::decode(&mut frame, Resp::header_version(version)).unwrap();
+    assert_eq!(h.correlation_id, 7);
+    Resp::decode(&mut frame, version).unwrap()
+}
+
+async fn send_frame(conn: &mut TcpStream, body: &[u8]) {
+    let mut f = BytesMut::new();
+    f.put_i32(body.len() as i32);
+    f.extend_from_slice(body);
+    conn.write_all(&f).await.unwrap();
+}
+
+async fn read_frame(conn: &mut TcpStream) -> Option<Bytes> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await.ok()?;
+    let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut buf).await.ok()?;
+    Some(buf.into())
+}
+
+/// The broker closes `conn` (EOF or reset) instead of answering, within 10 s.
+async fn assert_closed(conn: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the connection stayed open with no answer"));
+    match read {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("{what}: got {n} bytes instead of a closed connection"),
+    }
+}
+
+async fn api_versions(conn: &mut TcpStream) -> ApiVersionsResponse {
+    call(conn, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await
+}
+
+fn batch(values: &[&[u8]]) -> Bytes {
+    let mut b = strata_record::BatchBuilder::new(1_700_000_000_000, 256);
+    for (i, v) in values.iter().enumerate() {
+        b.append(
+            1_700_000_000_000 + i as i64,
+            Some(b"key"),
+            Some(v),
+            &[("h", Some(b"v"))],
+        );
+    }
+    b.finish()
+}
+
+fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+    let mut p = produce_request::PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(records);
+    let mut t = produce_request::TopicProduceData::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partition_data = vec![p];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 5000;
+    r.topic_data = vec![t];
+    r
+}
+
+fn fetch_request(topic: &str, offset: i64, max_bytes: i32, epoch: i32) -> FetchRequest {
+    let mut p = fetch_request::FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = max_bytes;
+    p.current_leader_epoch = epoch;
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_wait_ms = 0;
+    r.min_bytes = 1;
+    r.max_bytes = max_bytes;
+    r.session_epoch = -1;
+    r.topics = vec![t];
+    r
+}
+
+fn partition_of(resp: &FetchResponse) -> &fetch_response::PartitionData {
+    assert_eq!(resp.error_code, 0);
+    &resp.responses[0].partitions[0]
+}
+
+#[tokio::test]
+async fn api_versions_lists_the_table_and_a_newer_version_is_answered_in_v0() {
+    let k = start().await;
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let r = api_versions(&mut conn).await;
+    assert_eq!(r.error_code, 0);
+    for (key, min, max) in strata_kafka::apis::SUPPORTED {
+        let a = r
+            .api_keys
+            .iter()
+            .find(|a| a.api_key == *key as i16)
+            .unwrap_or_else(|| panic!("{key:?} missing"));
+        assert_eq!((a.min_version, a.max_version), (*min, *max), "{key:?}");
+    }
+
+    // KIP-511: a version past ours gets v0 UNSUPPORTED_VERSION with the table.
+    let mut body = BytesMut::new();
+    body.put_i16(ApiKey::ApiVersions as i16);
+    body.put_i16(99);
+    body.put_i32(42);
+    body.put_i16(-1); // null client id
+    body.put_u8(0); // whatever a v99 body holds
+    send_frame(&mut conn, &body).await;
+    let mut frame = read_frame(&mut conn).await.unwrap();
+    let h = ResponseHeader::decode(&mut frame, 0).unwrap();
+    assert_eq!(h.correlation_id, 42);
+    let r = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
+    assert_eq!(r.api_keys.len(), strata_kafka::apis::SUPPORTED.len());
+    // The connection goes on.
+    assert_eq!(api_versions(&mut conn).await.error_code, 0);
+}
+
+#[tokio::test]
+async fn a_produced_batch_is_fetched_byte_for_byte_from_its_first_offset() {
+    let k = start().await;
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    // Metadata creates the topic (auto.create.topics.enable).
+    let mut m = MetadataRequest::default();
+    let mut t = metadata_request::MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_static_str("wire")));
+    m.topics = Some(vec![t]);
+    m.allow_auto_topic_creation = true;
+    let meta: MetadataResponse = call(&mut conn, ApiKey::Metadata, 12, &m).await;
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert_eq!(meta.topics[0].partitions.len(), 1);
+    assert_eq!(
+        meta.brokers[0].port.to_string(),
+        k.addr.rsplit(':').next().unwrap()
+    );
+    assert!(!meta.topics[0].topic_id.is_nil());
+
+    let first = batch(&[b"a", b"b", b"c"]);
+    let second = batch(&[b"d"]);
+    for b in [&first, &second] {
+        let r: ProduceResponse = call(
+            &mut conn,
+            ApiKey::Produce,
+            9,
+            &produce_request("wire", 0, -1, b.clone()),
+        )
+        .await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "{:?}", p.error_message);
+    }
+    let r: FetchResponse = call(
+        &mut conn,
+        ApiKey::Fetch,
+        12,
+        &fetch_request("wire", 0, 1 << 20, -1),
+    )
+    .await;
+    let p = partition_of(&r);
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 4);
+    let records = p.records.clone().unwrap();
+    assert_eq!(records.len(), first.len() + second.len());
+    // The broker sets base offsets and the leader epoch (bytes 0..8 and 12..16, outside
+    // the CRC); everything from the CRC on is what the producer sent.
+    assert_eq!(&records[17..first.len()], &first[17..]);
+    assert_eq!(&records[first.len() + 17..], &second[17..]);
+    assert_eq!(&records[..8], &0i64.to_be_bytes());
+    assert_eq!(&records[first.len()..first.len() + 8], &3i64.to_be_bytes());
+
+    // A fetch from inside the first batch starts with that batch (the client skips
+    // what it did not ask for).
+    let r: FetchResponse = call(
+        &mut conn,
+        ApiKey::Fetch,
+        12,
+        &fetch_request("wire", 2, 1 << 20, -1),
+    )
+    .await;
+    let records = partition_of(&r).records.clone().unwrap();
+    assert_eq!(&records[..8], &0i64.to_be_bytes());
+
+    // max.bytes below the first batch still returns that whole batch.
+    let r: FetchResponse = call(
+        &mut conn,
+        ApiKey::Fetch,
+        12,
+        &fetch_request("wire", 0, 10, -1),
+    )
+    .await;
+    let records = partition_of(&r).records.clone().unwrap();
+    assert_eq!(records.len(), first.len());
+
+    let list = |ts: i64| {
+        let mut p = list_offsets_request::ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = ts;
+        p.current_leader_epoch = -1;
+        let mut t = list_offsets_request::ListOffsetsTopic::default();
+        t.name = TopicName(StrBytes::from_static_str("wire"));
+        t.partitions = vec![p];
+        let mut r = ListOffsetsRequest::default();
+        r.replica_id = BrokerId(-1);
+        r.topics = vec![t];
+        r
+    };
+    for (ts, want) in [
+        (-2, 0),
+        (-1, 4),
+        (1_700_000_000_001, 1),
+        (1_800_000_000_000, -1),
+    ] {
+        let r: ListOffsetsResponse = call(&mut conn, ApiKey::ListOffsets, 6, &list(ts)).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.offset), (0, want), "timestamp {ts}");
+    }
+}
+
+#[tokio::test]
+async fn failures_get_kafka_error_codes_on_an_open_connection() {
+    let k = start().await;
+    k.broker
+        .create_topic("codes", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let produce = |topic: &str, partition: i32, acks: i16, records: Bytes| {
+        produce_request(topic, partition, acks, records)
+    };
+    let cases: Vec<(&str, ProduceRequest, ResponseError)> = vec![
+        (
+            "unknown topic",
+            produce("nope", 0, 1, batch(&[b"x"])),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "partition out of range",
+            produce("codes", 5, 1, batch(&[b"x"])),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "negative partition",
+            produce("codes", -1, 1, batch(&[b"x"])),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "acks=2",
+            produce("codes", 0, 2, batch(&[b"x"])),
+            ResponseError::InvalidRequiredAcks,
+        ),
+        (
+            "a corrupt batch",
+            {
+                let mut b = batch(&[b"x"]).to_vec();
+                let last = b.len() - 1;
+                b[last] ^= 0xff;
+                produce("codes", 0, 1, b.into())
+            },
+            ResponseError::CorruptMessage,
+        ),
+    ];
+    for (what, req, want) in cases {
+        let r: ProduceResponse = call(&mut conn, ApiKey::Produce, 9, &req).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, want.code(), "{what}: {:?}", p.error_message);
+        assert_eq!(p.base_offset, -1, "{what}");
+        assert!(p.error_message.is_some(), "{what}: no message");
+    }
+    // Nothing was appended by any of them.
+    assert_eq!(k.broker.partition("codes", 0).unwrap().log_end_offset(), 0);
+
+    let fetch_cases = [
+        (
+            "unknown topic",
+            fetch_request("nope", 0, 1024, -1),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (
+            "offset past the end",
+            fetch_request("codes", 5, 1024, -1),
+            ResponseError::OffsetOutOfRange,
+        ),
+        (
+            "a newer leader epoch",
+            fetch_request("codes", 0, 1024, 9),
+            ResponseError::UnknownLeaderEpoch,
+        ),
+    ];
+    for (what, req, want) in fetch_cases {
+        let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &req).await;
+        assert_eq!(partition_of(&r).error_code, want.code(), "{what}");
+    }
+    // The connection still answers.
+    assert_eq!(api_versions(&mut conn).await.error_code, 0);
+}
+
+#[tokio::test]
+async fn a_long_poll_fetch_answers_when_a_record_arrives() {
+    let k = start().await;
+    k.broker
+        .create_topic("poll", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let addr = k.addr.clone();
+    let poll = tokio::spawn(async move {
+        let mut conn = TcpStream::connect(&addr).await.unwrap();
+        let mut req = fetch_request("poll", 0, 1 << 20, -1);
+        req.max_wait_ms = 30_000;
+        let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &req).await;
+        partition_of(&r).records.clone().unwrap()
+    });
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let r: ProduceResponse = call(
+        &mut conn,
+        ApiKey::Produce,
+        9,
+        &produce_request("poll", 0, 1, batch(&[b"wake"])),
+    )
+    .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    // Had the fetch waited out its 30 s, this would time out first.
+    let records = tokio::time::timeout(Duration::from_secs(20), poll)
+        .await
+        .expect("the long poll answered when the record arrived")
+        .unwrap();
+    assert!(!records.is_empty());
+}
+
+#[tokio::test]
+async fn bad_frames_close_the_connection_and_others_are_still_served() {
+    let k = start().await;
+    let header = |key: i16, version: i16| {
+        let mut b = BytesMut::new();
+        b.put_i16(key);
+        b.put_i16(version);
+        b.put_i32(1);
+        b.put_i16(-1);
+        b
+    };
+    let mut huge_array = header(ApiKey::Metadata as i16, 4);
+    huge_array.put_i32(i32::MAX); // topics: 2^31-1 of them, in a 14-byte frame
+    let mut huge_compact = header(ApiKey::Metadata as i16, 12);
+    huge_compact.put_u8(0); // no tagged fields in the header
+    huge_compact.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // 2^32-2 topics
+    let mut trailing = header(ApiKey::ApiVersions as i16, 0);
+    trailing.put_u8(1);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a 3-byte frame",
+            3i32.to_be_bytes()
+                .iter()
+                .chain(&[0u8; 3])
+                .copied()
+                .collect(),
+        ),
+        ("an empty frame", 0i32.to_be_bytes().to_vec()),
+        ("a negative length", (-5i32).to_be_bytes().to_vec()),
+        (
+            "a frame over the limit",
+            ((MAX_REQUEST + 1) as i32).to_be_bytes().to_vec(),
+        ),
+        ("an unknown api key", framed(&header(999, 0))),
+        (
+            "an api not served",
+            framed(&header(ApiKey::DeleteRecords as i16, 0)),
+        ),
+        ("Produce v99", framed(&header(ApiKey::Produce as i16, 99))),
+        (
+            "Produce v2 (below Kafka 4's floor)",
+            framed(&header(ApiKey::Produce as i16, 2)),
+        ),
+        ("an array count past the frame", framed(&huge_array)),
+        (
+            "a compact array count past the frame",
+            framed(&huge_compact),
+        ),
+        ("bytes after the request", framed(&trailing)),
+        ("garbage", framed(&[0x5a; 64])),
+    ];
+    for (what, bytes) in cases {
+        let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+        conn.write_all(&bytes).await.unwrap();
+        assert_closed(&mut conn, what).await;
+        // Everyone else is still served.
+        let mut other = TcpStream::connect(&k.addr).await.unwrap();
+        assert_eq!(api_versions(&mut other).await.error_code, 0, "after {what}");
+    }
+    // A length that promises more than is ever sent leaves the broker waiting on that
+    // connection only: others are served meanwhile.
+    let mut stalled = TcpStream::connect(&k.addr).await.unwrap();
+    stalled.write_all(&100i32.to_be_bytes()).await.unwrap();
+    stalled.write_all(&[0u8; 10]).await.unwrap();
+    let mut other = TcpStream::connect(&k.addr).await.unwrap();
+    assert_eq!(api_versions(&mut other).await.error_code, 0);
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as i32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}

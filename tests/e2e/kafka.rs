@@ -1,0 +1,315 @@
+//! Real Kafka clients against the Kafka listener: Debian's kcat (librdkafka 2.0.2, the
+//! oldest client we promise) lists, produces with every codec and acks setting, and
+//! consumes; what it writes reads back through gRPC with the same key, value, headers,
+//! timestamp and offset, and the other way round; a consumer from offset 0 crosses from
+//! the Parquet cold tier into the local tail without knowing.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_client::{Client, Producer, ProducerConfig};
+
+use crate::helpers::*;
+use crate::s3::S3Server;
+
+fn kcat() -> String {
+    tool("kcat.sh", "kcat")
+}
+
+/// Runs kcat with `args` against `broker`, `input` on its stdin; its stdout.
+fn run_kcat(broker: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(kcat())
+        .args(["-b", broker, "-X", "socket.timeout.ms=20000"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A record as both protocols must show it.
+#[derive(Debug, Clone, PartialEq)]
+struct Rec {
+    offset: i64,
+    key: String,
+    value: String,
+    headers: Vec<(String, String)>,
+    timestamp: i64,
+}
+
+/// Every record of partition 0 through gRPC, decoded with the record crate.
+async fn grpc_records(client: &Client, topic: &str) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    loop {
+        let f = client
+            .fetch(topic, 0, next, 1 << 20, 1, Duration::ZERO)
+            .await
+            .unwrap();
+        let batches = strata_record::compression::decompressed_batches(&f.batches).unwrap();
+        for b in strata_record::BatchIter::new(&batches) {
+            for r in b.unwrap().records() {
+                let r = r.unwrap();
+                if r.offset < next {
+                    continue;
+                }
+                let s =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+                out.push(Rec {
+                    offset: r.offset,
+                    key: s(r.key),
+                    value: s(r.value),
+                    headers: r.headers().map(|(k, v)| (s(Some(k)), s(v))).collect(),
+                    timestamp: r.timestamp,
+                });
+            }
+        }
+        next = out.last().map_or(next, |r| r.offset + 1);
+        if next >= f.high_watermark {
+            return out;
+        }
+    }
+}
+
+/// Every record of partition 0 through kcat, from `from` to the end.
+fn kcat_records(broker: &str, topic: &str, from: i64) -> Vec<Rec> {
+    // Fields split on a byte no record here contains.
+    let out = run_kcat(
+        broker,
+        &[
+            "-C",
+            "-t",
+            topic,
+            "-p",
+            "0",
+            "-o",
+            &from.to_string(),
+            "-e",
+            "-q",
+            "-f",
+            "%o\x1f%k\x1f%s\x1f%h\x1f%T\n",
+        ],
+        "",
+    );
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\x1f').collect();
+            assert_eq!(f.len(), 5, "{l:?}");
+            let headers = if f[3].is_empty() {
+                Vec::new()
+            } else {
+                f[3].split(',')
+                    .map(|h| {
+                        let (k, v) = h.split_once('=').unwrap();
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            };
+            Rec {
+                offset: f[0].parse().unwrap(),
+                key: f[1].to_string(),
+                value: f[2].to_string(),
+                headers,
+                timestamp: f[4].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_produces_and_consumes_and_grpc_sees_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let k = broker.kafka_addr.as_str();
+
+    // -L: this broker, as advertised; a topic auto-created on first produce.
+    let mut expected = Vec::new();
+    let settings = [
+        ("none", "1", "false"),
+        ("gzip", "all", "false"),
+        ("snappy", "all", "true"),
+        ("lz4", "all", "true"),
+        ("zstd", "1", "false"),
+    ];
+    for (codec, acks, idempotence) in settings {
+        let lines: String = (0..3)
+            .map(|i| format!("key-{codec}-{i}:value-{codec}-{i}\n"))
+            .collect();
+        run_kcat(
+            k,
+            &[
+                "-P",
+                "-t",
+                "kc",
+                "-p",
+                "0",
+                "-K:",
+                "-z",
+                codec,
+                "-H",
+                &format!("codec={codec}"),
+                "-X",
+                &format!("acks={acks}"),
+                "-X",
+                &format!("enable.idempotence={idempotence}"),
+                "-X",
+                "linger.ms=50",
+            ],
+            &lines,
+        );
+        for i in 0..3 {
+            expected.push((
+                format!("key-{codec}-{i}"),
+                format!("value-{codec}-{i}"),
+                vec![("codec".to_string(), codec.to_string())],
+            ));
+        }
+    }
+    // acks=0: no answer; the records become visible once appended.
+    run_kcat(
+        k,
+        &["-P", "-t", "kc", "-p", "0", "-K:", "-X", "acks=0"],
+        "key-acks0:value-acks0\n",
+    );
+    expected.push(("key-acks0".into(), "value-acks0".into(), vec![]));
+    wait_until(Duration::from_secs(20), "the acks=0 record", || {
+        let c = client.clone();
+        async move {
+            c.describe_topic("kc")
+                .await
+                .is_ok_and(|t| t.partitions[0].high_watermark == 16)
+        }
+    })
+    .await;
+
+    let meta: serde_json::Value =
+        serde_json::from_str(&run_kcat(k, &["-L", "-J", "-t", "kc"], "")).unwrap();
+    assert_eq!(meta["brokers"][0]["name"], format!("{k}"), "{meta}");
+    assert_eq!(meta["topics"][0]["topic"], "kc");
+    assert_eq!(meta["topics"][0]["partitions"][0]["leader"], 1);
+
+    // gRPC reads what kcat wrote, and kcat reads it the same way.
+    let via_grpc = grpc_records(&client, "kc").await;
+    let got: Vec<_> = via_grpc
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone(), r.headers.clone()))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        via_grpc
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.offset == i as i64)
+    );
+    assert_eq!(kcat_records(k, "kc", 0), via_grpc);
+
+    // The other way round: a record produced through gRPC reads the same through kcat.
+    let mut p = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    p.send(
+        "kc",
+        Some(0),
+        Some(b"from-grpc"),
+        Some(b"hello kafka"),
+        &[("h1", Some(b"x")), ("h2", Some(b"y"))],
+    )
+    .await
+    .unwrap();
+    p.close().await.unwrap();
+    let via_grpc = grpc_records(&client, "kc").await;
+    let last = via_grpc.last().unwrap();
+    assert_eq!((last.offset, last.key.as_str()), (16, "from-grpc"));
+    assert_eq!(kcat_records(k, "kc", 16), vec![last.clone()]);
+
+    // -Q: the offset of a timestamp.
+    let ts = via_grpc[5].timestamp;
+    let q = run_kcat(k, &["-Q", "-t", &format!("kc:0:{ts}")], "");
+    let at = via_grpc.iter().find(|r| r.timestamp >= ts).unwrap().offset;
+    assert!(q.contains(&format!("offset {at}")), "{q}");
+    broker.stop().await;
+}
+
+/// A value that compresses about as badly as real payloads do.
+fn value(i: usize) -> String {
+    format!(
+        "v-{i:06}-{:016x}",
+        (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_consumes_from_offset_zero_across_the_cold_tier() {
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&dir.path().join("s3")).await;
+    let options = s3.options();
+    let broker = TestBroker::start_with(&dir.path().join("data"), move |c| {
+        c.object_store = "s3://strata/kafka".to_string();
+        c.object_store_options = options;
+        c.housekeeping_interval_ms = 50;
+    })
+    .await;
+    let client = broker.client().await;
+    let configs = BTreeMap::from([
+        ("segment.bytes".to_string(), (64 << 10).to_string()),
+        ("local.retention.bytes".to_string(), "1024".to_string()),
+    ]);
+    client.create_topic("coldk", 1, 1, configs).await.unwrap();
+    // Through Kafka, compressed: the offload decodes every codec.
+    let lines: String = (0..N)
+        .map(|i| format!("k{}:{}\n", i % 10, value(i)))
+        .collect();
+    run_kcat(
+        &broker.kafka_addr,
+        &[
+            "-P", "-t", "coldk", "-p", "0", "-K:", "-z", "zstd", "-X", "acks=all",
+        ],
+        &lines,
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "offload and local retention",
+        || {
+            let c = client.clone();
+            async move {
+                let p = c
+                    .describe_topic("coldk")
+                    .await
+                    .unwrap()
+                    .partitions
+                    .remove(0);
+                p.remote_segments >= 2 && p.local_log_start_offset > 0
+            }
+        },
+    )
+    .await;
+    let records = kcat_records(&broker.kafka_addr, "coldk", 0);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.offset, i as i64, "dense, in order, from offset 0");
+        assert_eq!(
+            (r.key.clone(), r.value.clone()),
+            (format!("k{}", i % 10), value(i)),
+            "record {i}"
+        );
+    }
+    assert_eq!(records.len(), N, "every record once");
+    broker.stop().await;
+}
