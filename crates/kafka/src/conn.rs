@@ -125,7 +125,7 @@ pub async fn serve_connection(
 /// Decodes a frame and starts handling it.
 fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
     match decode_request(frame)? {
-        Decoded::Request(h, r) => Ok(crate::handlers::dispatch(ctx, h, r)),
+        Decoded::Request(h, r) => Ok(crate::handlers::dispatch(ctx, h, *r)),
         Decoded::NewerApiVersions { correlation_id } => Ok(ready(
             crate::handlers::api_versions_unsupported(correlation_id),
         )),
@@ -135,7 +135,7 @@ fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
 /// What a frame holds.
 #[derive(Debug)]
 pub enum Decoded {
-    Request(Header, Request),
+    Request(Header, Box<Request>),
     /// ApiVersions in a version newer than served: answered in v0 (KIP-511).
     NewerApiVersions {
         correlation_id: i32,
@@ -203,7 +203,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::InitProducerId => Request::InitProducerId(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
-    Ok(Decoded::Request(h, r))
+    Ok(Decoded::Request(h, Box::new(r)))
 }
 
 /// Decodes a request body of type `T`; the whole frame must be used.
