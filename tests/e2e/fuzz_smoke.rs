@@ -118,12 +118,17 @@ fn fuzz_smoke_parquet_decode() {
     smoke("parquet", targets::parquet, Duration::from_secs(3));
 }
 
+#[test]
+fn fuzz_smoke_kafka_request_decoder() {
+    smoke("kafka", targets::kafka, Duration::from_secs(3));
+}
+
 /// Writes the seeds into the corpus directories (`cargo test --test e2e -- --ignored
 /// write_fuzz_seeds`), where `cargo fuzz` starts from them.
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {
-    for target in ["batch", "segment", "parquet"] {
+    for target in ["batch", "segment", "parquet", "kafka"] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (i, s) in targets::seeds(target).iter().enumerate() {

@@ -336,6 +336,90 @@ fn batches(n: i64, base: i64) -> Vec<u8> {
 }
 
 /// Valid inputs for `target`, to start fuzzing from.
+/// The Kafka listener's request decoder on one frame (its length prefix already read):
+/// any bytes end in a decoded request or an error, within the frame's own size.
+pub fn kafka(data: &[u8]) {
+    if let Ok(strata_kafka::conn::Decoded::Request(h, r)) =
+        strata_kafka::conn::decode_request(bytes::Bytes::copy_from_slice(data))
+    {
+        // Something decoded must be something served.
+        assert!(strata_kafka::apis::versions(h.api_key).is_some(), "{r:?}");
+    }
+}
+
+/// Every served API at its lowest and highest version, each with a little content.
+fn kafka_seeds() -> Vec<Vec<u8>> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+    fn frame<T: Encodable + HeaderVersion>(key: ApiKey, version: i16, body: &T) -> Option<Vec<u8>> {
+        let mut buf = bytes::BytesMut::new();
+        let mut h = RequestHeader::default();
+        h.request_api_key = key as i16;
+        h.request_api_version = version;
+        h.correlation_id = 1;
+        h.client_id = Some(StrBytes::from_static_str("fuzz"));
+        h.encode(&mut buf, T::header_version(version)).ok()?;
+        body.encode(&mut buf, version).ok()?;
+        Some(buf.to_vec())
+    }
+    let topic = || TopicName(StrBytes::from_static_str("t"));
+    let mut out = Vec::new();
+    for &(key, min, max) in strata_kafka::apis::SUPPORTED {
+        for v in [min, max] {
+            let f = match key {
+                ApiKey::ApiVersions => {
+                    let mut r = ApiVersionsRequest::default();
+                    r.client_software_name = StrBytes::from_static_str("fuzz");
+                    r.client_software_version = StrBytes::from_static_str("1.0");
+                    frame(key, v, &r)
+                }
+                ApiKey::Metadata => {
+                    let mut t = metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(topic());
+                    let mut r = MetadataRequest::default();
+                    r.topics = Some(vec![t]);
+                    frame(key, v, &r)
+                }
+                ApiKey::Produce => {
+                    let mut p = produce_request::PartitionProduceData::default();
+                    p.records = Some(batches(3, 0).into());
+                    let mut t = produce_request::TopicProduceData::default();
+                    t.name = topic();
+                    t.partition_data = vec![p];
+                    let mut r = ProduceRequest::default();
+                    r.acks = -1;
+                    r.topic_data = vec![t];
+                    frame(key, v, &r)
+                }
+                ApiKey::Fetch => {
+                    let mut p = fetch_request::FetchPartition::default();
+                    p.partition_max_bytes = 1 << 20;
+                    let mut t = fetch_request::FetchTopic::default();
+                    t.topic = topic();
+                    t.partitions = vec![p];
+                    let mut r = FetchRequest::default();
+                    r.topics = vec![t];
+                    frame(key, v, &r)
+                }
+                ApiKey::ListOffsets => {
+                    let mut p = list_offsets_request::ListOffsetsPartition::default();
+                    p.timestamp = -2;
+                    let mut t = list_offsets_request::ListOffsetsTopic::default();
+                    t.name = topic();
+                    t.partitions = vec![p];
+                    let mut r = ListOffsetsRequest::default();
+                    r.topics = vec![t];
+                    frame(key, v, &r)
+                }
+                ApiKey::InitProducerId => frame(key, v, &InitProducerIdRequest::default()),
+                other => panic!("no seed for {other:?}: add one"),
+            };
+            out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));
+        }
+    }
+    out
+}
+
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "batch" => vec![batches(1, 0), batches(7, 0), batches(30, 1000)],
@@ -379,6 +463,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             }
             out
         }
+        "kafka" => kafka_seeds(),
         other => panic!("no fuzz target {other}"),
     }
 }
