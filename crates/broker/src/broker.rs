@@ -152,6 +152,8 @@ pub struct Broker {
     staging_dir: PathBuf,
     closing: watch::Sender<bool>,
     pub(crate) groups: strata_groups::Coordinator,
+    /// Kafka's classic groups (client-side assignment), coordinated beside the others.
+    pub(crate) classic: strata_groups::classic::ClassicGroups,
     pub(crate) deletions: crate::deletion::Deletions,
     /// In a cluster: the controller's metadata (set once the member starts).
     pub(crate) metadata: std::sync::OnceLock<Arc<dyn Metadata>>,
@@ -325,6 +327,7 @@ impl Broker {
             staging_dir,
             closing: watch::channel(false).0,
             groups: Default::default(),
+            classic: Default::default(),
             deletions,
             metadata: Default::default(),
             producer_ids,

@@ -13,7 +13,7 @@ use strata_partition::Partition;
 use strata_partition::metrics::Metrics;
 
 use crate::broker::Broker;
-use crate::error::Result;
+use crate::error::{BrokerError, Result};
 
 impl Host for Broker {
     fn now_ms(&self) -> i64 {
@@ -58,12 +58,32 @@ impl Broker {
     }
 
     pub async fn group_heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatAnswer> {
+        if self.classic.has_members(&hb.group) {
+            return Err(BrokerError::InvalidRequest(format!(
+                "group {:?} has members of Kafka's classic protocol; a group speaks one protocol at a time: use another group id",
+                hb.group
+            )));
+        }
         self.groups.group_heartbeat(self, hb).await
+    }
+
+    /// Kafka's classic groups (JoinGroup/SyncGroup): see `strata_groups::classic`.
+    pub fn classic_groups(&self) -> &strata_groups::classic::ClassicGroups {
+        &self.classic
+    }
+
+    /// Whether `group` has members of the consumer protocol (KIP-848: gRPC members and
+    /// Kafka's `group.protocol=consumer`).
+    pub fn has_consumer_members(&self, group: &str) -> bool {
+        self.groups
+            .describe_group(self, group)
+            .is_ok_and(|d| !d.members.is_empty())
     }
 
     /// Drops members whose session timed out (housekeeping).
     pub fn expire_members(&self) {
-        self.groups.expire_members(self)
+        self.groups.expire_members(self);
+        self.classic.expire();
     }
 
     /// Commits offsets for a group (see `Coordinator::commit_offsets`).

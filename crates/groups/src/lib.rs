@@ -31,6 +31,8 @@
 //! the member's subscription and assignment; key `{"type":"group","group"}` with the
 //! group's assignor. A null value deletes the key.
 
+pub mod classic;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;

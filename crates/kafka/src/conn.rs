@@ -18,10 +18,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -151,6 +148,16 @@ pub enum Request {
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     InitProducerId(InitProducerIdRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
@@ -201,6 +208,16 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::Fetch => Request::Fetch(decode(&h, frame)?),
         ApiKey::ListOffsets => Request::ListOffsets(decode(&h, frame)?),
         ApiKey::InitProducerId => Request::InitProducerId(decode(&h, frame)?),
+        ApiKey::FindCoordinator => Request::FindCoordinator(decode(&h, frame)?),
+        ApiKey::JoinGroup => Request::JoinGroup(decode(&h, frame)?),
+        ApiKey::SyncGroup => Request::SyncGroup(decode(&h, frame)?),
+        ApiKey::Heartbeat => Request::Heartbeat(decode(&h, frame)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(decode(&h, frame)?),
+        ApiKey::OffsetCommit => Request::OffsetCommit(decode(&h, frame)?),
+        ApiKey::OffsetFetch => Request::OffsetFetch(decode(&h, frame)?),
+        ApiKey::ListGroups => Request::ListGroups(decode(&h, frame)?),
+        ApiKey::DescribeGroups => Request::DescribeGroups(decode(&h, frame)?),
+        ApiKey::DeleteGroups => Request::DeleteGroups(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
     Ok(Decoded::Request(h, Box::new(r)))

@@ -20,6 +20,7 @@ use crate::Context;
 use crate::apis::SUPPORTED;
 use crate::conn::{Header, Reply, Request, ready, response};
 use crate::errors;
+use crate::groups;
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
@@ -42,6 +43,35 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
         }
         Request::InitProducerId(r) => {
             Box::pin(async move { Some(response(id, v, &init_producer_id(&ctx, r).await)) })
+        }
+        Request::FindCoordinator(r) => {
+            ready(response(id, v, &groups::find_coordinator(&ctx, v, r)))
+        }
+        Request::JoinGroup(r) => {
+            let client = h.client_id.unwrap_or_default();
+            Box::pin(async move {
+                Some(response(
+                    id,
+                    v,
+                    &groups::join_group(&ctx, v, &client, r).await,
+                ))
+            })
+        }
+        Request::SyncGroup(r) => {
+            Box::pin(async move { Some(response(id, v, &groups::sync_group(&ctx, v, r).await)) })
+        }
+        Request::Heartbeat(r) => ready(response(id, v, &groups::heartbeat(&ctx, r))),
+        Request::LeaveGroup(r) => ready(response(id, v, &groups::leave_group(&ctx, v, r))),
+        Request::OffsetCommit(r) => {
+            Box::pin(async move { Some(response(id, v, &groups::offset_commit(&ctx, r).await)) })
+        }
+        Request::OffsetFetch(r) => {
+            Box::pin(async move { Some(response(id, v, &groups::offset_fetch(&ctx, v, r).await)) })
+        }
+        Request::ListGroups(r) => ready(response(id, v, &groups::list_groups(&ctx, v, r))),
+        Request::DescribeGroups(r) => ready(response(id, v, &groups::describe_groups(&ctx, r))),
+        Request::DeleteGroups(r) => {
+            Box::pin(async move { Some(response(id, v, &groups::delete_groups(&ctx, r).await)) })
         }
     }
 }

@@ -19,6 +19,7 @@
 pub mod apis;
 pub mod conn;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
 
 use std::sync::Arc;
@@ -49,8 +50,8 @@ pub struct Context {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
     /// The advertised address, split for Metadata answers.
-    host: String,
-    port: i32,
+    pub(crate) host: String,
+    pub(crate) port: i32,
 }
 
 impl Context {

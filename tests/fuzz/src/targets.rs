@@ -412,6 +412,75 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     frame(key, v, &r)
                 }
                 ApiKey::InitProducerId => frame(key, v, &InitProducerIdRequest::default()),
+                ApiKey::FindCoordinator => {
+                    let mut r = FindCoordinatorRequest::default();
+                    if v >= 4 {
+                        r.coordinator_keys = vec![StrBytes::from_static_str("g")];
+                    } else {
+                        r.key = StrBytes::from_static_str("g");
+                    }
+                    frame(key, v, &r)
+                }
+                ApiKey::JoinGroup => {
+                    let mut p = join_group_request::JoinGroupRequestProtocol::default();
+                    p.name = StrBytes::from_static_str("range");
+                    p.metadata = bytes::Bytes::from_static(b"\0\0\0\0\0\x01\0\x01t");
+                    let mut r = JoinGroupRequest::default();
+                    r.group_id = GroupId(StrBytes::from_static_str("g"));
+                    r.session_timeout_ms = 10_000;
+                    r.protocol_type = StrBytes::from_static_str("consumer");
+                    r.protocols = vec![p];
+                    frame(key, v, &r)
+                }
+                ApiKey::SyncGroup => {
+                    let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+                    a.member_id = StrBytes::from_static_str("m");
+                    let mut r = SyncGroupRequest::default();
+                    r.group_id = GroupId(StrBytes::from_static_str("g"));
+                    r.assignments = vec![a];
+                    frame(key, v, &r)
+                }
+                ApiKey::Heartbeat => frame(key, v, &HeartbeatRequest::default()),
+                ApiKey::LeaveGroup => {
+                    let mut r = LeaveGroupRequest::default();
+                    if v >= 3 {
+                        r.members = vec![leave_group_request::MemberIdentity::default()];
+                    }
+                    frame(key, v, &r)
+                }
+                ApiKey::OffsetCommit => {
+                    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+                    t.name = topic();
+                    t.partitions = vec![Default::default()];
+                    let mut r = OffsetCommitRequest::default();
+                    r.topics = vec![t];
+                    frame(key, v, &r)
+                }
+                ApiKey::OffsetFetch => {
+                    let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+                    t.name = topic();
+                    t.partition_indexes = vec![0, 1];
+                    let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                    g.group_id = GroupId(StrBytes::from_static_str("g"));
+                    let mut r = OffsetFetchRequest::default();
+                    if v >= 8 {
+                        r.groups = vec![g];
+                    } else {
+                        r.topics = Some(vec![t]);
+                    }
+                    frame(key, v, &r)
+                }
+                ApiKey::ListGroups => frame(key, v, &ListGroupsRequest::default()),
+                ApiKey::DescribeGroups => {
+                    let mut r = DescribeGroupsRequest::default();
+                    r.groups = vec![GroupId(StrBytes::from_static_str("g"))];
+                    frame(key, v, &r)
+                }
+                ApiKey::DeleteGroups => {
+                    let mut r = DeleteGroupsRequest::default();
+                    r.groups_names = vec![GroupId(StrBytes::from_static_str("g"))];
+                    frame(key, v, &r)
+                }
                 other => panic!("no seed for {other:?}: add one"),
             };
             out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));
