@@ -17,6 +17,100 @@ fn kcat() -> String {
     tool("kcat.sh", "kcat")
 }
 
+fn python() -> String {
+    tool("kafka-python-env.sh", "the Python Kafka clients and DuckDB")
+}
+
+/// Runs `tests/e2e/clients/<script>` against `bootstrap` (off the async workers); the
+/// JSON it prints. The script asserts as it goes; a failure shows its stderr.
+async fn run_client(script: &str, bootstrap: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/../../tests/e2e/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (python, bootstrap) = (python(), bootstrap.to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(path)
+            .arg(bootstrap)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON summary ({e}): {stdout}"))
+}
+
+/// A group's committed offsets through gRPC, by partition.
+async fn grpc_committed(client: &Client, group: &str) -> BTreeMap<u32, i64> {
+    client
+        .committed_offsets(group, Vec::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.partition, e.offset))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_admin_every_codec_and_both_group_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let v = run_client("confluent_client.py", &broker.kafka_addr).await;
+    // 5 codecs x acks 0/1/all x 20 records, every one read back by the group.
+    assert_eq!(v["sent"], 300);
+    let committed: BTreeMap<u32, i64> = v["committed"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, o)| (p.parse().unwrap(), o.as_i64().unwrap()))
+        .collect();
+    assert_eq!(committed.values().sum::<i64>(), 300);
+    // The same offsets through gRPC: one set per group, whatever the protocol.
+    assert_eq!(grpc_committed(&client, "cg").await, committed);
+    let t = client.describe_topic("ck").await.unwrap();
+    let hw: i64 = t.partitions.iter().map(|p| p.high_watermark).sum();
+    assert_eq!(hw, 300);
+    assert!(
+        t.configs
+            .iter()
+            .any(|c| c.name == "retention.ms" && c.value == "172800000"),
+        "the config altered through Kafka: {:?}",
+        t.configs
+    );
+    assert!(
+        client.describe_topic("ck-tmp").await.is_err(),
+        "deleted through Kafka"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_and_aiokafka_produce_consume_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let v = run_client("kafka_python_client.py", &broker.kafka_addr).await;
+    assert_eq!(v["aiokafka_read"], 100);
+    assert_eq!(
+        grpc_committed(&client, "kpg").await,
+        BTreeMap::from([(0, 25), (1, 25)])
+    );
+    assert_eq!(
+        grpc_committed(&client, "aio").await,
+        BTreeMap::from([(0, 50), (1, 50)])
+    );
+    broker.stop().await;
+}
+
 /// Runs kcat with `args` against `broker`, `input` on its stdin; its stdout.
 fn run_kcat(broker: &str, args: &[&str], input: &str) -> String {
     use std::io::Write;
@@ -280,7 +374,7 @@ async fn kcat_consumes_from_offset_zero_across_the_cold_tier() {
     run_kcat(
         &broker.kafka_addr,
         &[
-            "-P", "-t", "coldk", "-p", "0", "-K:", "-z", "zstd", "-X", "acks=all",
+            "-P", "-t", "coldk", "-p", "0", "-K:", "-z", "zstd", "-X", "acks=all", "-H", "src=kcat",
         ],
         &lines,
     );
@@ -311,5 +405,46 @@ async fn kcat_consumes_from_offset_zero_across_the_cold_tier() {
         );
     }
     assert_eq!(records.len(), N, "every record once");
+
+    // DuckDB reads the same records straight from the bucket's Parquet.
+    let script = r#"
+import json, sys, duckdb
+rows = duckdb.sql(f'''
+  SELECT "offset", epoch_ms("timestamp") AS ts, decode(key) AS k, decode(value) AS v,
+         [h.key || '=' || decode(h.value) FOR h IN headers] AS hs
+  FROM read_parquet('{sys.argv[1]}/**/*.parquet', hive_partitioning = true)
+  ORDER BY "offset"''').fetchall()
+print(json.dumps([[o, ts, k, v, hs] for (o, ts, k, v, hs) in rows]))
+"#;
+    let topic_dir = dir.path().join("s3/strata/kafka/topics/coldk");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&topic_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(i64, i64, String, String, Vec<String>)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.len() > 1000, "only {} rows offloaded", rows.len());
+    for (o, ts, k, v, hs) in rows {
+        let r = &records[o as usize];
+        let headers: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            (o, ts, k, v, hs),
+            (
+                r.offset,
+                r.timestamp,
+                r.key.clone(),
+                r.value.clone(),
+                headers
+            ),
+            "DuckDB and kcat disagree at offset {o}"
+        );
+    }
     broker.stop().await;
 }

@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -158,6 +158,13 @@ pub enum Request {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    DescribeCluster(DescribeClusterRequest),
 }
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
@@ -218,28 +225,27 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::ListGroups => Request::ListGroups(decode(&h, frame)?),
         ApiKey::DescribeGroups => Request::DescribeGroups(decode(&h, frame)?),
         ApiKey::DeleteGroups => Request::DeleteGroups(decode(&h, frame)?),
+        ApiKey::ConsumerGroupHeartbeat => Request::ConsumerGroupHeartbeat(decode(&h, frame)?),
+        ApiKey::ConsumerGroupDescribe => Request::ConsumerGroupDescribe(decode(&h, frame)?),
+        ApiKey::CreateTopics => Request::CreateTopics(decode(&h, frame)?),
+        ApiKey::DeleteTopics => Request::DeleteTopics(decode(&h, frame)?),
+        ApiKey::DescribeConfigs => Request::DescribeConfigs(decode(&h, frame)?),
+        ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&h, frame)?),
+        ApiKey::DescribeCluster => Request::DescribeCluster(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
     Ok(Decoded::Request(h, Box::new(r)))
 }
 
-/// Decodes a request body of type `T`; the whole frame must be used.
+/// Decodes a request body of type `T`. Bytes after it are ignored, as Kafka brokers
+/// ignore them (librdkafka 2.x sends Metadata v12 with fields the version dropped).
 fn decode<T: Decodable>(h: &Header, mut body: Bytes) -> Result<T, Close> {
-    let r = T::decode(&mut body, h.version).map_err(|e| {
+    T::decode(&mut body, h.version).map_err(|e| {
         Close(format!(
             "{:?} v{}: malformed request: {e}",
             h.api_key, h.version
         ))
-    })?;
-    if body.has_remaining() {
-        return Err(Close(format!(
-            "{:?} v{}: {} bytes after the request",
-            h.api_key,
-            h.version,
-            body.remaining()
-        )));
-    }
-    Ok(r)
+    })
 }
 
 /// A response frame: length, header (its version from the API's), body.

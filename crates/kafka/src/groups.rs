@@ -479,3 +479,160 @@ pub async fn delete_groups(ctx: &Context, r: DeleteGroupsRequest) -> DeleteGroup
     }
     resp
 }
+
+// ---- the consumer protocol (KIP-848) ----
+
+/// How long a KIP-848 member may stay silent (Kafka's
+/// `group.consumer.session.timeout.ms` default).
+const CONSUMER_SESSION_TIMEOUT_MS: u32 = 45_000;
+
+pub async fn consumer_heartbeat(
+    ctx: &Context,
+    r: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let mut resp = ConsumerGroupHeartbeatResponse::default();
+    let fail = |resp: &mut ConsumerGroupHeartbeatResponse, code: i16, msg: String| {
+        resp.error_code = code;
+        resp.error_message = Some(str(&msg));
+    };
+    if r.subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|x| !x.is_empty())
+    {
+        fail(
+            &mut resp,
+            ResponseError::InvalidRequest.code(),
+            "regular-expression subscriptions are not supported; subscribe to topic names".into(),
+        );
+        return resp;
+    }
+    let group = r.group_id.0.to_string();
+    let member = r.member_id.to_string();
+    // What the request leaves out (null: unchanged) is what the coordinator has.
+    let known = ctx
+        .broker
+        .describe_group(&group)
+        .ok()
+        .and_then(|d| d.members.into_iter().find(|m| m.member_id == member));
+    let topics: Vec<String> = match r.subscribed_topic_names {
+        Some(names) => names.into_iter().map(|t| t.0.to_string()).collect(),
+        None => known.as_ref().map(|m| m.topics.clone()).unwrap_or_default(),
+    };
+    let owned: std::collections::BTreeSet<(String, u32)> = match r.topic_partitions {
+        Some(tps) => {
+            let names = topic_names(ctx);
+            tps.into_iter()
+                .filter_map(|tp| names.get(&tp.topic_id).map(|n| (n.clone(), tp.partitions)))
+                .flat_map(|(n, ps)| ps.into_iter().map(move |p| (n.clone(), p as u32)))
+                .collect()
+        }
+        None => known
+            .as_ref()
+            .map(|m| {
+                m.assignment
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let assignor = match r.server_assignor.as_deref() {
+        None | Some("") => String::new(),
+        Some("uniform") => "roundrobin".to_string(),
+        Some(a) => a.to_string(),
+    };
+    let hb = strata_groups::Heartbeat {
+        group,
+        member_id: member.clone(),
+        member_epoch: r.member_epoch.max(-1),
+        topics,
+        owned,
+        assignor,
+        session_timeout_ms: CONSUMER_SESSION_TIMEOUT_MS,
+    };
+    match ctx.broker.group_heartbeat(hb).await {
+        Ok(a) => {
+            resp.member_id = Some(str(&a.member_id));
+            resp.member_epoch = a.member_epoch;
+            resp.heartbeat_interval_ms = a.heartbeat_interval_ms as i32;
+            if a.member_epoch >= 0 {
+                let ids = topic_ids(ctx);
+                let mut assignment = consumer_group_heartbeat_response::Assignment::default();
+                for (t, ps) in a.assignment {
+                    let mut tp = consumer_group_heartbeat_response::TopicPartitions::default();
+                    tp.topic_id = ids.get(&t).copied().unwrap_or_default();
+                    tp.partitions = ps.into_iter().map(|p| p as i32).collect();
+                    assignment.topic_partitions.push(tp);
+                }
+                resp.assignment = Some(assignment);
+            }
+        }
+        Err(e) => {
+            resp.member_id = Some(str(&member));
+            fail(&mut resp, errors::code(&e), errors::message(&e));
+        }
+    }
+    resp
+}
+
+fn topic_ids(ctx: &Context) -> BTreeMap<String, uuid::Uuid> {
+    ctx.broker
+        .list_topics()
+        .into_iter()
+        .map(|t| (t.name, crate::handlers::topic_uuid(&t.id)))
+        .collect()
+}
+
+fn topic_names(ctx: &Context) -> BTreeMap<uuid::Uuid, String> {
+    topic_ids(ctx).into_iter().map(|(n, id)| (id, n)).collect()
+}
+
+pub fn consumer_describe(
+    ctx: &Context,
+    r: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let ids = topic_ids(ctx);
+    let assignment = |a: &BTreeMap<String, Vec<u32>>| {
+        let mut out = consumer_group_describe_response::Assignment::default();
+        for (t, ps) in a {
+            let mut tp = consumer_group_describe_response::TopicPartitions::default();
+            tp.topic_id = ids.get(t).copied().unwrap_or_default();
+            tp.topic_name = TopicName(str(t));
+            tp.partitions = ps.iter().map(|&p| p as i32).collect();
+            out.topic_partitions.push(tp);
+        }
+        out
+    };
+    let mut resp = ConsumerGroupDescribeResponse::default();
+    for id in r.group_ids {
+        let mut g = consumer_group_describe_response::DescribedGroup::default();
+        match ctx.broker.describe_group(&id.0) {
+            Ok(d) => {
+                g.group_state = str(d.state);
+                g.group_epoch = d.group_epoch;
+                g.assignment_epoch = d.group_epoch;
+                g.assignor_name = str(&d.assignor);
+                for m in d.members {
+                    let mut out = consumer_group_describe_response::Member::default();
+                    out.member_id = str(&m.member_id);
+                    out.member_epoch = m.member_epoch;
+                    out.subscribed_topic_names =
+                        m.topics.iter().map(|t| TopicName(str(t))).collect();
+                    out.assignment = assignment(&m.assignment);
+                    out.target_assignment = assignment(&m.assignment);
+                    g.members.push(out);
+                }
+            }
+            Err(e) => {
+                g.error_code = match e {
+                    BrokerError::UnknownGroup(_) => ResponseError::GroupIdNotFound.code(),
+                    ref e => errors::code(e),
+                };
+                g.error_message = Some(str(&e.to_string()));
+            }
+        }
+        g.group_id = id;
+        resp.groups.push(g);
+    }
+    resp
+}

@@ -17,6 +17,7 @@ use strata_broker::groups::OFFSETS_TOPIC;
 use uuid::Uuid;
 
 use crate::Context;
+use crate::admin;
 use crate::apis::SUPPORTED;
 use crate::conn::{Header, Reply, Request, ready, response};
 use crate::errors;
@@ -73,6 +74,29 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
         Request::DeleteGroups(r) => {
             Box::pin(async move { Some(response(id, v, &groups::delete_groups(&ctx, r).await)) })
         }
+        Request::ConsumerGroupHeartbeat(r) => {
+            Box::pin(
+                async move { Some(response(id, v, &groups::consumer_heartbeat(&ctx, r).await)) },
+            )
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            ready(response(id, v, &groups::consumer_describe(&ctx, r)))
+        }
+        Request::CreateTopics(r) => {
+            Box::pin(async move { Some(response(id, v, &admin::create_topics(&ctx, v, r).await)) })
+        }
+        Request::DeleteTopics(r) => {
+            Box::pin(async move { Some(response(id, v, &admin::delete_topics(&ctx, v, r).await)) })
+        }
+        Request::DescribeConfigs(r) => ready(response(id, v, &admin::describe_configs(&ctx, r))),
+        Request::IncrementalAlterConfigs(r) => Box::pin(async move {
+            Some(response(
+                id,
+                v,
+                &admin::incremental_alter_configs(&ctx, r).await,
+            ))
+        }),
+        Request::DescribeCluster(r) => ready(response(id, v, &admin::describe_cluster(&ctx, r))),
     }
 }
 

@@ -16,6 +16,7 @@
 //! connection go out in request order; tagged fields are written only when they differ
 //! from their default (old librdkafka mis-skips them otherwise).
 
+pub mod admin;
 pub mod apis;
 pub mod conn;
 pub mod errors;

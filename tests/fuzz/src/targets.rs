@@ -481,6 +481,64 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     r.groups_names = vec![GroupId(StrBytes::from_static_str("g"))];
                     frame(key, v, &r)
                 }
+                ApiKey::ConsumerGroupHeartbeat => {
+                    let mut r = ConsumerGroupHeartbeatRequest::default();
+                    r.group_id = GroupId(StrBytes::from_static_str("g"));
+                    r.subscribed_topic_names = Some(vec![topic()]);
+                    r.topic_partitions = Some(vec![Default::default()]);
+                    frame(key, v, &r)
+                }
+                ApiKey::ConsumerGroupDescribe => {
+                    let mut r = ConsumerGroupDescribeRequest::default();
+                    r.group_ids = vec![GroupId(StrBytes::from_static_str("g"))];
+                    frame(key, v, &r)
+                }
+                ApiKey::CreateTopics => {
+                    let mut c = create_topics_request::CreatableTopicConfig::default();
+                    c.name = StrBytes::from_static_str("retention.ms");
+                    c.value = Some(StrBytes::from_static_str("1000"));
+                    let mut t = create_topics_request::CreatableTopic::default();
+                    t.name = topic();
+                    t.num_partitions = 3;
+                    t.replication_factor = 1;
+                    t.configs = vec![c];
+                    let mut r = CreateTopicsRequest::default();
+                    r.topics = vec![t];
+                    frame(key, v, &r)
+                }
+                ApiKey::DeleteTopics => {
+                    let mut r = DeleteTopicsRequest::default();
+                    if v >= 6 {
+                        let mut t = delete_topics_request::DeleteTopicState::default();
+                        t.name = Some(topic());
+                        r.topics = vec![t];
+                    } else {
+                        r.topic_names = vec![topic()];
+                    }
+                    frame(key, v, &r)
+                }
+                ApiKey::DescribeConfigs => {
+                    let mut res = describe_configs_request::DescribeConfigsResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = StrBytes::from_static_str("t");
+                    let mut r = DescribeConfigsRequest::default();
+                    r.resources = vec![res];
+                    frame(key, v, &r)
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let mut c = incremental_alter_configs_request::AlterableConfig::default();
+                    c.name = StrBytes::from_static_str("retention.ms");
+                    c.value = Some(StrBytes::from_static_str("1000"));
+                    let mut res =
+                        incremental_alter_configs_request::AlterConfigsResource::default();
+                    res.resource_type = 2;
+                    res.resource_name = StrBytes::from_static_str("t");
+                    res.configs = vec![c];
+                    let mut r = IncrementalAlterConfigsRequest::default();
+                    r.resources = vec![res];
+                    frame(key, v, &r)
+                }
+                ApiKey::DescribeCluster => frame(key, v, &DescribeClusterRequest::default()),
                 other => panic!("no seed for {other:?}: add one"),
             };
             out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));

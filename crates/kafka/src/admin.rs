@@ -1,0 +1,315 @@
+//! Administration: CreateTopics, DeleteTopics, DescribeConfigs, IncrementalAlterConfigs
+//! and DescribeCluster, over the same broker calls as `strata topic` and gRPC. Every
+//! refusal names what is wrong (`error_message`) and changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use strata_broker::error::BrokerError;
+
+use crate::Context;
+use crate::errors;
+use crate::handlers::topic_uuid;
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Kafka's resource types in config requests.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn create_topics(
+    ctx: &Context,
+    version: i16,
+    r: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut resp = CreateTopicsResponse::default();
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = r
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let mut out = create_topics_response::CreatableTopicResult::default();
+        out.name = t.name.clone();
+        out.num_partitions = -1;
+        out.replication_factor = -1;
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let partitions = if t.num_partitions == -1 {
+            1
+        } else {
+            t.num_partitions as i64
+        };
+        let rf = if t.replication_factor == -1 {
+            0
+        } else {
+            t.replication_factor as i64
+        };
+        let result = if duplicates.contains(&name) {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic {name:?} is named more than once in the request"),
+            ))
+        } else if !t.assignments.is_empty() {
+            Err((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "manual replica assignments are not supported; give num_partitions and replication_factor".to_string(),
+            ))
+        } else if r.validate_only {
+            ctx.broker
+                .check_new_topic(&name, partitions, rf, &configs)
+                .and_then(|_| match ctx.broker.topic(&name) {
+                    Ok(_) => Err(BrokerError::TopicExists(name.clone())),
+                    Err(_) => Ok(()),
+                })
+                .map_err(|e| (errors::code(&e), errors::message(&e)))
+        } else {
+            ctx.broker
+                .create_topic(&name, partitions, rf, configs)
+                .await
+                .map(|_| ())
+                .map_err(|e| (errors::code(&e), errors::message(&e)))
+        };
+        match result {
+            Ok(()) => {
+                if let Ok(topic) = ctx.broker.topic(&name) {
+                    let meta = topic.meta();
+                    out.topic_id = topic_uuid(&meta.id);
+                    out.num_partitions = meta.partitions as i32;
+                    out.replication_factor = meta.replication_factor as i16;
+                    if version >= 5 {
+                        out.configs = Some(
+                            topic
+                                .config()
+                                .entries()
+                                .map(|(k, v, is_default)| {
+                                    let mut c =
+                                        create_topics_response::CreatableTopicConfigs::default();
+                                    c.name = str(k);
+                                    c.value = Some(str(v));
+                                    c.config_source = if is_default {
+                                        SOURCE_DEFAULT
+                                    } else {
+                                        SOURCE_TOPIC
+                                    };
+                                    c
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            Err((code, msg)) => {
+                out.error_code = code;
+                if version >= 1 {
+                    out.error_message = Some(str(&msg));
+                }
+            }
+        }
+        resp.topics.push(out);
+    }
+    resp
+}
+
+pub async fn delete_topics(
+    ctx: &Context,
+    version: i16,
+    r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut resp = DeleteTopicsResponse::default();
+    let wanted: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        r.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        r.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    for (name, id) in wanted {
+        let mut out = delete_topics_response::DeletableTopicResult::default();
+        let name = name.or_else(|| {
+            ctx.broker
+                .list_topics()
+                .into_iter()
+                .find(|t| topic_uuid(&t.id) == id)
+                .map(|t| t.name)
+        });
+        let result = match &name {
+            Some(n) => ctx
+                .broker
+                .delete_topic(n)
+                .await
+                .map_err(|e| (errors::code(&e), errors::message(&e))),
+            None => Err((
+                ResponseError::UnknownTopicId.code(),
+                format!("no topic has id {id}"),
+            )),
+        };
+        out.name = name.map(|n| TopicName(str(&n)));
+        out.topic_id = id;
+        if let Err((code, msg)) = result {
+            out.error_code = code;
+            if version >= 5 {
+                out.error_message = Some(str(&msg));
+            }
+        }
+        resp.responses.push(out);
+    }
+    resp
+}
+
+pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut resp = DescribeConfigsResponse::default();
+    for res in r.resources {
+        let mut out = describe_configs_response::DescribeConfigsResult::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name.clone();
+        match res.resource_type {
+            RESOURCE_TOPIC => match ctx.broker.topic(&res.resource_name) {
+                Ok(topic) => {
+                    let config = topic.config();
+                    for (k, v, is_default) in config.entries() {
+                        let wanted = res
+                            .configuration_keys
+                            .as_ref()
+                            .is_none_or(|keys| keys.iter().any(|w| w.as_str() == k));
+                        if !wanted {
+                            continue;
+                        }
+                        let mut c =
+                            describe_configs_response::DescribeConfigsResourceResult::default();
+                        c.name = str(k);
+                        c.value = Some(str(v));
+                        c.config_source = if is_default {
+                            SOURCE_DEFAULT
+                        } else {
+                            SOURCE_TOPIC
+                        };
+                        out.configs.push(c);
+                    }
+                }
+                Err(e) => {
+                    out.error_code = errors::code(&e);
+                    out.error_message = Some(str(&errors::message(&e)));
+                }
+            },
+            // Broker settings live in the config file; none are described here.
+            RESOURCE_BROKER => {}
+            other => {
+                out.error_code = ResponseError::InvalidRequest.code();
+                out.error_message = Some(str(&format!(
+                    "resource type {other} is not supported: describe topics (2) or brokers (4)"
+                )));
+            }
+        }
+        resp.results.push(out);
+    }
+    resp
+}
+
+pub async fn incremental_alter_configs(
+    ctx: &Context,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut resp = IncrementalAlterConfigsResponse::default();
+    for res in r.resources {
+        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name.clone();
+        let result = alter_one(ctx, &res, r.validate_only).await;
+        if let Err((code, msg)) = result {
+            out.error_code = code;
+            out.error_message = Some(str(&msg));
+        }
+        resp.responses.push(out);
+    }
+    resp
+}
+
+async fn alter_one(
+    ctx: &Context,
+    res: &incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let invalid = |msg: String| (ResponseError::InvalidRequest.code(), msg);
+    if res.resource_type != RESOURCE_TOPIC {
+        return Err(invalid(format!(
+            "resource type {} cannot be altered here: topic configs (2) can; broker settings live in the config file",
+            res.resource_type
+        )));
+    }
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for c in &res.configs {
+        match (c.config_operation, &c.value) {
+            (0, Some(v)) => {
+                set.insert(c.name.to_string(), v.to_string());
+            }
+            (0, None) => return Err(invalid(format!("SET of {} needs a value", c.name))),
+            (1, _) => delete.push(c.name.to_string()),
+            (op, _) => {
+                return Err(invalid(format!(
+                    "operation {op} on {} is not supported: use SET (0) or DELETE (1)",
+                    c.name
+                )));
+            }
+        }
+    }
+    let topic = ctx
+        .broker
+        .topic(&res.resource_name)
+        .map_err(|e| (errors::code(&e), errors::message(&e)))?;
+    if validate_only {
+        ctx.broker
+            .altered_configs(
+                &res.resource_name,
+                &topic.meta().configs,
+                set,
+                delete,
+                false,
+            )
+            .map(|_| ())
+            .map_err(|e| (errors::code(&e), errors::message(&e)))
+    } else {
+        ctx.broker
+            .alter_configs(&res.resource_name, set, delete)
+            .await
+            .map(|_| ())
+            .map_err(|e| (errors::code(&e), errors::message(&e)))
+    }
+}
+
+pub fn describe_cluster(ctx: &Context, r: DescribeClusterRequest) -> DescribeClusterResponse {
+    let mut resp = DescribeClusterResponse::default();
+    resp.endpoint_type = r.endpoint_type;
+    resp.cluster_id = str(ctx.broker.incarnation());
+    resp.controller_id = BrokerId(ctx.node_id());
+    let mut b = describe_cluster_response::DescribeClusterBroker::default();
+    b.broker_id = BrokerId(ctx.node_id());
+    b.host = str(&ctx.host);
+    b.port = ctx.port;
+    let rack = &ctx.broker.config().rack;
+    b.rack = (!rack.is_empty()).then(|| str(rack));
+    resp.brokers = vec![b];
+    resp
+}
