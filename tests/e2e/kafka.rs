@@ -28,16 +28,17 @@ async fn run_client(script: &str, bootstrap: &str) -> serde_json::Value {
         "{}/../../tests/e2e/clients/{script}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let (python, bootstrap) = (python(), bootstrap.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(path)
-            .arg(bootstrap)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut cmd = if script.ends_with(".js") {
+        let mut c = Command::new("node");
+        c.env("NODE_PATH", tool("kafkajs-env.sh", "KafkaJS"));
+        c
+    } else {
+        Command::new(python())
+    };
+    cmd.arg(path).arg(bootstrap);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "{script} failed:\n{}",
@@ -48,12 +49,35 @@ async fn run_client(script: &str, bootstrap: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{script} printed no JSON summary ({e}): {stdout}"))
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_produces_and_consumes_in_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let v = run_client("kafkajs_client.js", &broker.kafka_addr).await;
+    assert_eq!(v["read"], 40);
+    assert_eq!(
+        grpc_committed(&client, "kjsg").await,
+        BTreeMap::from([(0, 20), (1, 20)])
+    );
+    // Partition 0 through gRPC: the even records, as KafkaJS sent them.
+    let records = grpc_records(&client, "kjs").await;
+    assert_eq!(records.len(), 20);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.key, format!("k{}", 2 * i));
+        assert_eq!(r.value, format!("kafkajs-{}", 2 * i));
+        assert_eq!(r.headers, vec![("h".to_string(), "js".to_string())]);
+    }
+    broker.stop().await;
+}
+
 /// A group's committed offsets through gRPC, by partition.
 async fn grpc_committed(client: &Client, group: &str) -> BTreeMap<u32, i64> {
+    // A group that has committed nothing yet has none.
     client
         .committed_offsets(group, Vec::new())
         .await
-        .unwrap()
+        .unwrap_or_default()
         .into_iter()
         .map(|e| (e.partition, e.offset))
         .collect()
@@ -332,6 +356,29 @@ async fn kcat_produces_and_consumes_and_grpc_sees_the_same_records() {
     let last = via_grpc.last().unwrap();
     assert_eq!((last.offset, last.key.as_str()), (16, "from-grpc"));
     assert_eq!(kcat_records(k, "kc", 16), vec![last.clone()]);
+
+    // -G: a balanced consumer in a classic group reads everything and commits.
+    let out = run_kcat(
+        k,
+        &[
+            "-G",
+            "kg",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-e",
+            "-q",
+            "-f",
+            "%k\n",
+            "kc",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 17, "{out}");
+    wait_until(Duration::from_secs(20), "kcat's commit", || {
+        let c = client.clone();
+        async move { grpc_committed(&c, "kg").await == BTreeMap::from([(0, 17)]) }
+    })
+    .await;
 
     // -Q: the offset of a timestamp.
     let ts = via_grpc[5].timestamp;
