@@ -267,7 +267,7 @@ fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
             ResponseError::InvalidRequiredAcks.code(),
             format!("acks={acks} is not one of 0, 1, -1 (all)"),
         ))
-    } else if r.transactional_id.is_some() {
+    } else if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         Some((
             ResponseError::InvalidRequest.code(),
             "transactions are not supported by this broker; produce without transactional.id"
@@ -577,7 +577,7 @@ async fn init_producer_id(ctx: &Context, r: InitProducerIdRequest) -> InitProduc
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if r.transactional_id.is_some() {
+    if r.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         tracing::info!(
             "InitProducerId with a transactional.id refused: transactions are not supported"
         );

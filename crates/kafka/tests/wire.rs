@@ -474,3 +474,63 @@ fn framed(body: &[u8]) -> Vec<u8> {
     f.extend_from_slice(body);
     f
 }
+
+fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Bytes {
+    let mut b = strata_record::BatchBuilder::new(1_700_000_000_000, 256);
+    b.set_producer(producer_id, epoch, sequence);
+    for v in values {
+        b.append(1_700_000_000_000, Some(b"k"), Some(v), &[]);
+    }
+    b.finish()
+}
+
+#[tokio::test]
+async fn an_idempotent_producer_is_deduplicated_and_a_gap_refused() {
+    let k = start().await;
+    k.broker
+        .create_topic("idem", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let init: InitProducerIdResponse = call(
+        &mut conn,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default(),
+    )
+    .await;
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    assert!(pid >= 0);
+    let p = produce_one(&mut conn, idempotent_batch(pid, epoch, 0, &[b"a", b"b"])).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // The same batch again (a retry after a lost answer): the first answer, not a copy.
+    let p = produce_one(&mut conn, idempotent_batch(pid, epoch, 0, &[b"a", b"b"])).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    // Sequence 5 after 0..=1: a gap.
+    let p = produce_one(&mut conn, idempotent_batch(pid, epoch, 5, &[b"x"])).await;
+    assert_eq!(p.error_code, ResponseError::OutOfOrderSequenceNumber.code());
+    let p = produce_one(&mut conn, idempotent_batch(pid, epoch, 2, &[b"c"])).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 2));
+    assert_eq!(k.broker.partition("idem", 0).unwrap().log_end_offset(), 3);
+    // A transactional producer is told transactions are not supported.
+    let mut txn = InitProducerIdRequest::default();
+    txn.transactional_id = Some(TransactionalId(StrBytes::from_static_str("t1")));
+    txn.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = call(&mut conn, ApiKey::InitProducerId, 4, &txn).await;
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
+}
+
+async fn produce_one(
+    conn: &mut TcpStream,
+    batch: Bytes,
+) -> produce_response::PartitionProduceResponse {
+    let r: ProduceResponse = call(
+        conn,
+        ApiKey::Produce,
+        9,
+        &produce_request("idem", 0, -1, batch),
+    )
+    .await;
+    r.responses[0].partition_responses[0].clone()
+}
