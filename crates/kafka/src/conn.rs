@@ -165,6 +165,7 @@ pub enum Request {
     DescribeConfigs(DescribeConfigsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
@@ -232,6 +233,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::DescribeConfigs => Request::DescribeConfigs(decode(&h, frame)?),
         ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&h, frame)?),
         ApiKey::DescribeCluster => Request::DescribeCluster(decode(&h, frame)?),
+        ApiKey::OffsetForLeaderEpoch => Request::OffsetForLeaderEpoch(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
     Ok(Decoded::Request(h, Box::new(r)))

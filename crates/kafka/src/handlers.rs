@@ -97,6 +97,9 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
             ))
         }),
         Request::DescribeCluster(r) => ready(response(id, v, &admin::describe_cluster(&ctx, r))),
+        Request::OffsetForLeaderEpoch(r) => {
+            ready(response(id, v, &offset_for_leader_epoch(&ctx, r)))
+        }
     }
 }
 
@@ -569,6 +572,41 @@ async fn list_one(
     p.check_leader((leader_epoch >= 0).then_some(leader_epoch))?;
     let (offset, ts, _, _) = ctx.broker.list_offsets(topic, index, query).await?;
     Ok((offset, ts, p.leader_epoch()))
+}
+
+// ---- OffsetForLeaderEpoch ----
+
+fn offset_for_leader_epoch(
+    ctx: &Context,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in r.topics {
+        let mut tr = offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default();
+        for p in t.partitions {
+            let mut out = offset_for_leader_epoch_response::EpochEndOffset::default();
+            out.partition = p.partition;
+            out.leader_epoch = -1;
+            out.end_offset = -1;
+            let found = ctx
+                .broker
+                .partition(&t.topic.0, p.partition as u32)
+                .and_then(|part| part.end_offset_for_epoch(p.current_leader_epoch, p.leader_epoch));
+            match found {
+                Ok(Some((epoch, end))) => {
+                    out.leader_epoch = epoch;
+                    out.end_offset = end;
+                }
+                // Every epoch here is newer: Kafka's UNDEFINED_EPOCH and offset.
+                Ok(None) => {}
+                Err(e) => out.error_code = errors::code(&e),
+            }
+            tr.partitions.push(out);
+        }
+        tr.topic = t.topic;
+        resp.topics.push(tr);
+    }
+    resp
 }
 
 // ---- InitProducerId ----

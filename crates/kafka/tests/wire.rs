@@ -282,6 +282,28 @@ async fn a_produced_batch_is_fetched_byte_for_byte_from_its_first_offset() {
         r.topics = vec![t];
         r
     };
+    // OffsetForLeaderEpoch: epoch 0 (the only one) ends at the log end; a newer
+    // current epoch than the leader's is UNKNOWN_LEADER_EPOCH.
+    for (current, want) in [(-1, (0, 0, 4)), (0, (0, 0, 4)), (7, (75, -1, -1))] {
+        let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+        p.current_leader_epoch = current;
+        p.leader_epoch = 0;
+        let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("wire"));
+        t.partitions = vec![p];
+        let mut req = OffsetForLeaderEpochRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let r: OffsetForLeaderEpochResponse =
+            call(&mut conn, ApiKey::OffsetForLeaderEpoch, 4, &req).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.leader_epoch, p.end_offset),
+            want,
+            "current {current}"
+        );
+    }
+
     for (ts, want) in [
         (-2, 0),
         (-1, 4),

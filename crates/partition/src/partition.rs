@@ -314,6 +314,16 @@ impl Partition {
         self.replica.lock().leader_epoch
     }
 
+    /// OffsetForLeaderEpoch as the leader answers a consumer: the largest epoch this log
+    /// has that is at most `epoch`, and where it ends (the next epoch's start, or the
+    /// log end); `None` when every epoch here is newer. `current` is the epoch the
+    /// client believes the leader is in (-1: unchecked).
+    pub fn end_offset_for_epoch(&self, current: i32, epoch: i32) -> Result<Option<(i32, i64)>> {
+        self.check_leader((current >= 0).then_some(current))?;
+        let log = self.log.read();
+        Ok(log.epochs().end_offset_for(epoch, log.log_end_offset()))
+    }
+
     /// Waits until the high watermark moves past `offset`, the partition is deleted, or
     /// the deadline passes.
     pub async fn wait_beyond(&self, offset: i64, deadline: Option<tokio::time::Instant>) {

@@ -539,6 +539,17 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     frame(key, v, &r)
                 }
                 ApiKey::DescribeCluster => frame(key, v, &DescribeClusterRequest::default()),
+                ApiKey::OffsetForLeaderEpoch => {
+                    let mut p =
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+                    p.leader_epoch = 3;
+                    let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+                    t.topic = topic();
+                    t.partitions = vec![p];
+                    let mut r = OffsetForLeaderEpochRequest::default();
+                    r.topics = vec![t];
+                    frame(key, v, &r)
+                }
                 other => panic!("no seed for {other:?}: add one"),
             };
             out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));
