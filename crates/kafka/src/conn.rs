@@ -71,6 +71,7 @@ pub async fn serve_connection(
                         None => break,
                         Some(Ok(f)) => f.freeze(),
                         Some(Err(e)) => {
+                            ctx.broker.metrics().kafka_bad_requests.add(1);
                             tracing::info!(error = %e, max = ctx.config.max_request_bytes,
                                 "closing kafka connection: unreadable frame (over socket.request.max.bytes, or cut short)");
                             break;
@@ -79,6 +80,7 @@ pub async fn serve_connection(
                     match handle_frame(&ctx, frame) {
                         Ok(reply) => in_flight.push_back(reply),
                         Err(Close(why)) => {
+                            ctx.broker.metrics().kafka_bad_requests.add(1);
                             tracing::info!(reason = %why, "closing kafka connection");
                             break;
                         }
@@ -122,7 +124,27 @@ pub async fn serve_connection(
 /// Decodes a frame and starts handling it.
 fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
     match decode_request(frame)? {
-        Decoded::Request(h, r) => Ok(crate::handlers::dispatch(ctx, h, *r)),
+        Decoded::Request(h, r) => {
+            let span = tracing::debug_span!(
+                "kafka_request",
+                api = ?h.api_key,
+                version = h.version,
+                correlation_id = h.correlation_id,
+                client_id = h.client_id.as_deref().unwrap_or_default(),
+            );
+            let started = std::time::Instant::now();
+            let metrics = ctx.broker.metrics().clone();
+            let reply = span.in_scope(|| crate::handlers::dispatch(ctx, h, *r));
+            Ok(Box::pin(
+                async move {
+                    let out = reply.await;
+                    metrics.kafka_requests.add(1);
+                    metrics.kafka_request_latency.observe(started.elapsed());
+                    out
+                }
+                .instrument(span),
+            ))
+        }
         Decoded::NewerApiVersions { correlation_id } => Ok(ready(
             crate::handlers::api_versions_unsupported(correlation_id),
         )),

@@ -108,6 +108,7 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        ctx.broker.metrics().kafka_connections.add(1);
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(conn::serve_connection(stream, peer, ctx, stop));

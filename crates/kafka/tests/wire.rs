@@ -474,6 +474,7 @@ async fn bad_frames_close_the_connection_and_others_are_still_served() {
         ),
         ("garbage", framed(&[0x5a; 64])),
     ];
+    let n = cases.len() as u64;
     for (what, bytes) in cases {
         let mut conn = TcpStream::connect(&k.addr).await.unwrap();
         conn.write_all(&bytes).await.unwrap();
@@ -482,6 +483,11 @@ async fn bad_frames_close_the_connection_and_others_are_still_served() {
         let mut other = TcpStream::connect(&k.addr).await.unwrap();
         assert_eq!(api_versions(&mut other).await.error_code, 0, "after {what}");
     }
+    assert_eq!(
+        k.broker.metrics().kafka_bad_requests.get(),
+        n,
+        "each counted once"
+    );
     // A length that promises more than is ever sent leaves the broker waiting on that
     // connection only: others are served meanwhile.
     let mut stalled = TcpStream::connect(&k.addr).await.unwrap();

@@ -122,6 +122,10 @@ metrics! {
     Counter isr_shrinks "strata_isr_shrinks_total" "In-sync-set shrinks this broker proposed as a leader.";
     Counter isr_expands "strata_isr_expands_total" "In-sync-set expansions this broker proposed as a leader.";
     Histogram acks_all_wait "strata_produce_acks_all_wait_seconds" "Time acks=all produces waited for the in-sync replicas.";
+    Counter kafka_connections "strata_kafka_connections_total" "Connections accepted by the Kafka listener.";
+    Counter kafka_requests "strata_kafka_requests_total" "Kafka protocol requests answered (produce and fetch are also counted above).";
+    Counter kafka_bad_requests "strata_kafka_bad_requests_total" "Kafka connections closed for a frame that could not be answered (too large, unknown API or version, malformed).";
+    Histogram kafka_request_latency "strata_kafka_request_latency_seconds" "Time from reading a Kafka request to its answer being ready.";
 }
 
 #[cfg(test)]
