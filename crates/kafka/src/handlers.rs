@@ -22,6 +22,7 @@ use crate::apis::SUPPORTED;
 use crate::conn::{Header, Reply, Request, ready, response};
 use crate::errors;
 use crate::groups;
+use crate::sessions;
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
@@ -370,21 +371,18 @@ struct Want {
 
 async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
     let mut resp = FetchResponse::default();
-    if version >= 7 && r.session_epoch > 0 {
-        // No incremental sessions are kept (KIP-227 lets a broker decline them: it
-        // answers session id 0 to a new one); a client that believes in one starts over.
-        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return resp;
-    }
-    let mut wants = Vec::new();
-    for t in &r.topics {
-        let name = if version >= 13 {
-            topic_by_id(ctx, t.topic_id).map(|m| m.name)
+    let name_of = |topic: &TopicName, id: Uuid| {
+        if version >= 13 {
+            topic_by_id(ctx, id).map(|m| m.name)
         } else {
-            Some(t.topic.0.to_string())
-        };
+            Some(topic.0.to_string())
+        }
+    };
+    let mut asked = Vec::new();
+    for t in &r.topics {
+        let name = name_of(&t.topic, t.topic_id);
         for p in &t.partitions {
-            wants.push(Want {
+            asked.push(Want {
                 topic: name.clone(),
                 topic_id: t.topic_id,
                 partition: p.partition,
@@ -394,6 +392,70 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
             });
         }
     }
+    let as_parts = |wants: &[Want]| -> BTreeMap<sessions::Key, sessions::Part> {
+        wants
+            .iter()
+            .filter_map(|w| {
+                let part = sessions::Part {
+                    topic_id: w.topic_id,
+                    offset: w.offset,
+                    max_bytes: w.max_bytes,
+                    leader_epoch: w.leader_epoch,
+                    sent: None,
+                };
+                Some(((w.topic.clone()?, w.partition), part))
+            })
+            .collect()
+    };
+    // KIP-227: epoch -1 fetches without a session (closing the one named), 0 starts a
+    // new one with these partitions, more continues one with only what changed.
+    let (wants, session) = if version < 7 || r.session_epoch < 0 {
+        if version >= 7 && r.session_id != 0 {
+            ctx.sessions.close(r.session_id);
+        }
+        (asked, None)
+    } else if r.session_epoch == 0 {
+        if r.session_id != 0 {
+            ctx.sessions.close(r.session_id);
+        }
+        let id = ctx.sessions.create(as_parts(&asked));
+        (asked, Some((id, false)))
+    } else {
+        let forgotten: Vec<sessions::Key> = r
+            .forgotten_topics_data
+            .iter()
+            .filter_map(|t| Some((name_of(&t.topic, t.topic_id)?, t)))
+            .flat_map(|(name, t)| t.partitions.iter().map(move |&p| (name.clone(), p)))
+            .collect();
+        match ctx
+            .sessions
+            .update(r.session_id, r.session_epoch, as_parts(&asked), &forgotten)
+        {
+            Ok(parts) => {
+                let wants = parts
+                    .into_iter()
+                    .map(|((topic, partition), p)| Want {
+                        topic: Some(topic),
+                        topic_id: p.topic_id,
+                        partition,
+                        offset: p.offset,
+                        max_bytes: p.max_bytes,
+                        leader_epoch: p.leader_epoch,
+                    })
+                    .collect();
+                (wants, Some((r.session_id, true)))
+            }
+            Err(sessions::SessionError::NotFound) => {
+                resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+                return resp;
+            }
+            Err(sessions::SessionError::WrongEpoch) => {
+                resp.error_code = ResponseError::InvalidFetchSessionEpoch.code();
+                return resp;
+            }
+        }
+    };
+    resp.session_id = session.map_or(0, |(id, _)| id);
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = r.min_bytes.max(0) as usize;
@@ -403,9 +465,9 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
         r.max_bytes as usize
     };
     loop {
-        let (topics, bytes, failed) = read_partitions(ctx, version, &wants, max_bytes).await;
+        let (parts, bytes, failed) = read_partitions(ctx, &wants, max_bytes).await;
         if bytes >= min_bytes || failed || tokio::time::Instant::now() >= deadline {
-            resp.responses = topics;
+            resp.responses = assemble(ctx, version, &wants, parts, session);
             return resp;
         }
         // Wait until any partition has something past its offset, or the deadline.
@@ -434,15 +496,15 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
     }
 }
 
-/// One pass over the wanted partitions, without waiting: the answer, its record
-/// bytes, and whether any partition failed (an error is answered at once).
+/// One pass over the wanted partitions, without waiting: an answer per partition (in
+/// `wants` order), their record bytes, and whether any failed (an error is answered
+/// at once).
 async fn read_partitions(
     ctx: &Context,
-    version: i16,
     wants: &[Want],
     max_bytes: usize,
-) -> (Vec<fetch_response::FetchableTopicResponse>, usize, bool) {
-    let mut topics: Vec<fetch_response::FetchableTopicResponse> = Vec::new();
+) -> (Vec<fetch_response::PartitionData>, usize, bool) {
+    let mut out = Vec::with_capacity(wants.len());
     let mut total = 0usize;
     let mut failed = false;
     for w in wants {
@@ -456,9 +518,15 @@ async fn read_partitions(
                 pd.error_code = ResponseError::UnknownTopicId.code();
                 failed = true;
             }
-            // Once the answer is full, the rest are answered empty (with their
-            // offsets unchanged, the client asks again).
-            Some(_) if total >= max_bytes => pd.records = Some(Bytes::new()),
+            // Once the answer is full, the rest are answered without records (their
+            // positions unchanged, the client asks again).
+            Some(topic) if total >= max_bytes => {
+                if let Ok(p) = ctx.broker.partition(topic, w.partition as u32) {
+                    pd.high_watermark = p.high_watermark();
+                    pd.last_stable_offset = pd.high_watermark;
+                }
+                pd.records = Some(Bytes::new());
+            }
             Some(topic) => {
                 let budget = (w.max_bytes.max(1) as usize).min(max_bytes - total);
                 match fetch_one(ctx, topic, w, budget).await {
@@ -471,12 +539,35 @@ async fn read_partitions(
                     }
                     Err(e) => {
                         pd.error_code = errors::code(&e);
-                        if let BrokerError::NotLeader { .. } = e {
-                            pd.current_leader.leader_id = BrokerId(-1);
-                        }
                         failed = true;
                     }
                 }
+            }
+        }
+        out.push(pd);
+    }
+    (out, total, failed)
+}
+
+/// The answer's topics from per-partition answers. Within a session, what is
+/// answered is recorded, and an incremental answer leaves out partitions with no news.
+fn assemble(
+    ctx: &Context,
+    version: i16,
+    wants: &[Want],
+    parts: Vec<fetch_response::PartitionData>,
+    session: Option<(i32, bool)>,
+) -> Vec<fetch_response::FetchableTopicResponse> {
+    let mut topics: Vec<fetch_response::FetchableTopicResponse> = Vec::new();
+    for (w, pd) in wants.iter().zip(parts) {
+        if let (Some((id, incremental)), Some(topic)) = (session, &w.topic) {
+            let key = (topic.clone(), w.partition);
+            let news = ctx
+                .sessions
+                .answered(id, &key, pd.high_watermark, pd.log_start_offset);
+            let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
+            if incremental && !news && !has_records && pd.error_code == 0 {
+                continue;
             }
         }
         let same = topics.last().is_some_and(|t| {
@@ -497,7 +588,7 @@ async fn read_partitions(
         }
         topics.last_mut().expect("pushed").partitions.push(pd);
     }
-    (topics, total, failed)
+    topics
 }
 
 async fn fetch_one(

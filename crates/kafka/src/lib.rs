@@ -22,6 +22,7 @@ pub mod conn;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub struct KafkaConfig {
 pub struct Context {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
+    /// Fetch sessions (KIP-227), shared by every connection.
+    pub sessions: sessions::FetchSessions,
     /// The advertised address, split for Metadata answers.
     pub(crate) host: String,
     pub(crate) port: i32,
@@ -61,6 +64,7 @@ impl Context {
         Ok(Arc::new(Self {
             broker,
             config,
+            sessions: Default::default(),
             host,
             port,
         }))

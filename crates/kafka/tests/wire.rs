@@ -562,3 +562,79 @@ async fn produce_one(
     .await;
     r.responses[0].partition_responses[0].clone()
 }
+
+#[tokio::test]
+async fn a_fetch_session_answers_only_what_changed() {
+    let k = start().await;
+    k.broker
+        .create_topic("sess", 2, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let fetch = |session_id: i32, epoch: i32, parts: &[(i32, i64)]| {
+        let mut t = fetch_request::FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("sess"));
+        t.partitions = parts
+            .iter()
+            .map(|&(p, offset)| {
+                let mut fp = fetch_request::FetchPartition::default();
+                fp.partition = p;
+                fp.fetch_offset = offset;
+                fp.partition_max_bytes = 1 << 20;
+                fp
+            })
+            .collect();
+        let mut r = FetchRequest::default();
+        r.replica_id = BrokerId(-1);
+        r.max_bytes = 1 << 20;
+        r.session_id = session_id;
+        r.session_epoch = epoch;
+        r.topics = if parts.is_empty() { vec![] } else { vec![t] };
+        r
+    };
+    let partitions = |r: &FetchResponse| -> Vec<(i32, usize)> {
+        r.responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.records.as_ref().map_or(0, |b| b.len())))
+            .collect()
+    };
+    // Epoch 0: a new session, a full answer.
+    let r: FetchResponse = call(
+        &mut conn,
+        ApiKey::Fetch,
+        12,
+        &fetch(0, 0, &[(0, 0), (1, 0)]),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    let id = r.session_id;
+    assert_ne!(id, 0, "a session was created");
+    assert_eq!(partitions(&r), vec![(0, 0), (1, 0)]);
+    // Nothing changed: an empty answer.
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 1, &[])).await;
+    assert_eq!((r.error_code, r.session_id), (0, id));
+    assert!(partitions(&r).is_empty(), "{:?}", partitions(&r));
+    // A record on partition 1: only partition 1 is answered, with it.
+    let mut p = produce_request("sess", 1, 1, batch(&[b"news"]));
+    p.timeout_ms = 1000;
+    let _: ProduceResponse = call(&mut conn, ApiKey::Produce, 9, &p).await;
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 2, &[])).await;
+    let got = partitions(&r);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, 1);
+    assert!(got[0].1 > 0);
+    // The client moves partition 1 past the record: nothing new again.
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 3, &[(1, 1)])).await;
+    assert!(partitions(&r).is_empty(), "{:?}", partitions(&r));
+    // A stale epoch, and an unknown session.
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 3, &[])).await;
+    assert_eq!(r.error_code, ResponseError::InvalidFetchSessionEpoch.code());
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id + 1000, 1, &[])).await;
+    assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
+    // Epoch -1 closes it: the next incremental fetch finds no session.
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, -1, &[(0, 0)])).await;
+    assert_eq!((r.error_code, r.session_id), (0, 0));
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 4, &[])).await;
+    assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
+}
