@@ -7,10 +7,11 @@
 //! it, never copies.
 //!
 //! Requests are handled as they arrive and their answers sent in the same order, up to
-//! [`MAX_IN_FLIGHT`] at once: a produce is appended before the next request is read
+//! [`MAX_IN_FLIGHT`] (and [`MAX_IN_FLIGHT_BYTES`] of requests) at once: a produce is appended before the next request is read
 //! (appends keep the connection's order, which idempotent sequences rely on), then its
 //! acknowledgement and any long-poll fetch wait side by side.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,6 +30,11 @@ use crate::Context;
 
 /// Requests of one connection handled at once; the next is read once one is answered.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Request bytes one connection may hold in flight; past it, reading waits for answers
+/// (one request is always let in, whatever its size).
+pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+/// Answers smaller than this are gathered into one write.
+const SMALL_FRAME: usize = 64 << 10;
 
 /// What handling a request yields: a frame to send, or nothing (`acks=0` produce).
 pub type Reply = BoxFuture<'static, Option<Bytes>>;
@@ -63,10 +69,15 @@ pub async fn serve_connection(
             .new_codec();
         let mut frames = FramedRead::with_capacity(rd, codec, 64 << 10);
         let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
+        // Frame sizes of the requests in flight, in order: reading pauses while they
+        // hold more than MAX_IN_FLIGHT_BYTES (a produce's records are slices of its frame).
+        let mut sizes: VecDeque<usize> = VecDeque::new();
+        let mut held = 0usize;
         let mut out = BytesMut::new();
         loop {
+            let room = in_flight.len() < MAX_IN_FLIGHT && (held < MAX_IN_FLIGHT_BYTES || sizes.is_empty());
             tokio::select! {
-                frame = frames.next(), if in_flight.len() < MAX_IN_FLIGHT => {
+                frame = frames.next(), if room => {
                     let frame = match frame {
                         None => break,
                         Some(Ok(f)) => f.freeze(),
@@ -77,8 +88,13 @@ pub async fn serve_connection(
                             break;
                         }
                     };
+                    let len = frame.len();
                     match handle_frame(&ctx, frame) {
-                        Ok(reply) => in_flight.push_back(reply),
+                        Ok(reply) => {
+                            in_flight.push_back(reply);
+                            sizes.push_back(len);
+                            held += len;
+                        }
                         Err(Close(why)) => {
                             ctx.broker.metrics().kafka_bad_requests.add(1);
                             tracing::info!(reason = %why, "closing kafka connection");
@@ -87,18 +103,30 @@ pub async fn serve_connection(
                     }
                 }
                 Some(reply) = in_flight.next() => {
-                    let Some(frame) = reply else { continue };
+                    // Answers already done go out together: small ones copied into one
+                    // buffer, large ones (fetched records) written as they are.
+                    let mut next = Some(reply);
                     out.clear();
-                    out.extend_from_slice(&frame);
-                    // Answers already done go out in the same write.
-                    while out.len() < (1 << 20) {
-                        match futures::FutureExt::now_or_never(in_flight.next()) {
-                            Some(Some(Some(f))) => out.extend_from_slice(&f),
-                            Some(Some(None)) => {}
-                            _ => break,
+                    while let Some(reply) = next.take() {
+                        held -= sizes.pop_front().unwrap_or(0);
+                        if let Some(frame) = reply {
+                            if frame.len() < SMALL_FRAME {
+                                out.extend_from_slice(&frame);
+                            } else {
+                                if !out.is_empty() && wr.write_all(&out).await.is_err() {
+                                    return;
+                                }
+                                out.clear();
+                                if wr.write_all(&frame).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        if out.len() < SMALL_FRAME {
+                            next = futures::FutureExt::now_or_never(in_flight.next()).flatten();
                         }
                     }
-                    if let Err(e) = wr.write_all(&out).await {
+                    if !out.is_empty() && let Err(e) = wr.write_all(&out).await {
                         tracing::debug!(error = %e, "kafka connection write failed");
                         return;
                     }
