@@ -20,7 +20,7 @@
 //! member that went away, which the next rebalance notices); generations only grow;
 //! a member's assignment is only ever the one its generation's leader sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,6 +67,8 @@ impl std::fmt::Display for ClassicError {
 pub type Result<T> = std::result::Result<T, ClassicError>;
 
 const MIN_SESSION_TIMEOUT_MS: i32 = 1_000;
+/// How long an id handed out with MEMBER_ID_REQUIRED waits for its member's join.
+const PENDING_MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_SESSION_TIMEOUT_MS: i32 = 3_600_000;
 
 /// A JoinGroup request.
@@ -141,8 +143,8 @@ struct Group {
     protocol: String,
     leader: String,
     members: BTreeMap<String, Member>,
-    /// Ids handed out with MEMBER_ID_REQUIRED, not yet joined with.
-    pending: BTreeSet<String>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, not yet joined with, and when.
+    pending: BTreeMap<String, Instant>,
     /// When the rebalance under way gives up on members that have not joined again.
     rebalance_deadline: Option<Instant>,
 }
@@ -156,7 +158,7 @@ impl Group {
             protocol: String::new(),
             leader: String::new(),
             members: BTreeMap::new(),
-            pending: BTreeSet::new(),
+            pending: BTreeMap::new(),
             rebalance_deadline: None,
         }
     }
@@ -330,12 +332,16 @@ impl ClassicGroups {
         let group = j.group.clone();
         let (mut rx, deadline) = self.join_now(j, other_protocol_members)?;
         tokio::select! {
+            biased;
             r = &mut rx => return r.unwrap_or(Err(ClassicError::RebalanceInProgress)),
             _ = tokio::time::sleep_until(deadline) => {}
         }
         // The rebalance timeout passed: it completes without the members that did not
-        // join again, which answers this joiner (or drops it, if it was replaced).
-        if let Some(g) = self.groups.lock().get_mut(&group) {
+        // join again, which answers this joiner (or drops it, if it was replaced). Only
+        // a rebalance whose own deadline passed is forced, never a newer one.
+        if let Some(g) = self.groups.lock().get_mut(&group)
+            && g.rebalance_deadline.is_some_and(|d| d <= Instant::now())
+        {
             g.maybe_complete_join(true);
         }
         rx.await.unwrap_or(Err(ClassicError::RebalanceInProgress))
@@ -389,11 +395,11 @@ impl ClassicGroups {
                 if g.pending.len() >= 10_000 {
                     g.pending.pop_first();
                 }
-                g.pending.insert(id.clone());
+                g.pending.insert(id.clone(), now);
                 return Err(ClassicError::MemberIdRequired(id));
             }
             id
-        } else if g.members.contains_key(&j.member_id) || g.pending.remove(&j.member_id) {
+        } else if g.members.contains_key(&j.member_id) || g.pending.remove(&j.member_id).is_some() {
             j.member_id.clone()
         } else {
             return Err(ClassicError::UnknownMemberId);
@@ -498,6 +504,7 @@ impl ClassicGroups {
                 let mut groups = self.groups.lock();
                 if let Some(g) = groups.get_mut(group)
                     && g.generation == generation
+                    && g.state == State::CompletingRebalance
                 {
                     g.prepare_rebalance(Instant::now());
                 }
@@ -556,7 +563,9 @@ impl ClassicGroups {
         if generation != g.generation {
             return Err(ClassicError::IllegalGeneration);
         }
-        if g.state != State::Stable {
+        // As Kafka: a member of the current generation may commit until the new
+        // generation is formed (its last commit before rejoining counts).
+        if g.state == State::CompletingRebalance {
             return Err(ClassicError::RebalanceInProgress);
         }
         Ok(())
@@ -581,6 +590,8 @@ impl ClassicGroups {
             if g.rebalance_deadline.is_some_and(|d| d <= now) {
                 g.maybe_complete_join(true);
             }
+            // An id handed out and never joined with is forgotten after a minute.
+            g.pending.retain(|_, at| *at + PENDING_MEMBER_TIMEOUT > now);
         }
         groups.retain(|_, g| !g.members.is_empty() || !g.pending.is_empty());
     }

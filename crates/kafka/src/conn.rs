@@ -33,6 +33,8 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// Request bytes one connection may hold in flight; past it, reading waits for answers
 /// (one request is always let in, whatever its size).
 pub const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+/// Largest request other than Produce (tens of thousands of partitions fit).
+pub const MAX_OTHER_REQUEST_BYTES: usize = 8 << 20;
 /// Answers smaller than this are gathered into one write.
 const SMALL_FRAME: usize = 64 << 10;
 
@@ -220,7 +222,10 @@ pub enum Request {
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
 /// well-formed request of a served API and version is an error naming what is wrong;
-/// nothing here panics or reserves more than the frame's size.
+/// nothing here panics. Decoded requests take more memory than their bytes (a struct
+/// per element), so only Produce, whose records stay slices of the frame, may use the
+/// whole `socket.request.max.bytes`; every other request is held to
+/// [`MAX_OTHER_REQUEST_BYTES`].
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
     // api_key, api_version, correlation_id: read by hand so a short frame or an
     // unknown key is a clean error, never a decoder panic.
@@ -236,6 +241,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
     let Ok(api_key) = ApiKey::try_from(key) else {
         return Err(Close(format!("unknown API key {key}")));
     };
+    if api_key != ApiKey::Produce && frame.len() > MAX_OTHER_REQUEST_BYTES {
+        return Err(Close(format!(
+            "a {}-byte {api_key:?} request is larger than the {MAX_OTHER_REQUEST_BYTES} bytes any request but Produce may take",
+            frame.len()
+        )));
+    }
     let Some((min, max)) = crate::apis::versions(api_key) else {
         return Err(Close(format!(
             "API {api_key:?} (key {key}) is not served by this broker"

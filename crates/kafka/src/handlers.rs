@@ -470,22 +470,19 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
             resp.responses = assemble(ctx, version, &wants, parts, session);
             return resp;
         }
-        // Wait until any partition has something past its offset, or the deadline.
-        let left = deadline - tokio::time::Instant::now();
+        // Wait until a partition's high watermark moves past what this pass saw (or
+        // past the offset asked for), or the deadline: never a busy loop over data
+        // that is there but short of min.bytes.
         let waits: Vec<_> = wants
             .iter()
-            .filter_map(|w| {
-                let topic = w.topic.clone()?;
-                let partition = u32::try_from(w.partition).ok()?;
-                Some(
-                    async move {
-                        let _ = ctx
-                            .broker
-                            .fetch(&topic, partition, w.offset, 1, 1, left)
-                            .await;
-                    }
-                    .boxed(),
-                )
+            .zip(&parts)
+            .filter_map(|(w, pd)| {
+                let p = ctx
+                    .broker
+                    .partition(w.topic.as_deref()?, w.partition as u32)
+                    .ok()?;
+                let seen = w.offset.max(pd.high_watermark);
+                Some(async move { p.wait_beyond(seen, Some(deadline)).await }.boxed())
             })
             .collect();
         if waits.is_empty() {

@@ -21,7 +21,7 @@ struct Kafka {
     _dir: tempfile::TempDir,
 }
 
-const MAX_REQUEST: usize = 1 << 20;
+const MAX_REQUEST: usize = 16 << 20;
 
 async fn start() -> Kafka {
     let dir = tempfile::tempdir().unwrap();
@@ -473,6 +473,11 @@ async fn bad_frames_close_the_connection_and_others_are_still_served() {
             framed(&huge_compact),
         ),
         ("garbage", framed(&[0x5a; 64])),
+        ("a Metadata request over 8 MiB", {
+            let mut big = header(ApiKey::Metadata as i16, 1);
+            big.resize((8 << 20) + 1, 0);
+            framed(&big)
+        }),
     ];
     let n = cases.len() as u64;
     for (what, bytes) in cases {
