@@ -6,7 +6,8 @@
 #   deploy/cluster.sh down     stop the brokers and the store (data is kept)
 #   deploy/cluster.sh clean    down, then remove the data
 #
-# Brokers listen on 127.0.0.1:9391-9393 (metrics on :9491-9493); all three are
+# Brokers listen on 127.0.0.1:9391-9393 (metrics on :9491-9493, Kafka clients on
+# :9591-9593); all three are
 # controller voters and share the bucket `strata` (prefix `cluster`) of an s3s-fs
 # server on 127.0.0.1:9390, which the script installs into its own directory with
 # cargo the first time. Everything lives under $STRATA_CLUSTER_DIR (./strata-cluster).
@@ -57,7 +58,8 @@ up() {
   for id in 1 2 3; do
     start "broker $id" "$dir/run/broker-$id.pid" "$dir/broker-$id.log" \
       "$bin" server --node-id "$id" --listen "127.0.0.1:939$id" \
-      --metrics-listen "127.0.0.1:949$id" --data-dir "$dir/broker-$id" \
+      --metrics-listen "127.0.0.1:949$id" --kafka-listen "127.0.0.1:959$id" \
+      --data-dir "$dir/broker-$id" \
       --voters "$voters" --object-store s3://strata/cluster
   done
   for _ in $(seq 1 120); do
@@ -67,6 +69,7 @@ up() {
       echo
       echo "cluster up: use --broker 127.0.0.1:9391 (or :9392, :9393), e.g."
       echo "  $bin topic create events --partitions 3 --replication-factor 3 --broker 127.0.0.1:9391"
+      echo "Kafka clients: bootstrap.servers=127.0.0.1:9591,127.0.0.1:9592,127.0.0.1:9593"
       return
     fi
     sleep 0.5

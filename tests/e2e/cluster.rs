@@ -28,6 +28,8 @@ pub struct Cluster {
     /// The private network, when the brokers run in namespaces of their own (after
     /// `nodes`: the processes stop before their namespaces go).
     net: Option<Net>,
+    /// Whether brokers run their Kafka listener (at [`Cluster::kafka_addr`]).
+    kafka: bool,
 }
 
 impl Cluster {
@@ -43,7 +45,7 @@ impl Cluster {
         extra_args: Vec<String>,
         extra_env: Vec<(String, String)>,
     ) -> Self {
-        Self::start_on(dir, n, extra_args, extra_env, None)
+        Self::start_on(dir, n, extra_args, extra_env, None, false)
     }
 
     /// Starts `n` voters, each in its own namespace of `net` if given.
@@ -53,6 +55,7 @@ impl Cluster {
         extra_args: Vec<String>,
         extra_env: Vec<(String, String)>,
         net: Option<Net>,
+        kafka: bool,
     ) -> Self {
         let mut c = Self {
             dir: dir.to_path_buf(),
@@ -63,6 +66,7 @@ impl Cluster {
             extra_env,
             cut: Vec::new(),
             net,
+            kafka,
         };
         c.voters = (1..=n)
             .map(|i| format!("{i}@{}", c.addr(i)))
@@ -79,6 +83,14 @@ impl Cluster {
         match &self.net {
             Some(net) => format!("{}:{}", net.ip(id), 19_300 + id),
             None => format!("{}:{}", self.ip, 19_300 + id),
+        }
+    }
+
+    /// Node `id`'s Kafka listener (when the cluster runs them).
+    pub fn kafka_addr(&self, id: u64) -> String {
+        match &self.net {
+            Some(net) => format!("{}:{}", net.ip(id), 19_400 + id),
+            None => format!("{}:{}", self.ip, 19_400 + id),
         }
     }
 
@@ -103,6 +115,10 @@ impl Cluster {
             args.extend(["--join", &via]);
         }
         args.extend(self.extra_args.iter().map(String::as_str));
+        let kafka = self.kafka_addr(id);
+        if self.kafka {
+            args.extend(["--kafka-listen", &kafka]);
+        }
         let mut env = vec![("RUST_LOG", "info,openraft=warn")];
         env.extend(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         ServerProcess::start_in(
@@ -334,7 +350,14 @@ impl Cluster {
 
     /// [`Cluster::active`], each broker in its own namespace of `net` if given.
     async fn active_on(dir: &Path, n: u64, net: Option<Net>) -> Self {
-        let c = Self::start_on(dir, n, Vec::new(), Vec::new(), net);
+        let c = Self::start_on(dir, n, Vec::new(), Vec::new(), net, false);
+        c.all_active().await;
+        c
+    }
+
+    /// [`Cluster::active`] with every broker's Kafka listener on.
+    pub async fn active_with_kafka(dir: &Path, n: u64) -> Self {
+        let c = Self::start_on(dir, n, Vec::new(), Vec::new(), None, true);
         c.all_active().await;
         c
     }
@@ -364,7 +387,7 @@ impl Cluster {
             "--object-store".to_string(),
             format!("s3://{bucket}/cluster"),
         ];
-        let c = Self::start_on(dir, 3, args, env, net);
+        let c = Self::start_on(dir, 3, args, env, net, false);
         c.all_active().await;
         let configs = [("segment.bytes", "4096"), ("local.retention.bytes", "4096")]
             .into_iter()
@@ -400,7 +423,7 @@ impl Cluster {
         self.led(topic, None, 3).await
     }
 
-    fn running(&self) -> Vec<u64> {
+    pub fn running(&self) -> Vec<u64> {
         (1..=self.nodes.len() as u64)
             .filter(|id| self.nodes[*id as usize - 1].is_some())
             .collect()
@@ -454,12 +477,12 @@ impl Cluster {
 
     /// Waits until partition 0 of `topic` has a leader other than `not` with `isr`
     /// in-sync replicas; returns it.
-    async fn led(&self, topic: &str, not: Option<u64>, isr: usize) -> pb::PartitionDescription {
+    pub async fn led(&self, topic: &str, not: Option<u64>, isr: usize) -> pb::PartitionDescription {
         self.led_n(topic, 0, not, isr).await
     }
 
     /// [`Cluster::led`] for partition `n`.
-    async fn led_n(
+    pub async fn led_n(
         &self,
         topic: &str,
         n: u32,

@@ -172,7 +172,10 @@ impl ServerProcess {
             }
             None => Command::new(STRATA),
         };
-        c.args(["server", "--metrics-listen", "", "--kafka-listen", ""]);
+        c.args(["server", "--metrics-listen", ""]);
+        if !args.contains(&"--kafka-listen") {
+            c.args(["--kafka-listen", ""]);
+        }
         if !args.contains(&"--listen") {
             c.args(["--listen", "127.0.0.1:0"]);
         }

@@ -495,3 +495,135 @@ print(json.dumps([[o, ts, k, v, hs] for (o, ts, k, v, hs) in rows]))
     }
     broker.stop().await;
 }
+
+/// `confluent_cluster.py` with `args`, its JSON lines coming through the receiver as it
+/// prints them (stderr goes to `log`, shown if it fails).
+fn cluster_client(
+    bootstrap: &str,
+    args: &[&str],
+    log: &std::path::Path,
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let script = format!(
+        "{}/../../tests/e2e/clients/confluent_cluster.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new(python())
+        .arg(script)
+        .arg(bootstrap)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str(&line) {
+                Ok(v) => {
+                    let _ = tx.send(v);
+                }
+                Err(_) => eprintln!("confluent_cluster.py: {line}"),
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for the client to exit, failing with its stderr unless it succeeded.
+async fn client_succeeded(mut child: std::process::Child, log: &std::path::Path) {
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "confluent_cluster.py failed:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_produces_and_consumes_through_a_cluster_across_a_leader_kill() {
+    use crate::cluster::Cluster;
+    use crate::history::History;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::active_with_kafka(dir.path(), 3).await;
+    let boot = |c: &Cluster, ids: &[u64]| {
+        ids.iter()
+            .map(|&id| c.kafka_addr(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let all = boot(&c, &[1, 2, 3]);
+    let log = dir.path().join("client.log");
+
+    // Created through Kafka's admin API; every broker, its partitions' leaders and
+    // in-sync replicas as the cluster has them.
+    let (admin, mut rx) = cluster_client(&all, &["admin", "kc"], &log);
+    client_succeeded(admin, &log).await;
+    let leaders = rx.recv().await.expect("the admin summary");
+    let first = c.led("kc", None, 3).await;
+    assert_eq!(leaders["leaders"]["0"], first.leader);
+
+    // Idempotent acks=all produce; the leader of partition 0 is killed (-9) a third of
+    // the way through. librdkafka finds the new leader through Metadata and retries.
+    const N: usize = 3000;
+    let mut history = [History::new(), History::new()];
+    let (producer, mut rx) = cluster_client(&all, &["produce", "kc", &N.to_string()], &log);
+    let mut acked = 0;
+    let killed = first.leader as u64;
+    while let Some(v) = rx.recv().await {
+        let Some(p) = v["p"].as_u64() else { continue };
+        let (o, value) = (v["o"].as_i64().unwrap(), v["v"].as_str().unwrap());
+        history[p as usize].ack(o, value.as_bytes().to_vec());
+        acked += 1;
+        if acked == N / 3 {
+            c.kill(killed);
+        }
+    }
+    client_succeeded(producer, &log).await;
+    assert_eq!(acked, N, "every record acknowledged once");
+    let second = c.led("kc", Some(killed), 2).await;
+    assert!(second.leader_epoch > first.leader_epoch);
+
+    // Everything acknowledged reads back through a group on the surviving brokers, at
+    // the offsets acknowledged, once each, in order; the group's commit is the end.
+    let survivors = c.running();
+    let (consumer, mut rx) = cluster_client(
+        &boot(&c, &survivors),
+        &["consume", "kc", "kcg", &N.to_string()],
+        &log,
+    );
+    let mut reads: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
+    let mut committed = serde_json::Value::Null;
+    while let Some(v) = rx.recv().await {
+        match v["p"].as_u64() {
+            Some(p) => reads[p as usize].push((
+                v["o"].as_i64().unwrap(),
+                v["v"].as_str().unwrap().as_bytes().to_vec(),
+            )),
+            None => committed = v["committed"].clone(),
+        }
+    }
+    client_succeeded(consumer, &log).await;
+    for (p, h) in history.iter_mut().enumerate() {
+        h.read(0, std::mem::take(&mut reads[p]));
+        h.assert_clean(&format!("kc-{p} after its leader was killed"));
+        let end = h.last_acked().unwrap() + 1;
+        assert_eq!(committed[p.to_string()], end, "kc-{p}'s committed offset");
+    }
+    // The same offsets through gRPC, from a broker that may not coordinate the group.
+    let client = Client::connect(&c.addr(survivors[0])).await.unwrap();
+    let grpc = grpc_committed(&client, "kcg").await;
+    for p in 0..2u32 {
+        assert_eq!(
+            grpc.get(&p).copied(),
+            history[p as usize].last_acked().map(|o| o + 1)
+        );
+    }
+}

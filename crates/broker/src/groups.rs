@@ -67,6 +67,12 @@ impl Broker {
         self.groups.group_heartbeat(self, hb).await
     }
 
+    /// Refused unless this broker coordinates `group` now (the leader of its offsets
+    /// partition, loaded): classic group requests check here first.
+    pub fn check_coordinator(&self, group: &str) -> Result<()> {
+        self.groups.check_coordinator(group)
+    }
+
     /// Kafka's classic groups (JoinGroup/SyncGroup): see `strata_groups::classic`.
     pub fn classic_groups(&self) -> &strata_groups::classic::ClassicGroups {
         &self.classic

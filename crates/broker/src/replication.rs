@@ -545,6 +545,50 @@ impl Member {
         self.controller.state().topics.into_values().collect()
     }
 
+    /// `e` (met serving `partition`) as a client of this cluster should see it: a
+    /// broker without a local replica of a topic the metadata has answers not-leader
+    /// (naming the leader), as Kafka brokers do, and a not-coordinator names the leader
+    /// of the group's offsets partition.
+    pub fn explain(&self, e: BrokerError, partition: u32) -> BrokerError {
+        match e {
+            // The coordinator is the leader of the group's offsets partition.
+            BrokerError::NotCoordinator {
+                group,
+                topic,
+                partition,
+                leader: None,
+            } => {
+                let leader = self
+                    .topic(&topic)
+                    .ok()
+                    .and_then(|t| t.partitions.get(partition as usize).and_then(|p| p.leader));
+                BrokerError::NotCoordinator {
+                    group,
+                    topic,
+                    partition,
+                    leader,
+                }
+            }
+            BrokerError::UnknownTopic(topic) => match self.topic(&topic) {
+                Ok(t) if (partition as usize) < t.partitions.len() => BrokerError::NotLeader {
+                    leader: t.partitions[partition as usize].leader,
+                    topic,
+                    partition,
+                },
+                // A restarted (or slow) broker that has not applied its own registration
+                // yet may lack a topic others already have: it cannot say "unknown" yet.
+                _ if !self.controller.caught_up() => BrokerError::Controller {
+                    reason: format!(
+                        "this broker is still catching up with the cluster's metadata and does not know topic {topic:?} yet; retry shortly"
+                    ),
+                    retriable: true,
+                },
+                _ => BrokerError::UnknownTopic(topic),
+            },
+            e => e,
+        }
+    }
+
     /// The advertised address of broker `id`, if it is registered.
     pub fn address_of(&self, id: NodeId) -> Option<String> {
         self.controller

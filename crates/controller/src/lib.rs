@@ -69,6 +69,8 @@ pub struct ControllerConfig {
     pub node_id: NodeId,
     /// This node's advertised address (where other nodes reach it).
     pub addr: String,
+    /// Its advertised Kafka listener, if it runs one (clients learn it from Metadata).
+    pub kafka_addr: Option<String>,
     pub rack: Option<String>,
     /// The voters: node id -> address. A node not among them joins as a learner.
     pub voters: BTreeMap<NodeId, String>,
@@ -554,6 +556,7 @@ impl Controller {
         let cmd = Command::RegisterBroker {
             id: self.config.node_id,
             addr: self.config.addr.clone(),
+            kafka_addr: self.config.kafka_addr.clone(),
             rack: self.config.rack.clone(),
             incarnation: self.config.incarnation.clone(),
             at_ms,

@@ -19,6 +19,9 @@ pub struct BrokerRecord {
     pub id: NodeId,
     /// Its advertised gRPC address (HOST:PORT).
     pub addr: String,
+    /// Its advertised Kafka listener (HOST:PORT), if it runs one.
+    #[serde(default)]
+    pub kafka_addr: Option<String>,
     pub rack: Option<String>,
     /// Chosen when the broker's data directory was created: a broker that comes back
     /// with another one lost its disk.
@@ -118,6 +121,8 @@ pub enum Command {
     RegisterBroker {
         id: NodeId,
         addr: String,
+        #[serde(default)]
+        kafka_addr: Option<String>,
         rack: Option<String>,
         incarnation: String,
         at_ms: i64,
@@ -189,6 +194,7 @@ impl ClusterState {
             Command::RegisterBroker {
                 id,
                 addr,
+                kafka_addr,
                 rack,
                 incarnation,
                 at_ms,
@@ -213,6 +219,7 @@ impl ClusterState {
                     BrokerRecord {
                         id: *id,
                         addr: addr.clone(),
+                        kafka_addr: kafka_addr.clone(),
                         rack: rack.clone(),
                         incarnation: incarnation.clone(),
                         fenced: true,
@@ -540,6 +547,7 @@ mod tests {
         Command::RegisterBroker {
             id,
             addr: format!("127.0.0.1:{}", 9000 + id),
+            kafka_addr: None,
             rack: None,
             incarnation: incarnation.into(),
             at_ms: 1,

@@ -1035,6 +1035,12 @@ impl Coordinator {
             .collect()
     }
 
+    /// Whether this broker coordinates `group` now: refused as `route` refuses (another
+    /// broker coordinates it, or its partition is loading).
+    pub fn check_coordinator(&self, group_id: &str) -> Result<()> {
+        self.groups.lock().route(group_id).map(|_| ())
+    }
+
     pub fn describe_group(&self, host: &dyn Host, group_id: &str) -> Result<GroupDescription> {
         let groups = self.groups.lock();
         groups.route(group_id)?;

@@ -75,45 +75,52 @@ pub async fn create_topics(
         } else if r.validate_only {
             ctx.broker
                 .check_new_topic(&name, partitions, rf, &configs)
-                .and_then(|_| match ctx.broker.topic(&name) {
+                .and_then(|_| match ctx.view().and_then(|v| ctx.topic(&v, &name)) {
                     Ok(_) => Err(BrokerError::TopicExists(name.clone())),
-                    Err(_) => Ok(()),
+                    Err(BrokerError::UnknownTopic(_)) => Ok(()),
+                    Err(e) => Err(e),
                 })
                 .map_err(|e| (errors::code(&e), errors::message(&e)))
         } else {
-            ctx.broker
-                .create_topic(&name, partitions, rf, configs)
+            ctx.create_topic(&name, partitions, rf, configs)
                 .await
                 .map(|_| ())
                 .map_err(|e| (errors::code(&e), errors::message(&e)))
         };
-        match result {
-            Ok(()) => {
-                if let Ok(topic) = ctx.broker.topic(&name) {
-                    let meta = topic.meta();
-                    out.topic_id = topic_uuid(&meta.id);
-                    out.num_partitions = meta.partitions as i32;
-                    out.replication_factor = meta.replication_factor as i16;
-                    if version >= 5 {
-                        out.configs = Some(
-                            topic
-                                .config()
-                                .entries()
-                                .map(|(k, v, is_default)| {
-                                    let mut c =
-                                        create_topics_response::CreatableTopicConfigs::default();
-                                    c.name = str(k);
-                                    c.value = Some(str(v));
-                                    c.config_source = if is_default {
-                                        SOURCE_DEFAULT
-                                    } else {
-                                        SOURCE_TOPIC
-                                    };
-                                    c
-                                })
-                                .collect(),
-                        );
-                    }
+        let created = result.and_then(|()| {
+            let view = ctx
+                .view()
+                .map_err(|e| (errors::code(&e), errors::message(&e)))?;
+            // Validated only: what it would be.
+            let t = ctx.topic(&view, &name).ok();
+            let config = ctx.topic_config(&view, &name).ok();
+            Ok((t, config))
+        });
+        match created {
+            Ok((t, config)) => {
+                if let Some(t) = t {
+                    out.topic_id = topic_uuid(&t.id);
+                    out.num_partitions = t.partitions.len() as i32;
+                    out.replication_factor = t.replication_factor as i16;
+                }
+                if let (Some(config), true) = (config, version >= 5) {
+                    out.configs = Some(
+                        config
+                            .entries()
+                            .map(|(k, v, is_default)| {
+                                let mut c =
+                                    create_topics_response::CreatableTopicConfigs::default();
+                                c.name = str(k);
+                                c.value = Some(str(v));
+                                c.config_source = if is_default {
+                                    SOURCE_DEFAULT
+                                } else {
+                                    SOURCE_TOPIC
+                                };
+                                c
+                            })
+                            .collect(),
+                    );
                 }
             }
             Err((code, msg)) => {
@@ -148,15 +155,12 @@ pub async fn delete_topics(
     for (name, id) in wanted {
         let mut out = delete_topics_response::DeletableTopicResult::default();
         let name = name.or_else(|| {
-            ctx.broker
-                .list_topics()
-                .into_iter()
-                .find(|t| topic_uuid(&t.id) == id)
-                .map(|t| t.name)
+            ctx.view()
+                .ok()
+                .and_then(|v| ctx.topic_names(&v).remove(&id))
         });
         let result = match &name {
             Some(n) => ctx
-                .broker
                 .delete_topic(n)
                 .await
                 .map_err(|e| (errors::code(&e), errors::message(&e))),
@@ -185,9 +189,11 @@ pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeCon
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
         match res.resource_type {
-            RESOURCE_TOPIC => match ctx.broker.topic(&res.resource_name) {
-                Ok(topic) => {
-                    let config = topic.config();
+            RESOURCE_TOPIC => match ctx
+                .view()
+                .and_then(|v| ctx.topic_config(&v, &res.resource_name))
+            {
+                Ok(config) => {
                     for (k, v, is_default) in config.entries() {
                         let wanted = res
                             .configuration_keys
@@ -275,41 +281,44 @@ async fn alter_one(
             }
         }
     }
-    let topic = ctx
-        .broker
-        .topic(&res.resource_name)
+    let overrides = ctx
+        .view()
+        .and_then(|v| ctx.topic_overrides(&v, &res.resource_name))
         .map_err(|e| (errors::code(&e), errors::message(&e)))?;
-    if validate_only {
+    let result = if validate_only {
         ctx.broker
-            .altered_configs(
-                &res.resource_name,
-                &topic.meta().configs,
-                set,
-                delete,
-                false,
-            )
+            .altered_configs(&res.resource_name, &overrides, set, delete, false)
             .map(|_| ())
-            .map_err(|e| (errors::code(&e), errors::message(&e)))
     } else {
-        ctx.broker
-            .alter_configs(&res.resource_name, set, delete)
-            .await
-            .map(|_| ())
-            .map_err(|e| (errors::code(&e), errors::message(&e)))
-    }
+        ctx.alter_configs(&res.resource_name, set, delete).await
+    };
+    result.map_err(|e| (errors::code(&e), errors::message(&e)))
 }
 
 pub fn describe_cluster(ctx: &Context, r: DescribeClusterRequest) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     resp.endpoint_type = r.endpoint_type;
     resp.cluster_id = str(ctx.broker.incarnation());
+    // Any broker takes admin requests (a cluster member hands them to the controller).
     resp.controller_id = BrokerId(ctx.node_id());
-    let mut b = describe_cluster_response::DescribeClusterBroker::default();
-    b.broker_id = BrokerId(ctx.node_id());
-    b.host = str(&ctx.host);
-    b.port = ctx.port;
-    let rack = &ctx.broker.config().rack;
-    b.rack = (!rack.is_empty()).then(|| str(rack));
-    resp.brokers = vec![b];
+    let brokers = match ctx.view() {
+        Ok(view) => ctx.brokers(&view),
+        Err(e) => {
+            resp.error_code = errors::code(&e);
+            resp.error_message = Some(str(&errors::message(&e)));
+            Vec::new()
+        }
+    };
+    resp.brokers = brokers
+        .into_iter()
+        .map(|b| {
+            let mut out = describe_cluster_response::DescribeClusterBroker::default();
+            out.broker_id = BrokerId(b.id);
+            out.host = str(&b.host);
+            out.port = b.port;
+            out.rack = b.rack.as_deref().map(str);
+            out
+        })
+        .collect();
     resp
 }

@@ -10,10 +10,12 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use strata_broker::error::BrokerError;
+use strata_broker::groups::{OFFSETS_TOPIC, partition_for};
 use strata_groups::classic::{ClassicError, Join};
 
 use crate::Context;
 use crate::errors;
+use crate::view::{BrokerView, View};
 
 fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -49,19 +51,31 @@ pub fn find_coordinator(
     } else {
         vec![r.key]
     };
-    // A single broker coordinates every group; transactions have no coordinator.
+    // A group's coordinator leads its offsets partition; transactions have none.
+    let view = ctx.view();
     let answer = |key: StrBytes| {
         let mut c = find_coordinator_response::Coordinator::default();
-        c.key = key;
-        if r.key_type != 0 {
-            c.error_code = ResponseError::CoordinatorNotAvailable.code();
-            c.error_message = Some(str("transactions are not supported by this broker"));
-            c.node_id = BrokerId(-1);
-            c.port = -1;
+        let found = if r.key_type != 0 {
+            Err((
+                ResponseError::CoordinatorNotAvailable.code(),
+                "transactions are not supported by this broker".to_string(),
+            ))
         } else {
-            c.node_id = BrokerId(ctx.node_id());
-            c.host = str(&ctx.host);
-            c.port = ctx.port;
+            coordinator(ctx, &view, &key)
+        };
+        c.key = key;
+        match found {
+            Ok(b) => {
+                c.node_id = BrokerId(b.id);
+                c.host = str(&b.host);
+                c.port = b.port;
+            }
+            Err((code, msg)) => {
+                c.error_code = code;
+                c.error_message = Some(str(&msg));
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+            }
         }
         c
     };
@@ -79,6 +93,41 @@ pub fn find_coordinator(
 }
 
 // ---- classic groups ----
+
+/// The broker coordinating `group`: the leader of its offsets partition.
+fn coordinator(
+    ctx: &Context,
+    view: &Result<View, BrokerError>,
+    group: &str,
+) -> Result<BrokerView, (i16, String)> {
+    let unavailable = |msg: String| (ResponseError::CoordinatorNotAvailable.code(), msg);
+    let view = view.as_ref().map_err(|e| unavailable(e.to_string()))?;
+    if matches!(view, View::Single) {
+        return Ok(ctx.self_view());
+    }
+    let t = ctx.topic(view, OFFSETS_TOPIC).map_err(|_| {
+        unavailable(format!(
+            "{OFFSETS_TOPIC} does not exist yet (it is created once enough brokers are live); retry shortly"
+        ))
+    })?;
+    let n = partition_for(group, t.partitions.len() as u32);
+    let leader = t.partitions[n as usize]
+        .leader
+        .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{n} has no leader at the moment")))?;
+    ctx.broker(view, leader).ok_or_else(|| {
+        unavailable(format!(
+            "the coordinator (broker {leader}) is fenced or runs no Kafka listener"
+        ))
+    })
+}
+
+/// Kafka's code when this broker does not coordinate `group` now.
+fn not_here(ctx: &Context, group: &str) -> Option<i16> {
+    ctx.broker
+        .check_coordinator(group)
+        .err()
+        .map(|e| errors::code(&e))
+}
 
 pub async fn join_group(
     ctx: &Context,
@@ -108,6 +157,14 @@ pub async fn join_group(
     let other = ctx.broker.has_consumer_members(&group);
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
+    if let Some(code) = not_here(ctx, &group) {
+        resp.error_code = code;
+        resp.member_id = r.member_id;
+        if version < 7 {
+            resp.protocol_name = Some(StrBytes::default());
+        }
+        return resp;
+    }
     match ctx.broker.classic_groups().join(join, other).await {
         Ok(j) => {
             resp.generation_id = j.generation;
@@ -152,6 +209,10 @@ pub async fn sync_group(ctx: &Context, version: i16, r: SyncGroupRequest) -> Syn
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let mut resp = SyncGroupResponse::default();
+    if let Some(code) = not_here(ctx, &r.group_id.0) {
+        resp.error_code = code;
+        return resp;
+    }
     match ctx
         .broker
         .classic_groups()
@@ -183,6 +244,10 @@ pub async fn sync_group(ctx: &Context, version: i16, r: SyncGroupRequest) -> Syn
 
 pub fn heartbeat(ctx: &Context, r: HeartbeatRequest) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
+    if let Some(code) = not_here(ctx, &r.group_id.0) {
+        resp.error_code = code;
+        return resp;
+    }
     if let Err(e) =
         ctx.broker
             .classic_groups()
@@ -196,6 +261,10 @@ pub fn heartbeat(ctx: &Context, r: HeartbeatRequest) -> HeartbeatResponse {
 pub fn leave_group(ctx: &Context, version: i16, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let groups = ctx.broker.classic_groups();
     let mut resp = LeaveGroupResponse::default();
+    if let Some(code) = not_here(ctx, &r.group_id.0) {
+        resp.error_code = code;
+        return resp;
+    }
     if version < 3 {
         if let Err(e) = groups.leave(&r.group_id.0, &r.member_id) {
             resp.error_code = classic_code(&e);
@@ -576,15 +645,14 @@ pub async fn consumer_heartbeat(
 }
 
 fn topic_ids(ctx: &Context) -> BTreeMap<String, uuid::Uuid> {
-    ctx.broker
-        .list_topics()
+    topic_names(ctx)
         .into_iter()
-        .map(|t| (t.name, crate::handlers::topic_uuid(&t.id)))
+        .map(|(id, n)| (n, id))
         .collect()
 }
 
 fn topic_names(ctx: &Context) -> BTreeMap<uuid::Uuid, String> {
-    topic_ids(ctx).into_iter().map(|(n, id)| (id, n)).collect()
+    ctx.view().map(|v| ctx.topic_names(&v)).unwrap_or_default()
 }
 
 pub fn consumer_describe(

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced, TopicMeta};
+use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced};
 use strata_broker::error::BrokerError;
 use strata_broker::groups::OFFSETS_TOPIC;
 use uuid::Uuid;
@@ -23,6 +23,7 @@ use crate::conn::{Header, Reply, Request, ready, response};
 use crate::errors;
 use crate::groups;
 use crate::sessions;
+use crate::view::{BrokerView, TopicView};
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
@@ -118,14 +119,6 @@ pub fn topic_uuid(id: &str) -> Uuid {
         .unwrap_or(Uuid::nil())
 }
 
-/// The name of the topic with Kafka id `id`.
-fn topic_by_id(ctx: &Context, id: Uuid) -> Option<TopicMeta> {
-    ctx.broker
-        .list_topics()
-        .into_iter()
-        .find(|t| topic_uuid(&t.id) == id)
-}
-
 // ---- ApiVersions ----
 
 /// The table of served APIs, with `error_code`.
@@ -158,17 +151,26 @@ pub fn api_versions_unsupported(correlation_id: i32) -> Bytes {
 // ---- Metadata ----
 
 async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataResponse {
-    let node = ctx.node_id();
     let mut resp = MetadataResponse::default();
-    let mut broker = metadata_response::MetadataResponseBroker::default();
-    broker.node_id = BrokerId(node);
-    broker.host = str(&ctx.host);
-    broker.port = ctx.port;
-    let rack = &ctx.broker.config().rack;
-    broker.rack = (!rack.is_empty()).then(|| str(rack));
-    resp.brokers = vec![broker];
     resp.cluster_id = Some(str(ctx.broker.incarnation()));
-    resp.controller_id = BrokerId(node);
+    // Any broker takes admin requests (a cluster member hands them to the controller).
+    resp.controller_id = BrokerId(ctx.node_id());
+    let view = match ctx.view() {
+        Ok(v) => v,
+        Err(e) => {
+            // Not caught up: itself, and every topic asked for retriable.
+            resp.brokers = vec![broker_metadata(&ctx.self_view())];
+            for w in r.topics.unwrap_or_default() {
+                let mut t = metadata_response::MetadataResponseTopic::default();
+                t.name = w.name;
+                t.topic_id = w.topic_id;
+                t.error_code = errors::code(&e);
+                resp.topics.push(t);
+            }
+            return resp;
+        }
+    };
+    resp.brokers = ctx.brokers(&view).iter().map(broker_metadata).collect();
     // v0: an empty list asks for every topic; later versions say so with null.
     let wanted = match r.topics {
         None => None,
@@ -178,25 +180,33 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
     let auto_create = ctx.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
     match wanted {
         None => {
-            for t in ctx.broker.list_topics() {
-                resp.topics.push(topic_metadata(ctx, &t));
+            for t in ctx.topics(&view) {
+                resp.topics.push(topic_metadata(&t));
             }
         }
         Some(wanted) => {
+            let names = wanted
+                .iter()
+                .any(|w| w.name.is_none())
+                .then(|| ctx.topic_names(&view));
             for w in wanted {
                 let found = match &w.name {
-                    Some(name) => match ctx.broker.topic(name) {
-                        Ok(t) => Ok(t.meta()),
-                        Err(_) if auto_create && name.as_str() != OFFSETS_TOPIC => {
+                    Some(name) => match ctx.topic(&view, name) {
+                        Err(BrokerError::UnknownTopic(_))
+                            if auto_create && name.as_str() != OFFSETS_TOPIC =>
+                        {
                             auto_create_topic(ctx, name).await
                         }
-                        Err(e) => Err(e),
+                        found => found,
                     },
-                    None => topic_by_id(ctx, w.topic_id)
-                        .ok_or_else(|| BrokerError::UnknownTopic(w.topic_id.to_string())),
+                    None => names
+                        .as_ref()
+                        .and_then(|n| n.get(&w.topic_id))
+                        .ok_or_else(|| BrokerError::UnknownTopic(w.topic_id.to_string()))
+                        .and_then(|name| ctx.topic(&view, name)),
                 };
                 match found {
-                    Ok(meta) => resp.topics.push(topic_metadata(ctx, &meta)),
+                    Ok(t) => resp.topics.push(topic_metadata(&t)),
                     Err(e) => {
                         let mut t = metadata_response::MetadataResponseTopic::default();
                         t.name = w.name.clone();
@@ -215,45 +225,55 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
     resp
 }
 
-async fn auto_create_topic(ctx: &Context, name: &str) -> Result<TopicMeta, BrokerError> {
-    match ctx.broker.create_topic(name, 1, 0, BTreeMap::new()).await {
+fn broker_metadata(b: &BrokerView) -> metadata_response::MetadataResponseBroker {
+    let mut m = metadata_response::MetadataResponseBroker::default();
+    m.node_id = BrokerId(b.id);
+    m.host = str(&b.host);
+    m.port = b.port;
+    m.rack = b.rack.as_deref().map(str);
+    m
+}
+
+async fn auto_create_topic(ctx: &Context, name: &str) -> Result<TopicView, BrokerError> {
+    match ctx.create_topic(name, 1, 0, BTreeMap::new()).await {
         Ok(t) => {
             tracing::info!(
                 topic = name,
                 "created topic on first use (auto.create.topics.enable)"
             );
-            Ok(t.meta())
+            Ok(t)
         }
         // Another request created it meanwhile.
-        Err(BrokerError::TopicExists(_)) => ctx.broker.topic(name).map(|t| t.meta()),
+        Err(BrokerError::TopicExists(_)) => ctx.topic(&ctx.view()?, name),
         Err(e) => Err(e),
     }
 }
 
-fn topic_metadata(ctx: &Context, meta: &TopicMeta) -> metadata_response::MetadataResponseTopic {
-    let node = BrokerId(ctx.node_id());
-    let mut t = metadata_response::MetadataResponseTopic::default();
-    t.name = Some(TopicName(str(&meta.name)));
-    t.topic_id = topic_uuid(&meta.id);
-    t.is_internal = meta.name == OFFSETS_TOPIC;
-    let partitions = ctx
-        .broker
-        .topic(&meta.name)
-        .map(|t| t.partitions().to_vec())
-        .unwrap_or_default();
-    t.partitions = partitions
+fn topic_metadata(t: &TopicView) -> metadata_response::MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
+    let mut m = metadata_response::MetadataResponseTopic::default();
+    m.name = Some(TopicName(str(&t.name)));
+    m.topic_id = topic_uuid(&t.id);
+    m.is_internal = t.name == OFFSETS_TOPIC;
+    m.partitions = t
+        .partitions
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(n, p)| {
             let mut m = metadata_response::MetadataResponsePartition::default();
-            m.partition_index = p.id as i32;
-            m.leader_id = node;
-            m.leader_epoch = p.leader_epoch();
-            m.replica_nodes = vec![node];
-            m.isr_nodes = vec![node];
+            m.partition_index = n as i32;
+            m.leader_id = BrokerId(p.leader.unwrap_or(-1));
+            if p.leader.is_none() {
+                m.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            m.leader_epoch = p.leader_epoch;
+            m.replica_nodes = ids(&p.replicas);
+            m.isr_nodes = ids(&p.isr);
+            m.offline_replicas = ids(&p.offline);
             m
         })
         .collect();
-    t
+    m
 }
 
 // ---- Produce ----
@@ -304,6 +324,7 @@ fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
                             .map(|r| r.map_err(|e| (errors::code(&e), errors::message(&e))))
                             .boxed(),
                         Err(e) => {
+                            let e = ctx.explain(e, index as u32);
                             futures::future::ready(Err((errors::code(&e), errors::message(&e))))
                                 .boxed()
                         }
@@ -371,12 +392,12 @@ struct Want {
 
 async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
     let mut resp = FetchResponse::default();
-    let name_of = |topic: &TopicName, id: Uuid| {
-        if version >= 13 {
-            topic_by_id(ctx, id).map(|m| m.name)
-        } else {
-            Some(topic.0.to_string())
-        }
+    // v13 names topics by id: resolved once per request.
+    let names =
+        (version >= 13).then(|| ctx.view().map(|v| ctx.topic_names(&v)).unwrap_or_default());
+    let name_of = |topic: &TopicName, id: Uuid| match &names {
+        Some(names) => names.get(&id).cloned(),
+        None => Some(topic.0.to_string()),
     };
     let mut asked = Vec::new();
     for t in &r.topics {
@@ -535,7 +556,7 @@ async fn read_partitions(
                         pd.records = Some(f.batches);
                     }
                     Err(e) => {
-                        pd.error_code = errors::code(&e);
+                        pd.error_code = errors::code(&ctx.explain(e, w.partition as u32));
                         failed = true;
                     }
                 }
@@ -629,7 +650,7 @@ async fn list_offsets(ctx: &Context, version: i16, r: ListOffsetsRequest) -> Lis
                 None => Err(ResponseError::InvalidRequest.code()),
                 Some(q) => list_one(ctx, &name, p.partition_index, p.current_leader_epoch, q)
                     .await
-                    .map_err(|e| errors::code(&e)),
+                    .map_err(|e| errors::code(&ctx.explain(e, p.partition_index as u32))),
             };
             match answer {
                 Ok((offset, ts, epoch)) => {
@@ -687,7 +708,7 @@ fn offset_for_leader_epoch(
                 }
                 // Every epoch here is newer: Kafka's UNDEFINED_EPOCH and offset.
                 Ok(None) => {}
-                Err(e) => out.error_code = errors::code(&e),
+                Err(e) => out.error_code = errors::code(&ctx.explain(e, p.partition as u32)),
             }
             tr.partitions.push(out);
         }

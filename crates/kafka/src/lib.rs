@@ -23,10 +23,13 @@ pub mod errors;
 pub mod groups;
 pub mod handlers;
 pub mod sessions;
+pub mod view;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use strata_broker::Broker;
+use strata_broker::error::BrokerError;
+use strata_broker::replication::Member;
 use tokio::net::TcpListener;
 
 /// Kafka's default port.
@@ -56,10 +59,17 @@ pub struct Context {
     /// The advertised address, split for Metadata answers.
     pub(crate) host: String,
     pub(crate) port: i32,
+    /// This broker's replica manager once its cluster part runs (never, for a single
+    /// broker): the metadata answers come from its controller's state.
+    member: Arc<OnceLock<Arc<Member>>>,
 }
 
 impl Context {
-    pub fn new(broker: Arc<Broker>, config: KafkaConfig) -> Result<Arc<Self>, String> {
+    pub fn new(
+        broker: Arc<Broker>,
+        config: KafkaConfig,
+        member: Arc<OnceLock<Arc<Member>>>,
+    ) -> Result<Arc<Self>, String> {
         let (host, port) = split_host_port(&config.advertise)?;
         Ok(Arc::new(Self {
             broker,
@@ -67,7 +77,35 @@ impl Context {
             sessions: Default::default(),
             host,
             port,
+            member,
         }))
+    }
+
+    /// The cluster this broker is a member of: none for a single broker; refused as
+    /// retriable while its cluster part starts or catches up with the metadata (it
+    /// answers nothing rather than something stale).
+    pub fn cluster(&self) -> Result<Option<&Arc<Member>>, BrokerError> {
+        if !self.broker.config().clustered() {
+            return Ok(None);
+        }
+        match self.member.get() {
+            Some(m) if m.controller().caught_up() => Ok(Some(m)),
+            _ => Err(BrokerError::Controller {
+                reason:
+                    "this broker is still catching up with the cluster's metadata; retry shortly"
+                        .into(),
+                retriable: true,
+            }),
+        }
+    }
+
+    /// `e`, met serving `partition`, as a client of this cluster should see it (see
+    /// `Member::explain`: not-leader where another broker holds the partition).
+    pub fn explain(&self, e: BrokerError, partition: u32) -> BrokerError {
+        match self.member.get() {
+            Some(m) => m.explain(e, partition),
+            None => e,
+        }
     }
 
     /// This broker's node id as Kafka clients see it.

@@ -45,6 +45,7 @@ async fn start() -> Kafka {
             max_request_bytes: MAX_REQUEST,
             auto_create_topics: true,
         },
+        Default::default(),
     )
     .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);

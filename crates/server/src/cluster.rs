@@ -111,7 +111,8 @@ impl LeaderLink for GrpcTransport {
 #[derive(Default)]
 pub struct Node {
     controller: std::sync::OnceLock<Arc<Controller>>,
-    member: std::sync::OnceLock<Arc<Member>>,
+    /// Shared with the Kafka listener, which answers from the cluster's metadata.
+    member: Arc<std::sync::OnceLock<Arc<Member>>>,
     /// Where its controller storage is (`<data-dir>/raft`), for probes answered while
     /// it starts; none for a single broker.
     pub raft_dir: Option<std::path::PathBuf>,
@@ -138,6 +139,11 @@ impl Node {
     /// The replica manager, once the controller part runs.
     pub fn member(&self) -> Option<&Arc<Member>> {
         self.member.get()
+    }
+
+    /// Where the replica manager will be, for parts that start before it.
+    pub fn member_cell(&self) -> Arc<std::sync::OnceLock<Arc<Member>>> {
+        self.member.clone()
     }
 }
 

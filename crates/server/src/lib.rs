@@ -77,9 +77,12 @@ pub async fn run_node(
     kafka: Option<KafkaListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let node = Arc::new(cluster::Node::new(
+        controller.as_ref().map(|c| c.config.dir.clone()),
+    ));
     let kafka = kafka
         .map(|k| {
-            strata_kafka::Context::new(broker.clone(), k.config)
+            strata_kafka::Context::new(broker.clone(), k.config, node.member_cell())
                 .map(|ctx| (k.listener, ctx))
                 .map_err(RunError::Config)
         })
@@ -89,9 +92,6 @@ pub async fn run_node(
         metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
     let kafka_task =
         kafka.map(|(l, ctx)| tokio::spawn(strata_kafka::serve(l, ctx, background.stopping())));
-    let node = Arc::new(cluster::Node::new(
-        controller.as_ref().map(|c| c.config.dir.clone()),
-    ));
     let (failed_tx, failed_rx) =
         tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
     let duties = controller.map(|setup| {

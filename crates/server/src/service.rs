@@ -208,45 +208,9 @@ fn produce_error(
 /// this broker is not it. A cluster member without a local replica of a topic the
 /// metadata has answers not-leader too, as Kafka brokers do.
 fn fail(node: &crate::cluster::Node, e: BrokerError, partition: u32) -> Status {
-    let e = match (e, node.member()) {
-        // The coordinator is the leader of the group's offsets partition.
-        (
-            BrokerError::NotCoordinator {
-                group,
-                topic,
-                partition,
-                leader: None,
-            },
-            Some(m),
-        ) => {
-            let leader = m
-                .topic(&topic)
-                .ok()
-                .and_then(|t| t.partitions.get(partition as usize).and_then(|p| p.leader));
-            BrokerError::NotCoordinator {
-                group,
-                topic,
-                partition,
-                leader,
-            }
-        }
-        (BrokerError::UnknownTopic(topic), Some(m)) => match m.topic(&topic) {
-            Ok(t) if (partition as usize) < t.partitions.len() => BrokerError::NotLeader {
-                leader: t.partitions[partition as usize].leader,
-                topic,
-                partition,
-            },
-            // A restarted (or slow) broker that has not applied its own registration
-            // yet may lack a topic others already have: it cannot say "unknown" yet.
-            _ if !m.controller().caught_up() => BrokerError::Controller {
-                reason: format!(
-                    "this broker is still catching up with the cluster's metadata and does not know topic {topic:?} yet; retry shortly"
-                ),
-                retriable: true,
-            },
-            _ => BrokerError::UnknownTopic(topic),
-        },
-        (e, _) => e,
+    let e = match node.member() {
+        Some(m) => m.explain(e, partition),
+        None => e,
     };
     let leader = match &e {
         BrokerError::NotLeader {

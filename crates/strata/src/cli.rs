@@ -384,12 +384,6 @@ async fn server(a: ServerArgs) -> Result<()> {
     };
     let kafka = if config.kafka_listen.is_empty() {
         None
-    } else if config.clustered() {
-        // Its Metadata answers describe this broker alone so far: wrong for a cluster.
-        tracing::warn!(
-            "the Kafka listener serves a single broker only so far; this cluster member starts without it"
-        );
-        None
     } else {
         let listener = TcpListener::bind(&config.kafka_listen).await.with_context(|| {
             format!(
@@ -426,6 +420,7 @@ async fn server(a: ServerArgs) -> Result<()> {
         let cc = strata_controller::ControllerConfig {
             node_id: c.node_id as u64,
             addr: c.advertised().to_string(),
+            kafka_addr: kafka_addr.clone(),
             rack: (!c.rack.is_empty()).then(|| c.rack.clone()),
             voters,
             join: (!c.join.is_empty()).then(|| c.join.clone()),
