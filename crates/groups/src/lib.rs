@@ -221,6 +221,9 @@ pub struct Heartbeat {
     pub owned: BTreeSet<Tp>,
     pub assignor: String,
     pub session_timeout_ms: u32,
+    /// Let a member join subscribed to topics that do not exist (yet): they are
+    /// assigned once created, as Kafka does. gRPC members are told instead.
+    pub allow_unknown_topics: bool,
 }
 
 /// A member's answer from a heartbeat.
@@ -595,6 +598,7 @@ impl Coordinator {
             owned,
             assignor,
             session_timeout_ms,
+            allow_unknown_topics,
         } = hb;
         let (group_id, member_id, assignor) =
             (group_id.as_str(), member_id.as_str(), assignor.as_str());
@@ -642,7 +646,7 @@ impl Coordinator {
             ));
         }
         let joining = member_epoch == 0 || member_id.is_empty();
-        if joining {
+        if joining && !allow_unknown_topics {
             // A topic deleted later is simply left out of the assignment.
             for t in &topics {
                 host.partition_count(t)?;

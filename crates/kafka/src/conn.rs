@@ -6,10 +6,14 @@
 //! decoded from the frame it arrived in: byte fields (produce records) are slices of
 //! it, never copies.
 //!
-//! Requests are handled as they arrive and their answers sent in the same order, up to
-//! [`MAX_IN_FLIGHT`] (and [`MAX_IN_FLIGHT_BYTES`] of requests) at once: a produce is appended before the next request is read
-//! (appends keep the connection's order, which idempotent sequences rely on), then its
-//! acknowledgement and any long-poll fetch wait side by side.
+//! Produce and Fetch requests are handled as they arrive and their answers sent in the
+//! same order, up to [`MAX_IN_FLIGHT`] (and [`MAX_IN_FLIGHT_BYTES`] of requests) at once:
+//! a produce is appended before the next request is read (appends keep the connection's
+//! order, which idempotent sequences rely on), then its acknowledgement and any
+//! long-poll fetch wait side by side. Every other request runs alone, after those before
+//! it are answered and before any after it starts, so its effects come in request order
+//! as on a Kafka broker. An `acks=0` produce that fails closes the connection (it has
+//! no answer to carry the error).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead};
 use tracing::Instrument;
 
 use crate::Context;
@@ -38,8 +42,18 @@ pub const MAX_OTHER_REQUEST_BYTES: usize = 8 << 20;
 /// Answers smaller than this are gathered into one write.
 const SMALL_FRAME: usize = 64 << 10;
 
-/// What handling a request yields: a frame to send, or nothing (`acks=0` produce).
-pub type Reply = BoxFuture<'static, Option<Bytes>>;
+/// What handling a request yields.
+pub enum Answer {
+    /// The response frame.
+    Frame(Bytes),
+    /// No response (an `acks=0` produce that succeeded).
+    Nothing,
+    /// Close the connection: how an `acks=0` producer learns its produce failed, as
+    /// from Kafka.
+    Close(String),
+}
+
+pub type Reply = BoxFuture<'static, Answer>;
 
 /// Why a connection is closed instead of answered.
 #[derive(Debug)]
@@ -65,19 +79,25 @@ pub async fn serve_connection(
     let span = tracing::info_span!("kafka_connection", %peer);
     async move {
         let (rd, mut wr) = stream.into_split();
-        let codec = LengthDelimitedCodec::builder()
-            .length_field_length(4)
-            .max_frame_length(ctx.config.max_request_bytes)
-            .new_codec();
+        let codec = Frames {
+            max: ctx.config.max_request_bytes,
+        };
         let mut frames = FramedRead::with_capacity(rd, codec, 64 << 10);
-        let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
-        // Frame sizes of the requests in flight, in order: reading pauses while they
-        // hold more than MAX_IN_FLIGHT_BYTES (a produce's records are slices of its frame).
-        let mut sizes: VecDeque<usize> = VecDeque::new();
-        let mut held = 0usize;
+        let mut in_flight = InFlight::default();
+        // A request that runs alone, read while others were in flight: it starts once
+        // they are answered, and nothing more is read until then.
+        let mut parked: Option<Bytes> = None;
         let mut out = BytesMut::new();
         loop {
-            let room = in_flight.len() < MAX_IN_FLIGHT && (held < MAX_IN_FLIGHT_BYTES || sizes.is_empty());
+            if in_flight.is_empty()
+                && let Some(frame) = parked.take()
+                && let Err(Close(why)) = in_flight.start(&ctx, frame)
+            {
+                ctx.broker.metrics().kafka_bad_requests.add(1);
+                tracing::info!(reason = %why, "closing kafka connection");
+                break;
+            }
+            let room = parked.is_none() && in_flight.has_room();
             tokio::select! {
                 frame = frames.next(), if room => {
                     let frame = match frame {
@@ -90,31 +110,27 @@ pub async fn serve_connection(
                             break;
                         }
                     };
-                    let len = frame.len();
-                    match handle_frame(&ctx, frame) {
-                        Ok(reply) => {
-                            in_flight.push_back(reply);
-                            sizes.push_back(len);
-                            held += len;
-                        }
-                        Err(Close(why)) => {
-                            ctx.broker.metrics().kafka_bad_requests.add(1);
-                            tracing::info!(reason = %why, "closing kafka connection");
-                            break;
-                        }
+                    if runs_alone(&frame) && !in_flight.is_empty() {
+                        parked = Some(frame);
+                        continue;
+                    }
+                    if let Err(Close(why)) = in_flight.start(&ctx, frame) {
+                        ctx.broker.metrics().kafka_bad_requests.add(1);
+                        tracing::info!(reason = %why, "closing kafka connection");
+                        break;
                     }
                 }
-                Some(reply) = in_flight.next() => {
+                Some(answer) = in_flight.next() => {
                     // Answers already done go out together: small ones copied into one
                     // buffer, large ones (fetched records) written as they are.
-                    let mut next = Some(reply);
+                    let mut next = Some(answer);
                     out.clear();
-                    while let Some(reply) = next.take() {
-                        held -= sizes.pop_front().unwrap_or(0);
-                        if let Some(frame) = reply {
-                            if frame.len() < SMALL_FRAME {
+                    while let Some(answer) = next.take() {
+                        match answer {
+                            Answer::Frame(frame) if frame.len() < SMALL_FRAME => {
                                 out.extend_from_slice(&frame);
-                            } else {
+                            }
+                            Answer::Frame(frame) => {
                                 if !out.is_empty() && wr.write_all(&out).await.is_err() {
                                     return;
                                 }
@@ -122,6 +138,14 @@ pub async fn serve_connection(
                                 if wr.write_all(&frame).await.is_err() {
                                     return;
                                 }
+                            }
+                            Answer::Nothing => {}
+                            Answer::Close(why) => {
+                                // What came before it is answered first.
+                                let _ = wr.write_all(&out).await;
+                                tracing::info!(reason = %why, "closing kafka connection");
+                                let _ = wr.shutdown().await;
+                                return;
                             }
                         }
                         if out.len() < SMALL_FRAME {
@@ -138,17 +162,102 @@ pub async fn serve_connection(
         }
         // Answer what was read before the peer closed its side (a client may half-close
         // after its last request).
-        while let Some(reply) = in_flight.next().await {
-            if let Some(frame) = reply
-                && wr.write_all(&frame).await.is_err()
-            {
-                return;
+        while let Some(answer) = in_flight.next().await {
+            match answer {
+                Answer::Frame(frame) => {
+                    if wr.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+                Answer::Nothing => {}
+                Answer::Close(_) => break,
             }
         }
         let _ = wr.shutdown().await;
     }
     .instrument(span)
     .await
+}
+
+/// Kafka's framing: a 4-byte big-endian length, then that many bytes. A length over
+/// `max` (or negative) is refused before any of the frame is read; the buffer grows as
+/// the frame's bytes arrive, never by the length a peer declares (a peer that sends a
+/// header and then stalls costs what it sent).
+struct Frames {
+    max: usize,
+}
+
+/// How far the read buffer is grown ahead of a frame's bytes.
+const READ_AHEAD: usize = 64 << 10;
+
+impl Decoder for Frames {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        let Some(head) = src.get(..4) else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        if len < 0 || len as usize > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a frame of {len} bytes declared; at most {} are accepted",
+                    self.max
+                ),
+            ));
+        }
+        let len = len as usize;
+        if src.len() < 4 + len {
+            src.reserve((4 + len - src.len()).min(READ_AHEAD));
+            return Ok(None);
+        }
+        bytes::Buf::advance(src, 4);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+/// A connection's requests being handled, answered in the order they came.
+#[derive(Default)]
+struct InFlight {
+    replies: FuturesOrdered<Reply>,
+    /// Frame sizes of the requests in flight, in order: reading pauses while they hold
+    /// more than MAX_IN_FLIGHT_BYTES (a produce's records are slices of its frame).
+    sizes: VecDeque<usize>,
+    held: usize,
+    /// The request in flight runs alone: nothing more starts until it is answered.
+    alone: bool,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    /// Whether another request may be read now (one is always let in, whatever its size).
+    fn has_room(&self) -> bool {
+        self.is_empty()
+            || (!self.alone
+                && self.replies.len() < MAX_IN_FLIGHT
+                && self.held < MAX_IN_FLIGHT_BYTES)
+    }
+
+    fn start(&mut self, ctx: &Arc<Context>, frame: Bytes) -> Result<(), Close> {
+        let len = frame.len();
+        self.alone = runs_alone(&frame);
+        let reply = handle_frame(ctx, frame)?;
+        self.replies.push_back(reply);
+        self.sizes.push_back(len);
+        self.held += len;
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Option<Answer> {
+        let answer = self.replies.next().await?;
+        self.held -= self.sizes.pop_front().unwrap_or(0);
+        Some(answer)
+    }
 }
 
 /// Decodes a frame and starts handling it.
@@ -337,5 +446,59 @@ pub fn response<T: Encodable + HeaderVersion>(
 
 /// A reply that is ready now.
 pub fn ready(frame: Bytes) -> Reply {
-    Box::pin(std::future::ready(Some(frame)))
+    Box::pin(std::future::ready(Answer::Frame(frame)))
+}
+
+/// Whether a request must run alone on its connection: everything but Produce and
+/// Fetch waits for the requests before it to finish and holds back the ones after it,
+/// so its effects come in request order (a commit before the fetch of offsets that
+/// follows it), as on a Kafka broker, which handles a connection's requests one at a
+/// time. Produce keeps order anyway (it appends before the next request is read) and
+/// Fetch changes nothing.
+fn runs_alone(frame: &[u8]) -> bool {
+    let key = frame
+        .get(..2)
+        .map_or(-1, |k| i16::from_be_bytes([k[0], k[1]]));
+    key != ApiKey::Produce as i16 && key != ApiKey::Fetch as i16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_length_reserves_only_what_arrives() {
+        let mut codec = Frames { max: 100 << 20 };
+        let mut buf = BytesMut::new();
+        buf.put_i32(90 << 20);
+        buf.extend_from_slice(b"0123456789");
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= READ_AHEAD + 64,
+            "a 90 MiB frame header made the buffer {} bytes",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn frames_split_at_their_lengths_and_oversized_or_negative_ones_are_refused() {
+        let mut codec = Frames { max: 16 };
+        let mut buf = BytesMut::new();
+        for body in [&b"abc"[..], b"", b"0123456789abcdef"] {
+            buf.put_i32(body.len() as i32);
+            buf.extend_from_slice(body);
+        }
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"abc");
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"");
+        assert_eq!(
+            &codec.decode(&mut buf).unwrap().unwrap()[..],
+            b"0123456789abcdef"
+        );
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        for len in [17, -1] {
+            let mut buf = BytesMut::new();
+            buf.put_i32(len);
+            assert!(codec.decode(&mut buf).is_err(), "length {len}");
+        }
+    }
 }

@@ -213,6 +213,20 @@ pub async fn sync_group(ctx: &Context, version: i16, r: SyncGroupRequest) -> Syn
         resp.error_code = code;
         return resp;
     }
+    // A sync naming another protocol than the group's changes nothing.
+    if let Some(g) = ctx.broker.classic_groups().describe(&r.group_id.0) {
+        let mismatch = r
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| !g.protocol_type.is_empty() && t.as_str() != g.protocol_type)
+            || r.protocol_name
+                .as_ref()
+                .is_some_and(|p| !g.protocol.is_empty() && p.as_str() != g.protocol);
+        if mismatch {
+            resp.error_code = ResponseError::InconsistentGroupProtocol.code();
+            return resp;
+        }
+    }
     match ctx
         .broker
         .classic_groups()
@@ -429,11 +443,12 @@ pub async fn offset_fetch(
         }
         return resp;
     }
-    let wanted = r.topics.map(|ts| {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = r.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    let asked = (version < 2).then(|| wanted.clone().unwrap_or_default());
     match committed(ctx, &r.group_id.0, wanted).await {
         Ok(by_topic) => {
             for (t, rows) in by_topic {
@@ -450,7 +465,25 @@ pub async fn offset_fetch(
                 resp.topics.push(tr);
             }
         }
-        Err(code) => resp.error_code = code,
+        // v1 has no top-level error: every partition asked for carries it.
+        Err(code) => match asked {
+            Some(asked) => {
+                for (t, ps) in asked {
+                    let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
+                    tr.name = TopicName(str(&t));
+                    for p in ps {
+                        let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
+                        pr.partition_index = p;
+                        pr.committed_offset = -1;
+                        pr.committed_leader_epoch = -1;
+                        pr.error_code = code;
+                        tr.partitions.push(pr);
+                    }
+                    resp.topics.push(tr);
+                }
+            }
+            None => resp.error_code = code,
+        },
     }
     resp
 }
@@ -618,6 +651,7 @@ pub async fn consumer_heartbeat(
         owned,
         assignor,
         session_timeout_ms: CONSUMER_SESSION_TIMEOUT_MS,
+        allow_unknown_topics: true,
     };
     match ctx.broker.group_heartbeat(hb).await {
         Ok(a) => {

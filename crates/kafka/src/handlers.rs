@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::Context;
 use crate::admin;
 use crate::apis::SUPPORTED;
-use crate::conn::{Header, Reply, Request, ready, response};
+use crate::conn::{Answer, Header, Reply, Request, ready, response};
 use crate::errors;
 use crate::groups;
 use crate::sessions;
@@ -35,17 +35,19 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
     match r {
         Request::ApiVersions(_) => ready(response(id, v, &api_versions(0))),
         Request::Metadata(r) => {
-            Box::pin(async move { Some(response(id, v, &metadata(&ctx, v, r).await)) })
+            Box::pin(async move { Answer::Frame(response(id, v, &metadata(&ctx, v, r).await)) })
         }
         Request::Produce(r) => produce(&ctx, h, r),
         Request::Fetch(r) => {
-            Box::pin(async move { Some(response(id, v, &fetch(&ctx, v, r).await)) })
+            Box::pin(async move { Answer::Frame(response(id, v, &fetch(&ctx, v, r).await)) })
         }
         Request::ListOffsets(r) => {
-            Box::pin(async move { Some(response(id, v, &list_offsets(&ctx, v, r).await)) })
+            Box::pin(async move { Answer::Frame(response(id, v, &list_offsets(&ctx, v, r).await)) })
         }
         Request::InitProducerId(r) => {
-            Box::pin(async move { Some(response(id, v, &init_producer_id(&ctx, r).await)) })
+            Box::pin(
+                async move { Answer::Frame(response(id, v, &init_producer_id(&ctx, r).await)) },
+            )
         }
         Request::FindCoordinator(r) => {
             ready(response(id, v, &groups::find_coordinator(&ctx, v, r)))
@@ -53,46 +55,44 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
         Request::JoinGroup(r) => {
             let client = h.client_id.unwrap_or_default();
             Box::pin(async move {
-                Some(response(
+                Answer::Frame(response(
                     id,
                     v,
                     &groups::join_group(&ctx, v, &client, r).await,
                 ))
             })
         }
-        Request::SyncGroup(r) => {
-            Box::pin(async move { Some(response(id, v, &groups::sync_group(&ctx, v, r).await)) })
-        }
+        Request::SyncGroup(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &groups::sync_group(&ctx, v, r).await))
+        }),
         Request::Heartbeat(r) => ready(response(id, v, &groups::heartbeat(&ctx, r))),
         Request::LeaveGroup(r) => ready(response(id, v, &groups::leave_group(&ctx, v, r))),
-        Request::OffsetCommit(r) => {
-            Box::pin(async move { Some(response(id, v, &groups::offset_commit(&ctx, r).await)) })
-        }
-        Request::OffsetFetch(r) => {
-            Box::pin(async move { Some(response(id, v, &groups::offset_fetch(&ctx, v, r).await)) })
-        }
+        Request::OffsetCommit(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &groups::offset_commit(&ctx, r).await))
+        }),
+        Request::OffsetFetch(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &groups::offset_fetch(&ctx, v, r).await))
+        }),
         Request::ListGroups(r) => ready(response(id, v, &groups::list_groups(&ctx, v, r))),
         Request::DescribeGroups(r) => ready(response(id, v, &groups::describe_groups(&ctx, r))),
-        Request::DeleteGroups(r) => {
-            Box::pin(async move { Some(response(id, v, &groups::delete_groups(&ctx, r).await)) })
-        }
-        Request::ConsumerGroupHeartbeat(r) => {
-            Box::pin(
-                async move { Some(response(id, v, &groups::consumer_heartbeat(&ctx, r).await)) },
-            )
-        }
+        Request::DeleteGroups(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &groups::delete_groups(&ctx, r).await))
+        }),
+        Request::ConsumerGroupHeartbeat(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &groups::consumer_heartbeat(&ctx, r).await))
+        }),
         Request::ConsumerGroupDescribe(r) => {
             ready(response(id, v, &groups::consumer_describe(&ctx, r)))
         }
-        Request::CreateTopics(r) => {
-            Box::pin(async move { Some(response(id, v, &admin::create_topics(&ctx, v, r).await)) })
-        }
-        Request::DeleteTopics(r) => {
-            Box::pin(async move { Some(response(id, v, &admin::delete_topics(&ctx, v, r).await)) })
-        }
+        Request::CreateTopics(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &admin::create_topics(&ctx, v, r).await))
+        }),
+        Request::DeleteTopics(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &admin::delete_topics(&ctx, v, r).await))
+        }),
         Request::DescribeConfigs(r) => ready(response(id, v, &admin::describe_configs(&ctx, r))),
         Request::IncrementalAlterConfigs(r) => Box::pin(async move {
-            Some(response(
+            Answer::Frame(response(
                 id,
                 v,
                 &admin::incremental_alter_configs(&ctx, r).await,
@@ -368,14 +368,16 @@ fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
         if acks == 0 {
             // No answer is sent; a failure closes the connection so the producer
             // learns of it (as Kafka does).
-            if let Some((topic, partition, msg)) = failed {
-                tracing::info!(topic, partition, error = %msg, "acks=0 produce failed");
-            }
-            return None;
+            return match failed {
+                Some((topic, partition, msg)) => Answer::Close(format!(
+                    "an acks=0 produce to {topic}-{partition} failed: {msg}"
+                )),
+                None => Answer::Nothing,
+            };
         }
         let mut resp = ProduceResponse::default();
         resp.responses = by_topic;
-        Some(response(id, version, &resp))
+        Answer::Frame(response(id, version, &resp))
     })
 }
 
@@ -477,6 +479,14 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
         }
     };
     resp.session_id = session.map_or(0, |(id, _)| id);
+    // A session's partitions come in one fixed order: each request starts one further
+    // along, so partitions late in it are not starved when the first fill `max.bytes`
+    // (a client without a session orders its partitions itself).
+    let mut wants = wants;
+    if session.is_some() && !wants.is_empty() {
+        let n = wants.len();
+        wants.rotate_left(r.session_epoch.max(0) as usize % n);
+    }
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = r.min_bytes.max(0) as usize;

@@ -52,7 +52,6 @@ pub struct FetchSessions {
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<i32, Session>,
-    next_id: i32,
     clock: u64,
 }
 
@@ -72,10 +71,11 @@ impl FetchSessions {
         }
         g.clock += 1;
         let last_used = g.clock;
+        // Random, so one client cannot guess (and disturb) another's session.
         let id = loop {
-            g.next_id = g.next_id.wrapping_add(1).max(1);
-            if !g.sessions.contains_key(&g.next_id) {
-                break g.next_id;
+            let id = (uuid::Uuid::new_v4().as_u128() as i32) & i32::MAX;
+            if id != 0 && !g.sessions.contains_key(&id) {
+                break id;
             }
         };
         g.sessions.insert(

@@ -636,11 +636,114 @@ async fn a_fetch_session_answers_only_what_changed() {
     // A stale epoch, and an unknown session.
     let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 3, &[])).await;
     assert_eq!(r.error_code, ResponseError::InvalidFetchSessionEpoch.code());
-    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id + 1000, 1, &[])).await;
+    let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id ^ 1, 1, &[])).await;
     assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
     // Epoch -1 closes it: the next incremental fetch finds no session.
     let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, -1, &[(0, 0)])).await;
     assert_eq!((r.error_code, r.session_id), (0, 0));
     let r: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &fetch(id, 4, &[])).await;
     assert_eq!(r.error_code, ResponseError::FetchSessionIdNotFound.code());
+}
+
+/// A request frame's body (header and request), for a request sent without waiting.
+fn request_body<Req: Encodable + HeaderVersion>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    req: &Req,
+) -> BytesMut {
+    let mut body = BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut body, Req::header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    body
+}
+
+#[tokio::test]
+async fn an_acks_0_produce_that_fails_closes_the_connection() {
+    let k = start().await;
+    k.broker
+        .create_topic("quiet", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    // One that succeeds gets no answer and leaves the connection open.
+    let ok = request_body(
+        ApiKey::Produce,
+        9,
+        1,
+        &produce_request("quiet", 0, 0, batch(&[b"x"])),
+    );
+    send_frame(&mut conn, &ok).await;
+    let r = api_versions(&mut conn).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(k.broker.partition("quiet", 0).unwrap().log_end_offset(), 1);
+    // One that fails has no answer to carry its error: the connection closes, so the
+    // producer learns of it.
+    let bad = request_body(
+        ApiKey::Produce,
+        9,
+        2,
+        &produce_request("quiet", 7, 0, batch(&[b"x"])),
+    );
+    send_frame(&mut conn, &bad).await;
+    assert_closed(&mut conn, "a failed acks=0 produce").await;
+}
+
+#[tokio::test]
+async fn a_fetch_session_does_not_starve_its_later_partitions() {
+    let k = start().await;
+    k.broker
+        .create_topic("fair", 2, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    for p in 0..2 {
+        let _: ProduceResponse = call(
+            &mut conn,
+            ApiKey::Produce,
+            9,
+            &produce_request("fair", p, 1, batch(&[b"record"])),
+        )
+        .await;
+    }
+    // max.bytes 1: each answer has room for one partition's first batch only.
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str("fair"));
+    t.partitions = (0..2)
+        .map(|p| {
+            let mut fp = fetch_request::FetchPartition::default();
+            fp.partition = p;
+            fp.partition_max_bytes = 1 << 20;
+            fp
+        })
+        .collect();
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_bytes = 1;
+    r.session_epoch = 0;
+    r.topics = vec![t];
+    let mut served = std::collections::BTreeSet::new();
+    let mut id = 0;
+    for epoch in 0..4 {
+        r.session_id = id;
+        r.session_epoch = epoch;
+        if epoch > 0 {
+            r.topics.clear();
+        }
+        let resp: FetchResponse = call(&mut conn, ApiKey::Fetch, 12, &r).await;
+        assert_eq!(resp.error_code, 0);
+        id = resp.session_id;
+        for p in resp.responses.iter().flat_map(|t| t.partitions.iter()) {
+            if p.records.as_ref().is_some_and(|b| !b.is_empty()) {
+                served.insert(p.partition_index);
+            }
+        }
+    }
+    assert_eq!(served, [0, 1].into(), "partitions answered with records");
 }

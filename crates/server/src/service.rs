@@ -801,6 +801,7 @@ impl Strata for Service {
             owned,
             assignor: r.assignor,
             session_timeout_ms: r.session_timeout_ms,
+            allow_unknown_topics: false,
         };
         let a = self
             .broker
