@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Kafka listener against gRPC on one fresh release broker, same run: `strata bench`
-# (gRPC) and confluent-kafka (benches/kafka_clients.py, librdkafka) each produce RECORDS
-# records of SIZE bytes over 3 partitions with acks=1 and read them back.
+# (gRPC), kcat (librdkafka in C, no client-side overhead to speak of) and confluent-kafka
+# (benches/kafka_clients.py, librdkafka under Python) each produce RECORDS records of
+# SIZE bytes over 3 partitions with acks=1 and read them back.
 #   benches/kafka.sh 2000000 100
 #   benches/kafka.sh 500000 1024
 set -euo pipefail
@@ -10,6 +11,7 @@ records=${1:-2000000}
 size=${2:-100}
 cargo build --release -q -p strata
 python=$(bash tests/tools/kafka-python-env.sh)
+kcat=$(bash tests/tools/kcat.sh)
 bin=target/release/strata
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
@@ -22,5 +24,22 @@ for _ in $(seq 100); do grep -q "server ready" "$dir/server.log" && break; sleep
 echo "cores: $(nproc); $records records of $size bytes"
 "$bin" bench produce --broker "127.0.0.1:$port" --records "$records" --record-size "$size"
 "$bin" bench consume --broker "127.0.0.1:$port"
+# kcat: one line per record from a file made beforehand (not timed).
+"$bin" topic create kcat-bench --partitions 3 --broker "127.0.0.1:$port" >/dev/null
+value=$(head -c "$size" /dev/zero | tr '\0' x)
+yes "$value" | head -n "$records" >"$dir/records.txt"
+rdk=(-X linger.ms=5 -X batch.size=262144 -X queue.buffering.max.messages=1000000
+  -X queue.buffering.max.kbytes=1048576 -X acks=1)
+t0=$(date +%s.%N)
+"$kcat" -P -b "127.0.0.1:$kport" -t kcat-bench "${rdk[@]}" -l "$dir/records.txt"
+t1=$(date +%s.%N)
+"$kcat" -C -b "127.0.0.1:$kport" -t kcat-bench -o beginning -e -q -c "$records" \
+  -X fetch.max.bytes=4194304 >/dev/null
+t2=$(date +%s.%N)
+awk -v n="$records" -v s="$size" -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN {
+  printf "kcat produce: %.0f records/s, %.1f MB/s (%d records in %.2f s)\n", n / (b - a), n * s / (b - a) / 1e6, n, b - a
+  printf "kcat consume: %.0f records/s, %.1f MB/s (%d records in %.2f s)\n", n / (c - b), n * s / (c - b) / 1e6, n, c - b
+}'
+rm -f "$dir/records.txt"
 "$python" benches/kafka_clients.py "127.0.0.1:$kport" "$records" "$size"
 echo "broker peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$pid/status)"

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use strata_broker::broker::OffsetQuery;
 use strata_client::{Client, Producer, ProducerConfig, pb};
 
 use crate::helpers::*;
@@ -139,6 +140,32 @@ async fn history_moves_to_parquet_on_s3_and_replays_across_tiers() {
         .unwrap();
     assert_eq!(ts.offset, 0);
     let remote_end = partition(&client, "cold").await.local_log_start_offset;
+    // Kafka's earliest-local and latest-tiered offsets (ListOffsets v8, v9); once
+    // produce has stopped, the tiers stay put while retention has nothing to remove.
+    let b = &broker.broker;
+    let query = |q| async move { b.list_offsets("cold", 0, q).await.unwrap().0 };
+    let local_start = query(OffsetQuery::EarliestLocal).await;
+    assert_eq!(local_start, remote_end);
+    let tiered = query(OffsetQuery::LatestTiered).await;
+    assert!(
+        tiered >= local_start - 1 && tiered < N as i64,
+        "latest tiered {tiered}, local from {local_start}"
+    );
+    // The largest timestamp is the tail's (produced last): its first record.
+    let (max_at, max_ts, ..) = b
+        .list_offsets("cold", 0, OffsetQuery::MaxTimestamp)
+        .await
+        .unwrap();
+    let (at_ts, ..) = b
+        .list_offsets("cold", 0, OffsetQuery::Timestamp(max_ts))
+        .await
+        .unwrap();
+    assert_eq!(max_at, at_ts);
+    let (after, ..) = b
+        .list_offsets("cold", 0, OffsetQuery::Timestamp(max_ts + 1))
+        .await
+        .unwrap();
+    assert_eq!(after, -1, "no record is later than the largest timestamp");
     let text = broker.broker.metrics_text();
     for name in [
         "strata_tier_uploads_total",

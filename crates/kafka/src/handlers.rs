@@ -653,6 +653,9 @@ async fn list_offsets(ctx: &Context, version: i16, r: ListOffsetsRequest) -> Lis
             let query = match p.timestamp {
                 -2 => Some(OffsetQuery::Earliest),
                 -1 => Some(OffsetQuery::Latest),
+                -3 if version >= 7 => Some(OffsetQuery::MaxTimestamp),
+                -4 if version >= 8 => Some(OffsetQuery::EarliestLocal),
+                -5 if version >= 9 => Some(OffsetQuery::LatestTiered),
                 t if t >= 0 => Some(OffsetQuery::Timestamp(t)),
                 _ => None,
             };

@@ -315,6 +315,20 @@ async fn a_produced_batch_is_fetched_byte_for_byte_from_its_first_offset() {
         let p = &r.topics[0].partitions[0];
         assert_eq!((p.error_code, p.offset), (0, want), "timestamp {ts}");
     }
+    // v7-9: max timestamp (the first record at the largest timestamp: "c", though "d"
+    // came later with an older one), earliest local, latest tiered (none yet).
+    for (ts, want) in [(-3, (2, 1_700_000_000_002)), (-4, (0, -1)), (-5, (-1, -1))] {
+        let r: ListOffsetsResponse = call(&mut conn, ApiKey::ListOffsets, 9, &list(ts)).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "timestamp {ts}");
+        assert_eq!((p.offset, p.timestamp), want, "timestamp {ts}");
+    }
+    // -3 means nothing before v7.
+    let r: ListOffsetsResponse = call(&mut conn, ApiKey::ListOffsets, 6, &list(-3)).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
 }
 
 #[tokio::test]

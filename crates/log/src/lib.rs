@@ -394,6 +394,15 @@ impl Log {
         self.segments.len()
     }
 
+    /// The largest record timestamp held (`i64::MIN` for an empty log).
+    pub fn max_timestamp(&self) -> i64 {
+        self.segments
+            .values()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+
     pub fn epochs(&self) -> &EpochCache {
         &self.epochs
     }

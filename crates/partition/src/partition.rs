@@ -110,6 +110,12 @@ pub enum OffsetQuery {
     Earliest,
     Latest,
     Timestamp(i64),
+    /// The first record with the largest timestamp, in either tier (KIP-734).
+    MaxTimestamp,
+    /// The first offset on local disk (KIP-405's earliest-local).
+    EarliestLocal,
+    /// The last offset in the cold tier, -1 if none (KIP-1005's latest-tiered).
+    LatestTiered,
 }
 
 /// A snapshot of one partition's state.
@@ -698,18 +704,33 @@ impl Partition {
         let (offset, ts) = match query {
             OffsetQuery::Earliest => (start, -1),
             OffsetQuery::Latest => (end, -1),
-            OffsetQuery::Timestamp(t) => match self.remote_offset_for_timestamp(t).await? {
-                Some(found) => found,
-                None => match self.log.read().offset_for_timestamp(t) {
-                    // Only a committed record answers (as of now: the remote lookup
-                    // may have taken a while).
-                    Ok(Some((o, ts))) if o < self.high_watermark() => (o, ts),
-                    Ok(_) => (-1, -1),
-                    Err(e) => return Err(self.err(e)),
-                },
+            OffsetQuery::EarliestLocal => (s.local_log_start_offset, -1),
+            OffsetQuery::LatestTiered => (self.last_tiered_offset(), -1),
+            OffsetQuery::Timestamp(t) => self.first_at_or_after(t).await?,
+            // The first record at the largest timestamp held: found as the first at or
+            // after it. (A largest timestamp only in a record not yet committed answers
+            // none until it is.)
+            OffsetQuery::MaxTimestamp => match self.max_timestamp() {
+                i64::MIN => (-1, -1),
+                max => self.first_at_or_after(max).await?,
             },
         };
         Ok((offset, ts, start, end))
+    }
+
+    /// The first committed record with a timestamp at or after `t`, in either tier;
+    /// (-1, -1) if none.
+    async fn first_at_or_after(&self, t: i64) -> Result<(i64, i64)> {
+        if let Some(found) = self.remote_offset_for_timestamp(t).await? {
+            return Ok(found);
+        }
+        match self.log.read().offset_for_timestamp(t) {
+            // Only a committed record answers (as of now: the remote lookup may have
+            // taken a while).
+            Ok(Some((o, ts))) if o < self.high_watermark() => Ok((o, ts)),
+            Ok(_) => Ok((-1, -1)),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// Rebuilds the producer state after the log lost a tail or restarted (called with

@@ -678,6 +678,30 @@ impl Partition {
     }
 
     /// The first remote offset whose timestamp is >= `ts`, if the cold tier has one.
+    /// The largest record timestamp in either tier (`i64::MIN` if none).
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        let remote = self
+            .tier
+            .remote
+            .read()
+            .segments
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
+        remote.max(self.log.read().max_timestamp())
+    }
+
+    /// The last offset in the cold tier, -1 if it holds none.
+    pub(crate) fn last_tiered_offset(&self) -> i64 {
+        self.tier
+            .remote
+            .read()
+            .segments
+            .last()
+            .map_or(-1, |s| s.last_offset)
+    }
+
     pub(crate) async fn remote_offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         let segs: Vec<_> = self
             .tier
