@@ -13,8 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 boot, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 topic = "kafka-bench"
-AdminClient({"bootstrap.servers": boot}).create_topics(
-    [NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
+admin = AdminClient({"bootstrap.servers": boot})
+admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
 
 p = Producer({"bootstrap.servers": boot, "acks": "1", "linger.ms": 5,
               "batch.size": 256 * 1024, "queue.buffering.max.messages": 1_000_000,
@@ -39,8 +39,13 @@ for i in range(n):
             p.poll(0.001)
     if i % 1000 == 0:
         t0 = time.perf_counter()
-        p.produce(topic, value, partition=0,
-                  on_delivery=lambda err, msg, t0=t0: lat.append(time.perf_counter() - t0))
+        while True:
+            try:
+                p.produce(topic, value, partition=0,
+                          on_delivery=lambda err, msg, t0=t0: lat.append(time.perf_counter() - t0))
+                break
+            except BufferError:
+                p.poll(0.001)
 p.flush(120)
 elapsed = time.perf_counter() - start
 total = n + len(range(0, n, 1000))

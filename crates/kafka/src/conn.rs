@@ -180,15 +180,17 @@ pub async fn serve_connection(
 }
 
 /// Kafka's framing: a 4-byte big-endian length, then that many bytes. A length over
-/// `max` (or negative) is refused before any of the frame is read; the buffer grows as
-/// the frame's bytes arrive, never by the length a peer declares (a peer that sends a
-/// header and then stalls costs what it sent).
+/// `max` (or negative) is refused before any of the frame is read. The buffer is sized
+/// for the whole frame at once only up to [`READ_AHEAD`] (a produce request of usual
+/// size then lands without a copy); past that it grows as the frame's bytes arrive, so
+/// a peer that declares a large frame and stalls costs what it sent, not what it
+/// declared.
 struct Frames {
     max: usize,
 }
 
 /// How far the read buffer is grown ahead of a frame's bytes.
-const READ_AHEAD: usize = 64 << 10;
+const READ_AHEAD: usize = 1 << 20;
 
 impl Decoder for Frames {
     type Item = BytesMut;
