@@ -1068,7 +1068,7 @@ impl GroupLog {
 
 /// The coordinator of `group`: the leader of its `__consumer_offsets` partition, once
 /// that partition has `isr` replicas in sync.
-async fn coordinator(c: &Cluster, group: &str, not: Option<u64>, isr: usize) -> u64 {
+pub async fn coordinator(c: &Cluster, group: &str, not: Option<u64>, isr: usize) -> u64 {
     let offsets = strata_broker::groups::OFFSETS_TOPIC;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let count = 'found: loop {

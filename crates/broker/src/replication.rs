@@ -445,7 +445,16 @@ impl Member {
         self.controller
             .submit(Command::CreateTopic { topic: record })
             .await
-            .map_err(controller_error)?;
+            .map_err(|e| {
+                // Another create of the same name got there first.
+                if matches!(e, ControllerError::Refused(_))
+                    && self.controller.state().topics.contains_key(name)
+                {
+                    BrokerError::TopicExists(name.to_string())
+                } else {
+                    controller_error(e)
+                }
+            })?;
         self.wait_for(|s| s.topics.get(name).filter(|t| t.id == id).cloned())
             .await
     }

@@ -305,11 +305,11 @@ impl Controller {
             .registered_at
             .load(std::sync::atomic::Ordering::Acquire);
         at != i64::MIN
-            && self
-                .state()
-                .brokers
-                .get(&self.config.node_id)
-                .is_some_and(|b| b.incarnation == self.config.incarnation && b.registered_ms == at)
+            && self.shared.with_state(|s| {
+                s.brokers.get(&self.config.node_id).is_some_and(|b| {
+                    b.incarnation == self.config.incarnation && b.registered_ms == at
+                })
+            })
     }
 
     /// The current leader (id, address), if one is known.

@@ -182,6 +182,10 @@ impl CommandResult {
 /// The cluster's metadata: what every broker learns from the controller's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// The cluster's id (Kafka's `cluster.id`): the incarnation of the first broker
+    /// that registered, the same on every member.
+    #[serde(default)]
+    pub cluster_id: String,
     pub brokers: BTreeMap<NodeId, BrokerRecord>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicRecord>,
@@ -213,6 +217,9 @@ impl ClusterState {
                 // have lost an unflushed tail, so it must not lead on in the same epoch.
                 // Leadership moves to an in-sync replica; it follows, catches up, is
                 // added back and, as the preferred replica, leads again with a new epoch.
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = incarnation.clone();
+                }
                 let restarted = self.brokers.contains_key(id);
                 self.brokers.insert(
                     *id,

@@ -388,6 +388,11 @@ impl Shared {
         self.applied.read().cluster.clone()
     }
 
+    /// `f` of the cluster state as last applied, without copying it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        f(&self.applied.read().cluster)
+    }
+
     pub fn applied(&self) -> Applied {
         self.applied.read().clone()
     }

@@ -298,11 +298,13 @@ async fn alter_one(
 pub fn describe_cluster(ctx: &Context, r: DescribeClusterRequest) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     resp.endpoint_type = r.endpoint_type;
-    resp.cluster_id = str(ctx.broker.incarnation());
     // Any broker takes admin requests (a cluster member hands them to the controller).
     resp.controller_id = BrokerId(ctx.node_id());
     let brokers = match ctx.view() {
-        Ok(view) => ctx.brokers(&view),
+        Ok(view) => {
+            resp.cluster_id = str(&ctx.cluster_id(&view));
+            ctx.brokers(&view)
+        }
         Err(e) => {
             resp.error_code = errors::code(&e);
             resp.error_message = Some(str(&errors::message(&e)));

@@ -111,8 +111,10 @@ fn coordinator(
         ))
     })?;
     let n = partition_for(group, t.partitions.len() as u32);
-    let leader = t.partitions[n as usize]
-        .leader
+    let leader = t
+        .partitions
+        .get(n as usize)
+        .and_then(|p| p.leader)
         .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC}-{n} has no leader at the moment")))?;
     ctx.broker(view, leader).ok_or_else(|| {
         unavailable(format!(

@@ -152,7 +152,6 @@ pub fn api_versions_unsupported(correlation_id: i32) -> Bytes {
 
 async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
-    resp.cluster_id = Some(str(ctx.broker.incarnation()));
     // Any broker takes admin requests (a cluster member hands them to the controller).
     resp.controller_id = BrokerId(ctx.node_id());
     let view = match ctx.view() {
@@ -170,7 +169,15 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
             return resp;
         }
     };
+    resp.cluster_id = Some(str(&ctx.cluster_id(&view)));
     resp.brokers = ctx.brokers(&view).iter().map(broker_metadata).collect();
+    let listed: std::collections::BTreeSet<i32> =
+        resp.brokers.iter().map(|b| b.node_id.0).collect();
+    // The controller named must be one the client can reach (this broker, unless it is
+    // fenced or runs no listener as far as the metadata says).
+    if !listed.contains(&ctx.node_id()) {
+        resp.controller_id = BrokerId(listed.first().copied().unwrap_or(-1));
+    }
     // v0: an empty list asks for every topic; later versions say so with null.
     let wanted = match r.topics {
         None => None,
@@ -181,7 +188,7 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
     match wanted {
         None => {
             for t in ctx.topics(&view) {
-                resp.topics.push(topic_metadata(&t));
+                resp.topics.push(topic_metadata(&t, &listed));
             }
         }
         Some(wanted) => {
@@ -206,7 +213,7 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
                         .and_then(|name| ctx.topic(&view, name)),
                 };
                 match found {
-                    Ok(t) => resp.topics.push(topic_metadata(&t)),
+                    Ok(t) => resp.topics.push(topic_metadata(&t, &listed)),
                     Err(e) => {
                         let mut t = metadata_response::MetadataResponseTopic::default();
                         t.name = w.name.clone();
@@ -249,7 +256,12 @@ async fn auto_create_topic(ctx: &Context, name: &str) -> Result<TopicView, Broke
     }
 }
 
-fn topic_metadata(t: &TopicView) -> metadata_response::MetadataResponseTopic {
+/// A topic's metadata; a partition whose leader is not among `listed` (fenced, or
+/// without a Kafka listener) answers LEADER_NOT_AVAILABLE, as one without a leader.
+fn topic_metadata(
+    t: &TopicView,
+    listed: &std::collections::BTreeSet<i32>,
+) -> metadata_response::MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let mut m = metadata_response::MetadataResponseTopic::default();
     m.name = Some(TopicName(str(&t.name)));
@@ -262,8 +274,9 @@ fn topic_metadata(t: &TopicView) -> metadata_response::MetadataResponseTopic {
         .map(|(n, p)| {
             let mut m = metadata_response::MetadataResponsePartition::default();
             m.partition_index = n as i32;
-            m.leader_id = BrokerId(p.leader.unwrap_or(-1));
-            if p.leader.is_none() {
+            let leader = p.leader.filter(|l| listed.contains(l));
+            m.leader_id = BrokerId(leader.unwrap_or(-1));
+            if leader.is_none() {
                 m.error_code = ResponseError::LeaderNotAvailable.code();
             }
             m.leader_epoch = p.leader_epoch;
@@ -626,10 +639,14 @@ async fn fetch_one(
     budget: usize,
 ) -> Result<Fetched, BrokerError> {
     let partition = w.partition as u32;
+    let p = ctx.broker.partition(topic, partition)?;
+    // (v13 names the topic by id: a local replica of an older topic of the same name,
+    // not yet replaced, must not answer for the new one.)
+    if !w.topic_id.is_nil() && topic_uuid(&p.topic_id) != w.topic_id {
+        return Err(BrokerError::UnknownTopic(topic.to_string()));
+    }
     if w.leader_epoch >= 0 {
-        ctx.broker
-            .partition(topic, partition)?
-            .check_leader(Some(w.leader_epoch))?;
+        p.check_leader(Some(w.leader_epoch))?;
     }
     ctx.broker
         .fetch(topic, partition, w.offset, budget, 1, Duration::ZERO)

@@ -138,6 +138,16 @@ pub async fn serve(
     ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // A cluster member takes Kafka connections once it has caught up with the
+    // cluster's metadata (as a KRaft broker opens its listeners): before that it could
+    // only answer "no topics", which a client subscribed by pattern takes as every
+    // topic gone. Connections wait in the backlog meanwhile.
+    while ctx.cluster().is_err() {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            _ = stop.changed() => return,
+        }
+    }
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {

@@ -63,6 +63,15 @@ impl Context {
         })
     }
 
+    /// The id clients see for the cluster (Kafka's `cluster.id`): the same from every
+    /// member; a single broker's is its own.
+    pub fn cluster_id(&self, view: &View) -> String {
+        match view {
+            View::Cluster(state) if !state.cluster_id.is_empty() => state.cluster_id.clone(),
+            _ => self.broker.incarnation().to_string(),
+        }
+    }
+
     /// This broker's own listener.
     pub fn self_view(&self) -> BrokerView {
         let rack = &self.broker.config().rack;

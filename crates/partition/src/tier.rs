@@ -677,7 +677,6 @@ impl Partition {
         }
     }
 
-    /// The first remote offset whose timestamp is >= `ts`, if the cold tier has one.
     /// The largest record timestamp in either tier (`i64::MIN` if none).
     pub(crate) fn max_timestamp(&self) -> i64 {
         let remote = self
@@ -702,6 +701,7 @@ impl Partition {
             .map_or(-1, |s| s.last_offset)
     }
 
+    /// The first remote offset whose timestamp is >= `ts`, if the cold tier has one.
     pub(crate) async fn remote_offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
         let segs: Vec<_> = self
             .tier
