@@ -374,6 +374,28 @@ pub fn tool(script: &str, what: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Runs `python -c script dir` (a reader we did not write, over a bucket's files); its
+/// stdout as JSON. Fails with its stderr, `what` naming the reader.
+pub fn python_json<T: serde::de::DeserializeOwned>(
+    python: &str,
+    script: &str,
+    dir: &Path,
+    what: &str,
+) -> T {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn strata() -> Command {
     Command::new(STRATA)
 }

@@ -464,19 +464,8 @@ rows = duckdb.sql(f'''
 print(json.dumps([[o, ts, k, v, hs] for (o, ts, k, v, hs) in rows]))
 "#;
     let topic_dir = dir.path().join("s3/strata/kafka/topics/coldk");
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(&topic_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows: Vec<(i64, i64, String, String, Vec<String>)> =
-        serde_json::from_slice(&out.stdout).unwrap();
+        python_json(&python(), script, &topic_dir, "duckdb");
     assert!(rows.len() > 1000, "only {} rows offloaded", rows.len());
     for (o, ts, k, v, hs) in rows {
         let r = &records[o as usize];
@@ -547,19 +536,49 @@ async fn client_succeeded(mut child: std::process::Child, log: &std::path::Path)
     );
 }
 
+/// The Kafka listeners of brokers `ids`, as `bootstrap.servers`.
+fn bootstrap(c: &crate::cluster::Cluster, ids: &[u64]) -> String {
+    ids.iter()
+        .map(|&id| c.kafka_addr(id))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A record line of `confluent_cluster.py` (partition, offset, value); None for others.
+fn record_line(v: &serde_json::Value) -> Option<(usize, i64, Vec<u8>)> {
+    let p = v["p"].as_u64()? as usize;
+    Some((p, v["o"].as_i64()?, v["v"].as_str()?.as_bytes().to_vec()))
+}
+
+/// Reads `n` records of `topic` (two partitions) as a member of `group`; what it read,
+/// by partition in delivery order, and the offsets it committed.
+async fn consume_in_group(
+    boot: &str,
+    topic: &str,
+    group: &str,
+    n: usize,
+    log: &std::path::Path,
+) -> ([Vec<(i64, Vec<u8>)>; 2], serde_json::Value) {
+    let (consumer, mut rx) = cluster_client(boot, &["consume", topic, group, &n.to_string()], log);
+    let mut reads: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
+    let mut committed = serde_json::Value::Null;
+    while let Some(v) = rx.recv().await {
+        match record_line(&v) {
+            Some((p, o, value)) => reads[p].push((o, value)),
+            None => committed = v["committed"].clone(),
+        }
+    }
+    client_succeeded(consumer, log).await;
+    (reads, committed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_produces_and_consumes_through_a_cluster_across_a_leader_kill() {
     use crate::cluster::Cluster;
     use crate::history::History;
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::active_with_kafka(dir.path(), 3).await;
-    let boot = |c: &Cluster, ids: &[u64]| {
-        ids.iter()
-            .map(|&id| c.kafka_addr(id))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let all = boot(&c, &[1, 2, 3]);
+    let all = bootstrap(&c, &[1, 2, 3]);
     let log = dir.path().join("client.log");
 
     // Created through Kafka's admin API; every broker, its partitions' leaders and
@@ -578,9 +597,10 @@ async fn confluent_kafka_produces_and_consumes_through_a_cluster_across_a_leader
     let mut acked = 0;
     let killed = first.leader as u64;
     while let Some(v) = rx.recv().await {
-        let Some(p) = v["p"].as_u64() else { continue };
-        let (o, value) = (v["o"].as_i64().unwrap(), v["v"].as_str().unwrap());
-        history[p as usize].ack(o, value.as_bytes().to_vec());
+        let Some((p, o, value)) = record_line(&v) else {
+            continue;
+        };
+        history[p].ack(o, value);
         acked += 1;
         if acked == N / 3 {
             c.kill(killed);
@@ -594,23 +614,8 @@ async fn confluent_kafka_produces_and_consumes_through_a_cluster_across_a_leader
     // Everything acknowledged reads back through a group on the surviving brokers, at
     // the offsets acknowledged, once each, in order; the group's commit is the end.
     let survivors = c.running();
-    let (consumer, mut rx) = cluster_client(
-        &boot(&c, &survivors),
-        &["consume", "kc", "kcg", &N.to_string()],
-        &log,
-    );
-    let mut reads: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
-    let mut committed = serde_json::Value::Null;
-    while let Some(v) = rx.recv().await {
-        match v["p"].as_u64() {
-            Some(p) => reads[p as usize].push((
-                v["o"].as_i64().unwrap(),
-                v["v"].as_str().unwrap().as_bytes().to_vec(),
-            )),
-            None => committed = v["committed"].clone(),
-        }
-    }
-    client_succeeded(consumer, &log).await;
+    let (mut reads, committed) =
+        consume_in_group(&bootstrap(&c, &survivors), "kc", "kcg", N, &log).await;
     for (p, h) in history.iter_mut().enumerate() {
         h.read(0, std::mem::take(&mut reads[p]));
         h.assert_clean(&format!("kc-{p} after its leader was killed"));
@@ -634,13 +639,7 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
     use crate::history::History;
     let dir = tempfile::tempdir().unwrap();
     let mut c = Cluster::active_with_kafka(dir.path(), 3).await;
-    let boot = |c: &Cluster| {
-        c.running()
-            .into_iter()
-            .map(|id| c.kafka_addr(id))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let boot = |c: &Cluster| bootstrap(c, &c.running());
     let log = dir.path().join("client.log");
     let (admin, _) = cluster_client(&boot(&c), &["admin", "kg"], &log);
     client_succeeded(admin, &log).await;
@@ -648,9 +647,8 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
     let mut history = [History::new(), History::new()];
     let (producer, mut rx) = cluster_client(&boot(&c), &["produce", "kg", &N.to_string()], &log);
     while let Some(v) = rx.recv().await {
-        if let Some(p) = v["p"].as_u64() {
-            let value = v["v"].as_str().unwrap().as_bytes().to_vec();
-            history[p as usize].ack(v["o"].as_i64().unwrap(), value);
+        if let Some((p, o, value)) = record_line(&v) {
+            history[p].ack(o, value);
         }
     }
     client_succeeded(producer, &log).await;
@@ -659,22 +657,9 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
     // (-9); the next member, through the survivors, finds the new coordinator and
     // resumes exactly at the commit: nothing read twice, nothing skipped.
     let group = "kgg";
-    let half = (N / 2).to_string();
     let mut from = [0i64; 2];
     for pass in 0..2 {
-        let (consumer, mut rx) = cluster_client(&boot(&c), &["consume", "kg", group, &half], &log);
-        let mut reads: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
-        let mut committed = serde_json::Value::Null;
-        while let Some(v) = rx.recv().await {
-            match v["p"].as_u64() {
-                Some(p) => reads[p as usize].push((
-                    v["o"].as_i64().unwrap(),
-                    v["v"].as_str().unwrap().as_bytes().to_vec(),
-                )),
-                None => committed = v["committed"].clone(),
-            }
-        }
-        client_succeeded(consumer, &log).await;
+        let (mut reads, committed) = consume_in_group(&boot(&c), "kg", group, N / 2, &log).await;
         for (p, h) in history.iter_mut().enumerate() {
             let read = std::mem::take(&mut reads[p]);
             let next = read.last().map_or(from[p], |(o, _)| o + 1);

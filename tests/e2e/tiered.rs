@@ -327,18 +327,7 @@ print(json.dumps({
 }))
 "#;
     let topic_dir = dir.path().join("s3/strata/cluster-a/topics/arrow");
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(&topic_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = python_json(&python, script, &topic_dir, "pyarrow");
     assert_eq!(v["rows"].as_i64().unwrap(), expect_rows);
     assert_eq!(v["dense"], true);
     assert_eq!(v["types"]["offset"], "int64");

@@ -136,6 +136,17 @@ struct Member {
     syncing: Option<oneshot::Sender<Result<Synced>>>,
 }
 
+impl Member {
+    /// What the member sent with `protocol` when it joined (empty if it did not name it).
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 struct Group {
     state: State,
     generation: i32,
@@ -230,15 +241,7 @@ impl Group {
         let metadata: Vec<(String, Bytes)> = self
             .members
             .iter()
-            .map(|(id, m)| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(p, _)| *p == self.protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (id.clone(), meta)
-            })
+            .map(|(id, m)| (id.clone(), m.metadata(&self.protocol)))
             .collect();
         let now = Instant::now();
         for (id, m) in self.members.iter_mut() {
@@ -618,12 +621,7 @@ impl ClassicGroups {
                 .members
                 .iter()
                 .map(|(id, m)| {
-                    let meta = m
-                        .protocols
-                        .iter()
-                        .find(|(p, _)| *p == g.protocol)
-                        .map(|(_, b)| b.clone())
-                        .unwrap_or_default();
+                    let meta = m.metadata(&g.protocol);
                     (id.clone(), m.client_id.clone(), meta, m.assignment.clone())
                 })
                 .collect(),

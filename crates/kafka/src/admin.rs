@@ -6,16 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use strata_broker::error::BrokerError;
 
-use crate::Context;
 use crate::errors;
 use crate::handlers::topic_uuid;
-
-fn str(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
+use crate::{Context, str};
 
 /// Kafka's resource types in config requests.
 const RESOURCE_TOPIC: i8 = 2;
@@ -23,6 +18,15 @@ const RESOURCE_BROKER: i8 = 4;
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// Where a config's value comes from, as Kafka names it.
+fn config_source(is_default: bool) -> i8 {
+    if is_default {
+        SOURCE_DEFAULT
+    } else {
+        SOURCE_TOPIC
+    }
+}
 
 pub async fn create_topics(
     ctx: &Context,
@@ -112,11 +116,7 @@ pub async fn create_topics(
                                     create_topics_response::CreatableTopicConfigs::default();
                                 c.name = str(k);
                                 c.value = Some(str(v));
-                                c.config_source = if is_default {
-                                    SOURCE_DEFAULT
-                                } else {
-                                    SOURCE_TOPIC
-                                };
+                                c.config_source = config_source(is_default);
                                 c
                             })
                             .collect(),
@@ -206,11 +206,7 @@ pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeCon
                             describe_configs_response::DescribeConfigsResourceResult::default();
                         c.name = str(k);
                         c.value = Some(str(v));
-                        c.config_source = if is_default {
-                            SOURCE_DEFAULT
-                        } else {
-                            SOURCE_TOPIC
-                        };
+                        c.config_source = config_source(is_default);
                         out.configs.push(c);
                     }
                 }

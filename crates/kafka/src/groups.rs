@@ -13,13 +13,9 @@ use strata_broker::error::BrokerError;
 use strata_broker::groups::{OFFSETS_TOPIC, partition_for};
 use strata_groups::classic::{ClassicError, Join};
 
-use crate::Context;
 use crate::errors;
 use crate::view::{BrokerView, View};
-
-fn str(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
+use crate::{Context, str};
 
 /// Kafka's code for a classic group refusal.
 pub fn classic_code(e: &ClassicError) -> i16 {

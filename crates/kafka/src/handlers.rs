@@ -10,13 +10,11 @@ use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced};
 use strata_broker::error::BrokerError;
 use strata_broker::groups::OFFSETS_TOPIC;
 use uuid::Uuid;
 
-use crate::Context;
 use crate::admin;
 use crate::apis::SUPPORTED;
 use crate::conn::{Answer, Header, Reply, Request, ready, response};
@@ -24,6 +22,7 @@ use crate::errors;
 use crate::groups;
 use crate::sessions;
 use crate::view::{BrokerView, TopicView};
+use crate::{Context, str};
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
@@ -103,10 +102,6 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
             ready(response(id, v, &offset_for_leader_epoch(&ctx, r)))
         }
     }
-}
-
-fn str(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
 }
 
 /// A topic id as Kafka carries it: Strata stores the UUID's bytes in URL-safe base64.

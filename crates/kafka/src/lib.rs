@@ -114,6 +114,11 @@ impl Context {
     }
 }
 
+/// A string as the protocol carries it.
+pub(crate) fn str(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
 /// `HOST:PORT` (or `[V6]:PORT`) into its parts.
 pub fn split_host_port(addr: &str) -> Result<(String, i32), String> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
