@@ -7,6 +7,11 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="${CARGO_TARGET_DIR:-$root/target}/kafka-python-venv"
 want="confluent-kafka==2.16.1 kafka-python==3.0.12 aiokafka==0.14.0 duckdb==2.0.1"
+# Tests call this side by side: one installs while the others wait, so none runs a
+# Python whose packages are half installed.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if ! "$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka, duckdb' >/dev/null 2>&1; then
   python3 -m venv "$venv" >&2
   # shellcheck disable=SC2086
