@@ -609,31 +609,31 @@ async fn produce_following_leader(
 }
 
 /// Reads partition 0 of `topic` from its leader once its HW covers every acknowledged
-/// offset (a new leader's HW moves once its followers have fetched) and it answers for
-/// the cold tier (a new leader first loads the manifest), into `history`.
+/// offset (a new leader's HW moves once its followers have fetched), into `history`.
+/// A retriable answer (a new leader still loading the cold tier's manifest, or
+/// leadership moving between the check and the read) starts the read again.
 async fn read_from_leader(c: &Cluster, topic: &str, history: &mut History, end: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let client = loop {
+    let records = loop {
         let p = c.led(topic, None, 0).await;
         if let Ok(client) = Client::connect(&c.addr(p.leader as u64)).await
             && client
                 .list_offsets(topic, 0, pb::OffsetSpec::Latest, 0)
                 .await
                 .is_ok_and(|o| o.offset >= end)
-            && client
-                .list_offsets(topic, 0, pb::OffsetSpec::Earliest, 0)
-                .await
-                .is_ok()
         {
-            break client;
+            match try_read_all(&client, topic, 0, 0).await {
+                Ok(records) => break records,
+                Err(e) if e.is_retriable() => {}
+                Err(e) => panic!("reading {topic} from its leader: {e}"),
+            }
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the leader's HW did not reach {end} within 60 s"
+            "the leader of {topic} did not answer a read up to {end} within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let records = read_all(&client, topic, 0, 0).await;
     history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
 }
 

@@ -315,7 +315,7 @@ pub async fn read_retained(client: &Client, topic: &str, partition: u32) -> (i64
     }
 }
 
-async fn try_read_all(
+pub async fn try_read_all(
     client: &Client,
     topic: &str,
     partition: u32,
