@@ -371,3 +371,62 @@ async fn crash_after_a_compaction_swap_is_committed() {
 async fn crash_halfway_through_a_compaction_swap() {
     crash_while_compacting("log-compact-mid-swap").await;
 }
+
+/// Kills the broker after the new partitions' logs exist and before the count naming
+/// them is stored: the topic comes back with its old count and every acknowledged
+/// record, and adding the partitions again works (over the leftover directories).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_new_partitions_exist_before_their_count_is_stored() {
+    let site = "partitions-create-before-count";
+    let (dir, data, store, mut server) = start_armed(site);
+    let client = Client::connect(&server.addr).await.unwrap();
+    client
+        .create_topic(TOPIC, 1, 1, Default::default())
+        .await
+        .unwrap();
+    let acked = produce_until_crash(client.clone(), 2000).await;
+    assert_eq!(acked.len(), 2000, "no crash before the add");
+    // The add is never answered: the broker dies within it.
+    assert!(client.create_partitions(TOPIC, 3).await.is_err());
+    server.wait_for_crash().await;
+    assert!(server.log_text().contains(&format!("failpoint {site}")));
+
+    let restart =
+        |n: &str| ServerProcess::start_with(&data, &dir.path().join(n), &store.args(), &[]);
+    let server = restart("b.log");
+    let client = Client::connect(&server.addr).await.unwrap();
+    let d = client.describe_topic(TOPIC).await.unwrap();
+    assert_eq!(d.partitions.len(), 1, "the count was never stored");
+    let mut history = History::new();
+    for (o, v) in &acked {
+        history.ack(*o, v.clone());
+    }
+    history.read(
+        0,
+        read_all(&client, TOPIC, 0, 0)
+            .await
+            .into_iter()
+            .map(|(o, _, v)| (o, v)),
+    );
+    history.assert_clean("a crash while adding partitions");
+
+    let d = client.create_partitions(TOPIC, 3).await.unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    let mut p = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    p.send(TOPIC, Some(2), None, Some(b"on a new partition"), &[])
+        .await
+        .unwrap();
+    p.close().await.unwrap();
+    drop(server);
+    let server = restart("c.log");
+    let client = Client::connect(&server.addr).await.unwrap();
+    let d = client.describe_topic(TOPIC).await.unwrap();
+    let hws: Vec<i64> = d.partitions.iter().map(|p| p.high_watermark).collect();
+    assert_eq!(hws, vec![2000, 0, 1]);
+    assert_eq!(
+        read_all(&client, TOPIC, 2, 0).await[0].2,
+        b"on a new partition".to_vec()
+    );
+}

@@ -658,6 +658,7 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
     // resumes exactly at the commit: nothing read twice, nothing skipped.
     let group = "kgg";
     let mut from = [0i64; 2];
+    let mut killed = 0;
     for pass in 0..2 {
         let (mut reads, committed) = consume_in_group(&boot(&c), "kg", group, N / 2, &log).await;
         for (p, h) in history.iter_mut().enumerate() {
@@ -675,9 +676,9 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
             from[p] = next;
         }
         if pass == 0 {
-            let id = coordinator(&c, group, None, 0).await;
-            c.kill(id);
-            coordinator(&c, group, Some(id), 0).await;
+            killed = coordinator(&c, group, None, 0).await;
+            c.kill(killed);
+            coordinator(&c, group, Some(killed), 0).await;
         }
     }
     for (p, h) in history.iter().enumerate() {
@@ -690,4 +691,36 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
             "kg-{p} read to its end"
         );
     }
+
+    // New partitions get as many replicas as the topic's others, on live brokers:
+    // refused with one of three down, made once it is back, each new partition led
+    // with three in sync.
+    c.settled("the killed broker is fenced", |d| {
+        d.brokers
+            .iter()
+            .any(|b| b.id == killed && b.state == "fenced")
+    })
+    .await;
+    let grow = |c: &Cluster| cluster_client(&boot(c), &["grow", "kg", "3"], &log);
+    let (child, mut rx) = grow(&c);
+    client_succeeded(child, &log).await;
+    assert_eq!(
+        rx.recv().await.expect("the grow summary")["error"],
+        "INVALID_REPLICATION_FACTOR"
+    );
+    c.restart(killed);
+    c.settled("the restarted broker is active", |d| {
+        d.brokers.iter().all(|b| b.state == "active")
+    })
+    .await;
+    let (child, mut rx) = grow(&c);
+    client_succeeded(child, &log).await;
+    assert_eq!(rx.recv().await.expect("the grow summary")["partitions"], 3);
+    let client = Client::connect(&c.addr(killed)).await.unwrap();
+    let d = client.describe_topic("kg").await.unwrap();
+    assert_eq!(
+        d.partitions.len(),
+        3,
+        "the restarted broker has the new count too"
+    );
 }

@@ -297,3 +297,83 @@ async fn flush_ms_holds_at_its_value_not_at_the_housekeeping_tick() {
     }
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_added_empty_and_the_old_ones_keep_their_data_through_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("grow", 2, 1, Default::default())
+        .await
+        .unwrap();
+    let mut p = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    for i in 0..20u32 {
+        let v = format!("old-{i}");
+        p.send("grow", Some(i % 2), None, Some(v.as_bytes()), &[])
+            .await
+            .unwrap();
+    }
+    p.flush().await.unwrap();
+    // Refused, changing nothing: not larger, past the limit, the offsets topic, an
+    // unknown topic.
+    let before = client.describe_topic("grow").await.unwrap();
+    for (topic, count, says) in [
+        ("grow", 2, "must be larger"),
+        ("grow", 1, "must be larger"),
+        ("grow", 10_001, "at most 10000"),
+        ("__consumer_offsets", 100, "is internal"),
+        ("nope", 3, "unknown topic"),
+    ] {
+        let e = client.create_partitions(topic, count).await.unwrap_err();
+        assert!(e.to_string().contains(says), "{topic} {count}: {e}");
+    }
+    assert_eq!(client.describe_topic("grow").await.unwrap(), before);
+
+    // Through the CLI, as an operator would.
+    let out = strata()
+        .args(["topic", "alter", "grow", "--partitions", "5"])
+        .args(["--broker", &broker.addr])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("has 5 partitions now"),
+        "{out:?}"
+    );
+    let d = client.describe_topic("grow").await.unwrap();
+    let hws: Vec<i64> = d.partitions.iter().map(|p| p.high_watermark).collect();
+    assert_eq!(hws, vec![10, 10, 0, 0, 0]);
+    for i in 0..6u32 {
+        let v = format!("new-{i}");
+        p.send("grow", Some(2 + i % 3), None, Some(v.as_bytes()), &[])
+            .await
+            .unwrap();
+    }
+    p.close().await.unwrap();
+    broker.stop().await;
+
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    let d = client.describe_topic("grow").await.unwrap();
+    let hws: Vec<i64> = d.partitions.iter().map(|p| p.high_watermark).collect();
+    assert_eq!(hws, vec![10, 10, 2, 2, 2]);
+    let values = |recs: Vec<ReadRecord>| -> Vec<String> {
+        recs.into_iter()
+            .map(|r| String::from_utf8(r.2).unwrap())
+            .collect()
+    };
+    assert_eq!(
+        values(read_all(&client, "grow", 1, 0).await),
+        (0..10)
+            .map(|j| format!("old-{}", j * 2 + 1))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        values(read_all(&client, "grow", 3, 0).await),
+        vec!["new-1".to_string(), "new-4".to_string()]
+    );
+    broker.stop().await;
+}

@@ -639,6 +639,117 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Raises a topic's partition count to `count` (Kafka's CreatePartitions). The new
+    /// partitions start empty; the others and their data are untouched. With
+    /// `validate_only`, only checks.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i64,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        Self::check_partition_increase(name, topic.partitions.len() as u32, count)?;
+        if validate_only {
+            return Ok(topic);
+        }
+        self.grow_topic(&topic, count as u32)
+    }
+
+    /// Checks that `count` may replace a topic's `current` partition count: larger, at
+    /// most [`MAX_PARTITIONS`], and not for the offsets topic.
+    pub fn check_partition_increase(name: &str, current: u32, count: i64) -> Result<()> {
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{OFFSETS_TOPIC} is internal: groups map to its partitions by hash, so its partition count (offsets.topic.num.partitions) is fixed"
+            )));
+        }
+        if count <= current as i64 || count > MAX_PARTITIONS {
+            return Err(BrokerError::PartitionIncrease {
+                topic: name.to_string(),
+                current,
+                requested: count,
+            });
+        }
+        Ok(())
+    }
+
+    /// Gives a local replica the partition count the controller has for its topic
+    /// (`id`).
+    pub async fn set_replica_partitions(&self, name: &str, id: &str, count: u32) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name)?;
+        if topic.meta().id != id || topic.partitions.len() as u32 >= count {
+            return Ok(());
+        }
+        Self::check_partition_increase(name, topic.partitions.len() as u32, count as i64)?;
+        self.grow_topic(&topic, count).map(|_| ())
+    }
+
+    /// Adds empty partitions up to `count`; the caller holds the admin lock. Each new
+    /// partition's log exists before the count naming it is stored: a crash in between
+    /// leaves a directory no count names, which the next grow replaces.
+    fn grow_topic(&self, topic: &Topic, count: u32) -> Result<Arc<Topic>> {
+        let mut meta = topic.meta();
+        let name = meta.name.clone();
+        let config = topic.config();
+        let old = topic.partitions.len() as u32;
+        for p in old..count {
+            let dir = topic.dir.join(p.to_string());
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| BrokerError::io(format!("removing {}", dir.display()), e))?;
+            }
+            let staging = self
+                .staging_dir
+                .join(format!("partition-{}", unique_suffix()));
+            strata_partition::partition::open_log(
+                &self.shared,
+                &name,
+                p,
+                staging.clone(),
+                &config,
+                strata_log::OpenOptions {
+                    start_offset: 0,
+                    clean_shutdown: false,
+                },
+            )?;
+            std::fs::rename(&staging, &dir)
+                .map_err(|e| BrokerError::io(format!("creating {}", dir.display()), e))?;
+        }
+        sync_dir(&topic.dir)?;
+        // Opened before the count is stored: a failure here leaves the count as it was.
+        let mut partitions = topic.partitions.clone();
+        for p in old..count {
+            partitions.push(Partition::open(
+                &self.shared,
+                &name,
+                &meta.id,
+                p,
+                topic.dir.join(p.to_string()),
+                topic.config.clone(),
+                strata_log::OpenOptions {
+                    start_offset: 0,
+                    clean_shutdown: false,
+                },
+            )?);
+        }
+        strata_failpoint::crash_at("partitions-create-before-count", || name.clone());
+        meta.partitions = count;
+        write_json_atomic(&topic.dir.join("topic.json"), &meta)?;
+        let grown = Arc::new(Topic {
+            meta: RwLock::new(meta),
+            config: topic.config.clone(),
+            partitions,
+            dir: topic.dir.clone(),
+            meta_in_bucket: AtomicBool::new(false),
+        });
+        self.topics.write().insert(name.clone(), grown.clone());
+        tracing::info!(topic = %name, from = old, to = count, "added partitions");
+        Ok(grown)
+    }
+
     /// Refuses to delete the internal offsets topic.
     pub fn check_deletable(name: &str) -> Result<()> {
         if name == OFFSETS_TOPIC {

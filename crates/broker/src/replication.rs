@@ -183,6 +183,22 @@ impl Member {
                     }
                 },
             };
+            let topic = if topic.partitions().len() < t.partitions.len() {
+                match self
+                    .broker
+                    .set_replica_partitions(&t.name, &t.id, t.partitions.len() as u32)
+                    .await
+                    .and_then(|()| self.broker.topic(&t.name))
+                {
+                    Ok(grown) => grown,
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name, error = %e, "could not add the new partitions locally; retrying");
+                        topic
+                    }
+                }
+            } else {
+                topic
+            };
             if topic.meta().configs != t.configs
                 && let Err(e) = self
                     .broker
@@ -498,6 +514,63 @@ impl Member {
             .await
     }
 
+    /// Adds partitions to a topic through the controller, up to `count`, each with as
+    /// many replicas as the topic's first partition (placed on live brokers as a new
+    /// topic's are); answers once this broker's metadata has them. With
+    /// `validate_only`, only checks.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i64,
+        validate_only: bool,
+    ) -> Result<TopicRecord> {
+        let t = self.topic(name)?;
+        let from = t.partitions.len() as u32;
+        Broker::check_partition_increase(name, from, count)?;
+        let first = &t.partitions[0];
+        let rf = match &first.reassignment {
+            Some(r) => r.target.len(),
+            None => first.replicas.len(),
+        } as u32;
+        let state = self.controller.state();
+        let placed = place_topic(&state, name, count as u32, rf, BTreeMap::new(), 0)?;
+        if validate_only {
+            return Ok(t);
+        }
+        let replicas = placed.partitions[from as usize..]
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        self.controller
+            .submit(Command::CreatePartitions {
+                topic: name.to_string(),
+                topic_id: t.id.clone(),
+                from,
+                replicas,
+            })
+            .await
+            .map_err(|e| {
+                // Another add got there first: judge this one against the count now.
+                let now = self.topic(name).map(|t| t.partitions.len() as u32);
+                match (&e, now) {
+                    (ControllerError::Refused(_), Ok(now)) if now != from => {
+                        Broker::check_partition_increase(name, now, count)
+                            .err()
+                            .unwrap_or_else(|| controller_error(e))
+                    }
+                    _ => controller_error(e),
+                }
+            })?;
+        let id = t.id;
+        self.wait_for(|s| {
+            s.topics
+                .get(name)
+                .filter(|t| t.id == id && t.partitions.len() as i64 >= count)
+                .cloned()
+        })
+        .await
+    }
+
     /// Moves partition `partition` of `name` to `replicas` through the controller
     /// (see `strata_controller::Reassignment`); answers once the move is under way (or
     /// done, when the target replicas were all in sync already).
@@ -593,6 +666,24 @@ impl Member {
                     retriable: true,
                 },
                 _ => BrokerError::UnknownTopic(topic),
+            },
+            // Partitions added since this broker last grew its local replica: the
+            // metadata has them, the local copy will (or another broker leads them).
+            BrokerError::PartitionOutOfRange {
+                topic,
+                partition,
+                max,
+            } => match self.topic(&topic) {
+                Ok(t) if (partition as usize) < t.partitions.len() => BrokerError::NotLeader {
+                    leader: t.partitions[partition as usize].leader,
+                    topic,
+                    partition,
+                },
+                _ => BrokerError::PartitionOutOfRange {
+                    topic,
+                    partition,
+                    max,
+                },
             },
             e => e,
         }

@@ -290,8 +290,9 @@ impl Broker {
 
     /// What each partition whose topic has the tier on has to do: offload and remote
     /// retention (with the topic's total retention), and for a topic's first partition,
-    /// storing the topic's metadata in the bucket when it is missing there. Partitions
-    /// of topics with the tier off have their upload backlog cleared.
+    /// storing the topic's metadata in the bucket when it is missing there (the other
+    /// partitions wait for that). Partitions of topics with the tier off have their
+    /// upload backlog cleared.
     pub fn tier_work_list(&self) -> Vec<TierWork> {
         let topics: Vec<_> = self.topics.read().values().cloned().collect();
         let mut work = Vec::new();
@@ -305,6 +306,12 @@ impl Broker {
             }
             let store_meta = !t.meta_in_bucket.load(Ordering::Relaxed);
             for (i, p) in t.partitions().iter().enumerate() {
+                // Until the bucket's metadata counts them (partitions just added), only
+                // the first partition works, storing it first: a topic rebuilt from the
+                // bucket never misses a partition that has objects there.
+                if store_meta && i > 0 {
+                    continue;
+                }
                 if !p.is_deleted() {
                     work.push(TierWork {
                         partition: p.clone(),

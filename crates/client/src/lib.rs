@@ -286,6 +286,20 @@ impl Client {
         Ok(r.into_inner())
     }
 
+    /// Raises a topic's partition count to `count`; the new partitions start empty.
+    pub async fn create_partitions(&self, name: &str, count: i64) -> Result<pb::TopicDescription> {
+        let r = self
+            .raw()
+            .create_partitions(pb::CreatePartitionsRequest {
+                name: name.to_string(),
+                count,
+                validate_only: false,
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner())
+    }
+
     pub async fn list_offsets(
         &self,
         topic: &str,

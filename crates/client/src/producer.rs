@@ -164,7 +164,13 @@ struct TopicState {
     /// Per partition: the sequence number of the next batch's first record.
     next_seq: Vec<i32>,
     sticky: u32,
+    /// When the partition count was last asked for.
+    described: Instant,
 }
+
+/// How long a topic's partition count is trusted before it is asked for again (Kafka's
+/// `metadata.max.age.ms`): partitions added since get records by key from then on.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
 
 pub struct Producer {
     client: Client,
@@ -238,9 +244,30 @@ impl Producer {
 
     /// Partitions of `topic`, learned from the broker on first use.
     pub async fn partitions(&mut self, topic: &str) -> Result<u32> {
-        if let Some(t) = self.topics.get(topic) {
+        let Some(t) = self.topics.get(topic) else {
+            return self.describe_partitions(topic).await;
+        };
+        if t.described.elapsed() < METADATA_MAX_AGE {
             return Ok(t.open.len() as u32);
         }
+        let known = t.open.len() as u32;
+        match self.describe_partitions(topic).await {
+            Ok(n) => Ok(n),
+            // The count known still holds (partitions are never removed): asked again
+            // at the next age-out.
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "could not refresh the partition count");
+                if let Some(t) = self.topics.get_mut(topic) {
+                    t.described = Instant::now();
+                }
+                Ok(known)
+            }
+        }
+    }
+
+    /// Asks for a topic's partition count; a count grown since adds partitions (one
+    /// never shrinks: partitions are never removed).
+    async fn describe_partitions(&mut self, topic: &str) -> Result<u32> {
         let d = self.client.describe_topic(topic).await?;
         let n = d.partitions.len();
         if n == 0 {
@@ -248,16 +275,22 @@ impl Producer {
                 "topic {topic:?} has no partitions"
             )));
         }
-        self.topics.insert(
-            topic.to_string(),
-            TopicState {
+        let state = self
+            .topics
+            .entry(topic.to_string())
+            .or_insert_with(|| TopicState {
                 name: topic.into(),
-                open: (0..n).map(|_| None).collect(),
-                next_seq: vec![0; n],
+                open: Vec::new(),
+                next_seq: Vec::new(),
                 sticky: (now_ms() as u32) % n as u32,
-            },
-        );
-        Ok(n as u32)
+                described: Instant::now(),
+            });
+        state.described = Instant::now();
+        if n > state.open.len() {
+            state.open.resize_with(n, || None);
+            state.next_seq.resize(n, 0);
+        }
+        Ok(state.open.len() as u32)
     }
 
     fn check_failed(&self) -> Result<()> {
@@ -277,7 +310,11 @@ impl Producer {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) -> Result<()> {
-        let n = self.partitions(topic).await?;
+        let mut n = self.partitions(topic).await?;
+        if partition.is_some_and(|p| p >= n) {
+            // Partitions may have been added since the count was asked for.
+            n = self.describe_partitions(topic).await?;
+        }
         let p = match (partition, key) {
             (Some(p), _) if p >= n => {
                 return Err(ClientError::Invalid(format!(

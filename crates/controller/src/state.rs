@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The most partitions a topic may have.
+pub const MAX_PARTITIONS: usize = 10_000;
+
 /// A broker's id (`--node-id`); never reused for a broker whose disk was wiped.
 pub type NodeId = u64;
 
@@ -155,6 +158,16 @@ pub enum Command {
         partition_epoch: i32,
         isr: Vec<NodeId>,
     },
+    /// Adds partitions to a topic (Kafka's CreatePartitions), placed by the proposer:
+    /// `replicas[i]` holds partition `from + i`. Applied only if the topic is still the
+    /// incarnation named and still has `from` partitions, so two concurrent adds cannot
+    /// both apply.
+    CreatePartitions {
+        topic: String,
+        topic_id: String,
+        from: u32,
+        replicas: Vec<Vec<NodeId>>,
+    },
     /// Moves a partition to `replicas` (Kafka's AlterPartitionReassignments), if the
     /// topic is still the incarnation named; see [`Reassignment`].
     ReassignPartition {
@@ -297,6 +310,18 @@ impl ClusterState {
             ) {
                 Ok(()) => {
                     self.complete_reassignments();
+                    self.elect_leaders();
+                    CommandResult::default()
+                }
+                Err(why) => CommandResult::refused(why),
+            },
+            Command::CreatePartitions {
+                topic,
+                topic_id,
+                from,
+                replicas,
+            } => match self.create_partitions(topic, topic_id, *from, replicas) {
+                Ok(()) => {
                     self.elect_leaders();
                     CommandResult::default()
                 }
@@ -459,25 +484,68 @@ impl ClusterState {
             return Err(format!("topic {:?} needs at least one partition", t.name));
         }
         for (n, p) in t.partitions.iter().enumerate() {
-            if p.replicas.is_empty() {
-                return Err(format!("partition {n} of {:?} has no replicas", t.name));
+            self.check_placement(&t.name, n, &p.replicas)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a new partition's replicas: at least one, each a registered broker, none
+    /// named twice.
+    fn check_placement(&self, topic: &str, n: usize, replicas: &[NodeId]) -> Result<(), String> {
+        if replicas.is_empty() {
+            return Err(format!("partition {n} of {topic:?} has no replicas"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for r in replicas {
+            if !self.brokers.contains_key(r) {
+                return Err(format!(
+                    "partition {n} of {topic:?} is placed on broker {r}, which is not registered"
+                ));
             }
-            let mut seen = std::collections::BTreeSet::new();
-            for r in &p.replicas {
-                if !self.brokers.contains_key(r) {
-                    return Err(format!(
-                        "partition {n} of {:?} is placed on broker {r}, which is not registered",
-                        t.name
-                    ));
-                }
-                if !seen.insert(r) {
-                    return Err(format!(
-                        "partition {n} of {:?} lists broker {r} twice",
-                        t.name
-                    ));
-                }
+            if !seen.insert(r) {
+                return Err(format!("partition {n} of {topic:?} lists broker {r} twice"));
             }
         }
+        Ok(())
+    }
+
+    fn create_partitions(
+        &mut self,
+        topic: &str,
+        topic_id: &str,
+        from: u32,
+        replicas: &[Vec<NodeId>],
+    ) -> Result<(), String> {
+        let t = self
+            .topics
+            .get(topic)
+            .filter(|t| t.id == topic_id)
+            .ok_or_else(|| format!("topic {topic:?} with id {topic_id} does not exist"))?;
+        if t.partitions.len() as u32 != from {
+            return Err(format!(
+                "topic {topic:?} has {} partitions now, not {from}: it changed since; try again",
+                t.partitions.len()
+            ));
+        }
+        if replicas.is_empty() {
+            return Err(format!("no partitions to add to {topic:?}"));
+        }
+        // Groups map to the offsets topic's partitions by hash: its count is fixed.
+        if topic == "__consumer_offsets" {
+            return Err(format!("{topic} is internal: its partition count is fixed"));
+        }
+        if from as usize + replicas.len() > MAX_PARTITIONS {
+            return Err(format!(
+                "a topic has at most {MAX_PARTITIONS} partitions; {topic:?} would have {}",
+                from as usize + replicas.len()
+            ));
+        }
+        for (i, r) in replicas.iter().enumerate() {
+            self.check_placement(topic, from as usize + i, r)?;
+        }
+        let t = self.topics.get_mut(topic).expect("checked");
+        t.partitions
+            .extend(replicas.iter().map(|r| PartitionRecord::new(r.clone())));
         Ok(())
     }
 
@@ -605,6 +673,49 @@ mod tests {
             s.apply(&Command::UnfenceBroker { id, at_ms: 1 });
         }
         s
+    }
+
+    #[test]
+    fn partitions_are_added_once_on_the_incarnation_named_and_lead_on_a_live_replica() {
+        let mut s = live_cluster(3);
+        s.apply(&topic("t", &[&[1, 2]]));
+        s.apply(&Command::FenceBroker { id: 2, at_ms: 2 });
+        let add = |id: &str, from: u32, replicas: Vec<Vec<NodeId>>| Command::CreatePartitions {
+            topic: "t".into(),
+            topic_id: id.into(),
+            from,
+            replicas,
+        };
+        // Refused, changing nothing: another incarnation, a stale count, an unknown or
+        // doubled broker, nothing to add.
+        let before = s.clone();
+        for bad in [
+            add("old-id", 1, vec![vec![2, 3]]),
+            add("t-id", 2, vec![vec![2, 3]]),
+            add("t-id", 1, vec![vec![2, 9]]),
+            add("t-id", 1, vec![vec![3, 3]]),
+            add("t-id", 1, vec![]),
+        ] {
+            assert!(s.apply(&bad).error.is_some(), "{bad:?}");
+        }
+        assert_eq!(s, before);
+        assert_eq!(
+            s.apply(&add("t-id", 1, vec![vec![2, 3], vec![3, 1]])),
+            CommandResult::default()
+        );
+        let t = &s.topics["t"];
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.partitions[0], before.topics["t"].partitions[0]);
+        // Broker 2 is fenced: its new partition is led by the next in-sync replica.
+        assert_eq!(t.partitions[1].replicas, vec![2, 3]);
+        assert_eq!(t.partitions[1].leader, Some(3));
+        assert_eq!(t.partitions[2].leader, Some(3));
+        // The same add again (a retry, or a second admin) is refused: the count moved.
+        assert!(
+            s.apply(&add("t-id", 1, vec![vec![2, 3], vec![3, 1]]))
+                .error
+                .is_some()
+        );
     }
 
     #[test]

@@ -182,6 +182,48 @@ pub async fn delete_topics(
     resp
 }
 
+/// Raises partition counts. Manual assignments are refused, as in CreateTopics: the
+/// new partitions get as many replicas as the topic's first, placed as a new topic's.
+pub async fn create_partitions(
+    ctx: &Context,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = r
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let mut out = create_partitions_response::CreatePartitionsTopicResult::default();
+        out.name = t.name.clone();
+        let result = if duplicates.contains(&name) {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic {name:?} is named more than once in the request"),
+            ))
+        } else if t.assignments.is_some() {
+            Err((
+                ResponseError::InvalidReplicaAssignment.code(),
+                "manual replica assignments are not supported; give the count alone".to_string(),
+            ))
+        } else {
+            ctx.create_partitions(&name, t.count as i64, r.validate_only)
+                .await
+                .map_err(|e| (errors::code(&e), errors::message(&e)))
+        };
+        if let Err((code, msg)) = result {
+            out.error_code = code;
+            out.error_message = Some(str(&msg));
+        }
+        resp.results.push(out);
+    }
+    resp
+}
+
 pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let mut resp = DescribeConfigsResponse::default();
     for res in r.resources {

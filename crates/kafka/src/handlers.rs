@@ -89,6 +89,9 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
         Request::DeleteTopics(r) => Box::pin(async move {
             Answer::Frame(response(id, v, &admin::delete_topics(&ctx, v, r).await))
         }),
+        Request::CreatePartitions(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &admin::create_partitions(&ctx, r).await))
+        }),
         Request::DescribeConfigs(r) => ready(response(id, v, &admin::describe_configs(&ctx, r))),
         Request::IncrementalAlterConfigs(r) => Box::pin(async move {
             Answer::Frame(response(

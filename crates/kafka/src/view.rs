@@ -220,6 +220,26 @@ impl Context {
         }
     }
 
+    /// Raises a topic's partition count (through the controller on a cluster member).
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i64,
+        validate_only: bool,
+    ) -> Result<()> {
+        match self.cluster()? {
+            None => self
+                .broker
+                .create_partitions(name, count, validate_only)
+                .await
+                .map(|_| ()),
+            Some(m) => m
+                .create_partitions(name, count, validate_only)
+                .await
+                .map(|_| ()),
+        }
+    }
+
     pub async fn alter_configs(
         &self,
         name: &str,

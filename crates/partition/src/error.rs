@@ -78,6 +78,14 @@ pub enum Error {
     #[error("invalid partition count {0}: a topic needs at least 1 partition (at most 10000)")]
     InvalidPartitions(i64),
     #[error(
+        "topic {topic:?} has {current} partitions; the new count {requested} must be larger (partitions are never removed: keys would map to others) and at most 10000"
+    )]
+    PartitionIncrease {
+        topic: String,
+        current: u32,
+        requested: i64,
+    },
+    #[error(
         "partition {partition} does not exist in topic {topic:?}: valid partitions are 0..={max}"
     )]
     PartitionOutOfRange {
@@ -284,7 +292,7 @@ impl Error {
             Self::PartitionOutOfRange { .. } => K::UnknownPartition,
             Self::TopicExists(_) => K::TopicExists,
             Self::InvalidTopicName { .. } => K::InvalidTopicName,
-            Self::InvalidPartitions(_) => K::InvalidPartitions,
+            Self::InvalidPartitions(_) | Self::PartitionIncrease { .. } => K::InvalidPartitions,
             Self::InvalidConfig(_) => K::InvalidConfig,
             Self::MessageTooLarge { .. } => K::MessageTooLarge,
             Self::InvalidTimestamp { .. } => K::InvalidTimestamp,

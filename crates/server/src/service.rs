@@ -764,6 +764,26 @@ impl Strata for Service {
         Ok(Response::new(describe(&self.broker, &topic)))
     }
 
+    async fn create_partitions(
+        &self,
+        request: Request<pb::CreatePartitionsRequest>,
+    ) -> Result<Response<pb::TopicDescription>, Status> {
+        let r = request.into_inner();
+        if let Some(m) = self.cluster()? {
+            let t = m
+                .create_partitions(&r.name, r.count, r.validate_only)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(describe_record(&self.broker, &t)));
+        }
+        let topic = self
+            .broker
+            .create_partitions(&r.name, r.count, r.validate_only)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(describe(&self.broker, &topic)))
+    }
+
     async fn reassign_partition(
         &self,
         request: Request<pb::ReassignPartitionRequest>,

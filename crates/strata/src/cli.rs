@@ -148,9 +148,13 @@ enum TopicCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Change topic configs.
+    /// Change topic configs, or add partitions.
     Alter {
         name: String,
+        /// Raise the partition count to N (new partitions start empty; keys hashed to
+        /// a partition may map to another afterwards).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        partitions: Option<i64>,
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
         /// Return a key to its default; repeatable.
@@ -601,10 +605,18 @@ async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
         }
         TopicCommand::Alter {
             name,
+            partitions,
             configs,
             delete,
         } => {
             let set = parse_configs(&configs)?;
+            if let Some(count) = partitions {
+                let d = client.create_partitions(&name, count).await?;
+                println!("topic {} has {} partitions now", d.name, d.partitions.len());
+                if set.is_empty() && delete.is_empty() {
+                    return Ok(());
+                }
+            }
             let d = client.alter_configs(&name, set, delete).await?;
             println!("updated configs of topic {}", d.name);
         }

@@ -9,7 +9,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
-                                   ConfigResource, NewTopic)
+                                   ConfigResource, NewPartitions, NewTopic)
 
 BOOT = sys.argv[1]
 DEADLINE_S = 60
@@ -38,6 +38,14 @@ def admin_checks(a):
     wait(a.incremental_alter_configs([alter]))
     configs = list(wait(a.describe_configs([res])).values())[0]
     assert configs["retention.ms"].value == "172800000", configs["retention.ms"]
+    # Partitions are added, never removed.
+    wait(a.create_partitions([NewPartitions("ck-tmp", 4)]))
+    assert len(a.list_topics("ck-tmp", timeout=10).topics["ck-tmp"].partitions) == 4
+    try:
+        wait(a.create_partitions([NewPartitions("ck-tmp", 2)]))
+        raise AssertionError("shrinking ck-tmp to 2 partitions succeeded")
+    except KafkaException as e:
+        assert e.args[0].name() == "INVALID_PARTITIONS", e
     wait(a.delete_topics(["ck-tmp"]))
     topics = a.list_topics(timeout=10).topics
     assert "ck" in topics and "ck-tmp" not in topics, sorted(topics)

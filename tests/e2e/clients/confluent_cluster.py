@@ -3,6 +3,9 @@
 Usage:
   confluent_cluster.py BOOTSTRAP admin TOPIC
       creates TOPIC (2 partitions, 3 replicas) and checks what the cluster describes.
+  confluent_cluster.py BOOTSTRAP grow TOPIC N
+      raises TOPIC to N partitions; prints {"error": NAME} if refused, else
+      {"partitions": N} once each has a leader and three in-sync replicas.
   confluent_cluster.py BOOTSTRAP produce TOPIC N
       sends N records (idempotent, acks=all) in steps of 100, printing each
       acknowledgement as a JSON line {"p", "o", "v"} as it comes, so the caller can kill
@@ -17,8 +20,8 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 BOOT = sys.argv[1]
 DEADLINE_S = 120
@@ -50,6 +53,27 @@ def admin(topic):
     cluster = a.describe_cluster().result(timeout=30)
     assert sorted(n.id for n in cluster.nodes) == [1, 2, 3], cluster.nodes
     out({"leaders": {str(n): p.leader for n, p in parts.items()}})
+
+
+def grow(topic, n):
+    """Raises topic's partition count to n; prints the error's name if refused, else the
+    count once every partition has a leader and three in-sync replicas."""
+    a = AdminClient({"bootstrap.servers": BOOT})
+    try:
+        for f in a.create_partitions([NewPartitions(topic, n)]).values():
+            f.result(timeout=30)
+    except KafkaException as e:
+        out({"error": e.args[0].name()})
+        return
+    end = time.time() + DEADLINE_S
+    while time.time() < end:
+        parts = a.list_topics(topic, timeout=10).topics[topic].partitions
+        if len(parts) == n and all(p.leader >= 0 and len(p.isrs) == 3
+                                   for p in parts.values()):
+            out({"partitions": n})
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{topic} did not show {n} led partitions in {DEADLINE_S} s: {parts}")
 
 
 def produce(topic, n):
@@ -96,12 +120,14 @@ def main():
     cmd, topic = sys.argv[2], sys.argv[3]
     if cmd == "admin":
         admin(topic)
+    elif cmd == "grow":
+        grow(topic, int(sys.argv[4]))
     elif cmd == "produce":
         produce(topic, int(sys.argv[4]))
     elif cmd == "consume":
         consume(topic, sys.argv[4], int(sys.argv[5]))
     else:
-        raise SystemExit(f"unknown command {cmd!r}: use admin, produce or consume")
+        raise SystemExit(f"unknown command {cmd!r}: use admin, grow, produce or consume")
 
 
 if __name__ == "__main__":
