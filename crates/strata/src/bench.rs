@@ -46,6 +46,10 @@ pub enum BenchCommand {
         /// text with varying fields, which compresses as real events do).
         #[arg(long, default_value = "repeat")]
         payload: Payload,
+        /// Send through this Kafka listener (HOST:PORT) instead of gRPC: the same
+        /// batches, one Produce request each.
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka: Option<String>,
     },
     /// End-to-end latency: a producer at a fixed rate and a consumer tailing the same
     /// partitions; reports produce-time-to-delivery percentiles (like Kafka's
@@ -80,6 +84,10 @@ pub enum BenchCommand {
         /// Bytes per fetch answer. Answers near the CPU cache size copy fastest.
         #[arg(long, default_value_t = 256 * 1024)]
         fetch_size: u32,
+        /// Read through this Kafka listener (HOST:PORT) instead of gRPC: Fetch requests,
+        /// one partition per connection, one in flight each.
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka: Option<String>,
     },
 }
 
@@ -96,10 +104,31 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
             max_in_flight,
             linger_ms,
             payload,
+            kafka,
         } => {
             let acks: Acks = acks.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             if concurrency == 0 || partitions == 0 {
                 bail!("--concurrency and --partitions must be at least 1");
+            }
+            if let Some(kafka) = kafka {
+                let acks = match acks {
+                    Acks::None => 0,
+                    Acks::Leader => 1,
+                    Acks::All => -1,
+                };
+                return crate::bench_kafka::produce(
+                    &kafka,
+                    &topic,
+                    records,
+                    record_size,
+                    partitions,
+                    concurrency,
+                    batch_size,
+                    acks,
+                    max_in_flight,
+                    payload,
+                )
+                .await;
             }
             let config = ProducerConfig {
                 batch_size,
@@ -157,12 +186,19 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
             topic,
             records,
             fetch_size,
-        } => consume(addr, &topic, records, fetch_size).await,
+            kafka,
+        } => match kafka {
+            Some(_) if records.is_some() => {
+                bail!("--records is for gRPC reads; over --kafka the whole topic is read")
+            }
+            Some(kafka) => crate::bench_kafka::consume(&kafka, &topic, fetch_size).await,
+            None => consume(addr, &topic, records, fetch_size).await,
+        },
     }
 }
 
-/// Prints progress every 5 s until `done` is set.
-fn progress(
+/// Prints progress every 5 s until aborted.
+pub(crate) fn progress(
     label: &'static str,
     count: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
@@ -200,15 +236,15 @@ pub enum Payload {
 /// Bytes that records take their values from, one window per record: allocated once,
 /// so producing allocates nothing per record. `windows` is how many distinct values
 /// there are before they repeat.
-struct Values {
+pub(crate) struct Values {
     bytes: Vec<u8>,
     stride: usize,
     windows: usize,
-    size: usize,
+    pub(crate) size: usize,
 }
 
 impl Values {
-    fn new(kind: Payload, size: usize) -> Self {
+    pub(crate) fn new(kind: Payload, size: usize) -> Self {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
             x ^= x << 13;
@@ -278,10 +314,60 @@ impl Values {
     }
 
     /// The value of record `n`.
-    fn get(&self, n: u64) -> &[u8] {
+    pub(crate) fn get(&self, n: u64) -> &[u8] {
         let at = (n % self.windows as u64) as usize * self.stride;
         &self.bytes[at..at + self.size]
     }
+}
+
+/// A latency histogram in µs, up to a minute.
+pub(crate) fn histogram() -> Result<hdrhistogram::Histogram<u64>> {
+    Ok(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// Milliseconds since the epoch, as record timestamps hold them.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The produce summary line (kafka-producer-perf-test's), naming the front end used.
+pub(crate) fn report_produce(
+    acked: u64,
+    record_size: usize,
+    secs: f64,
+    hist: &hdrhistogram::Histogram<u64>,
+    via: &str,
+) {
+    let mb = acked as f64 * record_size as f64 / 1e6;
+    println!(
+        "{acked} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency, {:.1} ms 50th, {:.1} ms 99th, {:.1} ms 99.9th (latency per produce request, over {via})",
+        acked as f64 / secs,
+        mb / secs,
+        hist.mean() / 1000.0,
+        hist.max() as f64 / 1000.0,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.value_at_quantile(0.999) as f64 / 1000.0,
+    );
+}
+
+/// The consume summary line, naming the front end used.
+pub(crate) fn report_consume(
+    n: u64,
+    bytes: u64,
+    secs: f64,
+    hist: &hdrhistogram::Histogram<u64>,
+    via: &str,
+) {
+    println!(
+        "{n} records read, {:.1} records/sec ({:.2} MB/sec), {:.1} ms 50th, {:.1} ms 99th between batches (over {via})",
+        n as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+    );
 }
 
 /// Finds the topic's partition count, creating it with `partitions` if it is missing.
@@ -355,7 +441,7 @@ async fn produce(
         }));
     }
     let mut acked = 0;
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = histogram()?;
     for t in tasks {
         let (stats, latency) = t.await??;
         acked += stats.records_acked;
@@ -365,17 +451,7 @@ async fn produce(
     }
     let secs = started.elapsed().as_secs_f64();
     reporter.abort();
-    let mb = acked as f64 * record_size as f64 / 1e6;
-    println!(
-        "{acked} records sent, {:.1} records/sec ({:.2} MB/sec), {:.1} ms avg latency, {:.1} ms max latency, {:.1} ms 50th, {:.1} ms 99th, {:.1} ms 99.9th (latency per produce request)",
-        acked as f64 / secs,
-        mb / secs,
-        hist.mean() / 1000.0,
-        hist.max() as f64 / 1000.0,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.value_at_quantile(0.999) as f64 / 1000.0,
-    );
+    report_produce(acked, record_size, secs, &hist, "gRPC");
     if acked != records && config.acks != Acks::None {
         bail!("only {acked} of {records} records were acknowledged");
     }
@@ -438,20 +514,18 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
             Ok::<_, ClientError>(hist)
         }));
     }
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = histogram()?;
     for t in tasks {
         hist.add(t.await??)?;
     }
     let secs = started.elapsed().as_secs_f64();
     reporter.abort();
-    let n = count.load(Ordering::Relaxed);
-    let mb = bytes.load(Ordering::Relaxed) as f64 / 1e6;
-    println!(
-        "{n} records read, {:.1} records/sec ({:.2} MB/sec), {:.1} ms 50th, {:.1} ms 99th between batches",
-        n as f64 / secs,
-        mb / secs,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
+    report_consume(
+        count.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed),
+        secs,
+        &hist,
+        "gRPC",
     );
     Ok(())
 }
@@ -541,7 +615,7 @@ async fn e2e(
     }
     stop.store(true, Ordering::Relaxed);
     reporter.abort();
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = histogram()?;
     for c in consumers {
         hist.add(c.await??)?;
     }

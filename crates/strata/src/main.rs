@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with a one-line reason on stderr.
 
 mod bench;
+mod bench_kafka;
 mod cli;
 
 use clap::Parser;
