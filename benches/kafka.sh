@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Kafka listener against gRPC on one fresh release broker, same run: `strata bench`
-# (gRPC), kcat (librdkafka in C, no client-side overhead to speak of) and confluent-kafka
+# (gRPC, then the same load generator over Kafka with --kafka), kcat (librdkafka in C)
+# and confluent-kafka
 # (benches/kafka_clients.py, librdkafka under Python) each produce RECORDS records of
 # SIZE bytes over 3 partitions with acks=1 and read them back.
 #   benches/kafka.sh 2000000 100
@@ -37,6 +38,13 @@ phase() { # name, then the command
 }
 phase "gRPC produce" "$bin" bench produce --broker "127.0.0.1:$port" --records "$records" --record-size "$size"
 phase "gRPC consume" "$bin" bench consume --broker "127.0.0.1:$port"
+# The same load generator over the Kafka listener: the same batches, partitioning and
+# pipelining, as Produce and Fetch requests (1 MiB per fetch, Kafka's
+# max.partition.fetch.bytes).
+phase "Kafka produce (strata bench)" "$bin" bench produce --kafka "127.0.0.1:$kport" \
+  --topic strata-bench-kafka --records "$records" --record-size "$size"
+phase "Kafka consume (strata bench)" "$bin" bench consume --kafka "127.0.0.1:$kport" \
+  --topic strata-bench-kafka --fetch-size 1048576
 # kcat: one line per record from a file made beforehand (not timed).
 "$bin" topic create kcat-bench --partitions 3 --broker "127.0.0.1:$port" >/dev/null
 value=$(head -c "$size" /dev/zero | tr '\0' x)

@@ -724,3 +724,38 @@ async fn a_groups_committed_offsets_survive_a_coordinator_kill() {
         "the restarted broker has the new count too"
     );
 }
+
+/// `strata bench --kafka` (the Kafka half of `benches/kafka.sh`) writes every record it
+/// reports and reads every one back; each record checked on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_bench_over_kafka_produces_and_reads_back_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let run = |args: &[&str]| {
+        let out = strata()
+            .args(["bench"])
+            .args(args)
+            .args(["--kafka", &broker.kafka_addr, "--topic", "kb"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let produced = run(&["produce", "--records", "30000", "--record-size", "200"]);
+    assert!(produced.starts_with("30000 records sent"), "{produced}");
+    let client = broker.client().await;
+    let d = client.describe_topic("kb").await.unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    let hws: i64 = d.partitions.iter().map(|p| p.high_watermark).sum();
+    assert_eq!(hws, 30000);
+    let read = run(&["consume", "--fetch-size", "65536"]);
+    assert!(read.starts_with("30000 records read"), "{read}");
+    assert!(read.contains("(over Kafka)"), "{read}");
+    let mut total = 0;
+    for p in 0..3 {
+        let recs = read_all(&client, "kb", p, 0).await;
+        assert!(recs.iter().all(|r| r.2.len() == 200));
+        total += recs.len();
+    }
+    assert_eq!(total, 30000);
+}

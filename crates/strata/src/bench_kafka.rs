@@ -107,6 +107,8 @@ async fn ensure_topic(addr: &str, topic: &str, create: Option<u32>) -> Result<u3
     t.name = Some(name.clone());
     let mut req = MetadataRequest::default();
     req.topics = Some(vec![t]);
+    // Created below with the partitions asked for, not the broker's default.
+    req.allow_auto_topic_creation = false;
     let md: MetadataResponse = call(&mut conn, ApiKey::Metadata, METADATA_VERSION, &req).await?;
     let found = &md.topics[0];
     if found.error_code == 0 {
@@ -281,9 +283,10 @@ pub async fn produce(
     Ok(())
 }
 
-/// Reads one partition from its log start to the high watermark its first answer
-/// gives, one Fetch in flight (as Kafka's consumers fetch); returns the time between
-/// answers (µs).
+/// Reads one partition from offset 0 to the high watermark its first answer gives.
+/// The next Fetch goes out before an answer's records are walked (as Kafka's consumers
+/// prefetch), so at most one is in flight and the broker works while the client reads.
+/// Returns the time between answers (µs).
 async fn consume_one(
     addr: String,
     topic: String,
@@ -295,15 +298,10 @@ async fn consume_one(
     let (r, mut w) = connect(&addr).await?.into_split();
     let mut r = BufReader::with_capacity(256 << 10, r);
     let name = TopicName(StrBytes::from_string(topic.clone()));
-    let mut hist = histogram()?;
-    let mut position = 0i64;
-    let mut end = None;
-    let mut id = 0;
-    let mut t = Instant::now();
-    while end.is_none_or(|end| position < end) {
+    let fetch = |offset: i64, id: i32| {
         let mut p = fetch_request::FetchPartition::default();
         p.partition = partition;
-        p.fetch_offset = position;
+        p.fetch_offset = offset;
         p.partition_max_bytes = fetch_size as i32;
         p.current_leader_epoch = -1;
         let mut ft = fetch_request::FetchTopic::default();
@@ -316,9 +314,15 @@ async fn consume_one(
         req.max_bytes = fetch_size as i32;
         req.session_epoch = -1;
         req.topics = vec![ft];
-        id += 1;
-        w.write_all(&frame(ApiKey::Fetch, FETCH_VERSION, id, &req, 0)?)
-            .await?;
+        frame(ApiKey::Fetch, FETCH_VERSION, id, &req, 0)
+    };
+    let mut hist = histogram()?;
+    let mut position = 0i64;
+    let mut id = 1;
+    w.write_all(&fetch(position, id)?).await?;
+    let mut end = None;
+    let mut t = Instant::now();
+    loop {
         let resp: FetchResponse = decode(read_frame(&mut r).await?, FETCH_VERSION)?;
         check(resp.error_code, "fetch")?;
         let pd = &resp.responses[0].partitions[0];
@@ -336,6 +340,15 @@ async fn consume_one(
             next = strata_record::BatchHeader::decode(&data[at..])?.next_offset();
             at += len;
         }
+        if next == position && position < end {
+            bail!(
+                "{topic}-{partition}: an empty fetch at {position}, below the high watermark {end}"
+            );
+        }
+        if next < end {
+            id += 1;
+            w.write_all(&fetch(next, id)?).await?;
+        }
         let batches = Batches::new(partition as u32, position, next, end, data);
         let (mut n, mut sz) = (0u64, 0u64);
         for rec in batches.records() {
@@ -348,14 +361,11 @@ async fn consume_one(
         }
         count.fetch_add(n, Ordering::Relaxed);
         bytes.fetch_add(sz, Ordering::Relaxed);
-        if next == position && position < end {
-            bail!(
-                "{topic}-{partition}: an empty fetch at {position}, below the high watermark {end}"
-            );
-        }
         position = next;
+        if position >= end {
+            return Ok(hist);
+        }
     }
-    Ok(hist)
 }
 
 pub async fn consume(addr: &str, topic: &str, fetch_size: u32) -> Result<()> {
