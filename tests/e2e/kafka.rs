@@ -759,3 +759,118 @@ async fn strata_bench_over_kafka_produces_and_reads_back_every_record() {
     }
     assert_eq!(total, 30000);
 }
+
+/// One request over a fresh connection to a Kafka listener, and its answer.
+async fn kafka_call<Req, Resp>(
+    addr: &str,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    req: &Req,
+) -> Resp
+where
+    Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+    Resp: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    use bytes::BufMut;
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut body = bytes::BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 1;
+    header
+        .encode(&mut body, Req::header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut frame = bytes::BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    conn.write_all(&frame).await.unwrap();
+    let len = conn.read_i32().await.unwrap();
+    let mut buf = vec![0u8; len as usize];
+    conn.read_exact(&mut buf).await.unwrap();
+    let mut buf = bytes::Bytes::from(buf);
+    ResponseHeader::decode(&mut buf, Resp::header_version(version)).unwrap();
+    Resp::decode(&mut buf, version).unwrap()
+}
+
+/// An idempotent producer's state survives a broker restart on the Kafka path too: the
+/// batch it sends again after the restart (its answer lost) is answered with the first
+/// write's offset and not written twice, and its sequence goes on where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kafka_producer_is_deduplicated_across_a_broker_restart() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = broker.client().await;
+    client
+        .create_topic("idem", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let init: InitProducerIdResponse = kafka_call(
+        &broker.kafka_addr,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default(),
+    )
+    .await;
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    // Timestamps of now: a producer is forgotten once its newest batch's timestamp is
+    // older than producer.id.expiration.ms (a day), as in Kafka.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let produce = |addr: String, seq: i32, values: &'static [&'static [u8]]| async move {
+        let mut b = strata_record::BatchBuilder::new(now, 256);
+        b.set_producer(pid, epoch, seq);
+        for v in values {
+            b.append(now, None, Some(v), &[]);
+        }
+        let mut p = produce_request::PartitionProduceData::default();
+        p.index = 0;
+        p.records = Some(b.finish());
+        let mut t = produce_request::TopicProduceData::default();
+        t.name = TopicName(StrBytes::from_static_str("idem"));
+        t.partition_data = vec![p];
+        let mut r = ProduceRequest::default();
+        r.acks = -1;
+        r.timeout_ms = 5000;
+        r.topic_data = vec![t];
+        let resp: ProduceResponse = kafka_call(&addr, ApiKey::Produce, 9, &r).await;
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(
+        produce(broker.kafka_addr.clone(), 0, &[b"a", b"b"]).await,
+        (0, 0)
+    );
+    broker.stop().await;
+
+    let broker = TestBroker::start(dir.path()).await;
+    let addr = broker.kafka_addr.clone();
+    assert_eq!(
+        produce(addr.clone(), 0, &[b"a", b"b"]).await,
+        (0, 0),
+        "the batch sent again is answered with its first offset"
+    );
+    assert_eq!(
+        produce(addr.clone(), 5, &[b"x"]).await.0,
+        ResponseError::OutOfOrderSequenceNumber.code()
+    );
+    assert_eq!(produce(addr.clone(), 2, &[b"c"]).await, (0, 2));
+    let client = broker.client().await;
+    let values: Vec<Vec<u8>> = read_all(&client, "idem", 0, 0)
+        .await
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    broker.stop().await;
+}

@@ -153,6 +153,7 @@ pub async fn serve(
             _ = stop.changed() => return,
         }
     }
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -162,12 +163,31 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            // Reaps connections that ended.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         ctx.broker.metrics().kafka_connections.add(1);
         let ctx = ctx.clone();
         let stop = stop.clone();
-        tokio::spawn(conn::serve_connection(stream, peer, ctx, stop));
+        conns.spawn(conn::serve_connection(stream, peer, ctx, stop));
+    }
+    // Connections end at the stop once they have answered what they read; waiting for
+    // them means none still appends (or holds the broker) when the broker closes its
+    // logs. One that cannot finish its answers (a peer that stopped reading) is cut.
+    let drained = tokio::time::timeout(CONNECTIONS_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "kafka connections still answering {CONNECTIONS_GRACE:?} after shutdown began; closing them"
+        );
+        conns.shutdown().await;
     }
 }
+
+/// How long a stopping listener waits for its connections to answer what they read.
+const CONNECTIONS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
