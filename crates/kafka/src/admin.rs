@@ -28,19 +28,22 @@ fn config_source(is_default: bool) -> i8 {
     }
 }
 
+/// The topics a request names more than once (each is refused: which entry would win?).
+fn named_twice<'a>(names: impl Iterator<Item = &'a TopicName>) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    names
+        .filter(|n| !seen.insert(n.0.as_str()))
+        .map(|n| n.0.to_string())
+        .collect()
+}
+
 pub async fn create_topics(
     ctx: &Context,
     version: i16,
     r: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut resp = CreateTopicsResponse::default();
-    let mut seen = BTreeSet::new();
-    let duplicates: BTreeSet<String> = r
-        .topics
-        .iter()
-        .filter(|t| !seen.insert(t.name.0.to_string()))
-        .map(|t| t.name.0.to_string())
-        .collect();
+    let duplicates = named_twice(r.topics.iter().map(|t| &t.name));
     for t in r.topics {
         let name = t.name.0.to_string();
         let mut out = create_topics_response::CreatableTopicResult::default();
@@ -189,13 +192,7 @@ pub async fn create_partitions(
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut resp = CreatePartitionsResponse::default();
-    let mut seen = BTreeSet::new();
-    let duplicates: BTreeSet<String> = r
-        .topics
-        .iter()
-        .filter(|t| !seen.insert(t.name.0.to_string()))
-        .map(|t| t.name.0.to_string())
-        .collect();
+    let duplicates = named_twice(r.topics.iter().map(|t| &t.name));
     for t in r.topics {
         let name = t.name.0.to_string();
         let mut out = create_partitions_response::CreatePartitionsTopicResult::default();

@@ -355,12 +355,13 @@ pub(crate) fn report_produce(
 
 /// The consume summary line, naming the front end used.
 pub(crate) fn report_consume(
-    n: u64,
-    bytes: u64,
+    count: &AtomicU64,
+    bytes: &AtomicU64,
     secs: f64,
     hist: &hdrhistogram::Histogram<u64>,
     via: &str,
 ) {
+    let (n, bytes) = (count.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
     println!(
         "{n} records read, {:.1} records/sec ({:.2} MB/sec), {:.1} ms 50th, {:.1} ms 99th between batches (over {via})",
         n as f64 / secs,
@@ -520,13 +521,7 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
     }
     let secs = started.elapsed().as_secs_f64();
     reporter.abort();
-    report_consume(
-        count.load(Ordering::Relaxed),
-        bytes.load(Ordering::Relaxed),
-        secs,
-        &hist,
-        "gRPC",
-    );
+    report_consume(&count, &bytes, secs, &hist, "gRPC");
     Ok(())
 }
 

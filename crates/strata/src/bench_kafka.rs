@@ -392,12 +392,6 @@ pub async fn consume(addr: &str, topic: &str, fetch_size: u32) -> Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     reporter.abort();
-    crate::bench::report_consume(
-        count.load(Ordering::Relaxed),
-        bytes.load(Ordering::Relaxed),
-        secs,
-        &hist,
-        "Kafka",
-    );
+    crate::bench::report_consume(&count, &bytes, secs, &hist, "Kafka");
     Ok(())
 }

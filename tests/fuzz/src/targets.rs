@@ -517,6 +517,15 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     }
                     frame(key, v, &r)
                 }
+                ApiKey::CreatePartitions => {
+                    let mut t = create_partitions_request::CreatePartitionsTopic::default();
+                    t.name = topic();
+                    t.count = 4;
+                    let mut r = CreatePartitionsRequest::default();
+                    r.topics = vec![t];
+                    r.timeout_ms = 30_000;
+                    frame(key, v, &r)
+                }
                 ApiKey::DescribeConfigs => {
                     let mut res = describe_configs_request::DescribeConfigsResource::default();
                     res.resource_type = 2;
