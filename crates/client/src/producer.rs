@@ -164,13 +164,14 @@ struct TopicState {
     /// Per partition: the sequence number of the next batch's first record.
     next_seq: Vec<i32>,
     sticky: u32,
-    /// When the partition count was last asked for.
-    described: Instant,
+    /// When the partition count was last asked for (ms since the epoch, the clock
+    /// record timestamps come from).
+    described_ms: i64,
 }
 
 /// How long a topic's partition count is trusted before it is asked for again (Kafka's
 /// `metadata.max.age.ms`): partitions added since get records by key from then on.
-const METADATA_MAX_AGE: Duration = Duration::from_secs(300);
+const METADATA_MAX_AGE_MS: i64 = 300_000;
 
 pub struct Producer {
     client: Client,
@@ -244,10 +245,16 @@ impl Producer {
 
     /// Partitions of `topic`, learned from the broker on first use.
     pub async fn partitions(&mut self, topic: &str) -> Result<u32> {
+        self.partitions_at(topic, now_ms()).await
+    }
+
+    /// [`Producer::partitions`] as of `now` (ms): `send` passes the clock reading its
+    /// record's timestamp takes, so a record costs one.
+    async fn partitions_at(&mut self, topic: &str, now: i64) -> Result<u32> {
         let Some(t) = self.topics.get(topic) else {
             return self.describe_partitions(topic).await;
         };
-        if t.described.elapsed() < METADATA_MAX_AGE {
+        if now - t.described_ms < METADATA_MAX_AGE_MS {
             return Ok(t.open.len() as u32);
         }
         let known = t.open.len() as u32;
@@ -258,7 +265,7 @@ impl Producer {
             Err(e) => {
                 tracing::debug!(topic, error = %e, "could not refresh the partition count");
                 if let Some(t) = self.topics.get_mut(topic) {
-                    t.described = Instant::now();
+                    t.described_ms = now;
                 }
                 Ok(known)
             }
@@ -283,9 +290,9 @@ impl Producer {
                 open: Vec::new(),
                 next_seq: Vec::new(),
                 sticky: (now_ms() as u32) % n as u32,
-                described: Instant::now(),
+                described_ms: 0,
             });
-        state.described = Instant::now();
+        state.described_ms = now_ms();
         if n > state.open.len() {
             state.open.resize_with(n, || None);
             state.next_seq.resize(n, 0);
@@ -310,7 +317,8 @@ impl Producer {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) -> Result<()> {
-        let mut n = self.partitions(topic).await?;
+        let ts = now_ms();
+        let mut n = self.partitions_at(topic, ts).await?;
         if partition.is_some_and(|p| p >= n) {
             // Partitions may have been added since the count was asked for.
             n = self.describe_partitions(topic).await?;
@@ -326,7 +334,6 @@ impl Producer {
             (None, Some(k)) => partition_for_key(k, n),
             (None, None) => self.topics[topic].sticky,
         };
-        let ts = now_ms();
         let batch_size = self.config.batch_size;
         let state = self.topics.get_mut(topic).expect("known topic");
         let slot = &mut state.open[p as usize];
