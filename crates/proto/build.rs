@@ -14,6 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // `bytes` fields become `bytes::Bytes`: batches move from socket to disk without copies.
     config.bytes(["."]);
+    // For gRPC server reflection: tools list and call the services with no .proto file.
+    config.file_descriptor_set_path(
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("strata_descriptor.bin"),
+    );
     tonic_prost_build::configure().compile_with_config(config, &files, &[proto_root])?;
     Ok(())
 }

@@ -18,5 +18,6 @@ mod long_poll;
 mod moto;
 mod power_loss;
 mod s3;
+mod security;
 mod tiered;
 mod topics;

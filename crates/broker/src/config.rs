@@ -92,6 +92,22 @@ pub struct BrokerConfig {
     pub offsets_snapshot_interval_ms: u64,
     /// Broker-wide defaults for topic configs, by Kafka name.
     pub topic_defaults: BTreeMap<String, String>,
+    /// This broker's TLS certificate chain (PEM, leaf first). With it (and
+    /// `tls_key_file`) the gRPC listener, and so broker-to-broker traffic, speaks only
+    /// TLS. Its names must cover the advertised host.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs client certificates and the other brokers' certificates:
+    /// needed for `tls_client_auth` and in a TLS cluster.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Whether clients must present a certificate: `none`, `requested` or `required`
+    /// (Kafka's `ssl.client.auth`).
+    pub tls_client_auth: String,
+    /// Serve `/metrics` over TLS as well (scrapers then need the CA).
+    pub metrics_tls: bool,
+    /// How often the TLS files are checked for a change (SIGHUP reloads at once).
+    pub tls_reload_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -124,6 +140,12 @@ impl Default for BrokerConfig {
             offsets_topic_replication_factor: 3,
             offsets_snapshot_interval_ms: 5000,
             topic_defaults: BTreeMap::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_client_auth: "none".to_string(),
+            metrics_tls: false,
+            tls_reload_interval_ms: 10_000,
         }
     }
 }
@@ -186,8 +208,54 @@ impl BrokerConfig {
         Ok(out)
     }
 
+    /// Whether the listeners speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some()
+    }
+
+    fn validate_tls(&self) -> Result<(), BrokerError> {
+        let bad = |m: &str| Err(BrokerError::InvalidConfig(m.to_string()));
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return bad(
+                "tls_cert_file and tls_key_file go together: set both (--tls-cert and --tls-key) or neither",
+            );
+        }
+        if !matches!(
+            self.tls_client_auth.as_str(),
+            "none" | "requested" | "required"
+        ) {
+            return Err(BrokerError::InvalidConfig(format!(
+                "tls_client_auth = {:?} is not one of none, requested, required",
+                self.tls_client_auth
+            )));
+        }
+        if !self.tls() {
+            if self.tls_client_auth != "none" || self.metrics_tls {
+                return bad(
+                    "tls_client_auth and metrics_tls need TLS: set tls_cert_file and tls_key_file (--tls-cert, --tls-key)",
+                );
+            }
+            return Ok(());
+        }
+        if self.tls_client_auth != "none" && self.tls_ca_file.is_none() {
+            return bad(
+                "tls_client_auth needs tls_ca_file (--tls-ca): the CA that signs client certificates",
+            );
+        }
+        if self.clustered() && self.tls_ca_file.is_none() {
+            return bad(
+                "a TLS cluster member needs tls_ca_file (--tls-ca) to check the other brokers' certificates",
+            );
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return bad("tls_reload_interval_ms must be at least 1");
+        }
+        Ok(())
+    }
+
     /// Checks every setting; the error names the key and what is valid.
     pub fn validate(&self) -> Result<(), BrokerError> {
+        self.validate_tls()?;
         let bad = |m: String| Err(BrokerError::InvalidConfig(m));
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad(format!(
@@ -290,6 +358,33 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("retention.ms"), "{e}");
         BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tls_settings_are_checked_together() {
+        let bad = |toml_text: &str, want: &str| {
+            let c: BrokerConfig = toml::from_str(toml_text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{toml_text}: {e}");
+        };
+        bad("tls_cert_file = \"a.pem\"", "tls_key_file");
+        bad("tls_client_auth = \"always\"", "none, requested, required");
+        bad("metrics_tls = true", "tls_cert_file");
+        let with_cert = "tls_cert_file = \"a.pem\"\ntls_key_file = \"a.key\"\n";
+        bad(
+            &format!("{with_cert}tls_client_auth = \"required\""),
+            "tls_ca_file",
+        );
+        bad(
+            &format!("{with_cert}node_id = 1\nvoters = \"1@127.0.0.1:9292\""),
+            "other brokers' certificates",
+        );
+        let c: BrokerConfig = toml::from_str(&format!(
+            "{with_cert}tls_ca_file = \"ca.pem\"\ntls_client_auth = \"required\""
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.tls());
     }
 
     #[test]

@@ -4,12 +4,14 @@ use tonic::Code;
 /// answered, and say what to do where it did not.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach a broker at {addr}: {reason}; is `strata server` running there? (set --broker or STRATA_BROKER)"
-    )]
+    #[error("cannot reach a broker at {addr}: {reason}; {hint}", hint = unreachable_hint(reason))]
     Unreachable { addr: String, reason: String },
     #[error("invalid broker address {addr:?}: {reason}; use HOST:PORT such as 127.0.0.1:9292")]
     InvalidAddress { addr: String, reason: String },
+    #[error(
+        "TLS: {reason}; check --tls-ca, --tls-cert and --tls-key (or STRATA_TLS_CA, STRATA_TLS_CERT, STRATA_TLS_KEY)"
+    )]
+    Tls { reason: String },
     #[error("{message}")]
     Broker { code: Code, message: String },
     #[error("{0}")]
@@ -46,7 +48,7 @@ impl ClientError {
             {
                 Self::Unreachable {
                     addr: addr.to_string(),
-                    reason: s.message().to_string(),
+                    reason: root_cause(&s),
                 }
             }
             code => Self::Broker {
@@ -54,6 +56,38 @@ impl ClientError {
                 message: s.message().to_string(),
             },
         }
+    }
+}
+
+/// The innermost error under `e`: for a transport failure, the one that says what went
+/// wrong (a refused connection, a TLS alert), not "transport error".
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut reason = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        reason = s.to_string();
+        src = s.source();
+    }
+    reason
+}
+
+/// What to check, given why a broker could not be reached.
+fn unreachable_hint(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("certificate")
+        || r.contains("alert")
+        || r.contains("tls")
+        || r.contains("handshake")
+    {
+        "the TLS handshake failed: check --tls-ca (the CA of the broker's certificate) and, where the broker requires one, --tls-cert and --tls-key (or STRATA_TLS_CA, STRATA_TLS_CERT, STRATA_TLS_KEY)"
+    } else if r.contains("connection reset")
+        || r.contains("broken pipe")
+        || r.contains("frame with invalid size")
+        || r.contains("connection closed")
+    {
+        "the broker closed the connection: if it serves TLS, connect with --tls-ca (STRATA_TLS_CA)"
+    } else {
+        "is `strata server` running there? (set --broker or STRATA_BROKER)"
     }
 }
 

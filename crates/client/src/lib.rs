@@ -28,7 +28,7 @@ pub use error::{ClientError, Result};
 pub use producer::{AckedBatch, Acks, Producer, ProducerConfig, ProducerStats};
 pub use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The broker address clients use unless told otherwise.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
@@ -41,6 +41,59 @@ pub struct Client {
     inner: StrataClient<Channel>,
     addr: String,
     leaders: Arc<parking_lot::Mutex<Leaders>>,
+    /// How every connection of this client (to leaders and other brokers too) is made.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// How a client connects: over plain text (the default) or TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub tls: Option<TlsOptions>,
+}
+
+/// TLS for a client: the CA that signed the brokers' certificates and, for brokers that
+/// require client certificates, this client's certificate and key (PEM files).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Without it, the broker's certificate must chain to the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry [default: the address's host].
+    pub domain: Option<String>,
+}
+
+impl TlsOptions {
+    /// The channel configuration, with every file read now.
+    fn config(&self) -> Result<ClientTlsConfig> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| ClientError::Tls {
+                reason: format!("cannot read the {what} {}: {e}", p.display()),
+            })
+        };
+        let mut c = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca {
+            c = c.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                c = c.identity(Identity::from_pem(
+                    read(cert, "client certificate")?,
+                    read(key, "client key")?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ClientError::Tls {
+                    reason: "a client certificate needs its key and a key its certificate: give both --tls-cert and --tls-key".into(),
+                });
+            }
+        }
+        if let Some(d) = &self.domain {
+            c = c.domain_name(d.clone());
+        }
+        Ok(c)
+    }
 }
 
 /// Partition leaders (and group coordinators) learned from not-leader answers:
@@ -60,16 +113,25 @@ enum Route {
 /// which rides out a leadership change that the named broker has not applied yet.
 const LEADER_HOPS: usize = 8;
 
-fn endpoint(addr: &str) -> Result<Endpoint> {
+fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
     let uri = if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::InvalidAddress {
         addr: addr.to_string(),
         reason: e.to_string(),
     })?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| ClientError::Tls {
+                reason: format!("{e} (for {addr})"),
+            })?;
+    }
     Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -96,25 +158,35 @@ pub enum StartOffset {
 }
 
 impl Client {
-    /// Connects to `addr` (`HOST:PORT` or `http://HOST:PORT`), failing fast if nothing
-    /// listens there.
+    /// Connects to `addr` (`HOST:PORT` or `http://HOST:PORT`) over plain text, failing
+    /// fast if nothing listens there.
     pub async fn connect(addr: &str) -> Result<Self> {
-        let channel = endpoint(addr)?.connect().await.map_err(|e| {
-            let mut reason = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                reason = s.to_string();
-                src = s.source();
-            }
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `addr` as `options` say (TLS, client certificate).
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Self> {
+        let tls = options.tls.as_ref().map(TlsOptions::config).transpose()?;
+        Self::open(addr, tls).await
+    }
+
+    /// Connects to another broker the way this client connects.
+    pub async fn sibling(&self, addr: &str) -> Result<Self> {
+        Self::open(addr, self.tls.clone()).await
+    }
+
+    async fn open(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Self> {
+        let channel = endpoint(addr, tls.as_ref())?.connect().await.map_err(|e| {
             ClientError::Unreachable {
                 addr: addr.to_string(),
-                reason,
+                reason: error::root_cause(&e),
             }
         })?;
         Ok(Self {
             inner: raw_client(channel),
             addr: addr.to_string(),
             leaders: Default::default(),
+            tls,
         })
     }
 
@@ -136,7 +208,7 @@ impl Client {
         else {
             return false;
         };
-        let Ok(endpoint) = endpoint(addr) else {
+        let Ok(endpoint) = endpoint(addr, self.tls.as_ref()) else {
             return false;
         };
         let raw = raw_client(endpoint.connect_lazy());
@@ -506,7 +578,7 @@ impl Client {
             .iter()
             .filter(|b| b.state == "active" && b.id != cluster.node_id)
         {
-            let other = Client::connect(&b.address).await?;
+            let other = self.sibling(&b.address).await?;
             let r = other
                 .raw()
                 .list_groups(pb::ListGroupsRequest {})

@@ -738,7 +738,7 @@ impl Sender {
         for other in std::iter::once(None).chain(others.into_iter().map(Some)) {
             let c = match other {
                 None => self.client.clone(),
-                Some(addr) => match Client::connect(&addr).await {
+                Some(addr) => match self.client.sibling(&addr).await {
                     Ok(c) => c,
                     Err(_) => continue,
                 },
@@ -795,7 +795,7 @@ impl Sender {
             let client = if addr == self.client.addr() {
                 self.client.clone()
             } else {
-                Client::connect(addr).await.ok()?
+                self.client.sibling(addr).await.ok()?
             };
             let (tx, rx) = mpsc::channel(self.window.max(1));
             let mut raw = client.raw();

@@ -312,6 +312,17 @@ impl Controller {
             })
     }
 
+    /// Whether this broker may serve: it has caught up (see [`Controller::caught_up`])
+    /// and the controller has not fenced it.
+    pub fn serving(&self) -> bool {
+        self.caught_up()
+            && self.shared.with_state(|s| {
+                s.brokers
+                    .get(&self.config.node_id)
+                    .is_some_and(|b| !b.fenced)
+            })
+    }
+
     /// The current leader (id, address), if one is known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.raft.metrics().borrow().clone();

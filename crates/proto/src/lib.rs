@@ -9,6 +9,9 @@ pub mod v1 {
     tonic::include_proto!("strata.v1");
 }
 
+/// The encoded descriptors of every message and service here, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("strata_descriptor");
+
 /// Broker-to-broker messages (`proto/strata/internal/v1/cluster.proto`): not a public API.
 pub mod internal {
     pub mod v1 {

@@ -14,7 +14,7 @@ use strata_broker::replication::{LeaderLink, Member, ReplicaFetch};
 use strata_controller::{Controller, Rpc, Transport};
 use strata_proto::internal::v1 as ipb;
 use strata_proto::internal::v1::cluster_client::ClusterClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
 
 /// How long a controller message may take (Raft retries on its own).
@@ -25,19 +25,56 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct GrpcTransport {
     channels: parking_lot::Mutex<HashMap<String, Channel>>,
+    /// Set when the brokers speak TLS: the CA their certificates chain to, and this
+    /// broker's own certificate, presented as its identity.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl GrpcTransport {
+    /// A transport that reaches the other brokers as `config` says: over TLS when this
+    /// broker serves TLS (then they do too), presenting its own certificate.
+    pub fn for_config(config: &strata_broker::BrokerConfig) -> Result<Self, crate::RunError> {
+        let tls = match (
+            &config.tls_cert_file,
+            &config.tls_key_file,
+            &config.tls_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| {
+                        crate::RunError::Config(format!("cannot read {}: {e}", p.display()))
+                    })
+                };
+                Some(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(read(ca)?))
+                        .identity(Identity::from_pem(read(cert)?, read(key)?)),
+                )
+            }
+            _ => None,
+        };
+        Ok(Self {
+            channels: Default::default(),
+            tls,
+        })
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for {addr}: {e}"))?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::v1::strata_server::StrataServer;
+use strata_tls::ServerTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use strata_broker::Broker;
 use strata_broker::error::{BrokerError, ErrorKind};
@@ -87,16 +87,34 @@ pub async fn run_node(
                 .map_err(RunError::Config)
         })
         .transpose()?;
+    let (grpc_tls, metrics_tls) = tls_for(broker.config())?;
     let background = strata_broker::tasks::Background::start(&broker);
-    let metrics_task =
-        metrics.map(|l| tokio::spawn(serve_metrics(l, broker.clone(), background.stopping())));
+    let reload_poll = Duration::from_millis(broker.config().tls_reload_interval_ms);
+    for tls in grpc_tls.iter().chain(metrics_tls.iter()) {
+        tokio::spawn(tls.clone().watch(reload_poll, background.stopping()));
+    }
+    let metrics_task = metrics.map(|l| {
+        tokio::spawn(serve_metrics(
+            l,
+            metrics_tls,
+            broker.clone(),
+            background.stopping(),
+        ))
+    });
+    // Health (grpc.health.v1): NOT_SERVING until this broker can serve (a cluster
+    // member: registered and not fenced), and again from the moment shutdown begins.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(health);
+    health.set(false).await;
     let kafka_task =
         kafka.map(|(l, ctx)| tokio::spawn(strata_kafka::serve(l, ctx, background.stopping())));
     let (failed_tx, failed_rx) =
         tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
+    let clustered = controller.is_some();
     let duties = controller.map(|setup| {
         let node = node.clone();
         let broker = broker.clone();
+        let health = health.clone();
         let mut stop = background.stopping();
         tokio::spawn(async move {
             let started = async {
@@ -114,6 +132,7 @@ pub async fn run_node(
                     let member =
                         strata_broker::replication::Member::new(broker, c.clone(), setup.link);
                     node.set(c.clone(), member.clone());
+                    tokio::spawn(track_fencing(c.clone(), health, stop.clone()));
                     let replicas = tokio::spawn(member.run(stop.clone()));
                     let ran = c.run(stop).await;
                     let _ = replicas.await;
@@ -147,7 +166,11 @@ pub async fn run_node(
             }
         }
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = strata_tls::incoming(listener, grpc_tls, "grpc");
+    let reflection = reflection()?;
+    if !clustered {
+        health.set(true).await;
+    }
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
     let b = broker.clone();
     let serve = tonic::transport::Server::builder()
@@ -156,8 +179,12 @@ pub async fn run_node(
         .max_frame_size(Some((1 << 20) - 1))
         .add_service(service)
         .add_optional_service(internal)
+        .add_service(health_service)
+        .add_service(reflection.0)
+        .add_service(reflection.1)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
+            health.closing().await;
             // End subscriptions, long polls and produce streams so connections drain.
             b.begin_shutdown();
             let _ = signalled_tx.send(());
@@ -198,14 +225,139 @@ pub async fn run_node(
     }
 }
 
+/// A listener's TLS, when it has any.
+type ListenerTls = Option<Arc<ServerTls>>;
+
+/// The TLS configurations of the gRPC and `/metrics` listeners, as `config` asks.
+fn tls_for(config: &strata_broker::BrokerConfig) -> Result<(ListenerTls, ListenerTls), RunError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok((None, None));
+    };
+    let files = strata_tls::ServerFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: config.tls_ca_file.clone(),
+        client_auth: config.tls_client_auth.parse().map_err(RunError::Config)?,
+    };
+    let load = |files: strata_tls::ServerFiles, alpn: &[&'static [u8]]| {
+        ServerTls::load(files, alpn).map_err(|e| RunError::Config(e.to_string()))
+    };
+    let metrics = if config.metrics_tls {
+        // Scrapers are not asked for certificates.
+        let files = strata_tls::ServerFiles {
+            client_auth: strata_tls::ClientAuth::None,
+            ..files.clone()
+        };
+        Some(load(files, &[b"http/1.1"])?)
+    } else {
+        None
+    };
+    Ok((Some(load(files, &[b"h2"])?), metrics))
+}
+
+/// This broker's `grpc.health.v1` status, for the whole server ("") and for
+/// `strata.v1.Strata` alike. Once shutdown begins it stays NOT_SERVING, whatever
+/// the controller says after.
+#[derive(Clone)]
+struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Makes check-and-set one step, so a late "serving" cannot follow "closing".
+    order: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Health {
+    fn new(reporter: tonic_health::server::HealthReporter) -> Self {
+        Self {
+            reporter,
+            closing: Default::default(),
+            order: Default::default(),
+        }
+    }
+
+    async fn set(&self, serving: bool) {
+        use tonic::server::NamedService;
+        use tonic_health::ServingStatus;
+        let _in_order = self.order.lock().await;
+        let status = if serving && !self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(<StrataServer<Service> as NamedService>::NAME, status)
+            .await;
+    }
+
+    async fn closing(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set(false).await;
+    }
+}
+
+/// Keeps a cluster member's health in step with the controller's view of it: serving
+/// once it has registered and caught up, not serving while it is fenced.
+async fn track_fencing(
+    c: Arc<strata_controller::Controller>,
+    health: Health,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = c.changes();
+    let mut last = None;
+    loop {
+        let serving = c.serving();
+        if last != Some(serving) {
+            health.set(serving).await;
+            last = Some(serving);
+        }
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The reflection services (v1, and v1alpha for older tools), listing the public API,
+/// health and reflection itself; the broker-to-broker service is not listed.
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    RunError,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("strata.v1.Strata")
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let bad = |e: tonic_reflection::server::Error| RunError::Config(format!("reflection: {e}"));
+    Ok((
+        builder().build_v1().map_err(bad)?,
+        builder().build_v1alpha().map_err(bad)?,
+    ))
+}
+
 /// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text format.
 async fn serve_metrics(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     broker: Arc<Broker>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let (mut conn, _) = tokio::select! {
+        let (conn, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -216,7 +368,15 @@ async fn serve_metrics(
             _ = stop.changed() => return,
         };
         let broker = broker.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let mut conn = match strata_tls::handshake(conn, tls.as_deref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(error = %e, "metrics: TLS handshake failed");
+                    return;
+                }
+            };
             let mut req = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
             while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {

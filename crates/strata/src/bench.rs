@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::cli::BrokerArg;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use futures::StreamExt;
@@ -91,7 +92,7 @@ pub enum BenchCommand {
     },
 }
 
-pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
+pub async fn run(cmd: BenchCommand, broker: &BrokerArg) -> Result<()> {
     match cmd {
         BenchCommand::Produce {
             topic,
@@ -139,7 +140,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 ..Default::default()
             };
             produce(
-                addr,
+                broker,
                 &topic,
                 records,
                 record_size,
@@ -172,7 +173,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 ..Default::default()
             };
             e2e(
-                addr,
+                broker,
                 &topic,
                 rate,
                 duration,
@@ -192,7 +193,7 @@ pub async fn run(cmd: BenchCommand, addr: &str) -> Result<()> {
                 bail!("--records is for gRPC reads; over --kafka the whole topic is read")
             }
             Some(kafka) => crate::bench_kafka::consume(&kafka, &topic, fetch_size).await,
-            None => consume(addr, &topic, records, fetch_size).await,
+            None => consume(broker, &topic, records, fetch_size).await,
         },
     }
 }
@@ -390,7 +391,7 @@ async fn ensure_topic(client: &Client, topic: &str, partitions: u32) -> Result<u
 
 #[allow(clippy::too_many_arguments)]
 async fn produce(
-    addr: &str,
+    broker: &BrokerArg,
     topic: &str,
     records: u64,
     record_size: usize,
@@ -399,7 +400,7 @@ async fn produce(
     config: ProducerConfig,
     payload: Payload,
 ) -> Result<()> {
-    let client = Client::connect(addr).await?;
+    let client = broker.connect().await?;
     let partitions = ensure_topic(&client, topic, partitions).await?;
     let payload = Arc::new(Values::new(payload, record_size));
     let sent = Arc::new(AtomicU64::new(0));
@@ -410,7 +411,7 @@ async fn produce(
     let mut tasks = Vec::new();
     for i in 0..concurrency {
         let n = records / concurrency as u64 + u64::from((i as u64) < records % concurrency as u64);
-        let client = Client::connect(addr).await?;
+        let client = broker.connect().await?;
         let config = config.clone();
         let (payload, sent, sent_bytes, topic) = (
             payload.clone(),
@@ -459,8 +460,13 @@ async fn produce(
     Ok(())
 }
 
-async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -> Result<()> {
-    let client = Client::connect(addr).await?;
+async fn consume(
+    broker: &BrokerArg,
+    topic: &str,
+    limit: Option<u64>,
+    fetch_size: u32,
+) -> Result<()> {
+    let client = broker.connect().await?;
     let d = client.describe_topic(topic).await?;
     let total: u64 = d
         .partitions
@@ -475,7 +481,7 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
     let mut tasks = Vec::new();
     for p in &d.partitions {
         // One connection per partition, as each producer has its own.
-        let client = Client::connect(addr).await?;
+        let client = broker.connect().await?;
         let (topic, count, bytes) = (topic.to_string(), count.clone(), bytes.clone());
         let (partition, end) = (p.partition, p.high_watermark);
         tasks.push(tokio::spawn(async move {
@@ -529,7 +535,7 @@ async fn consume(addr: &str, topic: &str, limit: Option<u64>, fetch_size: u32) -
 /// each value starts with its send time (ns since the run began), and the consumer
 /// records delivery time minus send time. The first second is warm-up, not counted.
 async fn e2e(
-    addr: &str,
+    broker: &BrokerArg,
     topic: &str,
     rate: u64,
     duration: u64,
@@ -537,7 +543,7 @@ async fn e2e(
     partitions: u32,
     config: ProducerConfig,
 ) -> Result<()> {
-    let client = Client::connect(addr).await?;
+    let client = broker.connect().await?;
     let partitions = ensure_topic(&client, topic, partitions).await?;
     let base = Instant::now();
     let warmup_ns = 1_000_000_000u64;
@@ -546,7 +552,7 @@ async fn e2e(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut consumers = Vec::new();
     for partition in 0..partitions {
-        let client = Client::connect(addr).await?;
+        let client = broker.connect().await?;
         let stream =
             consumer::subscribe(&client, topic, partition, StartOffset::Latest, 256 * 1024).await?;
         let (received, received_bytes, stop) =

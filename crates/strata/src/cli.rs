@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use strata_broker::{Broker, BrokerConfig};
 use strata_client::{
-    Acks, Client, DEFAULT_BROKER, Producer, ProducerConfig, StartOffset, consumer, pb,
+    Acks, Client, ConnectOptions, DEFAULT_BROKER, Producer, ProducerConfig, StartOffset,
+    TlsOptions, consumer, pb,
 };
 use tokio::net::TcpListener;
 
@@ -33,6 +34,35 @@ pub struct BrokerArg {
     /// Broker address (HOST:PORT).
     #[arg(long, env = "STRATA_BROKER", default_value = DEFAULT_BROKER, global = true)]
     pub broker: String,
+    /// Connect over TLS, trusting the brokers' certificates this CA signed (PEM).
+    #[arg(long, env = "STRATA_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for brokers that require one.
+    #[arg(long, env = "STRATA_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl BrokerArg {
+    /// TLS when any TLS file is given or the address says https://.
+    pub fn options(&self) -> ConnectOptions {
+        let tls =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.broker.starts_with("https://");
+        ConnectOptions {
+            tls: tls.then(|| TlsOptions {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                domain: None,
+            }),
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Client> {
+        Ok(Client::connect_with(&self.broker, &self.options()).await?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,6 +143,19 @@ struct ServerArgs {
     /// This broker's rack, for spreading replicas.
     #[arg(long, env = "STRATA_RACK")]
     rack: Option<String>,
+    /// This broker's TLS certificate chain (PEM): the gRPC listener then speaks only TLS.
+    #[arg(long, env = "STRATA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs client certificates and the other brokers' certificates.
+    #[arg(long, env = "STRATA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Whether clients must present a certificate: none, requested or required
+    /// [default: none].
+    #[arg(long, env = "STRATA_TLS_CLIENT_AUTH")]
+    tls_client_auth: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -302,7 +345,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Topic { command, broker } => {
             init_tracing("warn");
-            topic(command, &broker.broker).await
+            topic(command, &broker).await
         }
         Command::Produce(a) => {
             init_tracing("warn");
@@ -314,15 +357,15 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Group { command, broker } => {
             init_tracing("warn");
-            group(command, &broker.broker).await
+            group(command, &broker).await
         }
         Command::Cluster { command, broker } => {
             init_tracing("warn");
-            cluster(command, &broker.broker).await
+            cluster(command, &broker).await
         }
         Command::Bench { command, broker } => {
             init_tracing("warn");
-            bench::run(command, &broker.broker).await
+            bench::run(command, &broker).await
         }
     }
 }
@@ -364,6 +407,18 @@ async fn server(a: ServerArgs) -> Result<()> {
     }
     if let Some(v) = a.rack {
         config.rack = v;
+    }
+    if let Some(v) = a.tls_cert {
+        config.tls_cert_file = Some(v);
+    }
+    if let Some(v) = a.tls_key {
+        config.tls_key_file = Some(v);
+    }
+    if let Some(v) = a.tls_ca {
+        config.tls_ca_file = Some(v);
+    }
+    if let Some(v) = a.tls_client_auth {
+        config.tls_client_auth = v;
     }
     config.validate()?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| {
@@ -437,7 +492,7 @@ async fn server(a: ServerArgs) -> Result<()> {
                 2 * c.controller_election_timeout_ms,
             ),
         };
-        let transport = Arc::new(strata_server::cluster::GrpcTransport::default());
+        let transport = Arc::new(strata_server::cluster::GrpcTransport::for_config(c)?);
         Some(strata_server::ControllerSetup {
             config: cc,
             transport: transport.clone(),
@@ -445,11 +500,17 @@ async fn server(a: ServerArgs) -> Result<()> {
         })
     };
     let addr = listener.local_addr()?;
+    let metrics_scheme = if broker.config().metrics_tls {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         %addr,
         data_dir = %data_dir.display(),
-        metrics = %metrics_addr.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        metrics = %metrics_addr.map(|a| format!("{metrics_scheme}://{a}/metrics")).unwrap_or_else(|| "off".into()),
         kafka = %kafka_addr.unwrap_or_else(|| "off".into()),
+        tls = broker.config().tls(),
         "strata server ready"
     );
     strata_server::run_node(
@@ -551,8 +612,8 @@ pub fn describe_json(d: &pb::TopicDescription) -> serde_json::Value {
     })
 }
 
-async fn topic(cmd: TopicCommand, addr: &str) -> Result<()> {
-    let client = Client::connect(addr).await?;
+async fn topic(cmd: TopicCommand, broker: &BrokerArg) -> Result<()> {
+    let client = broker.connect().await?;
     match cmd {
         TopicCommand::Create {
             name,
@@ -754,7 +815,7 @@ async fn produce(a: ProduceArgs) -> Result<()> {
     if a.key_separator.as_deref() == Some("") {
         bail!("--key-separator must not be empty");
     }
-    let client = Client::connect(&a.broker.broker).await?;
+    let client = a.broker.connect().await?;
     let config = ProducerConfig {
         batch_size: a.batch_size,
         linger: Duration::from_millis(a.linger_ms),
@@ -849,7 +910,7 @@ async fn consume(a: ConsumeArgs) -> Result<()> {
         return consume_group(a).await;
     }
     let start = parse_start(&a.offset, a.timestamp)?;
-    let client = Client::connect(&a.broker.broker).await?;
+    let client = a.broker.connect().await?;
     let d = client.describe_topic(&a.topic).await?;
     let n = d.partitions.len() as u32;
     let partitions: Vec<u32> = match a.partition {
@@ -951,7 +1012,7 @@ async fn consume_group(a: ConsumeArgs) -> Result<()> {
             "with --group, --offset must be earliest or latest (where the group has no committed offset); use `strata group reset-offsets` to move a group"
         ),
     };
-    let client = Client::connect(&a.broker.broker).await?;
+    let client = a.broker.connect().await?;
     let config = strata_client::group::GroupConfig {
         session_timeout: Duration::from_millis(a.session_timeout_ms as u64),
         assignor: a.assignor.clone(),
@@ -989,8 +1050,8 @@ async fn consume_group(a: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn cluster(cmd: ClusterCommand, addr: &str) -> Result<()> {
-    let client = Client::connect(addr).await?;
+async fn cluster(cmd: ClusterCommand, broker: &BrokerArg) -> Result<()> {
+    let client = broker.connect().await?;
     match cmd {
         ClusterCommand::Status { output } => {
             let c = client.describe_cluster().await?;
@@ -1040,8 +1101,8 @@ async fn cluster(cmd: ClusterCommand, addr: &str) -> Result<()> {
     Ok(())
 }
 
-async fn group(cmd: GroupCommand, addr: &str) -> Result<()> {
-    let client = Client::connect(addr).await?;
+async fn group(cmd: GroupCommand, broker: &BrokerArg) -> Result<()> {
+    let client = broker.connect().await?;
     match cmd {
         GroupCommand::List { output } => {
             let groups = client.list_groups().await?;

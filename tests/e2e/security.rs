@@ -1,0 +1,509 @@
+//! Security and the gRPC ecosystem: TLS on the gRPC listener (client certificates,
+//! refusals, rotation without a restart); reflection and health, checked with tools we
+//! did not write (grpcurl, Python grpcio) and a health watch across shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use strata_client::{Client, ConnectOptions, Producer, ProducerConfig, TlsOptions};
+use strata_tls::testing::{LeafFiles, TestCa};
+
+use crate::helpers::{ServerProcess, TestBroker, read_all, strata, tool, wait_until};
+use crate::history::History;
+
+/// A CA, the broker's certificate (for localhost and 127.0.0.1) and a client's.
+struct Pki {
+    ca_file: PathBuf,
+    server: LeafFiles,
+    client: LeafFiles,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca = TestCa::new("Strata test CA");
+    Pki {
+        ca_file: ca.write(dir, "ca"),
+        server: ca
+            .leaf("broker-1", &["localhost", "127.0.0.1"])
+            .write(dir, "broker"),
+        client: ca.leaf("alice", &[]).write(dir, "alice"),
+    }
+}
+
+fn tls(ca: &Path, identity: Option<&LeafFiles>) -> ConnectOptions {
+    ConnectOptions {
+        tls: Some(TlsOptions {
+            ca: Some(ca.to_path_buf()),
+            cert: identity.map(|i| i.cert.clone()),
+            key: identity.map(|i| i.key.clone()),
+            domain: None,
+        }),
+    }
+}
+
+/// What a call through `options` to the broker at `addr` ends in: Ok, or the error the
+/// client shows its user.
+async fn try_list(addr: &str, options: &ConnectOptions) -> Result<Vec<String>, String> {
+    let c = Client::connect_with(addr, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let topics = c.list_topics().await.map_err(|e| e.to_string())?;
+    Ok(topics.into_iter().map(|t| t.name).collect())
+}
+
+async fn tls_broker(dir: &Path, p: &Pki) -> TestBroker {
+    let (cert, key, ca) = (
+        p.server.cert.clone(),
+        p.server.key.clone(),
+        p.ca_file.clone(),
+    );
+    TestBroker::start_with(&dir.join("data"), move |c| {
+        c.tls_cert_file = Some(cert);
+        c.tls_key_file = Some(key);
+        c.tls_ca_file = Some(ca);
+        c.tls_client_auth = "required".into();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_tls_listener_refuses_plain_text_strangers_and_missing_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let b = tls_broker(dir.path(), &p).await;
+
+    let good = tls(&p.ca_file, Some(&p.client));
+    let client = Client::connect_with(&b.addr, &good).await.unwrap();
+    client
+        .create_topic("t", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut producer = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    producer
+        .send("t", Some(0), Some(b"k"), Some(b"over TLS"), &[])
+        .await
+        .unwrap();
+    producer.close().await.unwrap();
+    let read = read_all(&client, "t", 0, 0).await;
+    assert_eq!(read, vec![(0, Some(b"k".to_vec()), b"over TLS".to_vec())]);
+
+    // Plain text: the TLS listener never answers it.
+    let e = try_list(&b.addr, &ConnectOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.contains(&b.addr), "{e}");
+    // No client certificate, or one another CA signed: refused in the handshake.
+    let e = try_list(&b.addr, &tls(&p.ca_file, None)).await.unwrap_err();
+    assert!(
+        e.contains("certificate") || e.contains("handshake") || e.contains("alert"),
+        "{e}"
+    );
+    let stranger_ca = TestCa::new("someone else's CA");
+    let stranger = stranger_ca
+        .leaf("mallory", &[])
+        .write(dir.path(), "mallory");
+    let e = try_list(&b.addr, &tls(&p.ca_file, Some(&stranger)))
+        .await
+        .unwrap_err();
+    assert!(e.contains("certificate") || e.contains("alert"), "{e}");
+    // A broker certificate the client's CA did not sign: the client refuses it.
+    let other_ca_file = stranger_ca.write(dir.path(), "other-ca");
+    let e = try_list(&b.addr, &tls(&other_ca_file, Some(&p.client)))
+        .await
+        .unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    // A missing file is named.
+    let e = try_list(&b.addr, &tls(&dir.path().join("nope.pem"), None))
+        .await
+        .unwrap_err();
+    assert!(e.contains("nope.pem") && e.contains("--tls-ca"), "{e}");
+
+    // None of the refused clients changed anything.
+    let topics = try_list(&b.addr, &good).await.unwrap();
+    assert!(
+        topics.contains(&"t".to_string()) && topics.len() <= 2,
+        "{topics:?}"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_from_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let b = tls_broker(dir.path(), &p).await;
+    let flags = [
+        "--broker",
+        &b.addr,
+        "--tls-ca",
+        p.ca_file.to_str().unwrap(),
+        "--tls-cert",
+        p.client.cert.to_str().unwrap(),
+        "--tls-key",
+        p.client.key.to_str().unwrap(),
+    ];
+    let out = strata()
+        .args(["topic", "create", "cli-tls", "--partitions", "2"])
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = strata()
+        .args(["topic", "list"])
+        .env("STRATA_BROKER", &b.addr)
+        .env("STRATA_TLS_CA", &p.ca_file)
+        .env("STRATA_TLS_CERT", &p.client.cert)
+        .env("STRATA_TLS_KEY", &p.client.key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli-tls"));
+    // Without its certificate the CLI is refused, says so, and exits non-zero.
+    let out = strata()
+        .args(["topic", "list", "--broker", &b.addr, "--tls-ca"])
+        .arg(&p.ca_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&b.addr), "{err}");
+    // A certificate without its key is refused before anything is sent.
+    let out = strata()
+        .args(["topic", "list", "--broker", &b.addr, "--tls-cert"])
+        .arg(&p.client.cert)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.stop().await;
+}
+
+fn sighup(server: &ServerProcess) {
+    let pid = server.child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+}
+
+/// The broker's certificate is replaced by one from a new CA while a producer streams
+/// through a connection made with the old one. After SIGHUP new connections get the new
+/// certificate; the open connection goes on and every acknowledged record is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_load_keeps_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &[
+            "--tls-cert",
+            p.server.cert.to_str().unwrap(),
+            "--tls-key",
+            p.server.key.to_str().unwrap(),
+            "--tls-ca",
+            p.ca_file.to_str().unwrap(),
+            "--tls-client-auth",
+            "required",
+        ],
+        &[],
+    );
+    let old = tls(&p.ca_file, Some(&p.client));
+    let client = Client::connect_with(&server.addr, &old).await.unwrap();
+    client
+        .create_topic("rot", 1, 1, Default::default())
+        .await
+        .unwrap();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let acked_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let client = client.clone();
+        let acked_so_far = acked_so_far.clone();
+        tokio::spawn(async move {
+            let config = ProducerConfig {
+                batch_size: 4 * 1024,
+                track_acks: true,
+                ..Default::default()
+            };
+            let mut p = Producer::new(client, config).await.unwrap();
+            let mut n = 0u64;
+            while !*stop_rx.borrow() {
+                p.send("rot", Some(0), None, Some(&value(n)), &[]).await?;
+                n += 1;
+                if n.is_multiple_of(200) {
+                    p.poll_linger().await?;
+                    acked_so_far.store(
+                        p.stats().records_acked,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    tokio::task::yield_now().await;
+                }
+            }
+            p.flush().await?;
+            Ok::<_, strata_client::ClientError>(p.acked())
+        })
+    };
+    let acked = |at_least: u64| {
+        let a = acked_so_far.clone();
+        move || {
+            let n = a.load(std::sync::atomic::Ordering::Relaxed);
+            async move { n >= at_least }
+        }
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "2000 records acknowledged",
+        acked(2000),
+    )
+    .await;
+
+    // Rotate: a new CA signs the broker's new certificate. Client certificates of the
+    // old CA stay valid (the client CA file is unchanged).
+    let new_ca = TestCa::new("Strata rotated CA");
+    new_ca
+        .leaf("broker-1", &["localhost", "127.0.0.1"])
+        .write(dir.path(), "broker");
+    let new_ca_file = new_ca.write(dir.path(), "new-ca");
+    let new = tls(&new_ca_file, Some(&p.client));
+    assert!(
+        try_list(&server.addr, &new).await.is_err(),
+        "not rotated yet"
+    );
+    sighup(&server);
+    wait_until(
+        Duration::from_secs(20),
+        "the new certificate served",
+        || {
+            let (addr, new) = (server.addr.clone(), new.clone());
+            async move { try_list(&addr, &new).await.is_ok() }
+        },
+    )
+    .await;
+    assert!(
+        try_list(&server.addr, &old).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+    let before = acked_so_far.load(std::sync::atomic::Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(60),
+        "2000 more records acknowledged after the rotation",
+        acked(before + 2000),
+    )
+    .await;
+    stop_tx.send(true).unwrap();
+    let acks = producer
+        .await
+        .unwrap()
+        .expect("the producer's connection outlived the rotation");
+
+    let mut history = History::new();
+    let mut n = 0u64;
+    for a in acks {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, value(n));
+            n += 1;
+        }
+    }
+    assert!(n >= before + 2000);
+    let reader = Client::connect_with(&server.addr, &new).await.unwrap();
+    let records = read_all(&reader, "rot", 0, 0).await;
+    history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
+    history.assert_clean("across a certificate rotation");
+    assert!(server.log_text().contains("TLS certificate reloaded"));
+}
+
+fn value(n: u64) -> Vec<u8> {
+    format!("rotation-{n:08}").into_bytes()
+}
+
+fn grpcurl(venv: &str) -> Command {
+    Command::new(format!("{venv}/bin/grpcurl"))
+}
+
+fn run(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// grpcurl lists, describes and calls the API through reflection alone (no .proto
+/// file), over plain text and over mutual TLS, and checks health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_finds_the_api_through_reflection() {
+    let venv = tool("grpc-env.sh", "grpcurl and Python gRPC");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = TestBroker::start(&dir.path().join("plain")).await;
+    let listed = run(grpcurl(&venv).args(["-plaintext", &plain.addr, "list"]));
+    for service in ["strata.v1.Strata", "grpc.health.v1.Health"] {
+        assert!(listed.lines().any(|l| l == service), "{listed}");
+    }
+    assert!(!listed.contains("internal"), "{listed}");
+    let described = run(grpcurl(&venv).args([
+        "-plaintext",
+        &plain.addr,
+        "describe",
+        "strata.v1.Strata.CreateTopic",
+    ]));
+    assert!(described.contains("CreateTopicRequest"), "{described}");
+    run(grpcurl(&venv).args([
+        "-plaintext",
+        "-d",
+        r#"{"name": "from-grpcurl", "partitions": 2}"#,
+        &plain.addr,
+        "strata.v1.Strata/CreateTopic",
+    ]));
+    let client = plain.client().await;
+    let d = client.describe_topic("from-grpcurl").await.unwrap();
+    assert_eq!(d.partitions.len(), 2);
+    let health = run(grpcurl(&venv).args([
+        "-plaintext",
+        "-d",
+        r#"{"service": "strata.v1.Strata"}"#,
+        &plain.addr,
+        "grpc.health.v1.Health/Check",
+    ]));
+    assert!(
+        health.contains("SERVING") && !health.contains("NOT_SERVING"),
+        "{health}"
+    );
+    plain.stop().await;
+
+    let p = pki(dir.path());
+    let b = tls_broker(dir.path(), &p).await;
+    let port = b.addr.rsplit(':').next().unwrap().to_string();
+    let target = format!("localhost:{port}");
+    let tls_args = [
+        "-cacert",
+        p.ca_file.to_str().unwrap(),
+        "-cert",
+        p.client.cert.to_str().unwrap(),
+        "-key",
+        p.client.key.to_str().unwrap(),
+    ];
+    let listed = run(grpcurl(&venv)
+        .args(tls_args)
+        .args([target.as_str(), "list"]));
+    assert!(listed.contains("strata.v1.Strata"), "{listed}");
+    // Plain text to the TLS port, and TLS without a client certificate, fail.
+    let out = grpcurl(&venv)
+        .args(["-plaintext", &target, "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = grpcurl(&venv)
+        .args(["-cacert", p.ca_file.to_str().unwrap(), &target, "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    b.stop().await;
+}
+
+/// The Python example in docs/ (client generated from proto/ with grpcio-tools) runs
+/// against a broker that requires client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_runs_over_mutual_tls() {
+    let venv = tool("grpc-env.sh", "grpcurl and Python gRPC");
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let b = tls_broker(dir.path(), &p).await;
+    let port = b.addr.rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        "{}/../../docs/python/strata_example.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = run(Command::new(format!("{venv}/bin/python"))
+        .arg(&script)
+        .args(["--broker", &format!("localhost:{port}"), "--topic", "py"])
+        .arg("--ca")
+        .arg(&p.ca_file)
+        .arg("--cert")
+        .arg(&p.client.cert)
+        .arg("--key")
+        .arg(&p.client.key));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["offset"], i as i64);
+        assert_eq!(l["key"], format!("k{i}"));
+        assert_eq!(l["value"], format!("hello {i}"));
+        assert_eq!(l["headers"]["from"], "python");
+    }
+    // And what it wrote is what the Rust client reads.
+    let client = Client::connect_with(&b.addr, &tls(&p.ca_file, Some(&p.client)))
+        .await
+        .unwrap();
+    let read = read_all(&client, "py", 0, 0).await;
+    assert_eq!(read[2], (2, Some(b"k2".to_vec()), b"hello 2".to_vec()));
+    b.stop().await;
+}
+
+/// The health service says SERVING while the broker serves, and NOT_SERVING to a
+/// watcher as soon as shutdown begins, before the connections close.
+#[tokio::test]
+async fn health_turns_not_serving_when_shutdown_begins() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(dir.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "strata.v1.Strata"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let e = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "strata.v1.Strata".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(b.stop());
+    let next = watch
+        .message()
+        .await
+        .expect("the watch stays open until shutdown's grace ends")
+        .expect("an update before the stream closes");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    stopping.await.unwrap();
+}
