@@ -30,6 +30,10 @@ pub struct Cluster {
     net: Option<Net>,
     /// Whether brokers run their Kafka listener (at [`Cluster::kafka_addr`]).
     kafka: bool,
+    /// Flags for one broker only (its own certificate).
+    pub node_args: std::collections::BTreeMap<u64, Vec<String>>,
+    /// How the test's clients connect (TLS for a TLS cluster).
+    pub client_options: strata_client::ConnectOptions,
 }
 
 impl Cluster {
@@ -57,6 +61,21 @@ impl Cluster {
         net: Option<Net>,
         kafka: bool,
     ) -> Self {
+        let mut c = Self::unstarted(dir, n, extra_args, extra_env, net, kafka);
+        c.start_all(n);
+        c
+    }
+
+    /// A cluster of `n` voters whose addresses are chosen but whose brokers have not
+    /// started: a test can make certificates for [`Cluster::ip`] first.
+    pub fn unstarted(
+        dir: &Path,
+        n: u64,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+        net: Option<Net>,
+        kafka: bool,
+    ) -> Self {
         let mut c = Self {
             dir: dir.to_path_buf(),
             ip: random_loopback(),
@@ -67,16 +86,27 @@ impl Cluster {
             cut: Vec::new(),
             net,
             kafka,
+            node_args: Default::default(),
+            client_options: Default::default(),
         };
         c.voters = (1..=n)
             .map(|i| format!("{i}@{}", c.addr(i)))
             .collect::<Vec<_>>()
             .join(",");
-        for id in 1..=n {
-            let node = c.spawn(id);
-            c.nodes.push(Some(node));
-        }
         c
+    }
+
+    /// Starts the `n` voters of an [`Cluster::unstarted`] cluster.
+    pub fn start_all(&mut self, n: u64) {
+        for id in 1..=n {
+            let node = self.spawn(id);
+            self.nodes.push(Some(node));
+        }
+    }
+
+    /// The loopback address every broker listens on (its own port each).
+    pub fn ip(&self) -> &str {
+        &self.ip
     }
 
     pub fn addr(&self, id: u64) -> String {
@@ -115,6 +145,9 @@ impl Cluster {
             args.extend(["--join", &via]);
         }
         args.extend(self.extra_args.iter().map(String::as_str));
+        if let Some(own) = self.node_args.get(&id) {
+            args.extend(own.iter().map(String::as_str));
+        }
         let kafka = self.kafka_addr(id);
         if self.kafka {
             args.extend(["--kafka-listen", &kafka]);
@@ -162,7 +195,9 @@ impl Cluster {
 
     /// What node `id` answers to DescribeCluster, if it answers.
     pub async fn describe(&self, id: u64) -> Option<pb::DescribeClusterResponse> {
-        let client = Client::connect(&self.addr(id)).await.ok()?;
+        let client = Client::connect_with(&self.addr(id), &self.client_options)
+            .await
+            .ok()?;
         client.describe_cluster().await.ok()
     }
 

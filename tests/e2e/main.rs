@@ -7,7 +7,7 @@ mod netns;
 
 mod bad_input;
 mod cli_roundtrip;
-mod cluster;
+pub mod cluster;
 mod compaction;
 mod crash;
 mod crash_matrix;

@@ -507,3 +507,143 @@ async fn health_turns_not_serving_when_shutdown_begins() {
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     stopping.await.unwrap();
 }
+
+/// Three voters with TLS and required client certificates, one of them holding a
+/// certificate from a CA the others do not trust. The two that trust each other form
+/// the cluster and replicate over TLS; the stranger never joins, is never given a
+/// replica, and its own health says NOT_SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certificate() {
+    use crate::cluster::Cluster;
+    use strata_client::Acks;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::unstarted(dir.path(), 3, Vec::new(), Vec::new(), None, false);
+    let ca = TestCa::new("cluster CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let broker = ca.leaf("broker", &[c.ip()]).write(dir.path(), "broker");
+    let stranger_ca = TestCa::new("stranger CA");
+    let stranger_ca_file = stranger_ca.write(dir.path(), "stranger-ca");
+    let stranger = stranger_ca
+        .leaf("broker", &[c.ip()])
+        .write(dir.path(), "stranger");
+    let client = ca.leaf("alice", &[]).write(dir.path(), "alice");
+    let own = |l: &LeafFiles| {
+        vec![
+            "--tls-cert".to_string(),
+            l.cert.to_str().unwrap().to_string(),
+            "--tls-key".to_string(),
+            l.key.to_str().unwrap().to_string(),
+            "--tls-ca".to_string(),
+            ca_file.to_str().unwrap().to_string(),
+            "--tls-client-auth".to_string(),
+            "required".to_string(),
+        ]
+    };
+    c.node_args.insert(1, own(&broker));
+    c.node_args.insert(2, own(&broker));
+    c.node_args.insert(3, own(&stranger));
+    c.client_options = tls(&ca_file, Some(&client));
+    c.start_all(3);
+
+    wait_until(Duration::from_secs(60), "brokers 1 and 2 active", || async {
+        c.describe(1).await.is_some_and(|d| {
+            let active: Vec<u64> = d
+                .brokers
+                .iter()
+                .filter(|b| b.state == "active")
+                .map(|b| b.id)
+                .collect();
+            active == [1, 2]
+        })
+    })
+    .await;
+    let admin = Client::connect_with(&c.addr(1), &c.client_options)
+        .await
+        .unwrap();
+    let e = admin
+        .create_topic("three", 1, 3, Default::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("replication"), "{e}");
+    admin
+        .create_topic("two", 1, 2, Default::default())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "both replicas in sync", || async {
+        admin
+            .describe_topic("two")
+            .await
+            .is_ok_and(|d| d.partitions[0].isr.len() == 2)
+    })
+    .await;
+    let mut producer = Producer::new(
+        admin.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            track_acks: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for n in 0..500u64 {
+        producer
+            .send("two", Some(0), None, Some(&value(n)), &[])
+            .await
+            .unwrap();
+    }
+    producer.flush().await.unwrap();
+    let mut history = History::new();
+    let mut n = 0u64;
+    for a in producer.acked() {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, value(n));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 500);
+    // acks=all with both replicas in sync: the follower holds every acknowledged record.
+    let d = admin.describe_topic("two").await.unwrap();
+    assert_eq!(d.partitions[0].isr.len(), 2, "{d:?}");
+    let records = read_all(&admin, "two", 0, 0).await;
+    history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
+    history.assert_clean("replicated over TLS");
+
+    // The stranger: refused by the others' handshakes, so never registered.
+    let d = c.describe(1).await.unwrap();
+    assert!(d.brokers.iter().all(|b| b.id != 3), "{d:?}");
+    // Its own health (asked trusting its CA) says it cannot serve.
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(3)))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(&stranger_ca_file).unwrap(),
+                ))
+                .identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&client.cert).unwrap(),
+                    std::fs::read(&client.key).unwrap(),
+                )),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let log = c.log(1) + &c.log(2);
+    assert!(
+        log.contains("TLS handshake failed"),
+        "the others log the refused handshakes"
+    );
+}
