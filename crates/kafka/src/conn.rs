@@ -26,7 +26,6 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracing::Instrument;
 
@@ -71,14 +70,35 @@ pub struct Header {
 /// Serves one connection until the peer closes it, it sends something that cannot be
 /// answered, or the broker stops.
 pub async fn serve_connection(
-    stream: TcpStream,
+    conn: strata_tls::Conn,
     peer: SocketAddr,
     ctx: Arc<Context>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let span = tracing::info_span!("kafka_connection", %peer);
-    async move {
-        let (rd, mut wr) = stream.into_split();
+    match conn {
+        // Plain TCP splits without a lock between the halves.
+        strata_tls::Conn::Plain(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            serve_halves(rd, wr, ctx, stop).instrument(span).await
+        }
+        strata_tls::Conn::Tls(tls) => {
+            let (rd, wr) = tokio::io::split(*tls);
+            serve_halves(rd, wr, ctx, stop).instrument(span).await
+        }
+    }
+}
+
+async fn serve_halves<R, W>(
+    rd: R,
+    mut wr: W,
+    ctx: Arc<Context>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    {
         let codec = Frames {
             max: ctx.config.max_request_bytes,
         };
@@ -175,8 +195,6 @@ pub async fn serve_connection(
         }
         let _ = wr.shutdown().await;
     }
-    .instrument(span)
-    .await
 }
 
 /// Kafka's framing: a 4-byte big-endian length, then that many bytes. A length over

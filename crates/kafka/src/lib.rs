@@ -140,6 +140,7 @@ pub fn split_host_port(addr: &str) -> Result<(String, i32), String> {
 /// ends when the broker shuts down.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<strata_tls::ServerTls>>,
     ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -167,11 +168,21 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = stop.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
         ctx.broker.metrics().kafka_connections.add(1);
         let ctx = ctx.clone();
         let stop = stop.clone();
-        conns.spawn(conn::serve_connection(stream, peer, ctx, stop));
+        let tls = tls.clone();
+        conns.spawn(async move {
+            // The handshake runs on the connection's own task, within a deadline.
+            match strata_tls::handshake(stream, tls.as_deref()).await {
+                Ok(c) => conn::serve_connection(c, peer, ctx, stop).await,
+                Err(e) => tracing::info!(
+                    %peer,
+                    error = %e,
+                    "kafka: TLS handshake failed (a PLAINTEXT client on an SSL listener, or an untrusted certificate?)"
+                ),
+            }
+        });
     }
     // Connections end at the stop once they have answered what they read; waiting for
     // them means none still appends (or holds the broker) when the broker closes its

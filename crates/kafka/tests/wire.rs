@@ -49,7 +49,7 @@ async fn start() -> Kafka {
     )
     .unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(strata_kafka::serve(listener, ctx, rx));
+    tokio::spawn(strata_kafka::serve(listener, None, ctx, rx));
     Kafka {
         addr,
         broker,

@@ -106,8 +106,15 @@ pub async fn run_node(
     let (health, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(health);
     health.set(false).await;
-    let kafka_task =
-        kafka.map(|(l, ctx)| tokio::spawn(strata_kafka::serve(l, ctx, background.stopping())));
+    // With TLS configured the Kafka listener speaks only TLS too (Kafka's SSL).
+    let kafka_task = kafka.map(|(l, ctx)| {
+        tokio::spawn(strata_kafka::serve(
+            l,
+            grpc_tls.clone(),
+            ctx,
+            background.stopping(),
+        ))
+    });
     let (failed_tx, failed_rx) =
         tokio::sync::oneshot::channel::<strata_controller::ControllerError>();
     let clustered = controller.is_some();
