@@ -545,17 +545,21 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
     c.client_options = tls(&ca_file, Some(&client));
     c.start_all(3);
 
-    wait_until(Duration::from_secs(60), "brokers 1 and 2 active", || async {
-        c.describe(1).await.is_some_and(|d| {
-            let active: Vec<u64> = d
-                .brokers
-                .iter()
-                .filter(|b| b.state == "active")
-                .map(|b| b.id)
-                .collect();
-            active == [1, 2]
-        })
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "brokers 1 and 2 active",
+        || async {
+            c.describe(1).await.is_some_and(|d| {
+                let active: Vec<u64> = d
+                    .brokers
+                    .iter()
+                    .filter(|b| b.state == "active")
+                    .map(|b| b.id)
+                    .collect();
+                active == [1, 2]
+            })
+        },
+    )
     .await;
     let admin = Client::connect_with(&c.addr(1), &c.client_options)
         .await
@@ -698,7 +702,18 @@ async fn kafka_clients_speak_ssl_with_client_certificates() {
     let (kcat2, ssl2, kafka2) = (kcat.clone(), ssl.clone(), kafka.clone());
     let consumed = tokio::task::spawn_blocking(move || {
         Command::new(&kcat2)
-            .args(["-b", &kafka2, "-t", "ssl", "-C", "-o", "beginning", "-c", "3", "-e"])
+            .args([
+                "-b",
+                &kafka2,
+                "-t",
+                "ssl",
+                "-C",
+                "-o",
+                "beginning",
+                "-c",
+                "3",
+                "-e",
+            ])
             .args(["-f", "%o %s\n"])
             .args(&ssl2)
             .output()

@@ -43,8 +43,13 @@ impl ClientError {
 
     pub(crate) fn from_status(addr: &str, s: tonic::Status) -> Self {
         match s.code() {
-            Code::Unavailable | Code::Unknown
-                if s.message().contains("transport") || s.message().contains("connect") =>
+            // A status the transport made (its source is the I/O or TLS error), not
+            // one the broker sent.
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+                if std::error::Error::source(&s).is_some()
+                    || s.message().contains("transport")
+                    || s.message().contains("connect")
+                    || s.message().contains("h2 protocol error") =>
             {
                 Self::Unreachable {
                     addr: addr.to_string(),

@@ -232,6 +232,12 @@ pub async fn run_node(
     }
 }
 
+/// Loads the TLS files `config` names, so a broker can refuse bad ones before it
+/// starts anything.
+pub fn check_tls(config: &strata_broker::BrokerConfig) -> Result<(), RunError> {
+    tls_for(config).map(|_| ())
+}
+
 /// A listener's TLS, when it has any.
 type ListenerTls = Option<Arc<ServerTls>>;
 

@@ -421,6 +421,7 @@ async fn server(a: ServerArgs) -> Result<()> {
         config.tls_client_auth = v;
     }
     config.validate()?;
+    strata_server::check_tls(&config)?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another server running? use --listen)",
