@@ -308,14 +308,7 @@ async fn certificate_rotation_under_load_keeps_open_connections() {
         .unwrap()
         .expect("the producer's connection outlived the rotation");
 
-    let mut history = History::new();
-    let mut n = 0u64;
-    for a in acks {
-        for i in 0..a.record_count as i64 {
-            history.ack(a.base_offset + i, value(n));
-            n += 1;
-        }
-    }
+    let (mut history, n) = acked_history(acks);
     assert!(n >= before + 2000);
     let reader = Client::connect_with(&server.addr, &new).await.unwrap();
     let records = read_all(&reader, "rot", 0, 0).await;
@@ -326,6 +319,20 @@ async fn certificate_rotation_under_load_keeps_open_connections() {
 
 fn value(n: u64) -> Vec<u8> {
     format!("rotation-{n:08}").into_bytes()
+}
+
+/// What one producer sending [`value`]`(0..)` in order to one partition was
+/// acknowledged: the history, and how many records.
+fn acked_history(acks: Vec<strata_client::AckedBatch>) -> (History, u64) {
+    let mut history = History::new();
+    let mut n = 0u64;
+    for a in acks {
+        for i in 0..a.record_count as i64 {
+            history.ack(a.base_offset + i, value(n));
+            n += 1;
+        }
+    }
+    (history, n)
 }
 
 fn grpcurl(venv: &str) -> Command {
@@ -597,14 +604,7 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
             .unwrap();
     }
     producer.flush().await.unwrap();
-    let mut history = History::new();
-    let mut n = 0u64;
-    for a in producer.acked() {
-        for i in 0..a.record_count as i64 {
-            history.ack(a.base_offset + i, value(n));
-            n += 1;
-        }
-    }
+    let (mut history, n) = acked_history(producer.acked());
     assert_eq!(n, 500);
     // acks=all with both replicas in sync: the follower holds every acknowledged record.
     let d = admin.describe_topic("two").await.unwrap();
