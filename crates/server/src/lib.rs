@@ -97,6 +97,7 @@ pub async fn run_node(
         tokio::spawn(serve_metrics(
             l,
             metrics_tls,
+            grpc_tls.clone(),
             broker.clone(),
             background.stopping(),
         ))
@@ -366,6 +367,7 @@ fn reflection() -> Result<
 async fn serve_metrics(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
+    listeners_tls: Option<Arc<ServerTls>>,
     broker: Arc<Broker>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -382,6 +384,7 @@ async fn serve_metrics(
         };
         let broker = broker.clone();
         let tls = tls.clone();
+        let listeners_tls = listeners_tls.clone();
         tokio::spawn(async move {
             let mut conn = match strata_tls::handshake(conn, tls.as_deref()).await {
                 Ok(c) => c,
@@ -400,7 +403,11 @@ async fn serve_metrics(
             }
             let line = String::from_utf8_lossy(&req);
             let (status, body) = if line.starts_with("GET /metrics ") {
-                ("200 OK", broker.metrics_text())
+                let mut text = broker.metrics_text();
+                if let Some(t) = &listeners_tls {
+                    text.push_str(&t.metrics_text());
+                }
+                ("200 OK", text)
             } else {
                 ("404 Not Found", "try GET /metrics\n".to_string())
             };

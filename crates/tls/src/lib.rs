@@ -36,6 +36,9 @@ pub mod testing;
 
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes a listener runs at once; a connection past that is closed at once, so a
+/// flood of peers that connect and say nothing holds bounded memory.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// How often the files are checked for a change (SIGHUP reloads at once).
 pub const DEFAULT_RELOAD_POLL: Duration = Duration::from_secs(10);
 
@@ -230,9 +233,13 @@ pub struct ServerTls {
     alpn: Vec<&'static [u8]>,
     current: RwLock<Arc<rustls::ServerConfig>>,
     loaded: Mutex<Stamp>,
+    /// Room for handshakes in progress (see [`MAX_PENDING_HANDSHAKES`]).
+    pending: tokio::sync::Semaphore,
     /// Reloads that took effect, and reloads that failed (the old configuration stayed).
     pub reloads: std::sync::atomic::AtomicU64,
     pub reload_failures: std::sync::atomic::AtomicU64,
+    /// Handshakes that failed: plain-text clients, untrusted certificates, time-outs.
+    pub handshake_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -253,8 +260,10 @@ impl ServerTls {
             alpn: alpn.to_vec(),
             current: RwLock::new(Arc::new(config)),
             loaded: Mutex::new(loaded),
+            pending: tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES),
             reloads: Default::default(),
             reload_failures: Default::default(),
+            handshake_failures: Default::default(),
         }))
     }
 
@@ -428,13 +437,51 @@ pub async fn handshake(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result
     let Some(tls) = tls else {
         return Ok(Conn::Plain(stream));
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-        Ok(Ok(s)) => Ok(Conn::Tls(Box::new(s))),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(
+    let Ok(_room) = tls.pending.try_acquire() else {
+        return Err(io::Error::other(format!(
+            "{MAX_PENDING_HANDSHAKES} TLS handshakes already in progress; connection closed"
+        )));
+    };
+    let done = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => return Ok(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => e,
+        Err(_) => io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
-        )),
+        ),
+    };
+    tls.handshake_failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Err(done)
+}
+
+impl ServerTls {
+    /// Prometheus text for this listener's TLS counters.
+    pub fn metrics_text(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "strata_tls_handshake_failures_total",
+                "TLS handshakes that failed (plain-text clients, untrusted certificates, time-outs).",
+                self.handshake_failures.load(Relaxed),
+            ),
+            (
+                "strata_tls_reloads_total",
+                "TLS certificate reloads that took effect.",
+                self.reloads.load(Relaxed),
+            ),
+            (
+                "strata_tls_reload_failures_total",
+                "TLS reloads that failed (the previous certificate stayed).",
+                self.reload_failures.load(Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        out
     }
 }
 

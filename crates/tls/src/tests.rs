@@ -115,7 +115,7 @@ async fn connect(
 async fn required_client_auth_admits_only_certificates_of_its_ca() {
     let s = setup();
     let tls = ServerTls::load(files(&s, ClientAuth::Required), &[]).unwrap();
-    let addr = echo_server(tls).await;
+    let addr = echo_server(tls.clone()).await;
 
     let client = s.ca.leaf("alice", &[]).write(s.dir.path(), "alice");
     let mut ok = connect(addr, &connector(&s.ca_file, Some(&client)))
@@ -139,6 +139,25 @@ async fn required_client_auth_admits_only_certificates_of_its_ca() {
     assert!(
         refused.is_err(),
         "the client trusted a server of another CA"
+    );
+    // Each refusal is counted where operators see it (the server's side of a handshake
+    // may end just after the client's).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tls
+        .handshake_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            tls.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        tls.metrics_text()
+            .contains("strata_tls_handshake_failures_total 3\n")
     );
 }
 
