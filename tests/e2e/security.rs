@@ -515,7 +515,7 @@ async fn health_turns_not_serving_when_shutdown_begins() {
     stopping.await.unwrap();
 }
 
-/// Three voters with TLS and required client certificates, one of them holding a
+/// Three voters with TLS and client certificates requested, one of them holding a
 /// certificate from a CA the others do not trust. The two that trust each other form
 /// the cluster and replicate over TLS; the stranger never joins, is never given a
 /// replica, and its own health says NOT_SERVING.
@@ -543,7 +543,7 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
             "--tls-ca".to_string(),
             ca_file.to_str().unwrap().to_string(),
             "--tls-client-auth".to_string(),
-            "required".to_string(),
+            "requested".to_string(),
         ]
     };
     c.node_args.insert(1, own(&broker));
@@ -612,6 +612,34 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
     let records = read_all(&admin, "two", 0, 0).await;
     history.read(0, records.into_iter().map(|(o, _, v)| (o, v)));
     history.assert_clean("replicated over TLS");
+
+    // A TLS client without a certificate reaches the public API (client certificates
+    // are only requested) but not the brokers' own service.
+    let anonymous = tls(&ca_file, None);
+    Client::connect_with(&c.addr(1), &anonymous)
+        .await
+        .unwrap()
+        .list_topics()
+        .await
+        .unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(1)))
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(std::fs::read(&ca_file).unwrap()),
+        ))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = strata_proto::internal::v1::cluster_client::ClusterClient::new(ch)
+        .replica_fetch(strata_proto::internal::v1::ReplicaFetchRequest {
+            topic: "two".into(),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 
     // The stranger: refused by the others' handshakes, so never registered.
     let d = c.describe(1).await.unwrap();

@@ -247,6 +247,11 @@ impl BrokerConfig {
                 "a TLS cluster member needs tls_ca_file (--tls-ca) to check the other brokers' certificates",
             );
         }
+        if self.clustered() && self.tls_client_auth == "none" {
+            return bad(
+                "a TLS cluster member needs tls_client_auth = requested or required (--tls-client-auth): brokers prove who they are with their certificates",
+            );
+        }
         if self.tls_reload_interval_ms == 0 {
             return bad("tls_reload_interval_ms must be at least 1");
         }
@@ -378,6 +383,12 @@ mod tests {
         bad(
             &format!("{with_cert}node_id = 1\nvoters = \"1@127.0.0.1:9292\""),
             "other brokers' certificates",
+        );
+        bad(
+            &format!(
+                "{with_cert}tls_ca_file = \"ca.pem\"\nnode_id = 1\nvoters = \"1@127.0.0.1:9292\""
+            ),
+            "requested or required",
         );
         let c: BrokerConfig = toml::from_str(&format!(
             "{with_cert}tls_ca_file = \"ca.pem\"\ntls_client_auth = \"required\""

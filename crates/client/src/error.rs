@@ -45,11 +45,22 @@ impl ClientError {
         match s.code() {
             // A status the transport made (its source is the I/O or TLS error), not
             // one the broker sent.
-            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+            Code::Unavailable | Code::Unknown
                 if std::error::Error::source(&s).is_some()
                     || s.message().contains("transport")
-                    || s.message().contains("connect")
-                    || s.message().contains("h2 protocol error") =>
+                    || s.message().contains("connect") =>
+            {
+                Self::Unreachable {
+                    addr: addr.to_string(),
+                    reason: root_cause(&s),
+                }
+            }
+            // The connection itself failed (a TLS listener cutting off a plain-text
+            // client), not one stream: a status the transport made, never the broker.
+            Code::Cancelled | Code::Internal
+                if std::error::Error::source(&s).is_some()
+                    && (s.message().contains("operation was canceled")
+                        || s.message().contains("h2 protocol error: http2 error")) =>
             {
                 Self::Unreachable {
                     addr: addr.to_string(),
@@ -79,7 +90,9 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// What to check, given why a broker could not be reached.
 fn unreachable_hint(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
-    if r.contains("certificate")
+    if r.contains("corrupt message") || r.contains("invalidcontenttype") {
+        "the broker does not speak TLS there: drop --tls-ca/--tls-cert/--tls-key (STRATA_TLS_*) or connect to its TLS port"
+    } else if r.contains("certificate")
         || r.contains("alert")
         || r.contains("tls")
         || r.contains("handshake")

@@ -42,7 +42,17 @@ pub struct Client {
     addr: String,
     leaders: Arc<parking_lot::Mutex<Leaders>>,
     /// How every connection of this client (to leaders and other brokers too) is made.
-    tls: Option<ClientTlsConfig>,
+    tls: Option<Tls>,
+}
+
+/// A client's TLS configuration; its Debug form leaves out the key it holds.
+#[derive(Clone)]
+struct Tls(ClientTlsConfig);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
 }
 
 /// How a client connects: over plain text (the default) or TLS.
@@ -55,7 +65,7 @@ pub struct ConnectOptions {
 /// require client certificates, this client's certificate and key (PEM files).
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
-    /// Without it, the broker's certificate must chain to the system's roots.
+    /// Required: the brokers' certificates must chain to it.
     pub ca: Option<std::path::PathBuf>,
     pub cert: Option<std::path::PathBuf>,
     pub key: Option<std::path::PathBuf>,
@@ -72,9 +82,13 @@ impl TlsOptions {
             })
         };
         let mut c = ClientTlsConfig::new();
-        if let Some(ca) = &self.ca {
-            c = c.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
-        }
+        let Some(ca) = &self.ca else {
+            return Err(ClientError::Tls {
+                reason: "TLS needs the CA that signed the brokers' certificates: give --tls-ca"
+                    .into(),
+            });
+        };
+        c = c.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
         match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 c = c.identity(Identity::from_pem(
@@ -113,7 +127,13 @@ enum Route {
 /// which rides out a leadership change that the named broker has not applied yet.
 const LEADER_HOPS: usize = 8;
 
-fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
+fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint> {
+    if tls.is_some() && addr.starts_with("http://") {
+        return Err(ClientError::InvalidAddress {
+            addr: addr.to_string(),
+            reason: "http:// means plain text, but TLS is asked for (--tls-ca)".into(),
+        });
+    }
     let uri = if addr.contains("://") {
         addr.to_string()
     } else if tls.is_some() {
@@ -127,7 +147,7 @@ fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint> {
     })?;
     if let Some(tls) = tls {
         endpoint = endpoint
-            .tls_config(tls.clone())
+            .tls_config(tls.0.clone())
             .map_err(|e| ClientError::Tls {
                 reason: format!("{e} (for {addr})"),
             })?;
@@ -167,7 +187,7 @@ impl Client {
     /// Connects to `addr` as `options` say (TLS, client certificate).
     pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Self> {
         let tls = options.tls.as_ref().map(TlsOptions::config).transpose()?;
-        Self::open(addr, tls).await
+        Self::open(addr, tls.map(Tls)).await
     }
 
     /// Connects to another broker the way this client connects.
@@ -175,7 +195,7 @@ impl Client {
         Self::open(addr, self.tls.clone()).await
     }
 
-    async fn open(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Self> {
+    async fn open(addr: &str, tls: Option<Tls>) -> Result<Self> {
         let channel = endpoint(addr, tls.as_ref())?.connect().await.map_err(|e| {
             ClientError::Unreachable {
                 addr: addr.to_string(),

@@ -174,7 +174,13 @@ pub async fn serve(
         let tls = tls.clone();
         conns.spawn(async move {
             // The handshake runs on the connection's own task, within a deadline.
-            match strata_tls::handshake(stream, tls.as_deref()).await {
+            let mut stopping = stop.clone();
+            let shaken = tokio::select! {
+                r = strata_tls::handshake(stream, tls.as_deref()) => r,
+                // A handshake still running at shutdown is dropped, not waited for.
+                _ = stopping.changed() => return,
+            };
+            match shaken {
                 Ok(c) => conn::serve_connection(c, peer, ctx, stop).await,
                 Err(e) => tracing::info!(
                     %peer,

@@ -45,6 +45,8 @@ impl GrpcTransport {
                         crate::RunError::Config(format!("cannot read {}: {e}", p.display()))
                     })
                 };
+                // Refused here if it holds no usable certificate, not at the first call.
+                strata_tls::root_store(ca).map_err(|e| crate::RunError::Config(e.to_string()))?;
                 Some(
                     ClientTlsConfig::new()
                         .ca_certificate(Certificate::from_pem(read(ca)?))
@@ -195,6 +197,25 @@ impl ClusterService {
     pub fn new(node: Arc<Node>, broker: Arc<Broker>) -> Self {
         Self { node, broker }
     }
+
+    /// With TLS on, only a peer that presented a certificate the CA signed may speak
+    /// for a broker: a client without one cannot vote, propose or fetch as a follower.
+    fn check_peer<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if !self.broker.config().tls() {
+            return Ok(());
+        }
+        let certified = request
+            .extensions()
+            .get::<strata_tls::PeerInfo>()
+            .is_some_and(|p| p.certs.as_ref().is_some_and(|c| !c.is_empty()));
+        if certified {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "broker-to-broker calls need a broker certificate signed by this cluster's CA",
+            ))
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -203,6 +224,7 @@ impl ipb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<ipb::ControllerRequest>,
     ) -> Result<Response<ipb::ControllerResponse>, Status> {
+        self.check_peer(&request)?;
         let r = request.into_inner();
         let rpc = Rpc::parse(&r.rpc).ok_or_else(|| {
             Status::invalid_argument(format!("unknown controller message {:?}", r.rpc))
@@ -233,6 +255,7 @@ impl ipb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<ipb::ReplicaFetchRequest>,
     ) -> Result<Response<ipb::ReplicaFetchResponse>, Status> {
+        self.check_peer(&request)?;
         let r = request.into_inner();
         let p = self
             .broker

@@ -87,10 +87,15 @@ pub async fn run_node(
                 .map_err(RunError::Config)
         })
         .transpose()?;
-    let (grpc_tls, metrics_tls) = tls_for(broker.config())?;
+    let ListenersTls {
+        grpc: grpc_tls,
+        kafka: kafka_tls,
+        metrics: metrics_tls,
+    } = tls_for(broker.config())?;
+    let reflection = reflection()?;
     let background = strata_broker::tasks::Background::start(&broker);
     let reload_poll = Duration::from_millis(broker.config().tls_reload_interval_ms);
-    for tls in grpc_tls.iter().chain(metrics_tls.iter()) {
+    for tls in grpc_tls.iter().chain(&kafka_tls).chain(&metrics_tls) {
         tokio::spawn(tls.clone().watch(reload_poll, background.stopping()));
     }
     let metrics_task = metrics.map(|l| {
@@ -111,7 +116,7 @@ pub async fn run_node(
     let kafka_task = kafka.map(|(l, ctx)| {
         tokio::spawn(strata_kafka::serve(
             l,
-            grpc_tls.clone(),
+            kafka_tls.clone(),
             ctx,
             background.stopping(),
         ))
@@ -175,7 +180,6 @@ pub async fn run_node(
         }
     };
     let incoming = strata_tls::incoming(listener, grpc_tls, "grpc");
-    let reflection = reflection()?;
     if !clustered {
         health.set(true).await;
     }
@@ -239,13 +243,20 @@ pub fn check_tls(config: &strata_broker::BrokerConfig) -> Result<(), RunError> {
     tls_for(config).map(|_| ())
 }
 
-/// A listener's TLS, when it has any.
-type ListenerTls = Option<Arc<ServerTls>>;
+/// Each listener's TLS, when it has any: the same files, each with the application
+/// protocols its clients offer (gRPC clients offer `h2`; Kafka clients may offer none
+/// or their own, which an `h2`-only server would refuse).
+#[derive(Default)]
+struct ListenersTls {
+    grpc: Option<Arc<ServerTls>>,
+    kafka: Option<Arc<ServerTls>>,
+    metrics: Option<Arc<ServerTls>>,
+}
 
-/// The TLS configurations of the gRPC and `/metrics` listeners, as `config` asks.
-fn tls_for(config: &strata_broker::BrokerConfig) -> Result<(ListenerTls, ListenerTls), RunError> {
+/// The TLS configurations of the listeners, as `config` asks.
+fn tls_for(config: &strata_broker::BrokerConfig) -> Result<ListenersTls, RunError> {
     let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
-        return Ok((None, None));
+        return Ok(ListenersTls::default());
     };
     let files = strata_tls::ServerFiles {
         cert: cert.clone(),
@@ -266,7 +277,11 @@ fn tls_for(config: &strata_broker::BrokerConfig) -> Result<(ListenerTls, Listene
     } else {
         None
     };
-    Ok((Some(load(files, &[b"h2"])?), metrics))
+    Ok(ListenersTls {
+        grpc: Some(load(files.clone(), &[b"h2"])?),
+        kafka: Some(load(files, &[])?),
+        metrics,
+    })
 }
 
 /// This broker's `grpc.health.v1` status, for the whole server ("") and for

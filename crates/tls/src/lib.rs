@@ -115,7 +115,7 @@ fn pem_error(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) 
         other => TlsError::Invalid {
             what,
             path: path.to_path_buf(),
-            reason: format!("not valid PEM: {other:?}"),
+            reason: format!("not valid PEM: {other}"),
         },
     }
 }
@@ -508,10 +508,17 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Some(tls) = tls.clone() else {
+                // Plain text: nothing to wait for; the server takes it when it has room.
+                let _ = stream.set_nodelay(true);
+                if tx.send(Ok(Conn::Plain(stream))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
             let tx = tx.clone();
-            let tls = tls.clone();
             tokio::spawn(async move {
-                match handshake(stream, tls.as_deref()).await {
+                match handshake(stream, Some(&tls)).await {
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;
                     }
