@@ -102,7 +102,10 @@ pub async fn run_node(
         tokio::spawn(serve_metrics(
             l,
             metrics_tls,
-            grpc_tls.clone(),
+            [("grpc", &grpc_tls), ("kafka", &kafka_tls)]
+                .into_iter()
+                .filter_map(|(name, t)| Some((name, t.clone()?)))
+                .collect(),
             broker.clone(),
             background.stopping(),
         ))
@@ -382,7 +385,7 @@ fn reflection() -> Result<
 async fn serve_metrics(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    listeners_tls: Option<Arc<ServerTls>>,
+    listeners_tls: Vec<(&'static str, Arc<ServerTls>)>,
     broker: Arc<Broker>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -419,8 +422,12 @@ async fn serve_metrics(
             let line = String::from_utf8_lossy(&req);
             let (status, body) = if line.starts_with("GET /metrics ") {
                 let mut text = broker.metrics_text();
-                if let Some(t) = &listeners_tls {
-                    text.push_str(&t.metrics_text());
+                if !listeners_tls.is_empty() {
+                    let named: Vec<_> = listeners_tls
+                        .iter()
+                        .map(|(n, t)| (*n, t.as_ref()))
+                        .collect();
+                    text.push_str(&strata_tls::metrics_text(&named));
                 }
                 ("200 OK", text)
             } else {

@@ -455,34 +455,36 @@ pub async fn handshake(stream: TcpStream, tls: Option<&ServerTls>) -> io::Result
     Err(done)
 }
 
-impl ServerTls {
-    /// Prometheus text for this listener's TLS counters.
-    pub fn metrics_text(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        for (name, help, v) in [
-            (
-                "strata_tls_handshake_failures_total",
-                "TLS handshakes that failed (plain-text clients, untrusted certificates, time-outs).",
-                self.handshake_failures.load(Relaxed),
-            ),
-            (
-                "strata_tls_reloads_total",
-                "TLS certificate reloads that took effect.",
-                self.reloads.load(Relaxed),
-            ),
-            (
-                "strata_tls_reload_failures_total",
-                "TLS reloads that failed (the previous certificate stayed).",
-                self.reload_failures.load(Relaxed),
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
+/// Prometheus text for the TLS counters of every listener, labelled by its name.
+pub fn metrics_text(listeners: &[(&str, &ServerTls)]) -> String {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    type Counter = (&'static str, &'static str, fn(&ServerTls) -> u64);
+    let counters: [Counter; 3] = [
+        (
+            "strata_tls_handshake_failures_total",
+            "TLS handshakes that failed (plain-text clients, untrusted certificates, time-outs).",
+            |t| t.handshake_failures.load(Relaxed),
+        ),
+        (
+            "strata_tls_reloads_total",
+            "TLS certificate reloads that took effect.",
+            |t| t.reloads.load(Relaxed),
+        ),
+        (
+            "strata_tls_reload_failures_total",
+            "TLS reloads that failed (the previous certificate stayed).",
+            |t| t.reload_failures.load(Relaxed),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (listener, tls) in listeners {
+            let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {}", value(tls));
         }
-        out
     }
+    out
 }
 
 /// The connections `listener` accepts, handshaken, as a stream for a server to take:

@@ -151,13 +151,13 @@ async fn required_client_auth_admits_only_certificates_of_its_ca() {
         assert!(
             std::time::Instant::now() < deadline,
             "{}",
-            tls.metrics_text()
+            metrics_text(&[("test", &tls)])
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(
-        tls.metrics_text()
-            .contains("strata_tls_handshake_failures_total 3\n")
+        metrics_text(&[("test", &tls)])
+            .contains("strata_tls_handshake_failures_total{listener=\"test\"} 3\n")
     );
 }
 
