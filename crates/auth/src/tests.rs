@@ -1,0 +1,219 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::scram::{DEFAULT_ITERATIONS, Mechanism, ScramCredential, ScramServer};
+use crate::{AuthError, Principal, TokenFile, UserFile, plain, tokens};
+
+/// The client side of SCRAM, as a Kafka client computes it.
+fn client_final(
+    m: Mechanism,
+    password: &str,
+    client_first_bare: &str,
+    server_first: &str,
+) -> String {
+    let attrs: Vec<&str> = server_first.split(',').collect();
+    let nonce = attrs[0].strip_prefix("r=").unwrap();
+    let salt = B64.decode(attrs[1].strip_prefix("s=").unwrap()).unwrap();
+    let i: u32 = attrs[2].strip_prefix("i=").unwrap().parse().unwrap();
+    let salted = m.salt_password(password.as_bytes(), &salt, i);
+    let cred = ScramCredential::from_salted_password(m, salt, &salted, i).unwrap();
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth = format!("{client_first_bare},{server_first},{without_proof}");
+    let key = aws_lc_rs::hmac::Key::new(
+        match m {
+            Mechanism::Sha256 => aws_lc_rs::hmac::HMAC_SHA256,
+            Mechanism::Sha512 => aws_lc_rs::hmac::HMAC_SHA512,
+        },
+        &salted,
+    );
+    let client_key = aws_lc_rs::hmac::sign(&key, b"Client Key");
+    let sig_key = aws_lc_rs::hmac::Key::new(
+        match m {
+            Mechanism::Sha256 => aws_lc_rs::hmac::HMAC_SHA256,
+            Mechanism::Sha512 => aws_lc_rs::hmac::HMAC_SHA512,
+        },
+        &cred.stored_key,
+    );
+    let sig = aws_lc_rs::hmac::sign(&sig_key, auth.as_bytes());
+    let proof: Vec<u8> = client_key
+        .as_ref()
+        .iter()
+        .zip(sig.as_ref())
+        .map(|(a, b)| a ^ b)
+        .collect();
+    format!("{without_proof},p={}", B64.encode(proof))
+}
+
+/// RFC 7677's example exchange, byte for byte.
+#[test]
+fn scram_sha_256_matches_the_rfc_7677_example() {
+    let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+    let salted = Mechanism::Sha256.salt_password(b"pencil", &salt, 4096);
+    let cred =
+        ScramCredential::from_salted_password(Mechanism::Sha256, salt, &salted, 4096).unwrap();
+    let mut s = ScramServer::new(Mechanism::Sha256);
+    let first = s
+        .client_first_with_nonce(
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+            |u| (u == "user").then(|| cred.clone()),
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+        )
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&first).unwrap(),
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    );
+    let (who, last) = s
+        .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+        .unwrap();
+    assert_eq!(who, Principal::user("user"));
+    assert_eq!(
+        std::str::from_utf8(&last).unwrap(),
+        "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    );
+}
+
+#[test]
+fn scram_accepts_the_password_and_refuses_a_wrong_one_or_a_replayed_nonce() {
+    for m in Mechanism::ALL {
+        let cred = ScramCredential::new(m, "s3cret pass", DEFAULT_ITERATIONS).unwrap();
+        let lookup = |u: &str| (u == "al,ice").then(|| cred.clone());
+        let bare = "n=al=2Cice,r=clientnonce";
+        let run = |password: &str| {
+            let mut s = ScramServer::new(m);
+            let first = s
+                .client_first(format!("n,,{bare}").as_bytes(), lookup)
+                .unwrap();
+            let first = String::from_utf8(first).unwrap();
+            s.client_final(client_final(m, password, bare, &first).as_bytes())
+        };
+        let (who, _) = run("s3cret pass").unwrap();
+        assert_eq!(who.to_string(), "User:al,ice");
+        assert!(matches!(run("wrong"), Err(AuthError::Failed)), "{m:?}");
+
+        // A final message built for another exchange's nonce is refused.
+        let mut a = ScramServer::new(m);
+        let fa = String::from_utf8(
+            a.client_first(format!("n,,{bare}").as_bytes(), lookup)
+                .unwrap(),
+        )
+        .unwrap();
+        let mut b = ScramServer::new(m);
+        b.client_first(format!("n,,{bare}").as_bytes(), lookup)
+            .unwrap();
+        let msg = client_final(m, "s3cret pass", bare, &fa);
+        assert!(matches!(
+            b.client_final(msg.as_bytes()),
+            Err(AuthError::Failed)
+        ));
+        // Nor can an exchange be finished twice.
+        assert!(a.client_final(msg.as_bytes()).is_ok());
+        assert!(a.client_final(msg.as_bytes()).is_err());
+    }
+}
+
+#[test]
+fn scram_refuses_unknown_users_channel_binding_and_malformed_messages() {
+    let m = Mechanism::Sha256;
+    let first = |msg: &str| ScramServer::new(m).client_first(msg.as_bytes(), |_| None);
+    assert!(matches!(first("n,,n=bob,r=x"), Err(AuthError::Failed)));
+    for bad in [
+        "p=tls-unique,,n=bob,r=x",
+        "n,,r=x",
+        "n,,n=bob",
+        "n,,n=b=ob,r=x",
+        "n,a=eve,n=bob,r=x",
+        "n,,m=ext,n=bob,r=x",
+        "n,,n=bob,r=x,tokenauth=true",
+        "",
+    ] {
+        assert!(matches!(first(bad), Err(AuthError::Invalid(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn credentials_keep_bounds_and_never_show_their_keys() {
+    let m = Mechanism::Sha512;
+    assert!(ScramCredential::new(m, "pw", 100).is_err());
+    assert!(ScramCredential::new(m, "pw", 100_000).is_err());
+    assert!(ScramCredential::new(m, "", 4096).is_err());
+    assert!(ScramCredential::from_salted_password(m, vec![1], &[0; 32], 4096).is_err());
+    let c = ScramCredential::new(m, "pw", 4096).unwrap();
+    assert!(c.verify_password(m, "pw"));
+    assert!(!c.verify_password(m, "pW"));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(&B64.encode(&c.stored_key)) && !shown.contains("salt"));
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<ScramCredential>(&json).unwrap(), c);
+}
+
+#[test]
+fn plain_parses_and_refuses_impersonation() {
+    let p = plain::parse(b"\0alice\0pw").unwrap();
+    assert_eq!((p.user.as_str(), p.password.as_str()), ("alice", "pw"));
+    assert!(!format!("{p:?}").contains("pw"));
+    assert!(plain::parse(b"alice\0alice\0pw").is_ok());
+    assert!(matches!(
+        plain::parse(b"admin\0alice\0pw"),
+        Err(AuthError::Invalid(_))
+    ));
+    assert!(matches!(
+        plain::parse(b"\0alice"),
+        Err(AuthError::Invalid(_))
+    ));
+    assert!(matches!(plain::parse(b"\0alice\0"), Err(AuthError::Failed)));
+}
+
+#[test]
+fn token_file_holds_hashes_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let t1 = tokens::generate();
+    let ci = Principal::parse("User:ci").unwrap();
+    std::fs::write(&path, format!("# tokens\n\n{}\n", tokens::line(&ci, &t1))).unwrap();
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(&t1));
+    let f = TokenFile::load(&path).unwrap();
+    assert_eq!(f.authenticate(&t1), Some(ci.clone()));
+    assert_eq!(f.authenticate(&tokens::generate()), None);
+    assert_eq!(f.reload_if_changed().unwrap(), None);
+
+    // A malformed file names the line and keeps the tokens in use.
+    std::fs::write(&path, "ci sha256:abc\n").unwrap();
+    let e = f.reload().unwrap_err().to_string();
+    assert!(e.contains("line 1"), "{e}");
+    assert_eq!(f.authenticate(&t1), Some(ci.clone()));
+
+    let t2 = tokens::generate();
+    let ops = Principal::user("ops");
+    std::fs::write(&path, tokens::line(&ops, &t2) + "\n").unwrap();
+    assert_eq!(f.reload().unwrap(), 1);
+    assert_eq!(f.authenticate(&t1), None);
+    assert_eq!(f.authenticate(&t2), Some(ops));
+    assert_eq!(tokens::bearer(&format!("Bearer {t2}")).unwrap(), t2);
+    assert!(tokens::bearer("Basic abc").is_err());
+}
+
+#[test]
+fn user_file_survives_reopening_and_removes_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = UserFile::open(dir.path()).unwrap();
+    let c = ScramCredential::new(Mechanism::Sha256, "pw", 4096).unwrap();
+    f.upsert("alice", Mechanism::Sha256, c.clone()).unwrap();
+    f.upsert(
+        "bob",
+        Mechanism::Sha512,
+        ScramCredential::new(Mechanism::Sha512, "x", 4096).unwrap(),
+    )
+    .unwrap();
+    let again = UserFile::open(dir.path()).unwrap();
+    assert_eq!(again.get("alice", Mechanism::Sha256), Some(c));
+    assert_eq!(again.get("alice", Mechanism::Sha512), None);
+    assert!(again.delete("bob", Mechanism::Sha512).unwrap());
+    assert!(!again.delete("bob", Mechanism::Sha512).unwrap());
+    let third = UserFile::open(dir.path()).unwrap();
+    assert_eq!(third.users().keys().collect::<Vec<_>>(), vec!["alice"]);
+    // A damaged file is refused with what to do, not read as empty.
+    std::fs::write(dir.path().join("security/users.json"), b"{not json").unwrap();
+    let e = UserFile::open(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("damaged"), "{e}");
+}
