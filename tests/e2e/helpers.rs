@@ -46,11 +46,7 @@ impl TestBroker {
         let kafka_addr = kafka.local_addr().unwrap().to_string();
         let kafka = strata_server::KafkaListener {
             listener: kafka,
-            config: strata_kafka::KafkaConfig {
-                advertise: kafka_addr.clone(),
-                max_request_bytes: strata_kafka::DEFAULT_MAX_REQUEST_BYTES,
-                auto_create_topics: broker.config().auto_create_topics_enable,
-            },
+            config: strata_kafka::KafkaConfig::new(kafka_addr.clone(), broker.config()).unwrap(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let b = broker.clone();

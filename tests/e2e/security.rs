@@ -38,6 +38,7 @@ fn tls(ca: &Path, identity: Option<&LeafFiles>) -> ConnectOptions {
             key: identity.map(|i| i.key.clone()),
             domain: None,
         }),
+        token: None,
     }
 }
 
@@ -524,7 +525,23 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
     use crate::cluster::Cluster;
     use strata_client::Acks;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::unstarted(dir.path(), 3, Vec::new(), Vec::new(), None, false);
+    // The operator's token, for managing users over gRPC.
+    let tokens = dir.path().join("tokens");
+    let (ok, admin_token, err) = cli(
+        vec![
+            "token".into(),
+            "create".into(),
+            "admin".into(),
+            "--file".into(),
+            tokens.display().to_string(),
+        ],
+        vec![],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let admin_token = admin_token.trim().to_string();
+    let mut c = Cluster::unstarted(dir.path(), 3, Vec::new(), Vec::new(), None, true);
     let ca = TestCa::new("cluster CA");
     let ca_file = ca.write(dir.path(), "ca");
     let broker = ca.leaf("broker", &[c.ip()]).write(dir.path(), "broker");
@@ -544,6 +561,14 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
             ca_file.to_str().unwrap().to_string(),
             "--tls-client-auth".to_string(),
             "requested".to_string(),
+            // Brokers' certificates name User:broker: only they may call the brokers'
+            // own service. Kafka clients log in with SCRAM (SASL_SSL).
+            "--super-user".to_string(),
+            "User:broker,User:admin".to_string(),
+            "--kafka-sasl-mechanisms".to_string(),
+            "SCRAM-SHA-512".to_string(),
+            "--grpc-token-file".to_string(),
+            tokens.to_str().unwrap().to_string(),
         ]
     };
     c.node_args.insert(1, own(&broker));
@@ -640,6 +665,97 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Nor does a client certificate of the cluster's own CA: it names no super user.
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(1)))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(&ca_file).unwrap(),
+                ))
+                .identity(tonic::transport::Identity::from_pem(
+                    std::fs::read(&client.cert).unwrap(),
+                    std::fs::read(&client.key).unwrap(),
+                )),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let e = strata_proto::internal::v1::cluster_client::ClusterClient::new(ch)
+        .replica_fetch(strata_proto::internal::v1::ReplicaFetchRequest {
+            topic: "two".into(),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("User:alice is not a broker"), "{e:?}");
+
+    // A SCRAM user made through broker 2 is the controller's: it logs in to the Kafka
+    // listener of every broker (kcat over SASL_SSL), and a wrong password is refused.
+    let (ok, _, err) = cli(
+        vec![
+            "user".into(),
+            "add".into(),
+            "dave".into(),
+            "--password-stdin".into(),
+            "--mechanism".into(),
+            "SCRAM-SHA-512".into(),
+            "--broker".into(),
+            c.addr(2),
+            "--tls-ca".into(),
+            ca_file.display().to_string(),
+        ],
+        vec![("STRATA_TOKEN", admin_token.clone())],
+        "dave-pw\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let kcat = tool("kcat.sh", "kcat");
+    let login = |id: u64, password: &str| {
+        let (kcat, addr, ca, password) = (
+            kcat.clone(),
+            c.kafka_addr(id),
+            ca_file.clone(),
+            password.to_string(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(&kcat)
+                    .args(["-b", &addr, "-L", "-m", "5"])
+                    .args([
+                        "-X",
+                        "security.protocol=SASL_SSL",
+                        "-X",
+                        "sasl.mechanisms=SCRAM-SHA-512",
+                    ])
+                    .args(["-X", "sasl.username=dave", "-X"])
+                    .arg(format!("sasl.password={password}"))
+                    .arg("-X")
+                    .arg(format!("ssl.ca.location={}", ca.display()))
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for id in [1, 2] {
+        wait_until(Duration::from_secs(30), "dave logs in", || async {
+            let out = login(id, "dave-pw").await;
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("topic \"two\"")
+        })
+        .await;
+    }
+    let out = login(1, "not-daves").await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The stranger: refused by the others' handshakes, so never registered.
     let d = c.describe(1).await.unwrap();
@@ -830,5 +946,294 @@ print(json.dumps(seen))
     let read = read_all(&client, "ssl", 0, 0).await;
     assert_eq!(read.len(), 13);
     assert_eq!(read[3], (3, Some(b"k0".to_vec()), b"confluent-0".to_vec()));
+    b.stop().await;
+}
+
+/// Runs `strata` with `args`, `stdin` on its standard input; (success, stdout, stderr).
+async fn cli(
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    stdin: &str,
+) -> (bool, String, String) {
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = strata()
+            .args(&args)
+            .envs(env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_certificates_and_sasl_scram_authenticate_and_only_super_users_manage_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let tokens = dir.path().join("tokens");
+    // The operator's first token, made by the CLI: only its hash is in the file.
+    let (ok, admin_token, err) = cli(
+        vec![
+            "token".into(),
+            "create".into(),
+            "admin".into(),
+            "--file".into(),
+            tokens.display().to_string(),
+        ],
+        vec![],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let admin_token = admin_token.trim().to_string();
+    assert!(admin_token.starts_with("strata_"), "{admin_token}");
+    assert!(
+        !std::fs::read_to_string(&tokens)
+            .unwrap()
+            .contains(&admin_token)
+    );
+
+    let (cert, key, ca, t) = (
+        p.server.cert.clone(),
+        p.server.key.clone(),
+        p.ca_file.clone(),
+        tokens.clone(),
+    );
+    let b = TestBroker::start_with(&dir.path().join("data"), move |c| {
+        c.tls_cert_file = Some(cert);
+        c.tls_key_file = Some(key);
+        c.tls_ca_file = Some(ca);
+        // Token holders need no certificate; certificate holders no token.
+        c.tls_client_auth = "requested".into();
+        c.grpc_token_file = Some(t);
+        c.grpc_auth_required = true;
+        c.tls_reload_interval_ms = 100;
+        c.super_users = vec!["User:admin".into()];
+        c.kafka_sasl_mechanisms = vec![
+            "SCRAM-SHA-256".into(),
+            "SCRAM-SHA-512".into(),
+            "PLAIN".into(),
+        ];
+    })
+    .await;
+    let base = [
+        "--broker".to_string(),
+        b.addr.clone(),
+        "--tls-ca".into(),
+        p.ca_file.display().to_string(),
+    ];
+    let with = |extra: &[&str]| {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend(base.iter().cloned());
+        v
+    };
+    let cert_flags = [
+        "--tls-cert",
+        p.client.cert.to_str().unwrap(),
+        "--tls-key",
+        p.client.key.to_str().unwrap(),
+    ];
+
+    // Who the broker takes each caller for.
+    let (ok, _, err) = cli(with(&["whoami"]), vec![], "").await;
+    assert!(
+        !ok && err.contains("requires authentication") && err.contains("--token"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        with(&["whoami", "--token", "strata_not-a-real-token"]),
+        vec![],
+        "",
+    )
+    .await;
+    assert!(!ok && err.contains("token is not valid"), "{err}");
+    let (ok, out, err) = cli(
+        with(&["whoami"]),
+        vec![("STRATA_TOKEN", admin_token.clone())],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "User:admin");
+    let mut alice = with(&["whoami"]);
+    alice.extend(cert_flags.iter().map(|s| s.to_string()));
+    let (ok, out, err) = cli(alice, vec![], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "User:alice");
+
+    // alice (a certificate) is no super user: she may not add users.
+    let mut add = with(&["user", "add", "carol", "--password-stdin"]);
+    add.extend(cert_flags.iter().map(|s| s.to_string()));
+    let (ok, _, err) = cli(add, vec![], "carol-pw\n").await;
+    assert!(
+        !ok && err.contains("User:alice may not manage users"),
+        "{err}"
+    );
+    // admin (a token) may; the listing shows mechanisms, never keys or the password.
+    let admin_env = vec![("STRATA_TOKEN", admin_token.clone())];
+    let (ok, _, err) = cli(
+        with(&["user", "add", "carol", "--password-stdin"]),
+        admin_env.clone(),
+        "carol-pw\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(with(&["user", "list"]), admin_env.clone(), "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "carol\tSCRAM-SHA-256 (4096 iterations), SCRAM-SHA-512 (4096 iterations)"
+    );
+    let stored = std::fs::read_to_string(dir.path().join("data/security/users.json")).unwrap();
+    assert!(!stored.contains("carol-pw"));
+
+    // confluent-kafka over SASL_SSL: SCRAM-SHA-512 and -256 and PLAIN as carol; a bad
+    // password gets librdkafka's authentication error and no metadata.
+    let python = tool("kafka-python-env.sh", "the Python Kafka clients and DuckDB");
+    let script = r#"
+import json, sys, time
+from confluent_kafka import Consumer, KafkaError, Producer
+bootstrap, ca = sys.argv[1:3]
+def conf(mechanism, password):
+    return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL",
+            "ssl.ca.location": ca, "sasl.mechanism": mechanism,
+            "sasl.username": "carol", "sasl.password": password}
+p = Producer({**conf("SCRAM-SHA-512", "carol-pw"), "enable.idempotence": True, "acks": "all"})
+for i in range(10):
+    p.produce("sasl", key=b"k%d" % i, value=b"scram-%d" % i)
+assert p.flush(30) == 0
+seen = {}
+for mechanism in ["SCRAM-SHA-256", "PLAIN"]:
+    c = Consumer({**conf(mechanism, "carol-pw"), "group.id": "g-" + mechanism,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["sasl"])
+    got = []
+    while len(got) < 10:
+        m = c.poll(10)
+        assert m is not None, "%s: nothing to read after %d records" % (mechanism, len(got))
+        assert m.error() is None, m.error()
+        got.append(m.value().decode())
+    c.close()
+    seen[mechanism] = got
+errors = []
+bad = Producer({**conf("SCRAM-SHA-256", "wrong"), "error_cb": errors.append})
+deadline = time.time() + 30
+while time.time() < deadline and not any(e.code() == KafkaError._AUTHENTICATION for e in errors):
+    bad.poll(0.2)
+auth = [str(e) for e in errors if e.code() == KafkaError._AUTHENTICATION]
+assert auth, "no authentication error: %s" % errors
+seen["bad"] = auth[0]
+print(json.dumps(seen))
+"#;
+    let args = [b.kafka_addr.clone(), p.ca_file.display().to_string()];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "confluent-kafka over SASL_SSL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<String> = (0..10).map(|i| format!("scram-{i}")).collect();
+    assert_eq!(seen["SCRAM-SHA-256"], serde_json::json!(want));
+    assert_eq!(seen["PLAIN"], serde_json::json!(want));
+    let bad = seen["bad"].as_str().unwrap();
+    assert!(
+        bad.contains("Authentication failed") && bad.contains("invalid credentials"),
+        "{bad}"
+    );
+    assert!(
+        !bad.contains("wrong"),
+        "the password shows in the error: {bad}"
+    );
+
+    // What carol wrote reads back over gRPC with the admin's token.
+    let admin = ConnectOptions {
+        token: Some(admin_token.clone()),
+        ..tls(&p.ca_file, None)
+    };
+    let client = Client::connect_with(&b.addr, &admin).await.unwrap();
+    let read = read_all(&client, "sasl", 0, 0).await;
+    assert_eq!(read.len(), 10);
+    assert_eq!(read[9], (9, Some(b"k9".to_vec()), b"scram-9".to_vec()));
+
+    // A new token works once the file reloads; a removed one stops working.
+    let (ok, ci_token, err) = cli(
+        vec![
+            "token".into(),
+            "create".into(),
+            "User:ci".into(),
+            "--file".into(),
+            tokens.display().to_string(),
+        ],
+        vec![],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let ci = ConnectOptions {
+        token: Some(ci_token.trim().to_string()),
+        ..tls(&p.ca_file, None)
+    };
+    let who = |o: ConnectOptions| {
+        let addr = b.addr.clone();
+        async move {
+            match Client::connect_with(&addr, &o).await {
+                Ok(c) => c.who_am_i().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the new token to be accepted",
+        || {
+            let w = who(ci.clone());
+            async move { w.await.is_ok_and(|p| p == "User:ci") }
+        },
+    )
+    .await;
+    let kept: String = std::fs::read_to_string(&tokens)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("admin "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&tokens, kept).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the removed token to be refused",
+        || {
+            let w = who(admin.clone());
+            async move { w.await.is_err_and(|e| e.contains("token is not valid")) }
+        },
+    )
+    .await;
+    assert_eq!(who(ci.clone()).await.unwrap(), "User:ci");
     b.stop().await;
 }

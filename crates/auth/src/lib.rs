@@ -29,9 +29,41 @@ mod tests;
 
 use std::fmt;
 
-pub use scram::{Mechanism, ScramCredential, ScramServer};
+pub use scram::{Mechanism, ScramClient, ScramCredential, ScramServer};
 pub use tokens::TokenFile;
 pub use users::UserFile;
+
+/// A SASL mechanism a Kafka listener may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    Scram(Mechanism),
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::Scram(m) => m.name(),
+        }
+    }
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            other => Mechanism::from_name(other)
+                .map(SaslMechanism::Scram)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown SASL mechanism {s:?}; use SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+                    )
+                }),
+        }
+    }
+}
 
 /// An authenticated identity, Kafka's `KafkaPrincipal` of type `User`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

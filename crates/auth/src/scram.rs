@@ -86,23 +86,23 @@ impl Mechanism {
     }
 
     /// The hash's output length.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         self.digest().output_len()
     }
 
-    fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         hmac::sign(&hmac::Key::new(self.hmac(), key), data)
             .as_ref()
             .to_vec()
     }
 
-    fn hash(self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hash(self, data: &[u8]) -> Vec<u8> {
         digest::digest(self.digest(), data).as_ref().to_vec()
     }
 
     /// `Hi(password, salt, i)`: the salted password.
     pub fn salt_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        let mut out = vec![0; self.len()];
+        let mut out = vec![0; self.output_len()];
         let i = NonZeroU32::new(iterations.max(1)).expect("at least one iteration");
         pbkdf2::derive(self.pbkdf2(), i, salt, password, &mut out);
         out
@@ -147,7 +147,7 @@ impl ScramCredential {
         if password.is_empty() {
             return Err(AuthError::Invalid("the password is empty".into()));
         }
-        let salt = random(32);
+        let salt = new_salt();
         let salted = mechanism.salt_password(password.as_bytes(), &salt, iterations);
         Self::from_salted_password(mechanism, salt, &salted, iterations)
     }
@@ -164,11 +164,11 @@ impl ScramCredential {
         if salt.is_empty() {
             return Err(AuthError::Invalid("the salt is empty".into()));
         }
-        if salted_password.len() != mechanism.len() {
+        if salted_password.len() != mechanism.output_len() {
             return Err(AuthError::Invalid(format!(
                 "a {} salted password is {} bytes, not {}",
                 mechanism.name(),
-                mechanism.len(),
+                mechanism.output_len(),
                 salted_password.len()
             )));
         }
@@ -198,6 +198,11 @@ pub fn check_iterations(iterations: u32) -> Result<(), AuthError> {
         )));
     }
     Ok(())
+}
+
+/// A fresh salt: 24 random bytes (192 bits; its base64 needs no padding).
+pub fn new_salt() -> Vec<u8> {
+    random(24)
 }
 
 /// `n` random bytes from the system's generator.
@@ -238,6 +243,11 @@ impl ScramServer {
 
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+
+    /// Whether the client's first message has been seen.
+    pub fn started(&self) -> bool {
+        !matches!(self.state, State::Start)
     }
 
     /// Answers `client-first-message` with `server-first-message`. `lookup` finds the
@@ -357,14 +367,18 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| invalid("no nonce (r=)"))?;
-        if r != nonce {
+        // Kafka's broker checks that the nonce *ends with* the one it sent, and older
+        // librdkafka (Debian's 2.0.2 among them) relies on it: it repeats its own nonce
+        // in front. The server's random part is still there, so the exchange is as
+        // fresh, and the proof covers the message as sent.
+        if !r.ends_with(nonce.as_str()) {
             return Err(AuthError::Failed);
         }
         let proof = B64
             .decode(proof)
             .map_err(|_| invalid("the proof is not base64"))?;
         let m = self.mechanism;
-        if proof.len() != m.len() {
+        if proof.len() != m.output_len() {
             return Err(AuthError::Failed);
         }
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
@@ -375,6 +389,86 @@ impl ScramServer {
         let verifier = m.mac(&credential.server_key, auth_message.as_bytes());
         let server_final = format!("v={}", B64.encode(verifier)).into_bytes();
         Ok((Principal::user(user), server_final))
+    }
+}
+
+/// The client's side of one exchange (what a Kafka client does; Strata's own tests use
+/// it against the broker).
+pub struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    nonce: String,
+    server_signature: Option<Vec<u8>>,
+}
+
+impl ScramClient {
+    pub fn new(mechanism: Mechanism, user: &str, password: &str) -> Self {
+        let escaped = user.replace('=', "=3D").replace(',', "=2C");
+        let nonce = B64.encode(random(18));
+        Self {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={escaped},r={nonce}"),
+            nonce,
+            server_signature: None,
+        }
+    }
+
+    /// `client-first-message`.
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// `client-final-message`, answering the server's first message.
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let server_first =
+            std::str::from_utf8(server_first).map_err(|_| invalid("the message is not UTF-8"))?;
+        let mut attrs = server_first.split(',');
+        let mut next = |p: &str| {
+            attrs
+                .next()
+                .and_then(|a| a.strip_prefix(p))
+                .ok_or_else(|| invalid("a malformed server-first message"))
+        };
+        let nonce = next("r=")?;
+        let salt = B64
+            .decode(next("s=")?)
+            .map_err(|_| invalid("the salt is not base64"))?;
+        let iterations: u32 = next("i=")?
+            .parse()
+            .map_err(|_| invalid("the iteration count is not a number"))?;
+        if !nonce.starts_with(&self.nonce) || nonce.len() == self.nonce.len() {
+            return Err(invalid("the server's nonce does not extend ours"));
+        }
+        check_iterations(iterations)?;
+        let m = self.mechanism;
+        let salted = m.salt_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = m.mac(&salted, b"Client Key");
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let signature = m.mac(&m.hash(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        self.server_signature = Some(m.mac(&m.mac(&salted, b"Server Key"), auth.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server's final message: it proves the server knew the credential.
+    pub fn verify_server_final(&self, msg: &[u8]) -> Result<(), AuthError> {
+        let expected = self
+            .server_signature
+            .as_ref()
+            .ok_or_else(|| invalid("no exchange to verify"))?;
+        let v = std::str::from_utf8(msg)
+            .ok()
+            .and_then(|m| m.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(AuthError::Failed)?;
+        constant_time::verify_slices_are_equal(&v, expected).map_err(|_| AuthError::Failed)
     }
 }
 

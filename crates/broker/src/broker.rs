@@ -158,6 +158,8 @@ pub struct Broker {
     /// In a cluster: the controller's metadata (set once the member starts).
     pub(crate) metadata: std::sync::OnceLock<Arc<dyn Metadata>>,
     producer_ids: Arc<crate::producer_ids::ProducerIds>,
+    /// A single broker's SCRAM users (a cluster keeps them in the controller).
+    users: Arc<strata_auth::UserFile>,
     _lock: File,
 }
 
@@ -273,6 +275,10 @@ impl Broker {
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
         let deletions = crate::deletion::Deletions::open(data)?;
+        let users = Arc::new(
+            strata_auth::UserFile::open(data)
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?,
+        );
         let producer_ids = Arc::new(crate::producer_ids::ProducerIds::open(
             data,
             config.node_id,
@@ -331,6 +337,7 @@ impl Broker {
             deletions,
             metadata: Default::default(),
             producer_ids,
+            users,
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -371,6 +378,11 @@ impl Broker {
         // loads groups as it becomes leader of offsets partitions.
         broker.groups.sync_leadership(&broker)?;
         Ok(Arc::new(broker))
+    }
+
+    /// A single broker's SCRAM users; see [`crate::security::UserStore`].
+    pub fn user_file(&self) -> &Arc<strata_auth::UserFile> {
+        &self.users
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -108,6 +108,20 @@ pub struct BrokerConfig {
     pub metrics_tls: bool,
     /// How often the TLS files are checked for a change (SIGHUP reloads at once).
     pub tls_reload_interval_ms: u64,
+    /// SASL mechanisms the Kafka listener offers (`SCRAM-SHA-256`, `SCRAM-SHA-512`,
+    /// `PLAIN`); with any, every Kafka connection must authenticate (SASL_PLAINTEXT,
+    /// or SASL_SSL with TLS). Users are managed with `strata user` or Kafka's
+    /// AlterUserScramCredentials.
+    pub kafka_sasl_mechanisms: Vec<String>,
+    /// Bearer tokens for gRPC: a file of `NAME sha256:HEX` lines (`strata token
+    /// create`), reloaded when it changes.
+    pub grpc_token_file: Option<PathBuf>,
+    /// Refuse gRPC calls that carry neither a valid token nor a client certificate.
+    pub grpc_auth_required: bool,
+    /// Principals allowed everything (Kafka's `super.users`), such as `User:admin`:
+    /// they manage users, and in a TLS cluster brokers must present one of them. Needed
+    /// once any authentication is on.
+    pub super_users: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +160,10 @@ impl Default for BrokerConfig {
             tls_client_auth: "none".to_string(),
             metrics_tls: false,
             tls_reload_interval_ms: 10_000,
+            kafka_sasl_mechanisms: Vec::new(),
+            grpc_token_file: None,
+            grpc_auth_required: false,
+            super_users: Vec::new(),
         }
     }
 }
@@ -258,9 +276,56 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Whether any listener authenticates its clients.
+    pub fn authenticates(&self) -> bool {
+        !self.kafka_sasl_mechanisms.is_empty() || self.grpc_auth_required
+    }
+
+    /// The SASL mechanisms the Kafka listener offers.
+    pub fn sasl_mechanisms(&self) -> Result<Vec<strata_auth::SaslMechanism>, BrokerError> {
+        self.kafka_sasl_mechanisms
+            .iter()
+            .map(|m| {
+                m.parse()
+                    .map_err(|e| BrokerError::InvalidConfig(format!("kafka_sasl_mechanisms: {e}")))
+            })
+            .collect()
+    }
+
+    /// `super_users`, parsed.
+    pub fn super_users(&self) -> Result<Vec<strata_auth::Principal>, BrokerError> {
+        self.super_users
+            .iter()
+            .map(|p| {
+                strata_auth::Principal::parse(p)
+                    .map_err(|e| BrokerError::InvalidConfig(format!("super_users: {e}")))
+            })
+            .collect()
+    }
+
+    fn validate_auth(&self) -> Result<(), BrokerError> {
+        self.sasl_mechanisms()?;
+        self.super_users()?;
+        if self.authenticates() && self.super_users.is_empty() {
+            return Err(BrokerError::InvalidConfig(
+                "authentication is on (kafka_sasl_mechanisms or grpc_auth_required) but super_users is empty: nobody could manage users; name the admin principal, e.g. super_users = [\"User:admin\"] (--super-user User:admin)".into(),
+            ));
+        }
+        if self.grpc_auth_required
+            && self.grpc_token_file.is_none()
+            && self.tls_client_auth == "none"
+        {
+            return Err(BrokerError::InvalidConfig(
+                "grpc_auth_required needs a way to authenticate: grpc_token_file (--grpc-token-file), or client certificates (tls_client_auth = requested or required)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every setting; the error names the key and what is valid.
     pub fn validate(&self) -> Result<(), BrokerError> {
         self.validate_tls()?;
+        self.validate_auth()?;
         let bad = |m: String| Err(BrokerError::InvalidConfig(m));
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad(format!(
@@ -363,6 +428,29 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("retention.ms"), "{e}");
         BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn authentication_settings_are_checked_together() {
+        let bad = |toml_text: &str, want: &str| {
+            let c: BrokerConfig = toml::from_str(toml_text).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{toml_text}: {e}");
+        };
+        bad("kafka_sasl_mechanisms = [\"GSSAPI\"]", "SCRAM-SHA-256");
+        bad("kafka_sasl_mechanisms = [\"PLAIN\"]", "super_users");
+        bad("super_users = [\"Group:ops\"]", "User:NAME");
+        bad(
+            "grpc_auth_required = true\nsuper_users = [\"User:admin\"]",
+            "grpc_token_file",
+        );
+        let c: BrokerConfig = toml::from_str(
+            "kafka_sasl_mechanisms = [\"scram-sha-512\", \"PLAIN\"]\nsuper_users = [\"admin\"]",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.sasl_mechanisms().unwrap().len(), 2);
+        assert_eq!(c.super_users().unwrap()[0].to_string(), "User:admin");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod deletion;
 pub mod groups;
 pub mod producer_ids;
 pub mod replication;
+pub mod security;
 pub mod tasks;
 pub mod tiering;
 

@@ -475,6 +475,15 @@ impl Member {
             .await
     }
 
+    /// Proposes `cmd` to the controller and waits until it is committed.
+    pub(crate) async fn submit(&self, cmd: Command) -> Result<()> {
+        self.controller
+            .submit(cmd)
+            .await
+            .map(|_| ())
+            .map_err(controller_error)
+    }
+
     /// Deletes a topic through the controller.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         Broker::check_deletable(name)?;
@@ -698,7 +707,7 @@ impl Member {
             .map(|b| b.addr.clone())
     }
 
-    async fn wait_for<T>(
+    pub(crate) async fn wait_for<T>(
         &self,
         found: impl Fn(&strata_controller::ClusterState) -> Option<T>,
     ) -> Result<T> {

@@ -28,7 +28,55 @@ pub use error::{ClientError, Result};
 pub use producer::{AckedBatch, Acks, Producer, ProducerConfig, ProducerStats};
 pub use strata_proto::v1 as pb;
 use strata_proto::v1::strata_client::StrataClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A connection's stub: every call carries the client's bearer token, if it has one.
+pub(crate) type Rpc = StrataClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer TOKEN` to every call; its Debug form leaves the token
+/// out.
+#[derive(Clone, Default)]
+pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(..)"
+        } else {
+            "Bearer(None)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut r: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+impl Bearer {
+    fn new(token: Option<&str>) -> Result<Self> {
+        let Some(token) = token else {
+            return Ok(Self(None));
+        };
+        let mut v: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                ClientError::Invalid(
+                    "the token holds characters a header cannot carry; check --token (STRATA_TOKEN)"
+                        .into(),
+                )
+            })?;
+        v.set_sensitive(true);
+        Ok(Self(Some(v)))
+    }
+}
 
 /// The broker address clients use unless told otherwise.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
@@ -38,11 +86,12 @@ const MAX_MESSAGE: usize = 128 << 20;
 /// share the connections.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: StrataClient<Channel>,
+    inner: Rpc,
     addr: String,
     leaders: Arc<parking_lot::Mutex<Leaders>>,
     /// How every connection of this client (to leaders and other brokers too) is made.
     tls: Option<Tls>,
+    bearer: Bearer,
 }
 
 /// A client's TLS configuration; its Debug form leaves out the key it holds.
@@ -56,9 +105,20 @@ impl std::fmt::Debug for Tls {
 }
 
 /// How a client connects: over plain text (the default) or TLS.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ConnectOptions {
     pub tls: Option<TlsOptions>,
+    /// A bearer token (`strata token create`) sent with every call.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 /// TLS for a client: the CA that signed the brokers' certificates and, for brokers that
@@ -112,7 +172,7 @@ impl TlsOptions {
 
 /// Partition leaders (and group coordinators) learned from not-leader answers:
 /// (address, connection) by [`Route`].
-type Leaders = HashMap<Route, (String, StrataClient<Channel>)>;
+type Leaders = HashMap<Route, (String, Rpc)>;
 
 /// What a request is about: a partition, or a group (served by its coordinator).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -161,8 +221,8 @@ fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint> {
         .keep_alive_timeout(Duration::from_secs(10)))
 }
 
-fn raw_client(channel: Channel) -> StrataClient<Channel> {
-    StrataClient::new(channel)
+fn raw_client(channel: Channel, bearer: &Bearer) -> Rpc {
+    StrataClient::with_interceptor(channel, bearer.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
@@ -187,15 +247,16 @@ impl Client {
     /// Connects to `addr` as `options` say (TLS, client certificate).
     pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Self> {
         let tls = options.tls.as_ref().map(TlsOptions::config).transpose()?;
-        Self::open(addr, tls.map(Tls)).await
+        let bearer = Bearer::new(options.token.as_deref())?;
+        Self::open(addr, tls.map(Tls), bearer).await
     }
 
     /// Connects to another broker the way this client connects.
     pub async fn sibling(&self, addr: &str) -> Result<Self> {
-        Self::open(addr, self.tls.clone()).await
+        Self::open(addr, self.tls.clone(), self.bearer.clone()).await
     }
 
-    async fn open(addr: &str, tls: Option<Tls>) -> Result<Self> {
+    async fn open(addr: &str, tls: Option<Tls>, bearer: Bearer) -> Result<Self> {
         let channel = endpoint(addr, tls.as_ref())?.connect().await.map_err(|e| {
             ClientError::Unreachable {
                 addr: addr.to_string(),
@@ -203,15 +264,16 @@ impl Client {
             }
         })?;
         Ok(Self {
-            inner: raw_client(channel),
+            inner: raw_client(channel, &bearer),
             addr: addr.to_string(),
             leaders: Default::default(),
             tls,
+            bearer,
         })
     }
 
     /// The connection for `route`: its leader's when one was named.
-    fn for_route(&self, route: &Route) -> (String, StrataClient<Channel>) {
+    fn for_route(&self, route: &Route) -> (String, Rpc) {
         self.leaders
             .lock()
             .get(route)
@@ -231,7 +293,7 @@ impl Client {
         let Ok(endpoint) = endpoint(addr, self.tls.as_ref()) else {
             return false;
         };
-        let raw = raw_client(endpoint.connect_lazy());
+        let raw = raw_client(endpoint.connect_lazy(), &self.bearer);
         self.leaders
             .lock()
             .insert(route.clone(), (addr.to_string(), raw));
@@ -241,7 +303,7 @@ impl Client {
     /// Runs a partition's request on its leader, following a not-leader answer.
     async fn on_leader<T, F, Fut>(&self, topic: &str, partition: u32, call: F) -> Result<T>
     where
-        F: Fn(StrataClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.routed(Route::Partition(topic.to_string(), partition), call)
@@ -251,7 +313,7 @@ impl Client {
     /// Runs a group's request on its coordinator, following a not-coordinator answer.
     async fn on_coordinator<T, F, Fut>(&self, group: &str, call: F) -> Result<T>
     where
-        F: Fn(StrataClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         self.routed(Route::Group(group.to_string()), call).await
@@ -261,7 +323,7 @@ impl Client {
     /// broker that cannot be reached is forgotten and the connected one asked again.
     async fn routed<T, F, Fut>(&self, route: Route, call: F) -> Result<T>
     where
-        F: Fn(StrataClient<Channel>) -> Fut,
+        F: Fn(Rpc) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut hops = 0;
@@ -295,7 +357,7 @@ impl Client {
         &self.addr
     }
 
-    pub(crate) fn raw(&self) -> StrataClient<Channel> {
+    pub(crate) fn raw(&self) -> Rpc {
         self.inner.clone()
     }
 
@@ -567,6 +629,67 @@ impl Client {
             .map_err(|s| self.err(s))?
             .into_inner();
         Ok((r.producer_id, r.producer_epoch as i16))
+    }
+
+    /// Who the broker takes this client for (`User:NAME`, or `User:ANONYMOUS`).
+    pub async fn who_am_i(&self) -> Result<String> {
+        let r = self
+            .raw()
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().principal)
+    }
+
+    /// Sets `user`'s SCRAM password for `mechanism`. The password is salted here; only
+    /// the salted form goes to the broker, which keeps only keys derived from it.
+    pub async fn upsert_user(
+        &self,
+        user: &str,
+        mechanism: strata_auth::Mechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<()> {
+        strata_auth::scram::check_iterations(iterations)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if password.is_empty() {
+            return Err(ClientError::Invalid("the password is empty".into()));
+        }
+        let salt = strata_auth::scram::new_salt();
+        let salted = mechanism.salt_password(password.as_bytes(), &salt, iterations);
+        self.raw()
+            .upsert_user(pb::UpsertUserRequest {
+                name: user.to_string(),
+                mechanism: mechanism.name().to_string(),
+                iterations,
+                salt: salt.into(),
+                salted_password: salted.into(),
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(())
+    }
+
+    /// Removes `user`'s SCRAM credential for `mechanism`.
+    pub async fn delete_user(&self, user: &str, mechanism: strata_auth::Mechanism) -> Result<()> {
+        self.raw()
+            .delete_user(pb::DeleteUserRequest {
+                name: user.to_string(),
+                mechanism: mechanism.name().to_string(),
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(())
+    }
+
+    /// Every SCRAM user: names, mechanisms, iteration counts.
+    pub async fn list_users(&self) -> Result<Vec<pb::UserDescription>> {
+        let r = self
+            .raw()
+            .list_users(pb::ListUsersRequest {})
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().users)
     }
 
     pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse> {

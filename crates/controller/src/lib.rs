@@ -292,6 +292,11 @@ impl Controller {
         self.shared.state()
     }
 
+    /// `f` of the cluster state as last applied, without copying it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&ClusterState) -> R) -> R {
+        self.shared.with_state(f)
+    }
+
     /// Changes whenever this node applies an entry or installs a snapshot.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<Option<openraft::LogId<NodeId>>> {
         self.shared.changes()

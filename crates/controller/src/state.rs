@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_auth::users::Users;
+use strata_auth::{Mechanism, ScramCredential};
 
 /// The most partitions a topic may have.
 pub const MAX_PARTITIONS: usize = 10_000;
@@ -177,6 +179,15 @@ pub enum Command {
         replicas: Vec<NodeId>,
         throttle_bytes_per_sec: u64,
     },
+    /// Sets a user's SCRAM credential for one mechanism (Kafka's
+    /// AlterUserScramCredentials upsertion): only salted keys, never a password.
+    UpsertScramCredential {
+        user: String,
+        mechanism: Mechanism,
+        credential: ScramCredential,
+    },
+    /// Removes a user's credential for one mechanism; refused if it has none.
+    DeleteScramCredential { user: String, mechanism: Mechanism },
 }
 
 /// What applying a command answered.
@@ -202,6 +213,9 @@ pub struct ClusterState {
     pub brokers: BTreeMap<NodeId, BrokerRecord>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicRecord>,
+    /// SASL/SCRAM users (also checked by SASL/PLAIN).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: Users,
 }
 
 impl ClusterState {
@@ -347,6 +361,37 @@ impl ClusterState {
                 }
                 Err(why) => CommandResult::refused(why),
             },
+            Command::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => match strata_auth::check_name(user)
+                .and_then(|()| strata_auth::scram::check_iterations(credential.iterations))
+            {
+                Ok(()) => {
+                    self.users
+                        .entry(user.clone())
+                        .or_default()
+                        .insert(*mechanism, credential.clone());
+                    CommandResult::default()
+                }
+                Err(e) => CommandResult::refused(e.to_string()),
+            },
+            Command::DeleteScramCredential { user, mechanism } => {
+                let Some(creds) = self.users.get_mut(user) else {
+                    return CommandResult::refused(format!("user {user:?} does not exist"));
+                };
+                if creds.remove(mechanism).is_none() {
+                    return CommandResult::refused(format!(
+                        "user {user:?} has no {} credential",
+                        mechanism.name()
+                    ));
+                }
+                if creds.is_empty() {
+                    self.users.remove(user);
+                }
+                CommandResult::default()
+            }
         }
     }
 
@@ -981,5 +1026,40 @@ mod tests {
         let encoded = serde_json::to_string(&run().0).unwrap();
         let decoded: ClusterState = serde_json::from_str(&encoded).unwrap();
         assert_eq!(decoded, run().0);
+    }
+
+    #[test]
+    fn scram_credentials_are_set_replaced_and_removed() {
+        use strata_auth::{Mechanism, ScramCredential};
+        let mut s = ClusterState::default();
+        let cred = |pw: &str| ScramCredential::new(Mechanism::Sha512, pw, 4096).unwrap();
+        let upsert = |user: &str, c: ScramCredential| Command::UpsertScramCredential {
+            user: user.into(),
+            mechanism: Mechanism::Sha512,
+            credential: c,
+        };
+        assert_eq!(
+            s.apply(&upsert("alice", cred("one"))),
+            CommandResult::default()
+        );
+        let second = cred("two");
+        s.apply(&upsert("alice", second.clone()));
+        assert_eq!(s.users["alice"][&Mechanism::Sha512], second);
+        // A weak credential or a bad name changes nothing.
+        let mut weak = cred("x");
+        weak.iterations = 10;
+        assert!(s.apply(&upsert("bob", weak)).error.is_some());
+        assert!(s.apply(&upsert("", cred("x"))).error.is_some());
+        assert_eq!(s.users.len(), 1);
+        // The state, credentials included, survives a snapshot's round trip.
+        let back: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        let delete = Command::DeleteScramCredential {
+            user: "alice".into(),
+            mechanism: Mechanism::Sha512,
+        };
+        assert_eq!(s.apply(&delete), CommandResult::default());
+        assert!(s.users.is_empty());
+        assert!(s.apply(&delete).error.unwrap().contains("does not exist"));
     }
 }

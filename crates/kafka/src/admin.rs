@@ -10,7 +10,7 @@ use strata_broker::error::BrokerError;
 
 use crate::errors;
 use crate::handlers::topic_uuid;
-use crate::{Context, str};
+use crate::{Context, Session, str};
 
 /// Kafka's resource types in config requests.
 const RESOURCE_TOPIC: i8 = 2;
@@ -357,5 +357,166 @@ pub fn describe_cluster(ctx: &Context, r: DescribeClusterRequest) -> DescribeClu
             out
         })
         .collect();
+    resp
+}
+
+// ---- SCRAM users (KIP-554) ----
+
+/// Each user asked for (every user, if none is named) with its mechanisms and
+/// iteration counts; never a key.
+pub fn describe_user_scram_credentials(
+    ctx: &Context,
+    session: &Session,
+    r: DescribeUserScramCredentialsRequest,
+) -> DescribeUserScramCredentialsResponse {
+    let mut resp = DescribeUserScramCredentialsResponse::default();
+    let listed = strata_broker::security::check_admin(ctx.broker.config(), &session.principal)
+        .and_then(|()| ctx.users())
+        .map(|u| u.list());
+    let all = match listed {
+        Ok(all) => all,
+        Err(e) => {
+            resp.error_code = errors::code(&e);
+            resp.error_message = Some(str(&e.to_string()));
+            return resp;
+        }
+    };
+    let names: Vec<String> = match r.users {
+        Some(users) if !users.is_empty() => users.into_iter().map(|u| u.name.to_string()).collect(),
+        _ => all.keys().cloned().collect(),
+    };
+    let mut seen = BTreeSet::new();
+    for name in names {
+        let mut result =
+            describe_user_scram_credentials_response::DescribeUserScramCredentialsResult::default();
+        result.user = str(&name);
+        if !seen.insert(name.clone()) {
+            result.error_code = ResponseError::DuplicateResource.code();
+            result.error_message = Some(str("the user is named twice in the request"));
+        } else {
+            match all.get(&name) {
+                Some(mechs) => {
+                    result.credential_infos = mechs
+                        .iter()
+                        .map(|(m, iterations)| {
+                            let mut c =
+                                describe_user_scram_credentials_response::CredentialInfo::default();
+                            c.mechanism = m.kafka_type();
+                            c.iterations = *iterations as i32;
+                            c
+                        })
+                        .collect();
+                }
+                None => {
+                    result.error_code = ResponseError::ResourceNotFound.code();
+                    result.error_message =
+                        Some(str(&format!("user {name:?} has no SCRAM credential")));
+                }
+            }
+        }
+        resp.results.push(result);
+    }
+    resp
+}
+
+/// Deletions then upsertions, each answered for its user. A user named twice in one
+/// request is refused (Kafka's DUPLICATE_RESOURCE); nothing else of it changes.
+pub async fn alter_user_scram_credentials(
+    ctx: &Context,
+    session: &Session,
+    r: AlterUserScramCredentialsRequest,
+) -> AlterUserScramCredentialsResponse {
+    let mut resp = AlterUserScramCredentialsResponse::default();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for name in r
+        .deletions
+        .iter()
+        .map(|d| &d.name)
+        .chain(r.upsertions.iter().map(|u| &u.name))
+    {
+        *counts.entry(name.to_string()).or_default() += 1;
+    }
+    let allowed = strata_broker::security::check_admin(ctx.broker.config(), &session.principal)
+        .and_then(|()| ctx.users());
+    let answer = |user: &str, e: Option<(i16, String)>| {
+        let mut a =
+            alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default();
+        a.user = str(user);
+        if let Some((code, msg)) = e {
+            a.error_code = code;
+            a.error_message = Some(str(&msg));
+        }
+        a
+    };
+    let users = match allowed {
+        Ok(u) => u,
+        Err(e) => {
+            let e = (errors::code(&e), e.to_string());
+            for (name, _) in counts {
+                resp.results.push(answer(&name, Some(e.clone())));
+            }
+            return resp;
+        }
+    };
+    let duplicate = |name: &str| {
+        (counts.get(name).copied().unwrap_or(0) > 1).then(|| {
+            (
+                ResponseError::DuplicateResource.code(),
+                "the user is named more than once in the request".to_string(),
+            )
+        })
+    };
+    let mechanism = |t: i8| {
+        strata_auth::Mechanism::from_kafka_type(t).ok_or_else(|| {
+            (
+                ResponseError::UnsupportedSaslMechanism.code(),
+                format!("unknown SCRAM mechanism {t}; use 1 (SCRAM-SHA-256) or 2 (SCRAM-SHA-512)"),
+            )
+        })
+    };
+    let failed = |e: BrokerError| {
+        let code = match e.kind() {
+            strata_broker::error::ErrorKind::InvalidRequest => {
+                ResponseError::ResourceNotFound.code()
+            }
+            _ => errors::code(&e),
+        };
+        (code, e.to_string())
+    };
+    let mut reported = BTreeSet::new();
+    for d in r.deletions {
+        let name = d.name.to_string();
+        let outcome = match duplicate(&name) {
+            Some(e) => Err(e),
+            None => match mechanism(d.mechanism) {
+                Ok(m) => users.delete(&name, m).await.map_err(failed),
+                Err(e) => Err(e),
+            },
+        };
+        if reported.insert(name.clone()) {
+            resp.results.push(answer(&name, outcome.err()));
+        }
+    }
+    for u in r.upsertions {
+        let name = u.name.to_string();
+        let outcome = match duplicate(&name) {
+            Some(e) => Err(e),
+            None => match mechanism(u.mechanism) {
+                Ok(m) => match strata_auth::ScramCredential::from_salted_password(
+                    m,
+                    u.salt.to_vec(),
+                    &u.salted_password,
+                    u.iterations.max(0) as u32,
+                ) {
+                    Ok(c) => users.upsert(&name, m, c).await.map_err(failed),
+                    Err(e) => Err((ResponseError::UnacceptableCredential.code(), e.to_string())),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        if reported.insert(name.clone()) {
+            resp.results.push(answer(&name, outcome.err()));
+        }
+    }
     resp
 }

@@ -75,16 +75,21 @@ pub async fn serve_connection(
     ctx: Arc<Context>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let span = tracing::info_span!("kafka_connection", %peer);
+    let span = tracing::info_span!("kafka_connection", %peer, principal = tracing::field::Empty);
+    // A client certificate names the principal, unless SASL names another.
+    let cert = conn
+        .peer()
+        .certs
+        .and_then(|c| strata_auth::cert::principal(c.first()?));
     match conn {
         // Plain TCP splits without a lock between the halves.
         strata_tls::Conn::Plain(tcp) => {
             let (rd, wr) = tcp.into_split();
-            serve_halves(rd, wr, ctx, stop).instrument(span).await
+            serve_halves(rd, wr, cert, ctx, stop).instrument(span).await
         }
         strata_tls::Conn::Tls(tls) => {
             let (rd, wr) = tokio::io::split(*tls);
-            serve_halves(rd, wr, ctx, stop).instrument(span).await
+            serve_halves(rd, wr, cert, ctx, stop).instrument(span).await
         }
     }
 }
@@ -92,6 +97,7 @@ pub async fn serve_connection(
 async fn serve_halves<R, W>(
     rd: R,
     mut wr: W,
+    cert: Option<strata_auth::Principal>,
     ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
@@ -103,6 +109,24 @@ async fn serve_halves<R, W>(
             max: ctx.config.max_request_bytes,
         };
         let mut frames = FramedRead::with_capacity(rd, codec, 64 << 10);
+        let principal = if ctx.config.sasl_mechanisms.is_empty() {
+            cert.unwrap_or_else(strata_auth::Principal::anonymous)
+        } else {
+            let authenticated = tokio::select! {
+                r = crate::sasl::authenticate(&mut frames, &mut wr, &ctx) => r,
+                _ = stop.changed() => return,
+            };
+            match authenticated {
+                Ok(p) => p,
+                Err(why) => {
+                    tracing::info!(reason = %why, "closing kafka connection: not authenticated");
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            }
+        };
+        tracing::Span::current().record("principal", tracing::field::display(&principal));
+        let session = Arc::new(crate::Session { principal });
         let mut in_flight = InFlight::default();
         // A request that runs alone, read while others were in flight: it starts once
         // they are answered, and nothing more is read until then.
@@ -111,7 +135,7 @@ async fn serve_halves<R, W>(
         loop {
             if in_flight.is_empty()
                 && let Some(frame) = parked.take()
-                && let Err(Close(why)) = in_flight.start(&ctx, frame)
+                && let Err(Close(why)) = in_flight.start(&ctx, &session, frame)
             {
                 ctx.broker.metrics().kafka_bad_requests.add(1);
                 tracing::info!(reason = %why, "closing kafka connection");
@@ -134,7 +158,7 @@ async fn serve_halves<R, W>(
                         parked = Some(frame);
                         continue;
                     }
-                    if let Err(Close(why)) = in_flight.start(&ctx, frame) {
+                    if let Err(Close(why)) = in_flight.start(&ctx, &session, frame) {
                         ctx.broker.metrics().kafka_bad_requests.add(1);
                         tracing::info!(reason = %why, "closing kafka connection");
                         break;
@@ -203,7 +227,7 @@ async fn serve_halves<R, W>(
 /// size then lands without a copy); past that it grows as the frame's bytes arrive, so
 /// a peer that declares a large frame and stalls costs what it sent, not what it
 /// declared.
-struct Frames {
+pub(crate) struct Frames {
     max: usize,
 }
 
@@ -263,10 +287,15 @@ impl InFlight {
                 && self.held < MAX_IN_FLIGHT_BYTES)
     }
 
-    fn start(&mut self, ctx: &Arc<Context>, frame: Bytes) -> Result<(), Close> {
+    fn start(
+        &mut self,
+        ctx: &Arc<Context>,
+        session: &Arc<crate::Session>,
+        frame: Bytes,
+    ) -> Result<(), Close> {
         let len = frame.len();
         self.alone = runs_alone(&frame);
-        let reply = handle_frame(ctx, frame)?;
+        let reply = handle_frame(ctx, session, frame)?;
         self.replies.push_back(reply);
         self.sizes.push_back(len);
         self.held += len;
@@ -281,7 +310,11 @@ impl InFlight {
 }
 
 /// Decodes a frame and starts handling it.
-fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
+fn handle_frame(
+    ctx: &Arc<Context>,
+    session: &Arc<crate::Session>,
+    frame: Bytes,
+) -> Result<Reply, Close> {
     match decode_request(frame)? {
         Decoded::Request(h, r) => {
             let span = tracing::debug_span!(
@@ -293,7 +326,7 @@ fn handle_frame(ctx: &Arc<Context>, frame: Bytes) -> Result<Reply, Close> {
             );
             let started = std::time::Instant::now();
             let metrics = ctx.broker.metrics().clone();
-            let reply = span.in_scope(|| crate::handlers::dispatch(ctx, h, *r));
+            let reply = span.in_scope(|| crate::handlers::dispatch(ctx, session, h, *r));
             Ok(Box::pin(
                 async move {
                     let out = reply.await;
@@ -348,6 +381,10 @@ pub enum Request {
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
+    DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
+    AlterUserScramCredentials(AlterUserScramCredentialsRequest),
 }
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
@@ -426,6 +463,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
         ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&h, frame)?),
         ApiKey::DescribeCluster => Request::DescribeCluster(decode(&h, frame)?),
         ApiKey::OffsetForLeaderEpoch => Request::OffsetForLeaderEpoch(decode(&h, frame)?),
+        ApiKey::SaslHandshake => Request::SaslHandshake(decode(&h, frame)?),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(decode(&h, frame)?),
+        ApiKey::DescribeUserScramCredentials => {
+            Request::DescribeUserScramCredentials(decode(&h, frame)?)
+        }
+        ApiKey::AlterUserScramCredentials => Request::AlterUserScramCredentials(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
     Ok(Decoded::Request(h, Box::new(r)))

@@ -22,14 +22,15 @@ use crate::errors;
 use crate::groups;
 use crate::sessions;
 use crate::view::{BrokerView, TopicView};
-use crate::{Context, str};
+use crate::{Context, Session, str};
 
 /// Longest a fetch waits for `min.bytes`, whatever it asks for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
 
 /// Starts answering a decoded request.
-pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
+pub fn dispatch(ctx: &Arc<Context>, session: &Arc<Session>, h: Header, r: Request) -> Reply {
     let ctx = ctx.clone();
+    let session = session.clone();
     let (id, v) = (h.correlation_id, h.version);
     match r {
         Request::ApiVersions(_) => ready(response(id, v, &api_versions(0))),
@@ -104,6 +105,41 @@ pub fn dispatch(ctx: &Arc<Context>, h: Header, r: Request) -> Reply {
         Request::OffsetForLeaderEpoch(r) => {
             ready(response(id, v, &offset_for_leader_epoch(&ctx, r)))
         }
+        // Authentication is over (or this listener has none): Kafka answers a SASL
+        // request now with ILLEGAL_SASL_STATE.
+        Request::SaslHandshake(_) => {
+            let mut resp = SaslHandshakeResponse::default();
+            resp.error_code = ResponseError::IllegalSaslState.code();
+            resp.mechanisms = ctx
+                .config
+                .sasl_mechanisms
+                .iter()
+                .map(|m| str(m.name()))
+                .collect();
+            ready(response(id, v, &resp))
+        }
+        Request::SaslAuthenticate(_) => {
+            let mut resp = SaslAuthenticateResponse::default();
+            resp.error_code = ResponseError::IllegalSaslState.code();
+            resp.error_message = Some(str(if ctx.config.sasl_mechanisms.is_empty() {
+                "this listener does not use SASL; connect with PLAINTEXT or SSL"
+            } else {
+                "this connection has already authenticated"
+            }));
+            ready(response(id, v, &resp))
+        }
+        Request::DescribeUserScramCredentials(r) => ready(response(
+            id,
+            v,
+            &admin::describe_user_scram_credentials(&ctx, &session, r),
+        )),
+        Request::AlterUserScramCredentials(r) => Box::pin(async move {
+            Answer::Frame(response(
+                id,
+                v,
+                &admin::alter_user_scram_credentials(&ctx, &session, r).await,
+            ))
+        }),
     }
 }
 
@@ -120,7 +156,7 @@ pub fn topic_uuid(id: &str) -> Uuid {
 // ---- ApiVersions ----
 
 /// The table of served APIs, with `error_code`.
-fn api_versions(error_code: i16) -> ApiVersionsResponse {
+pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
     r.error_code = error_code;
     r.api_keys = SUPPORTED

@@ -22,6 +22,7 @@ pub mod conn;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod sasl;
 pub mod sessions;
 pub mod view;
 
@@ -48,6 +49,31 @@ pub struct KafkaConfig {
     /// Create a topic a producer or consumer asks metadata for, with the broker's
     /// defaults (Kafka's `auto.create.topics.enable`).
     pub auto_create_topics: bool,
+    /// SASL mechanisms offered; with any, every connection must authenticate first
+    /// (SASL_PLAINTEXT, or SASL_SSL over TLS). Empty: a connection's principal is its
+    /// client certificate's, or `User:ANONYMOUS`.
+    pub sasl_mechanisms: Vec<strata_auth::SaslMechanism>,
+}
+
+impl KafkaConfig {
+    /// The listener's settings from the broker's, advertised as `advertise`.
+    pub fn new(
+        advertise: String,
+        config: &strata_broker::BrokerConfig,
+    ) -> Result<Self, BrokerError> {
+        Ok(Self {
+            advertise,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            auto_create_topics: config.auto_create_topics_enable,
+            sasl_mechanisms: config.sasl_mechanisms()?,
+        })
+    }
+}
+
+/// Who is on a connection, settled before its first request is handled.
+#[derive(Debug)]
+pub struct Session {
+    pub principal: strata_auth::Principal,
 }
 
 /// What every connection shares.
@@ -106,6 +132,14 @@ impl Context {
             Some(m) => m.explain(e, partition),
             None => e,
         }
+    }
+
+    /// Where SCRAM users live (the controller, or a single broker's user file).
+    pub fn users(&self) -> Result<strata_broker::security::UserStore<'_>, BrokerError> {
+        Ok(match self.cluster()? {
+            Some(m) => strata_broker::security::UserStore::Cluster(m),
+            None => strata_broker::security::UserStore::Local(self.broker.user_file()),
+        })
     }
 
     /// This broker's node id as Kafka clients see it.

@@ -24,8 +24,12 @@ struct Kafka {
 const MAX_REQUEST: usize = 16 << 20;
 
 async fn start() -> Kafka {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut BrokerConfig)) -> Kafka {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         metrics_listen: String::new(),
@@ -33,6 +37,7 @@ async fn start() -> Kafka {
         cold_cache_disk_bytes: 0,
         ..BrokerConfig::default()
     };
+    tune(&mut config);
     let broker = Broker::open(config, Arc::new(strata_log::SystemClock))
         .await
         .unwrap();
@@ -44,6 +49,7 @@ async fn start() -> Kafka {
             advertise: addr.clone(),
             max_request_bytes: MAX_REQUEST,
             auto_create_topics: true,
+            sasl_mechanisms: broker.config().sasl_mechanisms().unwrap(),
         },
         Default::default(),
     )
@@ -760,4 +766,253 @@ async fn a_fetch_session_does_not_starve_its_later_partitions() {
         }
     }
     assert_eq!(served, [0, 1].into(), "partitions answered with records");
+}
+
+// ---- SASL ----
+
+use strata_auth::{Mechanism, ScramClient, ScramCredential};
+
+/// A broker whose Kafka listener requires SASL, with users `admin` (a super user) and
+/// `alice`, each with both SCRAM mechanisms.
+async fn sasl_broker() -> Kafka {
+    let k = start_with(|c| {
+        c.kafka_sasl_mechanisms = vec![
+            "SCRAM-SHA-256".into(),
+            "SCRAM-SHA-512".into(),
+            "PLAIN".into(),
+        ];
+        c.super_users = vec!["User:admin".into()];
+    })
+    .await;
+    for (user, password) in [("admin", "admin-secret"), ("alice", "alice-secret")] {
+        for m in Mechanism::ALL {
+            let c = ScramCredential::new(m, password, 4096).unwrap();
+            k.broker.user_file().upsert(user, m, c).unwrap();
+        }
+    }
+    k
+}
+
+async fn handshake(conn: &mut TcpStream, mechanism: &str) -> SaslHandshakeResponse {
+    let mut r = SaslHandshakeRequest::default();
+    r.mechanism = StrBytes::from_string(mechanism.to_string());
+    call(conn, ApiKey::SaslHandshake, 1, &r).await
+}
+
+async fn sasl_authenticate(conn: &mut TcpStream, bytes: Vec<u8>) -> SaslAuthenticateResponse {
+    let mut r = SaslAuthenticateRequest::default();
+    r.auth_bytes = bytes.into();
+    call(conn, ApiKey::SaslAuthenticate, 2, &r).await
+}
+
+/// A connection authenticated as `user` with SCRAM `m`.
+async fn scram_login(
+    k: &Kafka,
+    m: Mechanism,
+    user: &str,
+    password: &str,
+) -> Result<TcpStream, SaslAuthenticateResponse> {
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let h = handshake(&mut conn, m.name()).await;
+    assert_eq!(h.error_code, 0);
+    let mut client = ScramClient::new(m, user, password);
+    let first = sasl_authenticate(&mut conn, client.client_first()).await;
+    if first.error_code != 0 {
+        return Err(first);
+    }
+    let last = sasl_authenticate(&mut conn, client.client_final(&first.auth_bytes).unwrap()).await;
+    if last.error_code != 0 {
+        return Err(last);
+    }
+    client
+        .verify_server_final(&last.auth_bytes)
+        .expect("the broker proves it knows the credential");
+    Ok(conn)
+}
+
+async fn metadata_topics(conn: &mut TcpStream) -> usize {
+    let r: MetadataResponse = call(conn, ApiKey::Metadata, 12, &MetadataRequest::default()).await;
+    r.topics.len()
+}
+
+#[tokio::test]
+async fn sasl_scram_and_plain_authenticate_and_wrong_passwords_are_refused() {
+    let k = sasl_broker().await;
+    // ApiVersions is answered before authentication, and lists the SASL APIs.
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let v = api_versions(&mut conn).await;
+    assert!(
+        v.api_keys
+            .iter()
+            .any(|a| a.api_key == ApiKey::SaslAuthenticate as i16)
+    );
+    // Anything else before authenticating closes the connection.
+    let body = request_body(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+    send_frame(&mut conn, &body).await;
+    assert_closed(&mut conn, "metadata before SASL").await;
+
+    for m in Mechanism::ALL {
+        let mut conn = scram_login(&k, m, "alice", "alice-secret").await.unwrap();
+        assert_eq!(metadata_topics(&mut conn).await, 0);
+        // A second authentication on the same connection is out of turn.
+        let again = handshake(&mut conn, m.name()).await;
+        assert_eq!(again.error_code, ResponseError::IllegalSaslState.code());
+
+        let refused = scram_login(&k, m, "alice", "wrong").await.unwrap_err();
+        assert_eq!(
+            refused.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
+        let msg = refused.error_message.unwrap().to_string();
+        assert!(
+            msg.contains("invalid credentials") && msg.contains(m.name()),
+            "{msg}"
+        );
+        // An unknown user reads the same as a wrong password.
+        let unknown = scram_login(&k, m, "mallory", "alice-secret")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            unknown.error_code,
+            ResponseError::SaslAuthenticationFailed.code()
+        );
+        assert_eq!(unknown.error_message.unwrap().to_string(), msg);
+    }
+
+    // PLAIN, against the same credentials.
+    let plain = |user: &str, password: &str| format!("\0{user}\0{password}").into_bytes();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    assert_eq!(handshake(&mut conn, "PLAIN").await.error_code, 0);
+    let ok = sasl_authenticate(&mut conn, plain("alice", "alice-secret")).await;
+    assert_eq!(ok.error_code, 0);
+    assert_eq!(metadata_topics(&mut conn).await, 0);
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    assert_eq!(handshake(&mut conn, "PLAIN").await.error_code, 0);
+    let bad = sasl_authenticate(&mut conn, plain("alice", "nope")).await;
+    assert_eq!(
+        bad.error_code,
+        ResponseError::SaslAuthenticationFailed.code()
+    );
+    assert_closed(&mut conn, "after a failed PLAIN login").await;
+
+    // A v0 handshake (bare SASL tokens would follow) is refused.
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let mut r = SaslHandshakeRequest::default();
+    r.mechanism = StrBytes::from_static_str("PLAIN");
+    let h: SaslHandshakeResponse = call(&mut conn, ApiKey::SaslHandshake, 0, &r).await;
+    assert_eq!(h.error_code, ResponseError::UnsupportedVersion.code());
+    assert_closed(&mut conn, "after a v0 handshake").await;
+
+    // A mechanism not offered is refused with the list of those that are.
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let h = handshake(&mut conn, "GSSAPI").await;
+    assert_eq!(h.error_code, ResponseError::UnsupportedSaslMechanism.code());
+    assert_eq!(h.mechanisms.len(), 3);
+    assert_closed(&mut conn, "after an unsupported mechanism").await;
+
+    let m = k.broker.metrics();
+    assert_eq!(m.kafka_authentications.get(), 3);
+    assert_eq!(m.kafka_authentication_failures.get(), 5);
+}
+
+#[tokio::test]
+async fn only_a_super_user_manages_scram_users_over_kafka() {
+    let k = sasl_broker().await;
+    let m = Mechanism::Sha512;
+    let salt = strata_auth::scram::random(16);
+    let mut up = alter_user_scram_credentials_request::ScramCredentialUpsertion::default();
+    up.name = StrBytes::from_static_str("bob");
+    up.mechanism = m.kafka_type();
+    up.iterations = 8192;
+    up.salt = salt.clone().into();
+    up.salted_password = m.salt_password(b"bob-secret", &salt, 8192).into();
+    let mut alter = AlterUserScramCredentialsRequest::default();
+    alter.upsertions = vec![up];
+
+    // alice is no super user: refused, and nothing changes.
+    let mut alice = scram_login(&k, m, "alice", "alice-secret").await.unwrap();
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut alice, ApiKey::AlterUserScramCredentials, 0, &alter).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let d: DescribeUserScramCredentialsResponse = call(
+        &mut alice,
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    )
+    .await;
+    assert_eq!(
+        d.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    assert!(scram_login(&k, m, "bob", "bob-secret").await.is_err());
+
+    // admin adds bob, who then logs in; describe shows mechanisms, never keys.
+    let mut admin = scram_login(&k, m, "admin", "admin-secret").await.unwrap();
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::AlterUserScramCredentials, 0, &alter).await;
+    assert_eq!(
+        r.results[0].error_code, 0,
+        "{:?}",
+        r.results[0].error_message
+    );
+    scram_login(&k, m, "bob", "bob-secret").await.unwrap();
+    assert!(
+        scram_login(&k, Mechanism::Sha256, "bob", "bob-secret")
+            .await
+            .is_err()
+    );
+    let mut who = DescribeUserScramCredentialsRequest::default();
+    let mut name = describe_user_scram_credentials_request::UserName::default();
+    name.name = StrBytes::from_static_str("bob");
+    let mut ghost = describe_user_scram_credentials_request::UserName::default();
+    ghost.name = StrBytes::from_static_str("ghost");
+    who.users = Some(vec![name, ghost]);
+    let d: DescribeUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::DescribeUserScramCredentials, 0, &who).await;
+    assert_eq!(d.results[0].credential_infos.len(), 1);
+    assert_eq!(d.results[0].credential_infos[0].iterations, 8192);
+    assert_eq!(
+        d.results[1].error_code,
+        ResponseError::ResourceNotFound.code()
+    );
+
+    // Too few iterations, and a user named twice, are refused.
+    let mut weak = alter.clone();
+    weak.upsertions[0].iterations = 100;
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::AlterUserScramCredentials, 0, &weak).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::UnacceptableCredential.code()
+    );
+    let mut twice = alter.clone();
+    let mut del = alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+    del.name = StrBytes::from_static_str("bob");
+    del.mechanism = m.kafka_type();
+    twice.deletions = vec![del.clone()];
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::AlterUserScramCredentials, 0, &twice).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::DuplicateResource.code()
+    );
+    scram_login(&k, m, "bob", "bob-secret").await.unwrap();
+
+    // Deleted, bob can no longer log in.
+    let mut delete = AlterUserScramCredentialsRequest::default();
+    delete.deletions = vec![del];
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::AlterUserScramCredentials, 0, &delete).await;
+    assert_eq!(r.results[0].error_code, 0);
+    assert!(scram_login(&k, m, "bob", "bob-secret").await.is_err());
+    let r: AlterUserScramCredentialsResponse =
+        call(&mut admin, ApiKey::AlterUserScramCredentials, 0, &delete).await;
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ResourceNotFound.code()
+    );
 }

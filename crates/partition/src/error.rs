@@ -65,6 +65,9 @@ pub enum ErrorKind {
     /// An idempotent producer's batch from an epoch the partition has seen superseded
     /// (Kafka's INVALID_PRODUCER_EPOCH): a newer instance took over.
     InvalidProducerEpoch,
+    /// The principal may not do this (Kafka's *_AUTHORIZATION_FAILED, gRPC's
+    /// PERMISSION_DENIED).
+    NotAuthorized,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +132,9 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidRequest(String),
+    /// The message names the principal, what it asked and what it lacks.
+    #[error("{0}")]
+    NotAuthorized(String),
     /// The log error names the partition (`topic-partition`) itself.
     #[error("{source}")]
     Log {
@@ -298,6 +304,7 @@ impl Error {
             Self::InvalidTimestamp { .. } => K::InvalidTimestamp,
             Self::InvalidBatch { .. } => K::CorruptMessage,
             Self::InvalidRequest(_) => K::InvalidRequest,
+            Self::NotAuthorized(_) => K::NotAuthorized,
             Self::ReplicationFactor { .. } => K::InvalidReplicationFactor,
             Self::Log { source, .. } => match source {
                 LogError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,

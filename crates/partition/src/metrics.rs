@@ -125,6 +125,8 @@ metrics! {
     Counter kafka_connections "strata_kafka_connections_total" "Connections accepted by the Kafka listener.";
     Counter kafka_requests "strata_kafka_requests_total" "Kafka protocol requests answered (produce and fetch are also counted above).";
     Counter kafka_bad_requests "strata_kafka_bad_requests_total" "Kafka connections closed for a frame that could not be answered (too large, unknown API or version, malformed).";
+    Counter kafka_authentications "strata_kafka_authentications_total" "Kafka connections that authenticated with SASL.";
+    Counter kafka_authentication_failures "strata_kafka_authentication_failures_total" "Kafka SASL authentications refused (wrong password, unknown user, malformed exchange).";
     Histogram kafka_request_latency "strata_kafka_request_latency_seconds" "Time from reading a Kafka request to its answer being ready.";
 }
 

@@ -204,17 +204,21 @@ impl ClusterService {
         if !self.broker.config().tls() {
             return Ok(());
         }
-        let certified = request
-            .extensions()
-            .get::<strata_tls::PeerInfo>()
-            .is_some_and(|p| p.certs.as_ref().is_some_and(|c| !c.is_empty()));
-        if certified {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(
+        let Some(peer) = crate::auth::cert_principal(request) else {
+            return Err(Status::permission_denied(
                 "broker-to-broker calls need a broker certificate signed by this cluster's CA",
-            ))
+            ));
+        };
+        // With super users named, a certificate of the cluster's CA is not enough (the
+        // CA may sign clients too): the broker's must name a super user.
+        let supers = self.broker.config().super_users().unwrap_or_default();
+        if !supers.is_empty() && !supers.contains(&peer) {
+            tracing::warn!(%peer, "refused a broker-to-broker call from a principal not in super_users");
+            return Err(Status::permission_denied(format!(
+                "{peer} is not a broker of this cluster: broker-to-broker calls need a certificate naming one of super_users"
+            )));
         }
+        Ok(())
     }
 }
 

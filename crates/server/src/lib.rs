@@ -5,6 +5,7 @@
 //!
 //! The broker core knows nothing of tonic: everything protocol-shaped lives here.
 
+pub mod auth;
 pub mod cluster;
 pub mod service;
 
@@ -93,11 +94,17 @@ pub async fn run_node(
         metrics: metrics_tls,
     } = tls_for(broker.config())?;
     let reflection = reflection()?;
+    let authenticate = auth::Authenticate::new(broker.config()).map_err(RunError::Config)?;
     let background = strata_broker::tasks::Background::start(&broker);
     let reload_poll = Duration::from_millis(broker.config().tls_reload_interval_ms);
     for tls in grpc_tls.iter().chain(&kafka_tls).chain(&metrics_tls) {
         tokio::spawn(tls.clone().watch(reload_poll, background.stopping()));
     }
+    tokio::spawn(
+        authenticate
+            .clone()
+            .watch(reload_poll, background.stopping()),
+    );
     let metrics_task = metrics.map(|l| {
         tokio::spawn(serve_metrics(
             l,
@@ -162,9 +169,12 @@ pub async fn run_node(
             }
         })
     });
-    let service = StrataServer::new(Service::new(broker.clone(), node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        StrataServer::new(Service::new(broker.clone(), node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        authenticate,
+    );
     let internal = duties.is_some().then(|| {
         strata_proto::internal::v1::cluster_server::ClusterServer::new(
             cluster::ClusterService::new(node.clone(), broker.clone()),
@@ -243,7 +253,29 @@ pub async fn run_node(
 /// Loads the TLS files `config` names, so a broker can refuse bad ones before it
 /// starts anything.
 pub fn check_tls(config: &strata_broker::BrokerConfig) -> Result<(), RunError> {
-    tls_for(config).map(|_| ())
+    tls_for(config)?;
+    auth::Authenticate::new(config).map_err(RunError::Config)?;
+    // In a TLS cluster with super users, the others accept this broker's calls only
+    // if its certificate names one of them: refuse now, not at its first call.
+    let supers = config
+        .super_users()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if let (true, Some(cert)) = (
+        config.clustered() && !supers.is_empty(),
+        &config.tls_cert_file,
+    ) {
+        let leaf = strata_tls::load_certs(cert, "certificate")
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        let me = leaf.first().and_then(|c| strata_auth::cert::principal(c));
+        if !me.as_ref().is_some_and(|p| supers.contains(p)) {
+            return Err(RunError::Config(format!(
+                "this broker's certificate {} names {}, which is not in super_users: the other brokers would refuse its calls; add it to super_users or use a broker certificate",
+                cert.display(),
+                me.map_or("no principal".to_string(), |p| p.to_string())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Each listener's TLS, when it has any: the same files, each with the application
@@ -461,6 +493,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | K::NotOwner
         | K::OutOfOrderSequence
         | K::InvalidProducerEpoch => Code::FailedPrecondition,
+        K::NotAuthorized => Code::PermissionDenied,
         K::OffsetOutOfRange => Code::OutOfRange,
         K::StorageCorrupt => Code::DataLoss,
         K::Unavailable => Code::Unavailable,

@@ -54,6 +54,18 @@ impl Service {
         }
     }
 
+    /// Where SCRAM users live, once `principal` may manage them.
+    fn users(
+        &self,
+        principal: &strata_auth::Principal,
+    ) -> Result<strata_broker::security::UserStore<'_>, Status> {
+        strata_broker::security::check_admin(self.broker.config(), principal).map_err(status)?;
+        Ok(match self.cluster()? {
+            Some(m) => strata_broker::security::UserStore::Cluster(m),
+            None => strata_broker::security::UserStore::Local(self.broker.user_file()),
+        })
+    }
+
     fn cluster(&self) -> Result<Option<&Arc<strata_broker::replication::Member>>, Status> {
         if !self.broker.config().clustered() {
             return Ok(None);
@@ -422,6 +434,75 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl Strata for Service {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal: crate::auth::principal(&request).to_string(),
+        }))
+    }
+
+    async fn upsert_user(
+        &self,
+        request: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::UpsertUserResponse>, Status> {
+        let principal = crate::auth::principal(&request);
+        let r = request.into_inner();
+        let m = mechanism(&r.mechanism)?;
+        let credential = strata_auth::ScramCredential::from_salted_password(
+            m,
+            r.salt.to_vec(),
+            &r.salted_password,
+            r.iterations,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.users(&principal)?
+            .upsert(&r.name, m, credential)
+            .await
+            .map_err(status)?;
+        tracing::info!(%principal, user = %r.name, mechanism = m.name(), "SCRAM credential set");
+        Ok(Response::new(pb::UpsertUserResponse {}))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let principal = crate::auth::principal(&request);
+        let r = request.into_inner();
+        let m = mechanism(&r.mechanism)?;
+        self.users(&principal)?
+            .delete(&r.name, m)
+            .await
+            .map_err(status)?;
+        tracing::info!(%principal, user = %r.name, mechanism = m.name(), "SCRAM credential removed");
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let principal = crate::auth::principal(&request);
+        let users = self
+            .users(&principal)?
+            .list()
+            .into_iter()
+            .map(|(name, creds)| pb::UserDescription {
+                name,
+                credentials: creds
+                    .into_iter()
+                    .map(|(m, iterations)| pb::UserCredential {
+                        mechanism: m.name().to_string(),
+                        iterations,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
     async fn produce(
         &self,
         request: Request<pb::ProduceRequest>,
@@ -1002,4 +1083,10 @@ fn offset_entries(offsets: Vec<(String, u32, i64, String)>) -> Vec<pb::OffsetEnt
             metadata,
         })
         .collect()
+}
+
+/// A SCRAM mechanism named in a request.
+fn mechanism(name: &str) -> Result<strata_auth::Mechanism, Status> {
+    name.parse()
+        .map_err(|e: strata_auth::AuthError| Status::invalid_argument(e.to_string()))
 }

@@ -43,6 +43,9 @@ pub struct BrokerArg {
     /// The key of --tls-cert (PEM).
     #[arg(long, env = "STRATA_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A bearer token (`strata token create`), for brokers with a token file.
+    #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl BrokerArg {
@@ -57,6 +60,7 @@ impl BrokerArg {
                 key: self.tls_key.clone(),
                 domain: None,
             }),
+            token: self.token.clone(),
         }
     }
 
@@ -91,6 +95,24 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
+    /// SASL/SCRAM users of the Kafka listener: add (or change a password), list, remove.
+    User {
+        #[command(subcommand)]
+        command: crate::users::UserCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
+    /// Bearer tokens for gRPC.
+    Token {
+        #[command(subcommand)]
+        command: crate::users::TokenCommand,
+    },
+    /// Who the broker takes this client for: a token's name, a certificate's common
+    /// name, or User:ANONYMOUS.
+    Whoami {
         #[command(flatten)]
         broker: BrokerArg,
     },
@@ -156,6 +178,20 @@ struct ServerArgs {
     /// [default: none].
     #[arg(long, env = "STRATA_TLS_CLIENT_AUTH")]
     tls_client_auth: Option<String>,
+    /// SASL mechanisms the Kafka listener requires, comma-separated: SCRAM-SHA-256,
+    /// SCRAM-SHA-512, PLAIN [default: none, no SASL].
+    #[arg(long, env = "STRATA_KAFKA_SASL_MECHANISMS", value_delimiter = ',')]
+    kafka_sasl_mechanisms: Option<Vec<String>>,
+    /// Bearer tokens for gRPC: a file of `NAME sha256:HEX` lines (`strata token create`).
+    #[arg(long, env = "STRATA_GRPC_TOKEN_FILE")]
+    grpc_token_file: Option<PathBuf>,
+    /// Refuse gRPC calls without a valid token or client certificate.
+    #[arg(long, env = "STRATA_GRPC_AUTH_REQUIRED")]
+    grpc_auth_required: bool,
+    /// A principal allowed everything (Kafka's super.users), e.g. User:admin;
+    /// repeat or comma-separate.
+    #[arg(long = "super-user", env = "STRATA_SUPER_USERS", value_delimiter = ',')]
+    super_users: Option<Vec<String>>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -363,6 +399,15 @@ pub async fn run(args: Args) -> Result<()> {
             init_tracing("warn");
             cluster(command, &broker).await
         }
+        Command::User { command, broker } => {
+            init_tracing("warn");
+            crate::users::user(command, &broker).await
+        }
+        Command::Token { command } => crate::users::token(command),
+        Command::Whoami { broker } => {
+            init_tracing("warn");
+            crate::users::whoami(&broker).await
+        }
         Command::Bench { command, broker } => {
             init_tracing("warn");
             bench::run(command, &broker).await
@@ -420,6 +465,18 @@ async fn server(a: ServerArgs) -> Result<()> {
     if let Some(v) = a.tls_client_auth {
         config.tls_client_auth = v;
     }
+    if let Some(v) = a.kafka_sasl_mechanisms {
+        config.kafka_sasl_mechanisms = v;
+    }
+    if let Some(v) = a.grpc_token_file {
+        config.grpc_token_file = Some(v);
+    }
+    if a.grpc_auth_required {
+        config.grpc_auth_required = true;
+    }
+    if let Some(v) = a.super_users {
+        config.super_users = v;
+    }
     config.validate()?;
     strata_server::check_tls(&config)?;
     let listener = TcpListener::bind(&config.listen).await.with_context(|| {
@@ -461,11 +518,7 @@ async fn server(a: ServerArgs) -> Result<()> {
         strata_kafka::split_host_port(&advertise).map_err(anyhow::Error::msg)?;
         Some(strata_server::KafkaListener {
             listener,
-            config: strata_kafka::KafkaConfig {
-                advertise,
-                max_request_bytes: strata_kafka::DEFAULT_MAX_REQUEST_BYTES,
-                auto_create_topics: config.auto_create_topics_enable,
-            },
+            config: strata_kafka::KafkaConfig::new(advertise, &config)?,
         })
     };
     let kafka_addr = kafka.as_ref().map(|k| k.config.advertise.clone());

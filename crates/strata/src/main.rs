@@ -5,6 +5,7 @@
 mod bench;
 mod bench_kafka;
 mod cli;
+mod users;
 
 use clap::Parser;
 

@@ -559,6 +559,41 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     r.topics = vec![t];
                     frame(key, v, &r)
                 }
+                ApiKey::SaslHandshake => {
+                    let mut r = SaslHandshakeRequest::default();
+                    r.mechanism = StrBytes::from_static_str("SCRAM-SHA-256");
+                    frame(key, v, &r)
+                }
+                ApiKey::SaslAuthenticate => {
+                    let mut r = SaslAuthenticateRequest::default();
+                    r.auth_bytes =
+                        bytes::Bytes::from_static(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+                    frame(key, v, &r)
+                }
+                ApiKey::DescribeUserScramCredentials => {
+                    let mut u = describe_user_scram_credentials_request::UserName::default();
+                    u.name = StrBytes::from_static_str("alice");
+                    let mut r = DescribeUserScramCredentialsRequest::default();
+                    r.users = Some(vec![u]);
+                    frame(key, v, &r)
+                }
+                ApiKey::AlterUserScramCredentials => {
+                    let mut u =
+                        alter_user_scram_credentials_request::ScramCredentialUpsertion::default();
+                    u.name = StrBytes::from_static_str("alice");
+                    u.mechanism = 1;
+                    u.iterations = 4096;
+                    u.salt = bytes::Bytes::from_static(b"0123456789abcdef");
+                    u.salted_password = bytes::Bytes::from_static(&[7; 32]);
+                    let mut d =
+                        alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+                    d.name = StrBytes::from_static_str("bob");
+                    d.mechanism = 2;
+                    let mut r = AlterUserScramCredentialsRequest::default();
+                    r.upsertions = vec![u];
+                    r.deletions = vec![d];
+                    frame(key, v, &r)
+                }
                 other => panic!("no seed for {other:?}: add one"),
             };
             out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));
