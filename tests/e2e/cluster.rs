@@ -235,7 +235,7 @@ fn state_of(d: &pb::DescribeClusterResponse, id: u64) -> Option<&str> {
 }
 
 /// A loopback address of its own for one cluster: 127.x.y.z, never 127.0.0.1.
-fn random_loopback() -> String {
+pub(crate) fn random_loopback() -> String {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

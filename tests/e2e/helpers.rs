@@ -168,7 +168,10 @@ impl ServerProcess {
             }
             None => Command::new(STRATA),
         };
-        c.args(["server", "--metrics-listen", ""]);
+        c.arg("server");
+        if !args.contains(&"--metrics-listen") {
+            c.args(["--metrics-listen", ""]);
+        }
         if !args.contains(&"--kafka-listen") {
             c.args(["--kafka-listen", ""]);
         }

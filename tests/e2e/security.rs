@@ -1237,3 +1237,243 @@ print(json.dumps(seen))
     assert_eq!(who(ci.clone()).await.unwrap(), "User:ci");
     b.stop().await;
 }
+
+/// `GET /metrics` of the broker at `addr`, over plain HTTP.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Passwords, tokens and the S3 secret key never show in a log line, an error, a
+/// metric or a topic description: a real broker process logging at debug level (every
+/// crate) through a run that creates users, logs in right and wrong over SASL, calls
+/// with a right and a wrong token, offloads to S3 and serves metrics; then every line
+/// is searched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_a_log_an_error_or_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = crate::s3::S3Server::start(&dir.path().join("s3")).await;
+    let tokens = dir.path().join("tokens");
+    let (ok, admin_token, err) = cli(
+        vec![
+            "token".into(),
+            "create".into(),
+            "admin".into(),
+            "--file".into(),
+            tokens.display().to_string(),
+        ],
+        vec![],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let admin_token = admin_token.trim().to_string();
+    let (password, wrong_password, wrong_token) =
+        ("pw-alice-9d1f", "pw-wrong-77aa", "strata_wrong-3a9c");
+
+    let ip = crate::cluster::random_loopback();
+    let (kafka, metrics) = (format!("{ip}:19500"), format!("{ip}:19501"));
+    let mut env: Vec<(String, String)> = s3
+        .options()
+        .into_iter()
+        .map(|(k, v)| (k.to_uppercase(), v))
+        .collect();
+    env.push(("RUST_LOG".into(), "debug".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let store = format!("s3://{}/secrets", crate::s3::BUCKET);
+    let tokens_arg = tokens.display().to_string();
+    let server = ServerProcess::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &[
+            "--kafka-listen",
+            &kafka,
+            "--metrics-listen",
+            &metrics,
+            "--object-store",
+            &store,
+            "--kafka-sasl-mechanisms",
+            "SCRAM-SHA-256,PLAIN",
+            "--super-user",
+            "User:admin",
+            "--grpc-token-file",
+            &tokens_arg,
+            "--grpc-auth-required",
+        ],
+        &env,
+    );
+    let mut shown = Vec::new(); // everything a user saw
+    let base = ["--broker".to_string(), server.addr.clone()];
+    let run = |args: &[&str], env: Vec<(&'static str, String)>, stdin: &str| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(base.iter().cloned());
+        let stdin = stdin.to_string();
+        async move { cli(v, env, &stdin).await }
+    };
+    let admin = vec![("STRATA_TOKEN", admin_token.clone())];
+    let (ok, out, err) = run(
+        &["user", "add", "alice", "--password-stdin"],
+        admin.clone(),
+        &format!("{password}\n"),
+    )
+    .await;
+    assert!(ok, "{err}");
+    shown.extend([out, err]);
+    let (ok, out, err) = run(&["whoami", "--token", wrong_token], vec![], "").await;
+    assert!(!ok && err.contains("token is not valid"), "{err}");
+    shown.extend([out, err]);
+    let (ok, out, err) = run(
+        &["user", "add", "bob", "--password-stdin"],
+        vec![("STRATA_TOKEN", wrong_token.to_string())],
+        "pw\n",
+    )
+    .await;
+    assert!(!ok, "{out}");
+    shown.extend([out, err]);
+    let (ok, out, err) = run(
+        &[
+            "topic",
+            "create",
+            "s",
+            "--config",
+            "segment.bytes=4096",
+            "--config",
+            "local.retention.bytes=4096",
+        ],
+        admin.clone(),
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    shown.extend([out, err]);
+
+    // Kafka clients log in right (SCRAM, PLAIN) and wrong, and produce enough to roll
+    // segments that go to S3.
+    let kcat = tool("kcat.sh", "kcat");
+    let sasl = |mechanism: &str, password: &str| {
+        [
+            "-X".to_string(),
+            "security.protocol=SASL_PLAINTEXT".to_string(),
+            "-X".to_string(),
+            format!("sasl.mechanisms={mechanism}"),
+            "-X".to_string(),
+            "sasl.username=alice".to_string(),
+            "-X".to_string(),
+            format!("sasl.password={password}"),
+        ]
+    };
+    let lines: String = (0..300)
+        .map(|i| format!("record-{i:04}-{}\n", "x".repeat(80)))
+        .collect();
+    for (mechanism, pw, good) in [
+        ("SCRAM-SHA-256", password, true),
+        ("PLAIN", password, true),
+        ("SCRAM-SHA-256", wrong_password, false),
+        ("PLAIN", wrong_password, false),
+    ] {
+        let (kcat, kafka, args, lines) = (
+            kcat.clone(),
+            kafka.clone(),
+            sasl(mechanism, pw),
+            lines.clone(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = Command::new(&kcat)
+                .args([
+                    "-b",
+                    &kafka,
+                    "-t",
+                    "s",
+                    "-P",
+                    "-X",
+                    "message.timeout.ms=10000",
+                ])
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(lines.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.success() && !err.contains("ERROR"),
+            good,
+            "{mechanism} {good}: {err}"
+        );
+        shown.push(err);
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "a segment offloaded to S3",
+        || async {
+            let m = scrape(&metrics).await;
+            m.lines()
+                .find_map(|l| l.strip_prefix("strata_tier_uploads_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        },
+    )
+    .await;
+    shown.push(scrape(&metrics).await);
+    let (ok, out, err) = run(&["topic", "describe", "s"], admin.clone(), "").await;
+    assert!(ok, "{err}");
+    shown.extend([out, err]);
+
+    // Stop it (SIGTERM) so its last lines are written too.
+    let pid = server.child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Its last line is in the log file once the reader of its output has copied
+    // everything.
+    wait_until(
+        Duration::from_secs(30),
+        "the broker to log its stop",
+        || std::future::ready(server.log_text().contains("broker stopped")),
+    )
+    .await;
+    shown.extend(server.log_text().lines().map(str::to_string));
+    let log_lines = shown.len();
+    assert!(
+        log_lines > 100,
+        "a debug run logs plenty; got {log_lines} lines"
+    );
+    let all = shown.join("\n");
+    // The run did what it is meant to: failed logins and an upload are in the log.
+    assert!(
+        all.contains("SASL PLAIN authentication failed"),
+        "no failed PLAIN login logged"
+    );
+    assert!(all.contains("strata_tier_uploads_total"));
+    assert!(
+        all.contains(" DEBUG "),
+        "the broker did not log at debug level"
+    );
+    for secret in [
+        crate::s3::SECRET_KEY,
+        &admin_token,
+        password,
+        wrong_password,
+        wrong_token,
+    ] {
+        let hits: Vec<&str> = all.lines().filter(|l| l.contains(secret)).take(3).collect();
+        assert!(hits.is_empty(), "{secret:?} shows in: {hits:#?}");
+    }
+}
