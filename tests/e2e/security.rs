@@ -647,49 +647,10 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
         .list_topics()
         .await
         .unwrap();
-    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(1)))
-        .unwrap()
-        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
-            tonic::transport::Certificate::from_pem(std::fs::read(&ca_file).unwrap()),
-        ))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let e = strata_proto::internal::v1::cluster_client::ClusterClient::new(ch)
-        .replica_fetch(strata_proto::internal::v1::ReplicaFetchRequest {
-            topic: "two".into(),
-            max_bytes: 1 << 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = replica_fetch(tls_channel(&c.addr(1), &ca_file, None).await).await;
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     // Nor does a client certificate of the cluster's own CA: it names no super user.
-    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(1)))
-        .unwrap()
-        .tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(
-                    std::fs::read(&ca_file).unwrap(),
-                ))
-                .identity(tonic::transport::Identity::from_pem(
-                    std::fs::read(&client.cert).unwrap(),
-                    std::fs::read(&client.key).unwrap(),
-                )),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let e = strata_proto::internal::v1::cluster_client::ClusterClient::new(ch)
-        .replica_fetch(strata_proto::internal::v1::ReplicaFetchRequest {
-            topic: "two".into(),
-            max_bytes: 1 << 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = replica_fetch(tls_channel(&c.addr(1), &ca_file, Some(&client)).await).await;
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("User:alice is not a broker"), "{e:?}");
 
@@ -761,22 +722,7 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
     let d = c.describe(1).await.unwrap();
     assert!(d.brokers.iter().all(|b| b.id != 3), "{d:?}");
     // Its own health (asked trusting its CA) says it cannot serve.
-    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(3)))
-        .unwrap()
-        .tls_config(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(
-                    std::fs::read(&stranger_ca_file).unwrap(),
-                ))
-                .identity(tonic::transport::Identity::from_pem(
-                    std::fs::read(&client.cert).unwrap(),
-                    std::fs::read(&client.key).unwrap(),
-                )),
-        )
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = tls_channel(&c.addr(3), &stranger_ca_file, Some(&client)).await;
     let status = tonic_health::pb::health_client::HealthClient::new(ch)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -794,6 +740,42 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
         log.contains("TLS handshake failed"),
         "the others log the refused handshakes"
     );
+}
+
+/// A gRPC channel to `addr` over TLS, trusting `ca`, presenting `identity` if given.
+async fn tls_channel(
+    addr: &str,
+    ca: &Path,
+    identity: Option<&LeafFiles>,
+) -> tonic::transport::Channel {
+    let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(ca).unwrap()),
+    );
+    if let Some(i) = identity {
+        config = config.identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&i.cert).unwrap(),
+            std::fs::read(&i.key).unwrap(),
+        ));
+    }
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(config)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A follower's fetch through `ch`, expected to be refused: the refusal.
+async fn replica_fetch(ch: tonic::transport::Channel) -> tonic::Status {
+    strata_proto::internal::v1::cluster_client::ClusterClient::new(ch)
+        .replica_fetch(strata_proto::internal::v1::ReplicaFetchRequest {
+            topic: "two".into(),
+            max_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
 }
 
 /// Kafka's SSL on the Kafka listener: Debian's kcat (librdkafka 2.0.2) and
