@@ -117,16 +117,17 @@ impl fmt::Display for Principal {
 /// The longest user name accepted.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// A user name must be non-empty, printable and short.
+/// A user name must be non-empty, short, and printable without spaces (token files
+/// separate names from hashes with one).
 pub fn check_name(name: &str) -> Result<(), AuthError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(AuthError::Invalid(format!(
             "user name {name:?} must be 1 to {MAX_NAME_LEN} bytes"
         )));
     }
-    if name.chars().any(|c| c.is_control()) {
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(AuthError::Invalid(format!(
-            "user name {name:?} holds a control character; use printable characters"
+            "user name {name:?} holds a space or control character; use printable characters without spaces"
         )));
     }
     Ok(())

@@ -200,6 +200,22 @@ pub fn check_iterations(iterations: u32) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// The made-up credential an unknown user is challenged with: its salt is a keyed
+/// hash of the name (the same at every attempt while the broker runs, as a real
+/// user's is), its keys random (no proof matches them).
+pub fn unknown_user(mechanism: Mechanism, user: &str) -> ScramCredential {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| random(32));
+    let mut salt = mechanism.mac(key, user.as_bytes());
+    salt.truncate(24);
+    ScramCredential {
+        salt,
+        iterations: DEFAULT_ITERATIONS,
+        stored_key: random(mechanism.output_len()),
+        server_key: random(mechanism.output_len()),
+    }
+}
+
 /// A fresh salt: 24 random bytes (192 bits; its base64 needs no padding).
 pub fn new_salt() -> Vec<u8> {
     random(24)
@@ -222,15 +238,19 @@ pub struct ScramServer {
 enum State {
     Start,
     /// The server-first message went out.
-    Challenged {
-        user: String,
-        credential: ScramCredential,
-        gs2_header: String,
-        client_first_bare: String,
-        server_first: String,
-        nonce: String,
-    },
+    Challenged(Box<Challenged>),
     Done,
+}
+
+struct Challenged {
+    user: String,
+    credential: ScramCredential,
+    /// False for a made-up credential: the exchange fails at the proof.
+    known: bool,
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
 }
 
 impl ScramServer {
@@ -318,7 +338,13 @@ impl ScramServer {
                 "an authorization id other than the user name is not supported",
             ));
         }
-        let credential = lookup(&user).ok_or(AuthError::Failed)?;
+        // An unknown user gets a challenge like anyone's (a salt of its own, stable
+        // for the name) and fails only at the proof: a stranger cannot tell which users
+        // exist (RFC 5802, 5.1).
+        let (credential, known) = match lookup(&user) {
+            Some(c) => (c, true),
+            None => (unknown_user(self.mechanism, &user), false),
+        };
         let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -326,31 +352,33 @@ impl ScramServer {
             credential.iterations
         );
         let out = server_first.clone().into_bytes();
-        self.state = State::Challenged {
+        self.state = State::Challenged(Box::new(Challenged {
             user,
             credential,
+            known,
             gs2_header: gs2_header.to_string(),
             client_first_bare: bare.to_string(),
             server_first,
             nonce,
-        };
+        }));
         Ok(out)
     }
 
     /// Checks `client-final-message`; on success answers `server-final-message` and
     /// who the client is.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<(Principal, Vec<u8>), AuthError> {
-        let State::Challenged {
+        let State::Challenged(c) = std::mem::replace(&mut self.state, State::Done) else {
+            return Err(invalid("a client-final message out of turn"));
+        };
+        let Challenged {
             user,
             credential,
+            known,
             gs2_header,
             client_first_bare,
             server_first,
             nonce,
-        } = std::mem::replace(&mut self.state, State::Done)
-        else {
-            return Err(invalid("a client-final message out of turn"));
-        };
+        } = *c;
         let msg = std::str::from_utf8(msg).map_err(|_| invalid("the message is not UTF-8"))?;
         let (without_proof, proof) = msg
             .rsplit_once(",p=")
@@ -386,6 +414,9 @@ impl ScramServer {
         let client_key: Vec<u8> = proof.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
         constant_time::verify_slices_are_equal(&m.hash(&client_key), &credential.stored_key)
             .map_err(|_| AuthError::Failed)?;
+        if !known {
+            return Err(AuthError::Failed);
+        }
         let verifier = m.mac(&credential.server_key, auth_message.as_bytes());
         let server_final = format!("v={}", B64.encode(verifier)).into_bytes();
         Ok((Principal::user(user), server_final))

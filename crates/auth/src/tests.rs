@@ -91,7 +91,27 @@ fn scram_accepts_the_password_and_refuses_a_wrong_one_or_a_replayed_nonce() {
 fn scram_refuses_unknown_users_channel_binding_and_malformed_messages() {
     let m = Mechanism::Sha256;
     let first = |msg: &str| ScramServer::new(m).client_first(msg.as_bytes(), |_| None);
-    assert!(matches!(first("n,,n=bob,r=x"), Err(AuthError::Failed)));
+    // An unknown user is challenged like a known one (the same salt each time) and
+    // fails only at the proof.
+    let mut c = ScramClient::new(m, "bob", "pw");
+    let mut s = ScramServer::new(m);
+    let challenge = s.client_first(&c.client_first(), |_| None).unwrap();
+    let again = ScramServer::new(m)
+        .client_first(&c.client_first(), |_| None)
+        .unwrap();
+    let salt = |b: &[u8]| {
+        String::from_utf8(b.to_vec())
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(salt(&challenge), salt(&again));
+    assert!(matches!(
+        s.client_final(&c.client_final(&challenge).unwrap()),
+        Err(AuthError::Failed)
+    ));
     for bad in [
         "p=tls-unique,,n=bob,r=x",
         "n,,r=x",
@@ -165,6 +185,8 @@ fn token_file_holds_hashes_and_reloads() {
     assert_eq!(f.authenticate(&t1), None);
     assert_eq!(f.authenticate(&t2), Some(ops));
     assert_eq!(tokens::bearer(&format!("Bearer {t2}")).unwrap(), t2);
+    // A name with a space could not be read back from the file: refused up front.
+    assert!(Principal::parse("User:a b").is_err());
     assert!(tokens::bearer("Basic abc").is_err());
 }
 
@@ -180,6 +202,16 @@ fn user_file_survives_reopening_and_removes_users() {
         ScramCredential::new(Mechanism::Sha512, "x", 4096).unwrap(),
     )
     .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("security/users.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the user file is for the broker's user only"
+    );
     let again = UserFile::open(dir.path()).unwrap();
     assert_eq!(again.get("alice", Mechanism::Sha256), Some(c));
     assert_eq!(again.get("alice", Mechanism::Sha512), None);

@@ -116,7 +116,7 @@ impl UserFile {
     fn persist(&self, users: &Users) -> Result<(), AuthError> {
         let io = |e: std::io::Error| {
             AuthError::Io(format!(
-                "cannot write {}: {e}; nothing was changed",
+                "cannot write {}: {e}; check the data directory's disk and permissions, then retry",
                 self.path.display()
             ))
         };
@@ -136,6 +136,10 @@ impl UserFile {
                 .truncate(true)
                 .mode(0o600)
                 .open(&tmp)
+                .map_err(io)?;
+            // A leftover temporary file keeps its mode through open: set it.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(io)?;
             f.write_all(&bytes).map_err(io)?;
             f.sync_all().map_err(io)?;

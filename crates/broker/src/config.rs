@@ -311,6 +311,20 @@ impl BrokerConfig {
                 "authentication is on (kafka_sasl_mechanisms or grpc_auth_required) but super_users is empty: nobody could manage users; name the admin principal, e.g. super_users = [\"User:admin\"] (--super-user User:admin)".into(),
             ));
         }
+        // A cluster's brokers talk over the gRPC port; without TLS client certificates
+        // naming super users, anyone reaching it could propose controller changes (a
+        // user of their own) or fetch as a follower, around every credential.
+        let secured = self.authenticates() || self.grpc_token_file.is_some();
+        if self.clustered() && secured && (!self.tls() || self.tls_client_auth == "none") {
+            return Err(BrokerError::InvalidConfig(
+                "authentication in a cluster needs TLS with client certificates between brokers: set tls_cert_file, tls_key_file, tls_ca_file and tls_client_auth = requested or required, with each broker's certificate naming one of super_users".into(),
+            ));
+        }
+        if self.clustered() && secured && self.super_users.is_empty() {
+            return Err(BrokerError::InvalidConfig(
+                "authentication in a cluster needs super_users naming the brokers' certificates (e.g. super_users = [\"User:broker\", \"User:admin\"]): only they may call the brokers' own service".into(),
+            ));
+        }
         if self.grpc_auth_required
             && self.grpc_token_file.is_none()
             && self.tls_client_auth == "none"
@@ -443,6 +457,10 @@ mod tests {
         bad(
             "grpc_auth_required = true\nsuper_users = [\"User:admin\"]",
             "grpc_token_file",
+        );
+        bad(
+            "kafka_sasl_mechanisms = [\"PLAIN\"]\nsuper_users = [\"admin\"]\nnode_id = 1\nvoters = \"1@127.0.0.1:9292\"",
+            "TLS with client certificates between brokers",
         );
         let c: BrokerConfig = toml::from_str(
             "kafka_sasl_mechanisms = [\"scram-sha-512\", \"PLAIN\"]\nsuper_users = [\"admin\"]",

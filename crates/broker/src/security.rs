@@ -62,15 +62,20 @@ impl UserStore<'_> {
                 blocking(move || f.upsert(&user, mechanism, credential)).await
             }
             UserStore::Cluster(m) => {
-                let want = credential.clone();
+                // Applied once this broker's state holds another credential than before
+                // (ours, or one made at the same time after it: either way ours went in).
+                let before = self.get(user, mechanism);
                 m.submit(Command::UpsertScramCredential {
                     user: user.to_string(),
                     mechanism,
                     credential,
                 })
                 .await?;
-                m.wait_for(|s| (s.users.get(user)?.get(&mechanism)? == &want).then_some(()))
-                    .await
+                m.wait_for(|s| {
+                    let now = s.users.get(user).and_then(|c| c.get(&mechanism));
+                    (now.is_some() && now != before.as_ref()).then_some(())
+                })
+                .await
             }
         }
     }
@@ -127,9 +132,17 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Whether `principal` may manage users: a super user may; while `super_users` is
-/// empty (allowed only with no authentication on, the quick start) anyone may.
+/// empty (allowed only with no authentication on) anyone may on a single broker (the
+/// quick start), nobody in a cluster.
 pub fn check_admin(config: &crate::BrokerConfig, principal: &strata_auth::Principal) -> Result<()> {
     let supers = config.super_users()?;
+    // A cluster's users are shared by every broker: one broker without authentication
+    // must not let anyone write the credentials the others trust.
+    if supers.is_empty() && config.clustered() {
+        return Err(BrokerError::NotAuthorized(
+            "a cluster's users are managed by super users only, and this broker names none: set super_users (--super-user)".into(),
+        ));
+    }
     if supers.is_empty() || supers.contains(principal) {
         return Ok(());
     }

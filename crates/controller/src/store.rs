@@ -23,6 +23,7 @@ use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,7 +59,17 @@ async fn blocking<T: Send + 'static>(
 /// directory (when `durable`).
 fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+    // Snapshots hold users' SCRAM keys: readable by the broker's user only.
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(format!("creating {}", tmp.display())))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("restricting {}", tmp.display())))?;
     f.write_all(bytes)
         .map_err(io_err(format!("writing {}", tmp.display())))?;
     if durable {
@@ -146,10 +157,12 @@ impl LogStore {
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let path = dir.join("log");
         let created = !path.exists();
+        // The log holds users' SCRAM keys: readable by the broker's user only.
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_err(format!("opening {}", path.display())))?;
         if created {

@@ -474,21 +474,18 @@ pub async fn alter_user_scram_credentials(
             )
         })
     };
-    let failed = |e: BrokerError| {
-        let code = match e.kind() {
-            strata_broker::error::ErrorKind::InvalidRequest => {
-                ResponseError::ResourceNotFound.code()
-            }
-            _ => errors::code(&e),
-        };
-        (code, e.to_string())
-    };
+    let failed = |e: BrokerError| (errors::code(&e), e.to_string());
     let mut reported = BTreeSet::new();
     for d in r.deletions {
         let name = d.name.to_string();
         let outcome = match duplicate(&name) {
             Some(e) => Err(e),
             None => match mechanism(d.mechanism) {
+                // Nothing to delete is Kafka's RESOURCE_NOT_FOUND.
+                Ok(m) if users.get(&name, m).is_none() => Err((
+                    ResponseError::ResourceNotFound.code(),
+                    format!("user {name:?} has no {} credential", m.name()),
+                )),
                 Ok(m) => users.delete(&name, m).await.map_err(failed),
                 Err(e) => Err(e),
             },

@@ -112,10 +112,12 @@ async fn serve_halves<R, W>(
         let principal = if ctx.config.sasl_mechanisms.is_empty() {
             cert.unwrap_or_else(strata_auth::Principal::anonymous)
         } else {
+            frames.decoder_mut().max = crate::sasl::MAX_UNAUTHENTICATED_FRAME;
             let authenticated = tokio::select! {
                 r = crate::sasl::authenticate(&mut frames, &mut wr, &ctx) => r,
                 _ = stop.changed() => return,
             };
+            frames.decoder_mut().max = ctx.config.max_request_bytes;
             match authenticated {
                 Ok(p) => p,
                 Err(why) => {

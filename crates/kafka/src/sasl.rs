@@ -28,6 +28,13 @@ use crate::{Context, str};
 
 /// Longest an authentication may take, from the connection's first byte.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// PLAIN password checks (PBKDF2) running at once.
+static PBKDF2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// The largest frame read before a connection has authenticated (Kafka's limit for
+/// SASL tokens): a stranger cannot make the broker buffer a produce-sized frame.
+pub const MAX_UNAUTHENTICATED_FRAME: usize = 512 << 10;
+
 /// How long a failed authentication waits before it is answered.
 pub const FAILURE_DELAY: Duration = Duration::from_millis(100);
 
@@ -187,14 +194,21 @@ async fn plain(ctx: &Context, msg: &[u8]) -> Result<Outcome, AuthError> {
     let users = ctx.users().map_err(|e| AuthError::Io(e.to_string()))?;
     let found = [Mechanism::Sha512, Mechanism::Sha256]
         .into_iter()
-        .find_map(|mech| users.get(&m.user, mech).map(|c| (mech, c)));
-    let Some((mech, credential)) = found else {
-        return Err(AuthError::Failed);
-    };
+        .find_map(|mech| users.get(&m.user, mech).map(|c| (mech, c, true)));
+    // An unknown user costs the same PBKDF2 as a known one: the time to answer does
+    // not tell which users exist.
+    let (mech, credential, known) = found.unwrap_or_else(|| {
+        let mech = Mechanism::Sha512;
+        (mech, strata_auth::scram::unknown_user(mech, &m.user), false)
+    });
+    // PBKDF2 on the blocking pool, a few at a time: a flood of PLAIN logins queues
+    // here instead of taking every blocking thread.
+    let _slot = PBKDF2_SLOTS
+        .acquire()
+        .await
+        .map_err(|e| AuthError::Io(e.to_string()))?;
     let user = tokio::task::spawn_blocking(move || {
-        credential
-            .verify_password(mech, &m.password)
-            .then_some(m.user)
+        (credential.verify_password(mech, &m.password) && known).then_some(m.user)
     })
     .await
     .map_err(|e| AuthError::Io(e.to_string()))?

@@ -29,7 +29,7 @@ pub struct Args {
     command: Command,
 }
 
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct BrokerArg {
     /// Broker address (HOST:PORT).
     #[arg(long, env = "STRATA_BROKER", default_value = DEFAULT_BROKER, global = true)]
@@ -46,6 +46,19 @@ pub struct BrokerArg {
     /// A bearer token (`strata token create`), for brokers with a token file.
     #[arg(long, env = "STRATA_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// Leaves the token out.
+impl std::fmt::Debug for BrokerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerArg")
+            .field("broker", &self.broker)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl BrokerArg {
