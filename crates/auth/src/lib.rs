@@ -10,6 +10,9 @@
 //!   hashes only.
 //! - [`cert`]: a TLS client certificate's subject common name.
 //!
+//! And what it may do: [`acl`], Kafka's access control lists, the same on both
+//! listeners.
+//!
 //! Invariants: every comparison of a secret is constant-time; no secret (password,
 //! token, salted password) is kept after it is checked, written to a log, or shown by
 //! `Debug`; a failed authentication says what failed but never which part (an unknown
@@ -18,7 +21,9 @@
 //! The cryptography is aws-lc-rs's (PBKDF2, HMAC, SHA-2, random numbers), the library
 //! rustls here already builds; nothing here implements a primitive.
 
+pub mod acl;
 pub mod cert;
+pub mod file;
 pub mod plain;
 pub mod scram;
 pub mod tokens;
@@ -29,9 +34,12 @@ mod tests;
 
 use std::fmt;
 
+pub use acl::{
+    AclBinding, AclFilter, Acls, Decision, Operation, PatternType, Permission, ResourceType,
+};
 pub use scram::{Mechanism, ScramClient, ScramCredential, ScramServer};
 pub use tokens::TokenFile;
-pub use users::UserFile;
+pub use users::{AclFile, UserFile};
 
 /// A SASL mechanism a Kafka listener may offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +105,16 @@ impl Principal {
         };
         check_name(name)?;
         Ok(Self::user(name))
+    }
+
+    /// Parses `User:NAME` only (how ACLs and Kafka name principals).
+    pub fn parse_typed(s: &str) -> Result<Self, AuthError> {
+        if !s.starts_with("User:") {
+            return Err(AuthError::Invalid(format!(
+                "principal {s:?} must be written User:NAME (or User:* for everyone)"
+            )));
+        }
+        Self::parse(s)
     }
 
     pub fn name(&self) -> &str {

@@ -1,8 +1,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::acl::{self, FilterPattern};
 use crate::scram::{DEFAULT_ITERATIONS, Mechanism, ScramClient, ScramCredential, ScramServer};
-use crate::{AuthError, Principal, TokenFile, UserFile, plain, tokens};
+use crate::{
+    AclBinding, AclFile, AclFilter, Acls, AuthError, Decision, Operation, PatternType, Permission,
+    Principal, ResourceType, TokenFile, UserFile, plain, tokens,
+};
 
 /// RFC 7677's example exchange, byte for byte.
 #[test]
@@ -223,4 +227,293 @@ fn user_file_survives_reopening_and_removes_users() {
     std::fs::write(dir.path().join("security/users.json"), b"{not json").unwrap();
     let e = UserFile::open(dir.path()).err().unwrap().to_string();
     assert!(e.contains("damaged"), "{e}");
+}
+
+fn binding(
+    t: ResourceType,
+    name: &str,
+    pattern: PatternType,
+    principal: &str,
+    host: &str,
+    op: Operation,
+    perm: Permission,
+) -> AclBinding {
+    AclBinding {
+        resource_type: t,
+        name: name.into(),
+        pattern,
+        principal: principal.into(),
+        host: host.into(),
+        operation: op,
+        permission: perm,
+    }
+}
+
+#[test]
+fn acls_decide_as_kafka_does() {
+    use Decision::*;
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    let (alice, bob, carol) = (
+        Principal::user("alice"),
+        Principal::user("bob"),
+        Principal::user("carol"),
+    );
+    let local: Option<std::net::IpAddr> = Some("127.0.0.1".parse().unwrap());
+    let mut acls = Acls::default();
+    assert_eq!(
+        acls.authorize(&alice, local, Read, Topic, "orders"),
+        NoAclFound
+    );
+
+    acls.insert(binding(
+        Topic,
+        "orders",
+        Literal,
+        "User:alice",
+        "*",
+        Read,
+        Allow,
+    ));
+    assert_eq!(
+        acls.authorize(&alice, local, Read, Topic, "orders"),
+        Allowed
+    );
+    // Read implies Describe, not Write.
+    assert_eq!(
+        acls.authorize(&alice, local, Describe, Topic, "orders"),
+        Allowed
+    );
+    assert_eq!(
+        acls.authorize(&alice, local, Write, Topic, "orders"),
+        Denied
+    );
+    // Another principal: the topic has ACLs, none for bob.
+    assert_eq!(acls.authorize(&bob, local, Read, Topic, "orders"), Denied);
+    // A topic no binding names, and a group of the same name.
+    assert_eq!(
+        acls.authorize(&alice, local, Read, Topic, "payments"),
+        NoAclFound
+    );
+    assert_eq!(
+        acls.authorize(&alice, local, Read, Group, "orders"),
+        NoAclFound
+    );
+
+    // Prefixed, for everyone.
+    acls.insert(binding(
+        Topic, "logs-", Prefixed, "User:*", "*", Write, Allow,
+    ));
+    assert_eq!(
+        acls.authorize(&bob, local, Write, Topic, "logs-web"),
+        Allowed
+    );
+    assert_eq!(acls.authorize(&bob, local, Write, Topic, "log"), NoAclFound);
+
+    // A deny wins over any allow, and All covers every operation.
+    acls.insert(binding(Topic, "*", Literal, "User:bob", "*", All, Deny));
+    assert_eq!(
+        acls.authorize(&bob, local, Write, Topic, "logs-web"),
+        Denied
+    );
+    assert_eq!(acls.authorize(&bob, local, Read, Topic, "payments"), Denied);
+    assert_eq!(
+        acls.authorize(&alice, local, Write, Topic, "logs-web"),
+        Allowed
+    );
+
+    // A host pins the address a principal may come from.
+    acls.insert(binding(
+        Group,
+        "g",
+        Literal,
+        "User:carol",
+        "10.0.0.1",
+        Read,
+        Allow,
+    ));
+    assert_eq!(acls.authorize(&carol, local, Read, Group, "g"), Denied);
+    assert_eq!(
+        acls.authorize(&carol, Some("10.0.0.1".parse().unwrap()), Read, Group, "g"),
+        Allowed
+    );
+
+    // AlterConfigs implies DescribeConfigs; a cluster binding.
+    acls.insert(binding(
+        Cluster,
+        acl::CLUSTER_NAME,
+        Literal,
+        "User:carol",
+        "*",
+        AlterConfigs,
+        Allow,
+    ));
+    assert_eq!(
+        acls.authorize(&carol, local, DescribeConfigs, Cluster, acl::CLUSTER_NAME),
+        Allowed
+    );
+    assert_eq!(
+        acls.authorize(&carol, local, Alter, Cluster, acl::CLUSTER_NAME),
+        Denied
+    );
+
+    // Write on some topic (an idempotent producer's start), unless denied on all.
+    assert!(acls.allows_any(&alice, local, Write, Topic));
+    assert!(!acls.allows_any(&bob, local, Write, Topic));
+    assert!(!acls.allows_any(&carol, local, Read, Topic));
+}
+
+#[test]
+fn acl_filters_select_what_describe_and_delete_name() {
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    let mut acls = Acls::default();
+    let lit = binding(Topic, "logs-web", Literal, "User:a", "*", Read, Allow);
+    let pre = binding(Topic, "logs-", Prefixed, "User:b", "*", Write, Allow);
+    let star = binding(Topic, "*", Literal, "User:c", "*", Describe, Deny);
+    let other = binding(Topic, "orders", Literal, "User:a", "*", Read, Allow);
+    let group = binding(Group, "logs-web", Literal, "User:a", "*", Read, Allow);
+    for b in [&lit, &pre, &star, &other, &group] {
+        acls.insert(b.clone());
+    }
+    let all = AclFilter::default();
+    assert_eq!(acls.matching(&all).len(), 5);
+    let matching = AclFilter {
+        resource_type: Some(Topic),
+        name: Some("logs-web".into()),
+        pattern: Some(FilterPattern::Match),
+        ..Default::default()
+    };
+    let mut found = acls.matching(&matching);
+    found.sort();
+    let mut want = vec![lit.clone(), pre.clone(), star.clone()];
+    want.sort();
+    assert_eq!(found, want);
+    let exact = AclFilter {
+        name: Some("logs-web".into()),
+        pattern: Some(FilterPattern::Exactly(Literal)),
+        ..Default::default()
+    };
+    assert_eq!(acls.matching(&exact).len(), 2, "the topic and the group");
+    let by_principal = AclFilter {
+        principal: Some("User:a".into()),
+        operation: Some(Read),
+        ..Default::default()
+    };
+    assert_eq!(acls.matching(&by_principal).len(), 3);
+
+    // Names and codes round-trip as Kafka spells them.
+    assert_eq!(
+        "describe-configs".parse::<Operation>().unwrap(),
+        DescribeConfigs
+    );
+    assert_eq!(
+        "IDEMPOTENT_WRITE".parse::<Operation>().unwrap(),
+        IdempotentWrite
+    );
+    for op in Operation::ALL {
+        assert_eq!(Operation::from_code(op.code()).unwrap(), Some(*op));
+    }
+    assert_eq!(Operation::from_code(1).unwrap(), None, "ANY");
+    assert!(
+        Operation::from_code(13).is_err(),
+        "CreateTokens is not offered"
+    );
+    assert_eq!(
+        FilterPattern::from_code(2).unwrap(),
+        Some(FilterPattern::Match)
+    );
+    assert!(
+        "Reed"
+            .parse::<Operation>()
+            .unwrap_err()
+            .to_string()
+            .contains("Read")
+    );
+}
+
+#[test]
+fn acl_bindings_are_checked_before_they_are_stored() {
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    let ok = binding(Topic, "t", Literal, "User:alice", "*", Read, Allow);
+    ok.validate().unwrap();
+    binding(Topic, "t", Literal, "User:*", "10.1.2.3", Read, Allow)
+        .validate()
+        .unwrap();
+    let bad = [
+        (
+            binding(Topic, "t", Literal, "alice", "*", Read, Allow),
+            "User:NAME",
+        ),
+        (
+            binding(Topic, "t", Literal, "Group:x", "*", Read, Allow),
+            "User:NAME",
+        ),
+        (
+            binding(Topic, "t", Literal, "User:a", "host.example", Read, Allow),
+            "IP address",
+        ),
+        (
+            binding(Topic, "", Literal, "User:a", "*", Read, Allow),
+            "empty",
+        ),
+        (
+            binding(Cluster, "c", Literal, "User:a", "*", Alter, Allow),
+            "kafka-cluster",
+        ),
+        (
+            binding(Group, "g", Literal, "User:a", "*", Write, Allow),
+            "does not apply",
+        ),
+        (
+            binding(Topic, "*", Prefixed, "User:a", "*", Read, Allow),
+            "literal *",
+        ),
+    ];
+    for (b, why) in bad {
+        let e = b.validate().unwrap_err().to_string();
+        assert!(e.contains(why), "{b}: {e}");
+    }
+}
+
+#[test]
+fn acl_file_keeps_bindings_across_reopening() {
+    use Operation::*;
+    use PatternType::*;
+    use Permission::*;
+    use ResourceType::*;
+    let dir = tempfile::tempdir().unwrap();
+    let f = AclFile::open(dir.path()).unwrap();
+    let a = binding(Topic, "t", Literal, "User:alice", "*", Read, Allow);
+    let b = binding(Group, "g", Prefixed, "User:bob", "*", Read, Allow);
+    f.create(vec![a.clone(), b.clone()]).unwrap();
+    // A bad binding is refused, and nothing of its batch is stored.
+    let bad = binding(Topic, "t", Literal, "bob", "*", Read, Allow);
+    let c = binding(Topic, "c", Literal, "User:c", "*", Read, Allow);
+    assert!(f.create(vec![c.clone(), bad]).is_err());
+    let again = AclFile::open(dir.path()).unwrap();
+    assert_eq!(again.acls().len(), 2);
+    assert!(!again.acls().contains(&c));
+    let removed = again
+        .delete(&[AclFilter {
+            principal: Some("User:bob".into()),
+            ..Default::default()
+        }])
+        .unwrap();
+    assert_eq!(removed, vec![vec![b]]);
+    let third = AclFile::open(dir.path()).unwrap();
+    assert_eq!(third.acls().iter().collect::<Vec<_>>(), vec![&a]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("security/acls.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
