@@ -158,8 +158,9 @@ pub struct Broker {
     /// In a cluster: the controller's metadata (set once the member starts).
     pub(crate) metadata: std::sync::OnceLock<Arc<dyn Metadata>>,
     producer_ids: Arc<crate::producer_ids::ProducerIds>,
-    /// A single broker's SCRAM users (a cluster keeps them in the controller).
-    users: Arc<strata_auth::UserFile>,
+    /// Security settings, and a single broker's users and ACLs (a cluster keeps them
+    /// in the controller).
+    security: crate::security::Security,
     _lock: File,
 }
 
@@ -275,10 +276,7 @@ impl Broker {
         std::fs::create_dir_all(&staging_dir)
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
         let deletions = crate::deletion::Deletions::open(data)?;
-        let users = Arc::new(
-            strata_auth::UserFile::open(data)
-                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?,
-        );
+        let security = crate::security::Security::open(data, &config)?;
         let producer_ids = Arc::new(crate::producer_ids::ProducerIds::open(
             data,
             config.node_id,
@@ -337,7 +335,7 @@ impl Broker {
             deletions,
             metadata: Default::default(),
             producer_ids,
-            users,
+            security,
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -380,9 +378,10 @@ impl Broker {
         Ok(Arc::new(broker))
     }
 
-    /// A single broker's SCRAM users; see [`crate::security::UserStore`].
-    pub fn user_file(&self) -> &Arc<strata_auth::UserFile> {
-        &self.users
+    /// Security settings and a single broker's users and ACLs; see
+    /// [`crate::security::Store`].
+    pub fn security(&self) -> &crate::security::Security {
+        &self.security
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -122,6 +122,11 @@ pub struct BrokerConfig {
     /// they manage users, and in a TLS cluster brokers must present one of them. Needed
     /// once any authentication is on.
     pub super_users: Vec<String>,
+    /// Whether a request on a resource no ACL names is allowed (Kafka's
+    /// `allow.everyone.if.no.acl.found`). Unset: allowed only while no authentication
+    /// is on (the single-broker quick start); with authentication, denied unless a
+    /// super user asks or an ACL allows it.
+    pub allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 impl Default for BrokerConfig {
@@ -164,6 +169,7 @@ impl Default for BrokerConfig {
             grpc_token_file: None,
             grpc_auth_required: false,
             super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: None,
         }
     }
 }
@@ -290,6 +296,12 @@ impl BrokerConfig {
                     .map_err(|e| BrokerError::InvalidConfig(format!("kafka_sasl_mechanisms: {e}")))
             })
             .collect()
+    }
+
+    /// See `allow_everyone_if_no_acl_found`.
+    pub fn allow_everyone_if_no_acl_found(&self) -> bool {
+        self.allow_everyone_if_no_acl_found
+            .unwrap_or(!self.authenticates())
     }
 
     /// `super_users`, parsed.

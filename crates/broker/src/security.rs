@@ -1,36 +1,165 @@
-//! Where the SASL/SCRAM users live: in the controller's state for a cluster member (a
-//! change is a controller command, applied on every broker), in the broker's own user
-//! file for a single broker. [`UserStore`] is the one interface both listeners use.
+//! Who may do what, and where the users and ACLs live: in the controller's state for a
+//! cluster member (a change is a controller command, applied on every broker), in the
+//! broker's own files for a single broker ([`Security`]). [`Store`] is the one
+//! interface both listeners use, so gRPC and Kafka decide every request the same way.
+//!
+//! A request is allowed when its principal is a super user, when an ACL allows it (see
+//! [`strata_auth::acl`] for Kafka's rules), or when no ACL names its resource and
+//! `allow_everyone_if_no_acl_found` holds (by default only with no authentication on:
+//! the single-broker quick start).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
-use strata_auth::users::Users;
-use strata_auth::{Mechanism, ScramCredential, UserFile};
+use strata_auth::{
+    AclBinding, AclFile, AclFilter, Acls, Decision, Mechanism, Operation, Principal, ResourceType,
+    ScramCredential, UserFile, acl::CLUSTER_NAME, users::Users,
+};
 use strata_controller::Command;
 
 use crate::error::{BrokerError, Result};
 use crate::replication::Member;
 
-/// The users of this broker's cluster (or of the single broker).
-pub enum UserStore<'a> {
-    Local(&'a Arc<UserFile>),
-    Cluster(&'a Arc<Member>),
+/// A broker's security settings, parsed once, and a single broker's users and ACLs.
+pub struct Security {
+    supers: Vec<Principal>,
+    allow_if_none: bool,
+    clustered: bool,
+    users: Arc<UserFile>,
+    acls: Arc<AclFile>,
 }
 
-impl UserStore<'_> {
+impl Security {
+    pub(crate) fn open(data_dir: &Path, config: &crate::BrokerConfig) -> Result<Self> {
+        let stored = |e: strata_auth::AuthError| BrokerError::InvalidConfig(e.to_string());
+        Ok(Self {
+            supers: config.super_users()?,
+            allow_if_none: config.allow_everyone_if_no_acl_found(),
+            clustered: config.clustered(),
+            users: Arc::new(UserFile::open(data_dir).map_err(stored)?),
+            acls: Arc::new(AclFile::open(data_dir).map_err(stored)?),
+        })
+    }
+
+    pub fn is_super_user(&self, p: &Principal) -> bool {
+        self.supers.contains(p)
+    }
+}
+
+/// Who is asking: the principal a listener authenticated, and the address it called
+/// from (ACLs may name a host).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub host: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn new(principal: Principal, host: Option<IpAddr>) -> Self {
+        Self { principal, host }
+    }
+}
+
+/// The users and ACLs of this broker's cluster (or of the single broker).
+pub struct Store<'a> {
+    security: &'a Security,
+    member: Option<&'a Arc<Member>>,
+}
+
+impl<'a> Store<'a> {
+    /// The cluster's store when `member` is set, else the single broker's files.
+    pub fn new(broker: &'a crate::Broker, member: Option<&'a Arc<Member>>) -> Self {
+        Self {
+            security: broker.security(),
+            member,
+        }
+    }
+
+    fn with_acls<R>(&self, f: impl FnOnce(&Acls) -> R) -> R {
+        match self.member {
+            Some(m) => m.controller().with_state(|s| f(&s.acls)),
+            None => f(&self.security.acls.acls()),
+        }
+    }
+
+    /// Whether `caller` may do `op` on `(resource_type, name)`.
+    pub fn allowed(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        if self.security.is_super_user(&caller.principal) {
+            return true;
+        }
+        match self
+            .with_acls(|a| a.authorize(&caller.principal, caller.host, op, resource_type, name))
+        {
+            Decision::Allowed => true,
+            Decision::Denied => false,
+            Decision::NoAclFound => self.security.allow_if_none,
+        }
+    }
+
+    /// [`Store::allowed`], as an error naming what was refused.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Result<()> {
+        if self.allowed(caller, op, resource_type, name) {
+            return Ok(());
+        }
+        let why = denial(&caller.principal, op, resource_type, name);
+        Err(match resource_type {
+            ResourceType::Topic => BrokerError::TopicNotAuthorized(why),
+            ResourceType::Group => BrokerError::GroupNotAuthorized(why),
+            ResourceType::Cluster => BrokerError::NotAuthorized(why),
+        })
+    }
+
+    /// Whether `caller` may do `op` on some resource of `resource_type` (an
+    /// idempotent producer may start with Write on any topic, as in Kafka).
+    pub fn allowed_any(&self, caller: &Caller, op: Operation, resource_type: ResourceType) -> bool {
+        if self.security.is_super_user(&caller.principal) {
+            return true;
+        }
+        self.with_acls(|a| {
+            a.allows_any(&caller.principal, caller.host, op, resource_type)
+                || (a.is_empty() && self.security.allow_if_none)
+        })
+    }
+
+    /// Whether `caller` may manage users and ACLs: `op` (Alter to change, Describe to
+    /// read) on the cluster. A cluster's users and ACLs are shared by every broker, so
+    /// a cluster that names no super users lets nobody change them (one broker without
+    /// authentication must not let anyone write what the others trust).
+    pub fn check_admin(&self, caller: &Caller, op: Operation) -> Result<()> {
+        if self.security.supers.is_empty() && self.security.clustered {
+            return Err(BrokerError::NotAuthorized(
+                "a cluster's users and ACLs are managed by super users only, and this broker names none: set super_users (--super-user)".into(),
+            ));
+        }
+        self.authorize(caller, op, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
     /// The credential `user` holds for `mechanism`.
-    pub fn get(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
-        match self {
-            UserStore::Local(f) => f.get(user, mechanism),
-            UserStore::Cluster(m) => m
+    pub fn user(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+        match self.member {
+            Some(m) => m
                 .controller()
                 .with_state(|s| s.users.get(user)?.get(&mechanism).cloned()),
+            None => self.security.users.get(user, mechanism),
         }
     }
 
     /// Every user's mechanisms and iteration counts (never their keys).
-    pub fn list(&self) -> BTreeMap<String, Vec<(Mechanism, u32)>> {
+    pub fn users(&self) -> BTreeMap<String, Vec<(Mechanism, u32)>> {
         let summary = |users: &Users| {
             users
                 .iter()
@@ -40,15 +169,15 @@ impl UserStore<'_> {
                 })
                 .collect()
         };
-        match self {
-            UserStore::Local(f) => summary(&f.users()),
-            UserStore::Cluster(m) => m.controller().with_state(|s| summary(&s.users)),
+        match self.member {
+            Some(m) => m.controller().with_state(|s| summary(&s.users)),
+            None => summary(&self.security.users.users()),
         }
     }
 
     /// Sets `user`'s credential for `mechanism`, durably (committed to the
     /// controller's log, or fsynced to the user file) before it returns.
-    pub async fn upsert(
+    pub async fn upsert_user(
         &self,
         user: &str,
         mechanism: Mechanism,
@@ -56,97 +185,125 @@ impl UserStore<'_> {
     ) -> Result<()> {
         strata_auth::check_name(user).map_err(invalid)?;
         strata_auth::scram::check_iterations(credential.iterations).map_err(invalid)?;
-        match self {
-            UserStore::Local(f) => {
-                let (f, user) = (Arc::clone(f), user.to_string());
-                blocking(move || f.upsert(&user, mechanism, credential)).await
-            }
-            UserStore::Cluster(m) => {
-                // Applied once this broker's state holds another credential than before
-                // (ours, or one made at the same time after it: either way ours went in).
-                let before = self.get(user, mechanism);
-                m.submit(Command::UpsertScramCredential {
-                    user: user.to_string(),
-                    mechanism,
-                    credential,
-                })
-                .await?;
-                m.wait_for(|s| {
-                    let now = s.users.get(user).and_then(|c| c.get(&mechanism));
-                    (now.is_some() && now != before.as_ref()).then_some(())
-                })
-                .await
-            }
-        }
+        let Some(m) = self.member else {
+            let (f, user) = (self.security.users.clone(), user.to_string());
+            return blocking(move || f.upsert(&user, mechanism, credential)).await;
+        };
+        // Applied once this broker's state holds another credential than before (ours,
+        // or one made at the same time after it: either way ours went in).
+        let before = self.user(user, mechanism);
+        m.submit(Command::UpsertScramCredential {
+            user: user.to_string(),
+            mechanism,
+            credential,
+        })
+        .await?;
+        m.wait_for(|s| {
+            let now = s.users.get(user).and_then(|c| c.get(&mechanism));
+            (now.is_some() && now != before.as_ref()).then_some(())
+        })
+        .await
     }
 
-    /// Removes `user`'s credential for `mechanism`; an error if it had none.
-    pub async fn delete(&self, user: &str, mechanism: Mechanism) -> Result<()> {
-        let missing = || {
-            BrokerError::InvalidRequest(format!(
-                "user {user:?} has no {} credential; list users with `strata user list`",
-                mechanism.name()
-            ))
+    /// Removes `user`'s credential for `mechanism`; false if it had none (then
+    /// nothing changed).
+    pub async fn delete_user(&self, user: &str, mechanism: Mechanism) -> Result<bool> {
+        let Some(m) = self.member else {
+            let (f, u) = (self.security.users.clone(), user.to_string());
+            return blocking(move || f.delete(&u, mechanism)).await;
         };
-        match self {
-            UserStore::Local(f) => {
-                let (f, u) = (Arc::clone(f), user.to_string());
-                match blocking(move || f.delete(&u, mechanism)).await? {
-                    true => Ok(()),
-                    false => Err(missing()),
-                }
-            }
-            UserStore::Cluster(m) => {
-                if self.get(user, mechanism).is_none() {
-                    return Err(missing());
-                }
-                m.submit(Command::DeleteScramCredential {
-                    user: user.to_string(),
-                    mechanism,
-                })
-                .await?;
-                m.wait_for(|s| {
-                    s.users
-                        .get(user)
-                        .is_none_or(|c| !c.contains_key(&mechanism))
-                        .then_some(())
-                })
-                .await
-            }
+        if self.user(user, mechanism).is_none() {
+            return Ok(false);
         }
+        match m
+            .submit(Command::DeleteScramCredential {
+                user: user.to_string(),
+                mechanism,
+            })
+            .await
+        {
+            Ok(()) => {}
+            // Removed by someone else since we looked.
+            Err(BrokerError::InvalidRequest(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        m.wait_for(|s| {
+            s.users
+                .get(user)
+                .is_none_or(|c| !c.contains_key(&mechanism))
+                .then_some(())
+        })
+        .await?;
+        Ok(true)
     }
+
+    /// The bindings `filter` names.
+    pub fn acls(&self, filter: &AclFilter) -> Vec<AclBinding> {
+        self.with_acls(|a| a.matching(filter))
+    }
+
+    /// Adds bindings, durably, once each is checked (a bad one refuses them all).
+    pub async fn create_acls(&self, bindings: Vec<AclBinding>) -> Result<()> {
+        for b in &bindings {
+            b.validate().map_err(invalid)?;
+        }
+        let Some(m) = self.member else {
+            let f = self.security.acls.clone();
+            return blocking(move || f.create(bindings)).await;
+        };
+        let wanted = bindings.clone();
+        m.submit(Command::CreateAcls { acls: bindings }).await?;
+        m.wait_for(|s| wanted.iter().all(|b| s.acls.contains(b)).then_some(()))
+            .await
+    }
+
+    /// Removes the bindings each filter names, durably; returns them filter by filter.
+    pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Result<Vec<Vec<AclBinding>>> {
+        let Some(m) = self.member else {
+            let f = self.security.acls.clone();
+            return blocking(move || f.delete(&filters)).await;
+        };
+        let found: Vec<Vec<AclBinding>> = filters.iter().map(|f| self.acls(f)).collect();
+        let gone: Vec<AclBinding> = found.iter().flatten().cloned().collect();
+        if gone.is_empty() {
+            return Ok(found);
+        }
+        m.submit(Command::DeleteAcls { acls: gone.clone() }).await?;
+        m.wait_for(|s| gone.iter().all(|b| !s.acls.contains(b)).then_some(()))
+            .await?;
+        Ok(found)
+    }
+}
+
+/// What a refused caller is told: who, what, and how to get it.
+pub fn denial(
+    principal: &Principal,
+    op: Operation,
+    resource_type: ResourceType,
+    name: &str,
+) -> String {
+    format!(
+        "{principal} is not allowed {op} on {resource_type} {name:?}: an ACL must allow it (`strata acl add --allow {principal} --operation {op} --{} {name}`, run by a super user)",
+        resource_type.name().to_ascii_lowercase()
+    )
 }
 
 fn invalid(e: strata_auth::AuthError) -> BrokerError {
     BrokerError::InvalidRequest(e.to_string())
 }
 
-/// A write and fsync of the user file, off the async workers.
+/// A write and fsync of a security file, off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<T, strata_auth::AuthError> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BrokerError::InvalidRequest(format!("the user file write failed: {e}")))?
-        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))
-}
-
-/// Whether `principal` may manage users: a super user may; while `super_users` is
-/// empty (allowed only with no authentication on) anyone may on a single broker (the
-/// quick start), nobody in a cluster.
-pub fn check_admin(config: &crate::BrokerConfig, principal: &strata_auth::Principal) -> Result<()> {
-    let supers = config.super_users()?;
-    // A cluster's users are shared by every broker: one broker without authentication
-    // must not let anyone write the credentials the others trust.
-    if supers.is_empty() && config.clustered() {
-        return Err(BrokerError::NotAuthorized(
-            "a cluster's users are managed by super users only, and this broker names none: set super_users (--super-user)".into(),
-        ));
-    }
-    if supers.is_empty() || supers.contains(principal) {
-        return Ok(());
-    }
-    Err(BrokerError::NotAuthorized(format!(
-        "{principal} may not manage users: that takes a super user (super_users in the broker's config)"
-    )))
+        .map_err(|e| BrokerError::io("writing a security file", std::io::Error::other(e)))?
+        .map_err(|e| match e {
+            strata_auth::AuthError::Io(why) => BrokerError::Io {
+                context: why,
+                source: std::io::Error::other("the change was not saved"),
+            },
+            e => invalid(e),
+        })
 }

@@ -692,6 +692,39 @@ impl Client {
         Ok(r.into_inner().users)
     }
 
+    /// Adds ACL bindings (all or none: a malformed one refuses them all).
+    pub async fn create_acls(&self, acls: Vec<pb::Acl>) -> Result<()> {
+        self.raw()
+            .create_acls(pb::CreateAclsRequest { acls })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(())
+    }
+
+    /// The ACL bindings `filter` names.
+    pub async fn list_acls(&self, filter: pb::AclFilter) -> Result<Vec<pb::Acl>> {
+        let r = self
+            .raw()
+            .list_acls(pb::ListAclsRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().acls)
+    }
+
+    /// Removes the ACL bindings `filter` names; returns them.
+    pub async fn delete_acls(&self, filter: pb::AclFilter) -> Result<Vec<pb::Acl>> {
+        let r = self
+            .raw()
+            .delete_acls(pb::DeleteAclsRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(|s| self.err(s))?;
+        Ok(r.into_inner().deleted)
+    }
+
     pub async fn describe_cluster(&self) -> Result<pb::DescribeClusterResponse> {
         let r = self
             .raw()

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_auth::users::Users;
-use strata_auth::{Mechanism, ScramCredential};
+use strata_auth::{AclBinding, Acls, Mechanism, ScramCredential};
 
 /// The most partitions a topic may have.
 pub const MAX_PARTITIONS: usize = 10_000;
@@ -188,6 +188,11 @@ pub enum Command {
     },
     /// Removes a user's credential for one mechanism; refused if it has none.
     DeleteScramCredential { user: String, mechanism: Mechanism },
+    /// Adds ACL bindings (Kafka's CreateAcls); refused whole if one is malformed.
+    CreateAcls { acls: Vec<AclBinding> },
+    /// Removes these exact bindings (the proposer resolved Kafka's DeleteAcls filters
+    /// against its state); those already gone are skipped.
+    DeleteAcls { acls: Vec<AclBinding> },
 }
 
 /// What applying a command answered.
@@ -216,6 +221,9 @@ pub struct ClusterState {
     /// SASL/SCRAM users (also checked by SASL/PLAIN).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: Users,
+    /// Who may do what (see [`strata_auth::acl`]).
+    #[serde(default, skip_serializing_if = "Acls::is_empty")]
+    pub acls: Acls,
 }
 
 impl ClusterState {
@@ -389,6 +397,21 @@ impl ClusterState {
                 }
                 if creds.is_empty() {
                     self.users.remove(user);
+                }
+                CommandResult::default()
+            }
+            Command::CreateAcls { acls } => {
+                if let Some(e) = acls.iter().find_map(|b| b.validate().err()) {
+                    return CommandResult::refused(e.to_string());
+                }
+                for b in acls {
+                    self.acls.insert(b.clone());
+                }
+                CommandResult::default()
+            }
+            Command::DeleteAcls { acls } => {
+                for b in acls {
+                    self.acls.remove(b);
                 }
                 CommandResult::default()
             }
@@ -1061,5 +1084,39 @@ mod tests {
         assert_eq!(s.apply(&delete), CommandResult::default());
         assert!(s.users.is_empty());
         assert!(s.apply(&delete).error.unwrap().contains("does not exist"));
+    }
+
+    #[test]
+    fn acls_are_added_checked_and_removed() {
+        use strata_auth::{Operation, PatternType, Permission, ResourceType};
+        let b = |principal: &str| AclBinding {
+            resource_type: ResourceType::Topic,
+            name: "orders".into(),
+            pattern: PatternType::Literal,
+            principal: principal.into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        };
+        let mut s = ClusterState::default();
+        let create = Command::CreateAcls {
+            acls: vec![b("User:alice"), b("User:bob")],
+        };
+        assert_eq!(s.apply(&create), CommandResult::default());
+        // Again: the same bindings, no duplicates.
+        s.apply(&create);
+        assert_eq!(s.acls.len(), 2);
+        // One malformed binding refuses the whole command.
+        let bad = Command::CreateAcls {
+            acls: vec![b("User:carol"), b("carol")],
+        };
+        assert!(s.apply(&bad).error.unwrap().contains("User:NAME"));
+        assert_eq!(s.acls.len(), 2);
+        let back: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        s.apply(&Command::DeleteAcls {
+            acls: vec![b("User:alice"), b("User:zed")],
+        });
+        assert_eq!(s.acls.iter().collect::<Vec<_>>(), vec![&b("User:bob")]);
     }
 }

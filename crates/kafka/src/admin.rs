@@ -10,6 +10,8 @@ use strata_broker::error::BrokerError;
 
 use crate::errors;
 use crate::handlers::topic_uuid;
+use strata_auth::Operation;
+
 use crate::{Context, Session, str};
 
 /// Kafka's resource types in config requests.
@@ -39,6 +41,7 @@ fn named_twice<'a>(names: impl Iterator<Item = &'a TopicName>) -> BTreeSet<Strin
 
 pub async fn create_topics(
     ctx: &Context,
+    session: &Session,
     version: i16,
     r: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
@@ -69,7 +72,9 @@ pub async fn create_topics(
         } else {
             t.replication_factor as i64
         };
-        let result = if duplicates.contains(&name) {
+        let result = if let Err(e) = ctx.may_create_topic(session, &name) {
+            Err((errors::code(&e), e.to_string()))
+        } else if duplicates.contains(&name) {
             Err((
                 ResponseError::InvalidRequest.code(),
                 format!("topic {name:?} is named more than once in the request"),
@@ -140,6 +145,7 @@ pub async fn create_topics(
 
 pub async fn delete_topics(
     ctx: &Context,
+    session: &Session,
     version: i16,
     r: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
@@ -163,10 +169,11 @@ pub async fn delete_topics(
                 .and_then(|v| ctx.topic_names(&v).remove(&id))
         });
         let result = match &name {
-            Some(n) => ctx
-                .delete_topic(n)
-                .await
-                .map_err(|e| (errors::code(&e), errors::message(&e))),
+            Some(n) => match ctx.authorize_topic(session, Operation::Delete, n) {
+                Ok(()) => ctx.delete_topic(n).await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| (errors::code(&e), errors::message(&e))),
             None => Err((
                 ResponseError::UnknownTopicId.code(),
                 format!("no topic has id {id}"),
@@ -189,6 +196,7 @@ pub async fn delete_topics(
 /// new partitions get as many replicas as the topic's first, placed as a new topic's.
 pub async fn create_partitions(
     ctx: &Context,
+    session: &Session,
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut resp = CreatePartitionsResponse::default();
@@ -197,7 +205,9 @@ pub async fn create_partitions(
         let name = t.name.0.to_string();
         let mut out = create_partitions_response::CreatePartitionsTopicResult::default();
         out.name = t.name.clone();
-        let result = if duplicates.contains(&name) {
+        let result = if let Err(e) = ctx.authorize_topic(session, Operation::Alter, &name) {
+            Err((errors::code(&e), e.to_string()))
+        } else if duplicates.contains(&name) {
             Err((
                 ResponseError::InvalidRequest.code(),
                 format!("topic {name:?} is named more than once in the request"),
@@ -221,7 +231,11 @@ pub async fn create_partitions(
     resp
 }
 
-pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe_configs(
+    ctx: &Context,
+    session: &Session,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let mut resp = DescribeConfigsResponse::default();
     for res in r.resources {
         let mut out = describe_configs_response::DescribeConfigsResult::default();
@@ -229,7 +243,8 @@ pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeCon
         out.resource_name = res.resource_name.clone();
         match res.resource_type {
             RESOURCE_TOPIC => match ctx
-                .view()
+                .authorize_topic(session, Operation::DescribeConfigs, &res.resource_name)
+                .and_then(|()| ctx.view())
                 .and_then(|v| ctx.topic_config(&v, &res.resource_name))
             {
                 Ok(config) => {
@@ -255,7 +270,12 @@ pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeCon
                 }
             },
             // Broker settings live in the config file; none are described here.
-            RESOURCE_BROKER => {}
+            RESOURCE_BROKER => {
+                if let Err(e) = ctx.authorize_cluster(session, Operation::DescribeConfigs) {
+                    out.error_code = errors::code(&e);
+                    out.error_message = Some(str(&e.to_string()));
+                }
+            }
             other => {
                 out.error_code = ResponseError::InvalidRequest.code();
                 out.error_message = Some(str(&format!(
@@ -270,6 +290,7 @@ pub fn describe_configs(ctx: &Context, r: DescribeConfigsRequest) -> DescribeCon
 
 pub async fn incremental_alter_configs(
     ctx: &Context,
+    session: &Session,
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut resp = IncrementalAlterConfigsResponse::default();
@@ -277,7 +298,11 @@ pub async fn incremental_alter_configs(
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
-        let result = alter_one(ctx, &res, r.validate_only).await;
+        let result = match ctx.authorize_topic(session, Operation::AlterConfigs, &res.resource_name)
+        {
+            Err(e) if res.resource_type == RESOURCE_TOPIC => Err((errors::code(&e), e.to_string())),
+            _ => alter_one(ctx, &res, r.validate_only).await,
+        };
         if let Err((code, msg)) = result {
             out.error_code = code;
             out.error_message = Some(str(&msg));
@@ -330,12 +355,19 @@ async fn alter_one(
     result.map_err(|e| (errors::code(&e), errors::message(&e)))
 }
 
-pub fn describe_cluster(ctx: &Context, r: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    ctx: &Context,
+    session: &Session,
+    r: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     resp.endpoint_type = r.endpoint_type;
     // Any broker takes admin requests (a cluster member hands them to the controller).
     resp.controller_id = BrokerId(ctx.node_id());
-    let brokers = match ctx.view() {
+    let brokers = match ctx
+        .authorize_cluster(session, Operation::Describe)
+        .and_then(|()| ctx.view())
+    {
         Ok(view) => {
             resp.cluster_id = str(&ctx.cluster_id(&view));
             ctx.brokers(&view)
@@ -370,9 +402,10 @@ pub fn describe_user_scram_credentials(
     r: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     let mut resp = DescribeUserScramCredentialsResponse::default();
-    let listed = strata_broker::security::check_admin(ctx.broker.config(), &session.principal)
-        .and_then(|()| ctx.users())
-        .map(|u| u.list());
+    let listed = ctx.store().and_then(|u| {
+        u.check_admin(&session.caller, Operation::Describe)?;
+        Ok(u.users())
+    });
     let all = match listed {
         Ok(all) => all,
         Err(e) => {
@@ -436,8 +469,10 @@ pub async fn alter_user_scram_credentials(
     {
         *counts.entry(name.to_string()).or_default() += 1;
     }
-    let allowed = strata_broker::security::check_admin(ctx.broker.config(), &session.principal)
-        .and_then(|()| ctx.users());
+    let allowed = ctx.store().and_then(|u| {
+        u.check_admin(&session.caller, Operation::Alter)?;
+        Ok(u)
+    });
     let answer = |user: &str, e: Option<(i16, String)>| {
         let mut a =
             alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default();
@@ -481,12 +516,15 @@ pub async fn alter_user_scram_credentials(
         let outcome = match duplicate(&name) {
             Some(e) => Err(e),
             None => match mechanism(d.mechanism) {
-                // Nothing to delete is Kafka's RESOURCE_NOT_FOUND.
-                Ok(m) if users.get(&name, m).is_none() => Err((
-                    ResponseError::ResourceNotFound.code(),
-                    format!("user {name:?} has no {} credential", m.name()),
-                )),
-                Ok(m) => users.delete(&name, m).await.map_err(failed),
+                Ok(m) => match users.delete_user(&name, m).await {
+                    Ok(true) => Ok(()),
+                    // Nothing to delete is Kafka's RESOURCE_NOT_FOUND.
+                    Ok(false) => Err((
+                        ResponseError::ResourceNotFound.code(),
+                        format!("user {name:?} has no {} credential", m.name()),
+                    )),
+                    Err(e) => Err(failed(e)),
+                },
                 Err(e) => Err(e),
             },
         };
@@ -505,7 +543,7 @@ pub async fn alter_user_scram_credentials(
                     &u.salted_password,
                     u.iterations.max(0) as u32,
                 ) {
-                    Ok(c) => users.upsert(&name, m, c).await.map_err(failed),
+                    Ok(c) => users.upsert_user(&name, m, c).await.map_err(failed),
                     Err(e) => Err((ResponseError::UnacceptableCredential.code(), e.to_string())),
                 },
                 Err(e) => Err(e),

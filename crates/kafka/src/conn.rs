@@ -85,11 +85,15 @@ pub async fn serve_connection(
         // Plain TCP splits without a lock between the halves.
         strata_tls::Conn::Plain(tcp) => {
             let (rd, wr) = tcp.into_split();
-            serve_halves(rd, wr, cert, ctx, stop).instrument(span).await
+            serve_halves(rd, wr, peer, cert, ctx, stop)
+                .instrument(span)
+                .await
         }
         strata_tls::Conn::Tls(tls) => {
             let (rd, wr) = tokio::io::split(*tls);
-            serve_halves(rd, wr, cert, ctx, stop).instrument(span).await
+            serve_halves(rd, wr, peer, cert, ctx, stop)
+                .instrument(span)
+                .await
         }
     }
 }
@@ -97,6 +101,7 @@ pub async fn serve_connection(
 async fn serve_halves<R, W>(
     rd: R,
     mut wr: W,
+    peer: SocketAddr,
     cert: Option<strata_auth::Principal>,
     ctx: Arc<Context>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -128,7 +133,9 @@ async fn serve_halves<R, W>(
             }
         };
         tracing::Span::current().record("principal", tracing::field::display(&principal));
-        let session = Arc::new(crate::Session { principal });
+        let session = Arc::new(crate::Session {
+            caller: strata_broker::security::Caller::new(principal, Some(peer.ip())),
+        });
         let mut in_flight = InFlight::default();
         // A request that runs alone, read while others were in flight: it starts once
         // they are answered, and nothing more is read until then.
@@ -387,6 +394,9 @@ pub enum Request {
     SaslAuthenticate(SaslAuthenticateRequest),
     DescribeUserScramCredentials(DescribeUserScramCredentialsRequest),
     AlterUserScramCredentials(AlterUserScramCredentialsRequest),
+    CreateAcls(CreateAclsRequest),
+    DescribeAcls(DescribeAclsRequest),
+    DeleteAcls(DeleteAclsRequest),
 }
 
 /// Decodes one request frame (without its length prefix). Anything that is not a
@@ -471,6 +481,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, Close> {
             Request::DescribeUserScramCredentials(decode(&h, frame)?)
         }
         ApiKey::AlterUserScramCredentials => Request::AlterUserScramCredentials(decode(&h, frame)?),
+        ApiKey::CreateAcls => Request::CreateAcls(decode(&h, frame)?),
+        ApiKey::DescribeAcls => Request::DescribeAcls(decode(&h, frame)?),
+        ApiKey::DeleteAcls => Request::DeleteAcls(decode(&h, frame)?),
         other => return Err(Close(format!("API {other:?} is not served"))),
     };
     Ok(Decoded::Request(h, Box::new(r)))

@@ -43,9 +43,9 @@ pub fn kind_code(kind: ErrorKind) -> i16 {
         K::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
         K::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         K::InvalidProducerEpoch => E::InvalidProducerEpoch,
-        // What an API answers depends on the resource (topic, group, cluster); the
-        // handlers that check pick the specific code, this is the cluster-level one.
         K::NotAuthorized => E::ClusterAuthorizationFailed,
+        K::TopicNotAuthorized => E::TopicAuthorizationFailed,
+        K::GroupNotAuthorized => E::GroupAuthorizationFailed,
     };
     e.code()
 }

@@ -15,7 +15,9 @@ use strata_groups::classic::{ClassicError, Join};
 
 use crate::errors;
 use crate::view::{BrokerView, View};
-use crate::{Context, str};
+use strata_auth::Operation;
+
+use crate::{Context, Session, str};
 
 /// Kafka's code for a classic group refusal.
 pub fn classic_code(e: &ClassicError) -> i16 {
@@ -38,6 +40,7 @@ pub fn classic_code(e: &ClassicError) -> i16 {
 
 pub fn find_coordinator(
     ctx: &Context,
+    session: &Session,
     version: i16,
     r: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -57,7 +60,9 @@ pub fn find_coordinator(
                 "transactions are not supported by this broker".to_string(),
             ))
         } else {
-            coordinator(ctx, &view, &key)
+            ctx.authorize_group(session, Operation::Describe, &key)
+                .map_err(|e| (errors::code(&e), e.to_string()))
+                .and_then(|()| coordinator(ctx, &view, &key))
         };
         c.key = key;
         match found {
@@ -119,16 +124,18 @@ fn coordinator(
     })
 }
 
-/// Kafka's code when this broker does not coordinate `group` now.
-fn not_here(ctx: &Context, group: &str) -> Option<i16> {
-    ctx.broker
-        .check_coordinator(group)
+/// Kafka's code when `session` may not do `op` on `group`, or when this broker does not
+/// coordinate it now.
+fn refused(ctx: &Context, session: &Session, op: Operation, group: &str) -> Option<i16> {
+    ctx.authorize_group(session, op, group)
+        .and_then(|()| ctx.broker.check_coordinator(group))
         .err()
         .map(|e| errors::code(&e))
 }
 
 pub async fn join_group(
     ctx: &Context,
+    session: &Session,
     version: i16,
     client_id: &str,
     r: JoinGroupRequest,
@@ -155,7 +162,7 @@ pub async fn join_group(
     let other = ctx.broker.has_consumer_members(&group);
     let mut resp = JoinGroupResponse::default();
     resp.generation_id = -1;
-    if let Some(code) = not_here(ctx, &group) {
+    if let Some(code) = refused(ctx, session, Operation::Read, &group) {
         resp.error_code = code;
         resp.member_id = r.member_id;
         if version < 7 {
@@ -200,14 +207,19 @@ pub async fn join_group(
     resp
 }
 
-pub async fn sync_group(ctx: &Context, version: i16, r: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync_group(
+    ctx: &Context,
+    session: &Session,
+    version: i16,
+    r: SyncGroupRequest,
+) -> SyncGroupResponse {
     let assignments = r
         .assignments
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let mut resp = SyncGroupResponse::default();
-    if let Some(code) = not_here(ctx, &r.group_id.0) {
+    if let Some(code) = refused(ctx, session, Operation::Read, &r.group_id.0) {
         resp.error_code = code;
         return resp;
     }
@@ -254,9 +266,9 @@ pub async fn sync_group(ctx: &Context, version: i16, r: SyncGroupRequest) -> Syn
     resp
 }
 
-pub fn heartbeat(ctx: &Context, r: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(ctx: &Context, session: &Session, r: HeartbeatRequest) -> HeartbeatResponse {
     let mut resp = HeartbeatResponse::default();
-    if let Some(code) = not_here(ctx, &r.group_id.0) {
+    if let Some(code) = refused(ctx, session, Operation::Read, &r.group_id.0) {
         resp.error_code = code;
         return resp;
     }
@@ -270,10 +282,15 @@ pub fn heartbeat(ctx: &Context, r: HeartbeatRequest) -> HeartbeatResponse {
     resp
 }
 
-pub fn leave_group(ctx: &Context, version: i16, r: LeaveGroupRequest) -> LeaveGroupResponse {
+pub fn leave_group(
+    ctx: &Context,
+    session: &Session,
+    version: i16,
+    r: LeaveGroupRequest,
+) -> LeaveGroupResponse {
     let groups = ctx.broker.classic_groups();
     let mut resp = LeaveGroupResponse::default();
-    if let Some(code) = not_here(ctx, &r.group_id.0) {
+    if let Some(code) = refused(ctx, session, Operation::Read, &r.group_id.0) {
         resp.error_code = code;
         return resp;
     }
@@ -297,14 +314,31 @@ pub fn leave_group(ctx: &Context, version: i16, r: LeaveGroupRequest) -> LeaveGr
 
 // ---- offsets ----
 
-pub async fn offset_commit(ctx: &Context, r: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    ctx: &Context,
+    session: &Session,
+    r: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = r.group_id.0.to_string();
+    // Kafka's order: the group first (everything fails with it), then each topic.
+    let denied = |t: &str| {
+        ctx.authorize_topic(session, Operation::Read, t)
+            .err()
+            .map(|e| errors::code(&e))
+    };
+    let topic_codes: BTreeMap<String, Option<i16>> = r
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), denied(&t.name.0)))
+        .collect();
     let member = r.member_id.to_string();
     let generation = r.generation_id_or_member_epoch;
     let classic = ctx.broker.classic_groups();
     // A classic member's commit is checked against its generation; a KIP-848 member's
     // (and a commit from outside any group) by the coordinator itself.
-    let check = if classic.has_members(&group) || !ctx.broker.has_consumer_members(&group) {
+    let check = if let Err(e) = ctx.authorize_group(session, Operation::Read, &group) {
+        Err(errors::code(&e))
+    } else if classic.has_members(&group) || !ctx.broker.has_consumer_members(&group) {
         classic
             .check_commit(&group, generation, &member)
             .map(|()| (String::new(), -1))
@@ -314,6 +348,9 @@ pub async fn offset_commit(ctx: &Context, r: OffsetCommitRequest) -> OffsetCommi
     };
     let mut offsets = Vec::new();
     for t in &r.topics {
+        if topic_codes[t.name.0.as_str()].is_some() {
+            continue;
+        }
         for p in &t.partitions {
             if p.partition_index >= 0 {
                 offsets.push((
@@ -336,9 +373,10 @@ pub async fn offset_commit(ctx: &Context, r: OffsetCommitRequest) -> OffsetCommi
             .map_err(|e| errors::code(&e)),
         Err(code) => Err(code),
     };
-    let code = result.err().unwrap_or(0);
+    let group_code = result.err();
     let mut resp = OffsetCommitResponse::default();
     for t in r.topics {
+        let code = group_code.or(topic_codes[t.name.0.as_str()]).unwrap_or(0);
         let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
         tr.name = t.name;
         tr.topic_id = t.topic_id;
@@ -360,9 +398,23 @@ pub async fn offset_commit(ctx: &Context, r: OffsetCommitRequest) -> OffsetCommi
 /// One group's committed offsets: `wanted` (topic, partitions), or all when `None`.
 async fn committed(
     ctx: &Context,
+    session: &Session,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<BTreeMap<String, Vec<(i32, i64, String)>>, i16> {
+) -> Result<BTreeMap<String, Vec<(i32, i64, String, i16)>>, i16> {
+    if let Err(e) = ctx.authorize_group(session, Operation::Describe, group) {
+        return Err(errors::code(&e));
+    }
+    // A topic the caller may not describe: asked for, its partitions answer
+    // TOPIC_AUTHORIZATION_FAILED; in a listing of all, it is left out (as in Kafka).
+    let may = |t: &str| ctx.authorize_topic(session, Operation::Describe, t).is_ok();
+    let (wanted, denied): (Option<Vec<_>>, Vec<_>) = match wanted {
+        Some(w) => {
+            let (ok, no): (Vec<_>, Vec<_>) = w.into_iter().partition(|(t, _)| may(t));
+            (Some(ok), no)
+        }
+        None => (None, Vec::new()),
+    };
     let asked: Vec<(String, u32)> = wanted
         .iter()
         .flatten()
@@ -377,7 +429,16 @@ async fn committed(
             BrokerError::UnknownGroup(_) => Ok(Vec::new()),
             e => Err(errors::code(&e)),
         })?;
-    let mut by_topic: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<String, Vec<(i32, i64, String, i16)>> = BTreeMap::new();
+    for (t, ps) in denied {
+        let code = ResponseError::TopicAuthorizationFailed.code();
+        by_topic.insert(
+            t,
+            ps.into_iter()
+                .map(|p| (p, -1, String::new(), code))
+                .collect(),
+        );
+    }
     let mut have: BTreeMap<(String, i32), (i64, String)> = BTreeMap::new();
     for (t, p, o, m) in found {
         have.insert((t, p as i32), (o, m));
@@ -388,14 +449,14 @@ async fn committed(
                 let rows = by_topic.entry(t.clone()).or_default();
                 for p in ps {
                     let (o, m) = have.remove(&(t.clone(), p)).unwrap_or((-1, String::new()));
-                    rows.push((p, o, m));
+                    rows.push((p, o, m, 0));
                 }
             }
         }
         None => {
             for ((t, p), (o, m)) in have {
-                if o >= 0 {
-                    by_topic.entry(t).or_default().push((p, o, m));
+                if o >= 0 && may(&t) {
+                    by_topic.entry(t).or_default().push((p, o, m, 0));
                 }
             }
         }
@@ -405,6 +466,7 @@ async fn committed(
 
 pub async fn offset_fetch(
     ctx: &Context,
+    session: &Session,
     version: i16,
     r: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
@@ -417,18 +479,19 @@ pub async fn offset_fetch(
                     .collect()
             });
             let mut out = offset_fetch_response::OffsetFetchResponseGroup::default();
-            match committed(ctx, &g.group_id.0, wanted).await {
+            match committed(ctx, session, &g.group_id.0, wanted).await {
                 Ok(by_topic) => {
                     for (t, rows) in by_topic {
                         let mut tr = offset_fetch_response::OffsetFetchResponseTopics::default();
                         tr.name = TopicName(str(&t));
-                        for (p, o, m) in rows {
+                        for (p, o, m, code) in rows {
                             let mut pr =
                                 offset_fetch_response::OffsetFetchResponsePartitions::default();
                             pr.partition_index = p;
                             pr.committed_offset = o;
                             pr.committed_leader_epoch = -1;
                             pr.metadata = Some(str(&m));
+                            pr.error_code = code;
                             tr.partitions.push(pr);
                         }
                         out.topics.push(tr);
@@ -447,17 +510,18 @@ pub async fn offset_fetch(
             .collect()
     });
     let asked = (version < 2).then(|| wanted.clone().unwrap_or_default());
-    match committed(ctx, &r.group_id.0, wanted).await {
+    match committed(ctx, session, &r.group_id.0, wanted).await {
         Ok(by_topic) => {
             for (t, rows) in by_topic {
                 let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
                 tr.name = TopicName(str(&t));
-                for (p, o, m) in rows {
+                for (p, o, m, code) in rows {
                     let mut pr = offset_fetch_response::OffsetFetchResponsePartition::default();
                     pr.partition_index = p;
                     pr.committed_offset = o;
                     pr.committed_leader_epoch = -1;
                     pr.metadata = Some(str(&m));
+                    pr.error_code = code;
                     tr.partitions.push(pr);
                 }
                 resp.topics.push(tr);
@@ -488,7 +552,12 @@ pub async fn offset_fetch(
 
 // ---- group administration ----
 
-pub fn list_groups(ctx: &Context, version: i16, r: ListGroupsRequest) -> ListGroupsResponse {
+pub fn list_groups(
+    ctx: &Context,
+    session: &Session,
+    version: i16,
+    r: ListGroupsRequest,
+) -> ListGroupsResponse {
     let mut rows: Vec<(String, String, &'static str)> = ctx
         .broker
         .classic_groups()
@@ -511,7 +580,12 @@ pub fn list_groups(ctx: &Context, version: i16, r: ListGroupsRequest) -> ListGro
         let type_ok = version < 5
             || r.types_filter.is_empty()
             || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(kind));
-        if !(state_ok && type_ok) {
+        // Only the groups the caller may describe, as in Kafka.
+        if !(state_ok && type_ok)
+            || ctx
+                .authorize_group(session, Operation::Describe, &name)
+                .is_err()
+        {
             continue;
         }
         let mut g = list_groups_response::ListedGroup::default();
@@ -524,11 +598,17 @@ pub fn list_groups(ctx: &Context, version: i16, r: ListGroupsRequest) -> ListGro
     resp
 }
 
-pub fn describe_groups(ctx: &Context, r: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn describe_groups(
+    ctx: &Context,
+    session: &Session,
+    r: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut resp = DescribeGroupsResponse::default();
     for id in r.groups {
         let mut g = describe_groups_response::DescribedGroup::default();
-        if let Some(d) = ctx.broker.classic_groups().describe(&id.0) {
+        if let Err(e) = ctx.authorize_group(session, Operation::Describe, &id.0) {
+            g.error_code = errors::code(&e);
+        } else if let Some(d) = ctx.broker.classic_groups().describe(&id.0) {
             g.group_state = str(d.state);
             g.protocol_type = str(&d.protocol_type);
             g.protocol_data = str(&d.protocol);
@@ -562,11 +642,17 @@ pub fn describe_groups(ctx: &Context, r: DescribeGroupsRequest) -> DescribeGroup
     resp
 }
 
-pub async fn delete_groups(ctx: &Context, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    ctx: &Context,
+    session: &Session,
+    r: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut resp = DeleteGroupsResponse::default();
     for id in r.groups_names {
         let mut out = delete_groups_response::DeletableGroupResult::default();
-        out.error_code = if ctx.broker.classic_groups().has_members(&id.0) {
+        out.error_code = if let Err(e) = ctx.authorize_group(session, Operation::Delete, &id.0) {
+            errors::code(&e)
+        } else if ctx.broker.classic_groups().has_members(&id.0) {
             ResponseError::NonEmptyGroup.code()
         } else {
             match ctx.broker.delete_group(&id.0).await {
@@ -588,6 +674,7 @@ const CONSUMER_SESSION_TIMEOUT_MS: u32 = 45_000;
 
 pub async fn consumer_heartbeat(
     ctx: &Context,
+    session: &Session,
     r: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let mut resp = ConsumerGroupHeartbeatResponse::default();
@@ -608,6 +695,10 @@ pub async fn consumer_heartbeat(
     }
     let group = r.group_id.0.to_string();
     let member = r.member_id.to_string();
+    if let Err(e) = ctx.authorize_group(session, Operation::Read, &group) {
+        fail(&mut resp, errors::code(&e), e.to_string());
+        return resp;
+    }
     // What the request leaves out (null: unchanged) is what the coordinator has.
     let known = ctx
         .broker
@@ -689,6 +780,7 @@ fn topic_names(ctx: &Context) -> BTreeMap<uuid::Uuid, String> {
 
 pub fn consumer_describe(
     ctx: &Context,
+    session: &Session,
     r: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let ids = topic_ids(ctx);
@@ -706,7 +798,10 @@ pub fn consumer_describe(
     let mut resp = ConsumerGroupDescribeResponse::default();
     for id in r.group_ids {
         let mut g = consumer_group_describe_response::DescribedGroup::default();
-        match ctx.broker.describe_group(&id.0) {
+        match ctx
+            .authorize_group(session, Operation::Describe, &id.0)
+            .and_then(|()| ctx.broker.describe_group(&id.0))
+        {
             Ok(d) => {
                 g.group_state = str(d.state);
                 g.group_epoch = d.group_epoch;

@@ -10,11 +10,13 @@ use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
+use strata_auth::Operation;
 use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced};
 use strata_broker::error::BrokerError;
 use strata_broker::groups::OFFSETS_TOPIC;
 use uuid::Uuid;
 
+use crate::acls;
 use crate::admin;
 use crate::apis::SUPPORTED;
 use crate::conn::{Answer, Header, Reply, Request, ready, response};
@@ -34,77 +36,130 @@ pub fn dispatch(ctx: &Arc<Context>, session: &Arc<Session>, h: Header, r: Reques
     let (id, v) = (h.correlation_id, h.version);
     match r {
         Request::ApiVersions(_) => ready(response(id, v, &api_versions(0))),
-        Request::Metadata(r) => {
-            Box::pin(async move { Answer::Frame(response(id, v, &metadata(&ctx, v, r).await)) })
-        }
-        Request::Produce(r) => produce(&ctx, h, r),
+        Request::Metadata(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &metadata(&ctx, &session, v, r).await))
+        }),
+        Request::Produce(r) => produce(&ctx, &session, h, r),
         Request::Fetch(r) => {
-            Box::pin(async move { Answer::Frame(response(id, v, &fetch(&ctx, v, r).await)) })
-        }
-        Request::ListOffsets(r) => {
-            Box::pin(async move { Answer::Frame(response(id, v, &list_offsets(&ctx, v, r).await)) })
-        }
-        Request::InitProducerId(r) => {
             Box::pin(
-                async move { Answer::Frame(response(id, v, &init_producer_id(&ctx, r).await)) },
+                async move { Answer::Frame(response(id, v, &fetch(&ctx, &session, v, r).await)) },
             )
         }
-        Request::FindCoordinator(r) => {
-            ready(response(id, v, &groups::find_coordinator(&ctx, v, r)))
-        }
+        Request::ListOffsets(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &list_offsets(&ctx, &session, v, r).await))
+        }),
+        Request::InitProducerId(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &init_producer_id(&ctx, &session, r).await))
+        }),
+        Request::FindCoordinator(r) => ready(response(
+            id,
+            v,
+            &groups::find_coordinator(&ctx, &session, v, r),
+        )),
         Request::JoinGroup(r) => {
             let client = h.client_id.unwrap_or_default();
             Box::pin(async move {
                 Answer::Frame(response(
                     id,
                     v,
-                    &groups::join_group(&ctx, v, &client, r).await,
+                    &groups::join_group(&ctx, &session, v, &client, r).await,
                 ))
             })
         }
         Request::SyncGroup(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &groups::sync_group(&ctx, v, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &groups::sync_group(&ctx, &session, v, r).await,
+            ))
         }),
-        Request::Heartbeat(r) => ready(response(id, v, &groups::heartbeat(&ctx, r))),
-        Request::LeaveGroup(r) => ready(response(id, v, &groups::leave_group(&ctx, v, r))),
+        Request::Heartbeat(r) => ready(response(id, v, &groups::heartbeat(&ctx, &session, r))),
+        Request::LeaveGroup(r) => {
+            ready(response(id, v, &groups::leave_group(&ctx, &session, v, r)))
+        }
         Request::OffsetCommit(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &groups::offset_commit(&ctx, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &groups::offset_commit(&ctx, &session, r).await,
+            ))
         }),
         Request::OffsetFetch(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &groups::offset_fetch(&ctx, v, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &groups::offset_fetch(&ctx, &session, v, r).await,
+            ))
         }),
-        Request::ListGroups(r) => ready(response(id, v, &groups::list_groups(&ctx, v, r))),
-        Request::DescribeGroups(r) => ready(response(id, v, &groups::describe_groups(&ctx, r))),
+        Request::ListGroups(r) => {
+            ready(response(id, v, &groups::list_groups(&ctx, &session, v, r)))
+        }
+        Request::DescribeGroups(r) => {
+            ready(response(id, v, &groups::describe_groups(&ctx, &session, r)))
+        }
         Request::DeleteGroups(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &groups::delete_groups(&ctx, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &groups::delete_groups(&ctx, &session, r).await,
+            ))
         }),
         Request::ConsumerGroupHeartbeat(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &groups::consumer_heartbeat(&ctx, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &groups::consumer_heartbeat(&ctx, &session, r).await,
+            ))
         }),
-        Request::ConsumerGroupDescribe(r) => {
-            ready(response(id, v, &groups::consumer_describe(&ctx, r)))
-        }
+        Request::ConsumerGroupDescribe(r) => ready(response(
+            id,
+            v,
+            &groups::consumer_describe(&ctx, &session, r),
+        )),
         Request::CreateTopics(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &admin::create_topics(&ctx, v, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &admin::create_topics(&ctx, &session, v, r).await,
+            ))
         }),
         Request::DeleteTopics(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &admin::delete_topics(&ctx, v, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &admin::delete_topics(&ctx, &session, v, r).await,
+            ))
         }),
         Request::CreatePartitions(r) => Box::pin(async move {
-            Answer::Frame(response(id, v, &admin::create_partitions(&ctx, r).await))
+            Answer::Frame(response(
+                id,
+                v,
+                &admin::create_partitions(&ctx, &session, r).await,
+            ))
         }),
-        Request::DescribeConfigs(r) => ready(response(id, v, &admin::describe_configs(&ctx, r))),
+        Request::DescribeConfigs(r) => {
+            ready(response(id, v, &admin::describe_configs(&ctx, &session, r)))
+        }
         Request::IncrementalAlterConfigs(r) => Box::pin(async move {
             Answer::Frame(response(
                 id,
                 v,
-                &admin::incremental_alter_configs(&ctx, r).await,
+                &admin::incremental_alter_configs(&ctx, &session, r).await,
             ))
         }),
-        Request::DescribeCluster(r) => ready(response(id, v, &admin::describe_cluster(&ctx, r))),
-        Request::OffsetForLeaderEpoch(r) => {
-            ready(response(id, v, &offset_for_leader_epoch(&ctx, r)))
+        Request::DescribeCluster(r) => {
+            ready(response(id, v, &admin::describe_cluster(&ctx, &session, r)))
         }
+        Request::OffsetForLeaderEpoch(r) => {
+            ready(response(id, v, &offset_for_leader_epoch(&ctx, &session, r)))
+        }
+        Request::CreateAcls(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &acls::create_acls(&ctx, &session, r).await))
+        }),
+        Request::DescribeAcls(r) => ready(response(id, v, &acls::describe_acls(&ctx, &session, r))),
+        Request::DeleteAcls(r) => Box::pin(async move {
+            Answer::Frame(response(id, v, &acls::delete_acls(&ctx, &session, r).await))
+        }),
         // Authentication is over (or this listener has none): Kafka answers a SASL
         // request now with ILLEGAL_SASL_STATE.
         Request::SaslHandshake(_) => {
@@ -184,7 +239,12 @@ pub fn api_versions_unsupported(correlation_id: i32) -> Bytes {
 
 // ---- Metadata ----
 
-async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataResponse {
+async fn metadata(
+    ctx: &Context,
+    session: &Session,
+    version: i16,
+    r: MetadataRequest,
+) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
     // Any broker takes admin requests (a cluster member hands them to the controller).
     resp.controller_id = BrokerId(ctx.node_id());
@@ -221,8 +281,14 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
     let auto_create = ctx.config.auto_create_topics && (version < 4 || r.allow_auto_topic_creation);
     match wanted {
         None => {
+            // Only the topics the caller may describe, as in Kafka.
             for t in ctx.topics(&view) {
-                resp.topics.push(topic_metadata(&t, &listed));
+                if ctx
+                    .authorize_topic(session, Operation::Describe, &t.name)
+                    .is_ok()
+                {
+                    resp.topics.push(topic_metadata(&t, &listed));
+                }
             }
         }
         Some(wanted) => {
@@ -232,11 +298,18 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
                 .then(|| ctx.topic_names(&view));
             for w in wanted {
                 let found = match &w.name {
-                    Some(name) => match ctx.topic(&view, name) {
+                    // Without Describe, whether the topic exists is not told either.
+                    Some(name) => match ctx
+                        .authorize_topic(session, Operation::Describe, name)
+                        .and_then(|()| ctx.topic(&view, name))
+                    {
                         Err(BrokerError::UnknownTopic(_))
                             if auto_create && name.as_str() != OFFSETS_TOPIC =>
                         {
-                            auto_create_topic(ctx, name).await
+                            match ctx.may_create_topic(session, name) {
+                                Ok(()) => auto_create_topic(ctx, name).await,
+                                Err(e) => Err(e),
+                            }
                         }
                         found => found,
                     },
@@ -244,7 +317,10 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
                         .as_ref()
                         .and_then(|n| n.get(&w.topic_id))
                         .ok_or_else(|| BrokerError::UnknownTopic(w.topic_id.to_string()))
-                        .and_then(|name| ctx.topic(&view, name)),
+                        .and_then(|name| {
+                            ctx.authorize_topic(session, Operation::Describe, name)?;
+                            ctx.topic(&view, name)
+                        }),
                 };
                 match found {
                     Ok(t) => resp.topics.push(topic_metadata(&t, &listed)),
@@ -252,7 +328,9 @@ async fn metadata(ctx: &Context, version: i16, r: MetadataRequest) -> MetadataRe
                         let mut t = metadata_response::MetadataResponseTopic::default();
                         t.name = w.name.clone();
                         t.topic_id = w.topic_id;
-                        t.error_code = if w.name.is_none() {
+                        t.error_code = if w.name.is_none()
+                            && !matches!(e, BrokerError::TopicNotAuthorized(_))
+                        {
                             ResponseError::UnknownTopicId.code()
                         } else {
                             errors::code(&e)
@@ -325,7 +403,7 @@ fn topic_metadata(
 
 // ---- Produce ----
 
-fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
+fn produce(ctx: &Arc<Context>, session: &Session, h: Header, r: ProduceRequest) -> Reply {
     let (id, version) = (h.correlation_id, h.version);
     let acks = r.acks;
     let options = ProduceOptions {
@@ -352,9 +430,14 @@ fn produce(ctx: &Arc<Context>, h: Header, r: ProduceRequest) -> Reply {
     let mut waits = Vec::new();
     for t in r.topic_data {
         let name = t.name.0.to_string();
+        // Checked once per topic, not per partition.
+        let denied = ctx
+            .authorize_topic(session, Operation::Write, &name)
+            .err()
+            .map(|e| (errors::code(&e), e.to_string()));
         for p in t.partition_data {
             let index = p.index;
-            let answer = match &refuse {
+            let answer = match refuse.as_ref().or(denied.as_ref()) {
                 Some((code, msg)) => {
                     futures::future::ready(Err::<Produced, (i16, String)>((*code, msg.clone())))
                         .boxed()
@@ -439,7 +522,7 @@ struct Want {
     leader_epoch: i32,
 }
 
-async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
+async fn fetch(ctx: &Context, caller: &Session, version: i16, r: FetchRequest) -> FetchResponse {
     let mut resp = FetchResponse::default();
     // v13 names topics by id: resolved once per request.
     let names =
@@ -534,6 +617,16 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
         let n = wants.len();
         wants.rotate_left(r.session_epoch.max(0) as usize % n);
     }
+    // Read on each topic, checked once per request (a session's partitions included).
+    let mut denied = std::collections::BTreeSet::new();
+    for w in &wants {
+        if let Some(t) = &w.topic
+            && !denied.contains(t)
+            && ctx.authorize_topic(caller, Operation::Read, t).is_err()
+        {
+            denied.insert(t.clone());
+        }
+    }
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = r.min_bytes.max(0) as usize;
@@ -543,7 +636,7 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
         r.max_bytes as usize
     };
     loop {
-        let (parts, bytes, failed) = read_partitions(ctx, &wants, max_bytes).await;
+        let (parts, bytes, failed) = read_partitions(ctx, &wants, &denied, max_bytes).await;
         if bytes >= min_bytes || failed || tokio::time::Instant::now() >= deadline {
             resp.responses = assemble(ctx, version, &wants, parts, session);
             return resp;
@@ -577,6 +670,7 @@ async fn fetch(ctx: &Context, version: i16, r: FetchRequest) -> FetchResponse {
 async fn read_partitions(
     ctx: &Context,
     wants: &[Want],
+    denied: &std::collections::BTreeSet<String>,
     max_bytes: usize,
 ) -> (Vec<fetch_response::PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wants.len());
@@ -591,6 +685,10 @@ async fn read_partitions(
         match &w.topic {
             None => {
                 pd.error_code = ResponseError::UnknownTopicId.code();
+                failed = true;
+            }
+            Some(topic) if denied.contains(topic) => {
+                pd.error_code = ResponseError::TopicAuthorizationFailed.code();
                 failed = true;
             }
             // Once the answer is full, the rest are answered without records (their
@@ -689,12 +787,21 @@ async fn fetch_one(
 
 // ---- ListOffsets ----
 
-async fn list_offsets(ctx: &Context, version: i16, r: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(
+    ctx: &Context,
+    session: &Session,
+    version: i16,
+    r: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for t in r.topics {
         let name = t.name.0.to_string();
         let mut tr = list_offsets_response::ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
+        let denied = ctx
+            .authorize_topic(session, Operation::Describe, &name)
+            .err()
+            .map(|e| errors::code(&e));
         for p in t.partitions {
             let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
@@ -711,6 +818,7 @@ async fn list_offsets(ctx: &Context, version: i16, r: ListOffsetsRequest) -> Lis
                 _ => None,
             };
             let answer = match query {
+                _ if denied.is_some() => Err(denied.unwrap_or_default()),
                 None => Err(ResponseError::InvalidRequest.code()),
                 Some(q) => list_one(ctx, &name, p.partition_index, p.current_leader_epoch, q)
                     .await
@@ -751,6 +859,7 @@ async fn list_one(
 
 fn offset_for_leader_epoch(
     ctx: &Context,
+    session: &Session,
     r: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut resp = OffsetForLeaderEpochResponse::default();
@@ -762,8 +871,8 @@ fn offset_for_leader_epoch(
             out.leader_epoch = -1;
             out.end_offset = -1;
             let found = ctx
-                .broker
-                .partition(&t.topic.0, p.partition as u32)
+                .authorize_topic(session, Operation::Describe, &t.topic.0)
+                .and_then(|()| ctx.broker.partition(&t.topic.0, p.partition as u32))
                 .and_then(|part| part.end_offset_for_epoch(p.current_leader_epoch, p.leader_epoch));
             match found {
                 Ok(Some((epoch, end))) => {
@@ -784,7 +893,11 @@ fn offset_for_leader_epoch(
 
 // ---- InitProducerId ----
 
-async fn init_producer_id(ctx: &Context, r: InitProducerIdRequest) -> InitProducerIdResponse {
+async fn init_producer_id(
+    ctx: &Context,
+    session: &Session,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
@@ -794,6 +907,31 @@ async fn init_producer_id(ctx: &Context, r: InitProducerIdRequest) -> InitProduc
         );
         resp.error_code = ResponseError::UnsupportedVersion.code();
         return resp;
+    }
+    // An idempotent producer: IdempotentWrite on the cluster, or Write on some topic
+    // (KIP-679).
+    let allowed = ctx.store().map(|s| {
+        s.allowed(
+            &session.caller,
+            Operation::IdempotentWrite,
+            strata_auth::ResourceType::Cluster,
+            strata_auth::acl::CLUSTER_NAME,
+        ) || s.allowed_any(
+            &session.caller,
+            Operation::Write,
+            strata_auth::ResourceType::Topic,
+        )
+    });
+    match allowed {
+        Ok(true) => {}
+        Ok(false) => {
+            resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            return resp;
+        }
+        Err(e) => {
+            resp.error_code = errors::code(&e);
+            return resp;
+        }
     }
     match ctx.broker.init_producer_id().await {
         Ok((id, epoch)) => {

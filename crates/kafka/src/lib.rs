@@ -16,6 +16,7 @@
 //! connection go out in request order; tagged fields are written only when they differ
 //! from their default (old librdkafka mis-skips them otherwise).
 
+pub mod acls;
 pub mod admin;
 pub mod apis;
 pub mod conn;
@@ -73,7 +74,7 @@ impl KafkaConfig {
 /// Who is on a connection, settled before its first request is handled.
 #[derive(Debug)]
 pub struct Session {
-    pub principal: strata_auth::Principal,
+    pub caller: strata_broker::security::Caller,
 }
 
 /// What every connection shares.
@@ -134,12 +135,71 @@ impl Context {
         }
     }
 
-    /// Where SCRAM users live (the controller, or a single broker's user file).
-    pub fn users(&self) -> Result<strata_broker::security::UserStore<'_>, BrokerError> {
-        Ok(match self.cluster()? {
-            Some(m) => strata_broker::security::UserStore::Cluster(m),
-            None => strata_broker::security::UserStore::Local(self.broker.user_file()),
-        })
+    /// Where users and ACLs live (the controller, or a single broker's files).
+    pub fn store(&self) -> Result<strata_broker::security::Store<'_>, BrokerError> {
+        Ok(strata_broker::security::Store::new(
+            &self.broker,
+            self.cluster()?,
+        ))
+    }
+
+    /// Whether `session` may do `op` on `(resource_type, name)`; the error says why
+    /// not (with the code for the resource), or that the metadata is not ready yet.
+    pub fn authorize(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+        resource_type: strata_auth::ResourceType,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        self.store()?
+            .authorize(&session.caller, op, resource_type, name)
+    }
+
+    /// [`Context::authorize`] on a topic.
+    pub fn authorize_topic(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(session, op, strata_auth::ResourceType::Topic, topic)
+    }
+
+    /// [`Context::authorize`] on a group.
+    pub fn authorize_group(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+        group: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(session, op, strata_auth::ResourceType::Group, group)
+    }
+
+    /// Whether `session` may create topic `name`: Create on the cluster, or on the
+    /// topic (as in Kafka).
+    pub fn may_create_topic(&self, session: &Session, name: &str) -> Result<(), BrokerError> {
+        if self
+            .authorize_cluster(session, strata_auth::Operation::Create)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        self.authorize_topic(session, strata_auth::Operation::Create, name)
+    }
+
+    /// [`Context::authorize`] on the cluster.
+    pub fn authorize_cluster(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+    ) -> Result<(), BrokerError> {
+        self.authorize(
+            session,
+            op,
+            strata_auth::ResourceType::Cluster,
+            strata_auth::acl::CLUSTER_NAME,
+        )
     }
 
     /// This broker's node id as Kafka clients see it.

@@ -183,18 +183,18 @@ fn scram_step(ctx: &Context, s: &mut ScramServer, msg: &[u8]) -> Result<Outcome,
         let (principal, last) = s.client_final(msg)?;
         return Ok(Outcome::Done(principal, last));
     }
-    let users = ctx.users().map_err(|e| AuthError::Io(e.to_string()))?;
+    let users = ctx.store().map_err(|e| AuthError::Io(e.to_string()))?;
     let m = s.mechanism();
-    s.client_first(msg, |user| users.get(user, m))
+    s.client_first(msg, |user| users.user(user, m))
         .map(Outcome::Challenge)
 }
 
 async fn plain(ctx: &Context, msg: &[u8]) -> Result<Outcome, AuthError> {
     let m = strata_auth::plain::parse(msg)?;
-    let users = ctx.users().map_err(|e| AuthError::Io(e.to_string()))?;
+    let users = ctx.store().map_err(|e| AuthError::Io(e.to_string()))?;
     let found = [Mechanism::Sha512, Mechanism::Sha256]
         .into_iter()
-        .find_map(|mech| users.get(&m.user, mech).map(|c| (mech, c, true)));
+        .find_map(|mech| users.user(&m.user, mech).map(|c| (mech, c, true)));
     // An unknown user costs the same PBKDF2 as a known one: the time to answer does
     // not tell which users exist.
     let (mech, credential, known) = found.unwrap_or_else(|| {

@@ -787,7 +787,10 @@ async fn sasl_broker() -> Kafka {
     for (user, password) in [("admin", "admin-secret"), ("alice", "alice-secret")] {
         for m in Mechanism::ALL {
             let c = ScramCredential::new(m, password, 4096).unwrap();
-            k.broker.user_file().upsert(user, m, c).unwrap();
+            strata_broker::security::Store::new(&k.broker, None)
+                .upsert_user(user, m, c)
+                .await
+                .unwrap();
         }
     }
     k

@@ -65,9 +65,13 @@ pub enum ErrorKind {
     /// An idempotent producer's batch from an epoch the partition has seen superseded
     /// (Kafka's INVALID_PRODUCER_EPOCH): a newer instance took over.
     InvalidProducerEpoch,
-    /// The principal may not do this (Kafka's *_AUTHORIZATION_FAILED, gRPC's
-    /// PERMISSION_DENIED).
+    /// The principal may not do this to the cluster (Kafka's
+    /// CLUSTER_AUTHORIZATION_FAILED, gRPC's PERMISSION_DENIED).
     NotAuthorized,
+    /// ... to a topic (Kafka's TOPIC_AUTHORIZATION_FAILED).
+    TopicNotAuthorized,
+    /// ... to a group (Kafka's GROUP_AUTHORIZATION_FAILED).
+    GroupNotAuthorized,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +139,10 @@ pub enum Error {
     /// The message names the principal, what it asked and what it lacks.
     #[error("{0}")]
     NotAuthorized(String),
+    #[error("{0}")]
+    TopicNotAuthorized(String),
+    #[error("{0}")]
+    GroupNotAuthorized(String),
     /// The log error names the partition (`topic-partition`) itself.
     #[error("{source}")]
     Log {
@@ -305,6 +313,8 @@ impl Error {
             Self::InvalidBatch { .. } => K::CorruptMessage,
             Self::InvalidRequest(_) => K::InvalidRequest,
             Self::NotAuthorized(_) => K::NotAuthorized,
+            Self::TopicNotAuthorized(_) => K::TopicNotAuthorized,
+            Self::GroupNotAuthorized(_) => K::GroupNotAuthorized,
             Self::ReplicationFactor { .. } => K::InvalidReplicationFactor,
             Self::Log { source, .. } => match source {
                 LogError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,

@@ -123,6 +123,17 @@ pub fn cert_principal<T>(r: &Request<T>) -> Option<Principal> {
     strata_auth::cert::principal(certs.first()?)
 }
 
+/// The caller [`Authenticate`] found, with the address it called from.
+pub fn caller<T>(r: &Request<T>) -> strata_broker::security::Caller {
+    let host = r
+        .extensions()
+        .get::<strata_tls::PeerInfo>()
+        .and_then(|p| p.addr)
+        .or_else(|| r.remote_addr())
+        .map(|a| a.ip());
+    strata_broker::security::Caller::new(principal(r), host)
+}
+
 /// The caller [`Authenticate`] found (anonymous where it did not run).
 pub fn principal<T>(r: &Request<T>) -> Principal {
     r.extensions()

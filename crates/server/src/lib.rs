@@ -493,7 +493,7 @@ pub fn code(kind: ErrorKind) -> Code {
         | K::NotOwner
         | K::OutOfOrderSequence
         | K::InvalidProducerEpoch => Code::FailedPrecondition,
-        K::NotAuthorized => Code::PermissionDenied,
+        K::NotAuthorized | K::TopicNotAuthorized | K::GroupNotAuthorized => Code::PermissionDenied,
         K::OffsetOutOfRange => Code::OutOfRange,
         K::StorageCorrupt => Code::DataLoss,
         K::Unavailable => Code::Unavailable,

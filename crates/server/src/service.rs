@@ -25,6 +25,10 @@ use strata_broker::error::BrokerError;
 use strata_broker::groups::{Heartbeat, ResetTo};
 use strata_controller::TopicRecord;
 
+use strata_auth::{Operation, ResourceType};
+use strata_broker::security::{Caller, Store};
+
+use crate::auth::caller;
 use crate::status;
 
 /// Longest long-poll wait a fetch may ask for.
@@ -54,30 +58,47 @@ impl Service {
         }
     }
 
-    /// Where SCRAM users live, once `principal` may manage them.
-    fn users(
-        &self,
-        principal: &strata_auth::Principal,
-    ) -> Result<strata_broker::security::UserStore<'_>, Status> {
-        strata_broker::security::check_admin(self.broker.config(), principal).map_err(status)?;
-        Ok(match self.cluster()? {
-            Some(m) => strata_broker::security::UserStore::Cluster(m),
-            None => strata_broker::security::UserStore::Local(self.broker.user_file()),
-        })
+    /// Where users and ACLs live, once `caller` may manage them (`op`: Alter to
+    /// change, Describe to read).
+    fn admin(&self, caller: &Caller, op: Operation) -> Result<Store<'_>, Status> {
+        let store = self.store()?;
+        store.check_admin(caller, op).map_err(status)?;
+        Ok(store)
+    }
+
+    fn store(&self) -> Result<Store<'_>, Status> {
+        store(&self.broker, &self.node)
     }
 
     fn cluster(&self) -> Result<Option<&Arc<strata_broker::replication::Member>>, Status> {
-        if !self.broker.config().clustered() {
-            return Ok(None);
+        cluster(&self.broker, &self.node)
+    }
+
+    /// Whether `caller` may do `op` on `(resource_type, name)`: PERMISSION_DENIED
+    /// naming what it lacks if not.
+    fn authorize(
+        &self,
+        caller: &Caller,
+        op: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Result<(), Status> {
+        authorize(&self.broker, &self.node, caller, op, resource_type, name)
+    }
+
+    fn may_create_topic(&self, caller: &Caller, name: &str) -> Result<(), Status> {
+        let store = self.store()?;
+        if store.allowed(
+            caller,
+            Operation::Create,
+            ResourceType::Cluster,
+            strata_auth::acl::CLUSTER_NAME,
+        ) {
+            return Ok(());
         }
-        match self.node.member() {
-            // Until then its metadata may be older than what it answered before a
-            // restart: it answers none rather than a stale one.
-            Some(m) if m.controller().caught_up() => Ok(Some(m)),
-            _ => Err(Status::unavailable(
-                "this broker is still catching up with the cluster's metadata; retry shortly",
-            )),
-        }
+        store
+            .authorize(caller, Operation::Create, ResourceType::Topic, name)
+            .map_err(status)
     }
 
     fn describe_cluster(&self) -> pb::DescribeClusterResponse {
@@ -447,7 +468,8 @@ impl Strata for Service {
         &self,
         request: Request<pb::UpsertUserRequest>,
     ) -> Result<Response<pb::UpsertUserResponse>, Status> {
-        let principal = crate::auth::principal(&request);
+        let caller = caller(&request);
+        let principal = &caller.principal;
         let r = request.into_inner();
         let m = mechanism(&r.mechanism)?;
         let credential = strata_auth::ScramCredential::from_salted_password(
@@ -457,8 +479,8 @@ impl Strata for Service {
             r.iterations,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.users(&principal)?
-            .upsert(&r.name, m, credential)
+        self.admin(&caller, Operation::Alter)?
+            .upsert_user(&r.name, m, credential)
             .await
             .map_err(status)?;
         tracing::info!(%principal, user = %r.name, mechanism = m.name(), "SCRAM credential set");
@@ -469,13 +491,22 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let principal = crate::auth::principal(&request);
+        let caller = caller(&request);
+        let principal = &caller.principal;
         let r = request.into_inner();
         let m = mechanism(&r.mechanism)?;
-        self.users(&principal)?
-            .delete(&r.name, m)
+        let deleted = self
+            .admin(&caller, Operation::Alter)?
+            .delete_user(&r.name, m)
             .await
             .map_err(status)?;
+        if !deleted {
+            return Err(Status::not_found(format!(
+                "user {:?} has no {} credential; list users with `strata user list`",
+                r.name,
+                m.name()
+            )));
+        }
         tracing::info!(%principal, user = %r.name, mechanism = m.name(), "SCRAM credential removed");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
@@ -484,10 +515,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let principal = crate::auth::principal(&request);
         let users = self
-            .users(&principal)?
-            .list()
+            .admin(&caller(&request), Operation::Describe)?
+            .users()
             .into_iter()
             .map(|(name, creds)| pb::UserDescription {
                 name,
@@ -507,7 +537,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Write, ResourceType::Topic, &r.topic)?;
         let partition = r.partition;
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
         tokio::select! {
@@ -530,6 +562,7 @@ impl Strata for Service {
         &self,
         request: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let caller = caller(&request);
         let mut inbound = request.into_inner();
         let broker = self.broker.clone();
         let node = self.node.clone();
@@ -575,6 +608,23 @@ impl Strata for Service {
                             break;
                         }
                     }
+                    // Checked per request (ACLs may change while the stream is open).
+                    let denied = match store(&broker, &node) {
+                        Ok(s) => s
+                            .authorize(&caller, Operation::Write, ResourceType::Topic, &r.topic)
+                            .err(),
+                        Err(st) => Some(BrokerError::Controller {
+                            reason: st.message().to_string(),
+                            retriable: true,
+                        }),
+                    };
+                    if let Some(e) = denied {
+                        answers.push_back(
+                            futures::future::ready(produce_error(&node, id, partition, e, false))
+                                .boxed(),
+                        );
+                        continue;
+                    }
                     // Appended here, before the next request is read: order is kept.
                     match produce_one(&broker, r) {
                         Ok(answer) => {
@@ -605,7 +655,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Read, ResourceType::Topic, &r.topic)?;
         let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
         if r.leader_epoch.is_some() {
             self.broker
@@ -636,7 +688,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Read, ResourceType::Topic, &r.topic)?;
         let p = self
             .broker
             .partition(&r.topic, r.partition)
@@ -703,7 +757,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::ListOffsetsRequest>,
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Describe, ResourceType::Topic, &r.topic)?;
         let query = match pb::OffsetSpec::try_from(r.spec) {
             Ok(pb::OffsetSpec::Earliest) => OffsetQuery::Earliest,
             Ok(pb::OffsetSpec::Latest) => OffsetQuery::Latest,
@@ -732,7 +788,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.may_create_topic(&caller, &r.name)?;
         let configs: BTreeMap<String, String> = r.configs.into_iter().collect();
         if let Some(m) = self.cluster()? {
             let t = m
@@ -767,7 +825,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let caller = caller(&request);
         let name = request.into_inner().name;
+        self.authorize(&caller, Operation::Delete, ResourceType::Topic, &name)?;
         match self.cluster()? {
             Some(m) => m.delete_topic(&name).await.map_err(status)?,
             None => self.broker.delete_topic(&name).await.map_err(status)?,
@@ -777,12 +837,18 @@ impl Strata for Service {
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        // Only the topics the caller may describe, as Kafka's Metadata.
+        let caller = caller(&request);
+        let store = self.store()?;
+        let visible =
+            |name: &str| store.allowed(&caller, Operation::Describe, ResourceType::Topic, name);
         if let Some(m) = self.cluster()? {
             let topics = m
                 .topics()
                 .into_iter()
+                .filter(|t| visible(&t.name))
                 .map(|t| pb::TopicSummary {
                     partitions: t.partitions.len() as u32,
                     replication_factor: t.partitions.first().map_or(0, |p| p.replicas.len() as u32),
@@ -799,6 +865,7 @@ impl Strata for Service {
             .broker
             .list_topics()
             .into_iter()
+            .filter(|t| visible(&t.name))
             .map(|m| pb::TopicSummary {
                 name: m.name,
                 partitions: m.partitions,
@@ -816,7 +883,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let caller = caller(&request);
         let name = request.into_inner().name;
+        self.authorize(&caller, Operation::Describe, ResourceType::Topic, &name)?;
         if let Some(m) = self.cluster()? {
             let t = m.topic(&name).map_err(status)?;
             return Ok(Response::new(describe_record(&self.broker, &t)));
@@ -829,7 +898,14 @@ impl Strata for Service {
         &self,
         request: Request<pb::AlterTopicConfigsRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(
+            &caller,
+            Operation::AlterConfigs,
+            ResourceType::Topic,
+            &r.name,
+        )?;
         if let Some(m) = self.cluster()? {
             let t = m
                 .alter_configs(&r.name, r.set.into_iter().collect(), r.delete)
@@ -849,7 +925,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Alter, ResourceType::Topic, &r.name)?;
         if let Some(m) = self.cluster()? {
             let t = m
                 .create_partitions(&r.name, r.count, r.validate_only)
@@ -869,7 +947,14 @@ impl Strata for Service {
         &self,
         request: Request<pb::ReassignPartitionRequest>,
     ) -> Result<Response<pb::TopicDescription>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(
+            &caller,
+            Operation::Alter,
+            ResourceType::Cluster,
+            strata_auth::acl::CLUSTER_NAME,
+        )?;
         let Some(m) = self.cluster()? else {
             return Err(status(BrokerError::InvalidRequest(
                 "this is a single broker: there is no other broker to move a partition to (start a cluster with --voters)".into(),
@@ -887,7 +972,9 @@ impl Strata for Service {
         &self,
         request: Request<pb::GroupHeartbeatRequest>,
     ) -> Result<Response<pb::GroupHeartbeatResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Read, ResourceType::Group, &r.group)?;
         let span = tracing::debug_span!("group_heartbeat", group = %r.group, member = %r.member_id);
         let owned = r
             .owned
@@ -922,7 +1009,17 @@ impl Strata for Service {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Read, ResourceType::Group, &r.group)?;
+        for t in r
+            .offsets
+            .iter()
+            .map(|o| &o.topic)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.authorize(&caller, Operation::Read, ResourceType::Topic, t)?;
+        }
         let offsets = r
             .offsets
             .into_iter()
@@ -939,7 +1036,12 @@ impl Strata for Service {
         &self,
         request: Request<pb::FetchCommittedOffsetsRequest>,
     ) -> Result<Response<pb::FetchCommittedOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Describe, ResourceType::Group, &r.group)?;
+        for tp in &r.partitions {
+            self.authorize(&caller, Operation::Describe, ResourceType::Topic, &tp.topic)?;
+        }
         let wanted = r
             .partitions
             .iter()
@@ -957,12 +1059,15 @@ impl Strata for Service {
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let caller = caller(&request);
+        let store = self.store()?;
         let groups = self
             .broker
             .list_groups()
             .into_iter()
+            .filter(|(g, _, _)| store.allowed(&caller, Operation::Describe, ResourceType::Group, g))
             .map(|(group, state, members)| pb::GroupSummary {
                 group,
                 state: state.to_string(),
@@ -976,9 +1081,12 @@ impl Strata for Service {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::GroupDescription>, Status> {
+        let caller = caller(&request);
+        let group = request.into_inner().group;
+        self.authorize(&caller, Operation::Describe, ResourceType::Group, &group)?;
         let d = self
             .broker
-            .describe_group(&request.into_inner().group)
+            .describe_group(&group)
             .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::GroupDescription {
             group: d.group,
@@ -1014,7 +1122,10 @@ impl Strata for Service {
         &self,
         request: Request<pb::ResetGroupOffsetsRequest>,
     ) -> Result<Response<pb::ResetGroupOffsetsResponse>, Status> {
+        let caller = caller(&request);
         let r = request.into_inner();
+        self.authorize(&caller, Operation::Read, ResourceType::Group, &r.group)?;
+        self.authorize(&caller, Operation::Read, ResourceType::Topic, &r.topic)?;
         let to = match (r.offset, pb::OffsetSpec::try_from(r.spec)) {
             (Some(o), _) => ResetTo::Offset(o),
             (None, Ok(pb::OffsetSpec::Earliest)) => ResetTo::Earliest,
@@ -1046,8 +1157,23 @@ impl Strata for Service {
 
     async fn init_producer_id(
         &self,
-        _request: Request<pb::InitProducerIdRequest>,
+        request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        // IdempotentWrite on the cluster, or Write on some topic (KIP-679).
+        let caller = caller(&request);
+        let store = self.store()?;
+        if !store.allowed(
+            &caller,
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            strata_auth::acl::CLUSTER_NAME,
+        ) && !store.allowed_any(&caller, Operation::Write, ResourceType::Topic)
+        {
+            return Err(Status::permission_denied(format!(
+                "{} may not start an idempotent producer: that takes Write on some topic, or IdempotentWrite on the cluster",
+                caller.principal
+            )));
+        }
         let (producer_id, producer_epoch) = self.broker.init_producer_id().await.map_err(status)?;
         Ok(Response::new(pb::InitProducerIdResponse {
             producer_id,
@@ -1059,12 +1185,162 @@ impl Strata for Service {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        let caller = caller(&request);
+        let group = request.into_inner().group;
+        self.authorize(&caller, Operation::Delete, ResourceType::Group, &group)?;
         self.broker
-            .delete_group(&request.into_inner().group)
+            .delete_group(&group)
             .await
             .map_err(|e| self.fail_group(e))?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        let caller = caller(&request);
+        let bindings = request
+            .into_inner()
+            .acls
+            .iter()
+            .map(acl_binding)
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.admin(&caller, Operation::Alter)?;
+        store.create_acls(bindings.clone()).await.map_err(status)?;
+        for b in &bindings {
+            tracing::info!(principal = %caller.principal, acl = %b, "ACL created");
+        }
+        Ok(Response::new(pb::CreateAclsResponse {}))
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        let caller = caller(&request);
+        let filter = acl_filter(request.into_inner().filter.unwrap_or_default())?;
+        let acls = self.admin(&caller, Operation::Describe)?.acls(&filter);
+        Ok(Response::new(pb::ListAclsResponse {
+            acls: acls.iter().map(acl_message).collect(),
+        }))
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        let caller = caller(&request);
+        let filter = acl_filter(request.into_inner().filter.unwrap_or_default())?;
+        let deleted = self
+            .admin(&caller, Operation::Alter)?
+            .delete_acls(vec![filter])
+            .await
+            .map_err(status)?;
+        let deleted: Vec<_> = deleted.into_iter().flatten().collect();
+        for b in &deleted {
+            tracing::info!(principal = %caller.principal, acl = %b, "ACL deleted");
+        }
+        Ok(Response::new(pb::DeleteAclsResponse {
+            deleted: deleted.iter().map(acl_message).collect(),
+        }))
+    }
+}
+
+/// The cluster member when this broker is one (an error while its cluster part is
+/// still starting); `None` for a single broker.
+fn cluster<'a>(
+    broker: &Broker,
+    node: &'a crate::cluster::Node,
+) -> Result<Option<&'a Arc<strata_broker::replication::Member>>, Status> {
+    if !broker.config().clustered() {
+        return Ok(None);
+    }
+    match node.member() {
+        // Until then its metadata may be older than what it answered before a
+        // restart: it answers none rather than a stale one.
+        Some(m) if m.controller().caught_up() => Ok(Some(m)),
+        _ => Err(Status::unavailable(
+            "this broker is still catching up with the cluster's metadata; retry shortly",
+        )),
+    }
+}
+
+fn store<'a>(broker: &'a Broker, node: &'a crate::cluster::Node) -> Result<Store<'a>, Status> {
+    Ok(Store::new(broker, cluster(broker, node)?))
+}
+
+fn authorize(
+    broker: &Broker,
+    node: &crate::cluster::Node,
+    caller: &Caller,
+    op: Operation,
+    resource_type: ResourceType,
+    name: &str,
+) -> Result<(), Status> {
+    store(broker, node)?
+        .authorize(caller, op, resource_type, name)
+        .map_err(status)
+}
+
+fn acl_binding(a: &pb::Acl) -> Result<strata_auth::AclBinding, Status> {
+    let bad = |e: strata_auth::AuthError| Status::invalid_argument(e.to_string());
+    let b = strata_auth::AclBinding {
+        resource_type: a.resource_type.parse().map_err(bad)?,
+        name: a.name.clone(),
+        pattern: if a.pattern.is_empty() {
+            strata_auth::PatternType::Literal
+        } else {
+            a.pattern.parse().map_err(bad)?
+        },
+        principal: a.principal.clone(),
+        host: if a.host.is_empty() {
+            strata_auth::acl::WILDCARD.to_string()
+        } else {
+            a.host.clone()
+        },
+        operation: a.operation.parse().map_err(bad)?,
+        permission: a.permission.parse().map_err(bad)?,
+    };
+    b.validate().map_err(bad)?;
+    Ok(b)
+}
+
+fn acl_message(b: &strata_auth::AclBinding) -> pb::Acl {
+    pb::Acl {
+        resource_type: b.resource_type.name().to_string(),
+        name: b.name.clone(),
+        pattern: b.pattern.name().to_string(),
+        principal: b.principal.clone(),
+        host: b.host.clone(),
+        operation: b.operation.name().to_string(),
+        permission: b.permission.name().to_string(),
+    }
+}
+
+fn acl_filter(f: pb::AclFilter) -> Result<strata_auth::AclFilter, Status> {
+    let bad = |e: strata_auth::AuthError| Status::invalid_argument(e.to_string());
+    Ok(strata_auth::AclFilter {
+        resource_type: f
+            .resource_type
+            .map(|t| t.parse())
+            .transpose()
+            .map_err(bad)?,
+        pattern: match f.pattern.as_deref() {
+            None => None,
+            Some(p) if p.eq_ignore_ascii_case("match") => {
+                Some(strata_auth::acl::FilterPattern::Match)
+            }
+            Some(p) => Some(strata_auth::acl::FilterPattern::Exactly(
+                p.parse().map_err(bad)?,
+            )),
+        },
+        name: f.name,
+        principal: f.principal,
+        host: f.host,
+        operation: f.operation.map(|o| o.parse()).transpose().map_err(bad)?,
+        permission: f.permission.map(|p| p.parse()).transpose().map_err(bad)?,
+    })
 }
 
 fn topic_partitions(map: BTreeMap<String, Vec<u32>>) -> Vec<pb::TopicPartitions> {

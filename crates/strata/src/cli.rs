@@ -118,6 +118,14 @@ enum Command {
         #[command(flatten)]
         broker: BrokerArg,
     },
+    /// Access control lists (Kafka's ACLs), the same on gRPC and Kafka: add, list,
+    /// remove.
+    Acl {
+        #[command(subcommand)]
+        command: crate::acls::AclCommand,
+        #[command(flatten)]
+        broker: BrokerArg,
+    },
     /// Bearer tokens for gRPC.
     Token {
         #[command(subcommand)]
@@ -205,6 +213,11 @@ struct ServerArgs {
     /// repeat or comma-separate.
     #[arg(long = "super-user", env = "STRATA_SUPER_USERS", value_delimiter = ',')]
     super_users: Option<Vec<String>>,
+    /// Whether a resource no ACL names is open to everyone (Kafka's
+    /// allow.everyone.if.no.acl.found) [default: true without authentication, false
+    /// with it].
+    #[arg(long, env = "STRATA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -416,6 +429,10 @@ pub async fn run(args: Args) -> Result<()> {
             init_tracing("warn");
             crate::users::user(command, &broker).await
         }
+        Command::Acl { command, broker } => {
+            init_tracing("warn");
+            crate::acls::acl(command, &broker).await
+        }
         Command::Token { command } => crate::users::token(command),
         Command::Whoami { broker } => {
             init_tracing("warn");
@@ -489,6 +506,9 @@ async fn server(a: ServerArgs) -> Result<()> {
     }
     if let Some(v) = a.super_users {
         config.super_users = v;
+    }
+    if let Some(v) = a.allow_everyone_if_no_acl_found {
+        config.allow_everyone_if_no_acl_found = Some(v);
     }
     config.validate()?;
     strata_server::check_tls(&config)?;

@@ -2,6 +2,7 @@
 //!
 //! Every failure exits non-zero with a one-line reason on stderr.
 
+mod acls;
 mod bench;
 mod bench_kafka;
 mod cli;
