@@ -574,7 +574,12 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
     c.node_args.insert(1, own(&broker));
     c.node_args.insert(2, own(&broker));
     c.node_args.insert(3, own(&stranger));
-    c.client_options = tls(&ca_file, Some(&client));
+    // The test's own calls run as the admin (the token names the principal; the
+    // certificate only opens the TLS session).
+    c.client_options = ConnectOptions {
+        token: Some(admin_token.clone()),
+        ..tls(&ca_file, Some(&client))
+    };
     c.start_all(3);
 
     wait_until(
@@ -703,8 +708,35 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
             .unwrap()
         }
     };
+    // dave logs in, but sees no topic until an ACL lets him describe it; the binding,
+    // made through broker 1, is the controller's and holds on broker 2 too.
+    wait_until(Duration::from_secs(30), "dave logs in", || async {
+        let out = login(2, "dave-pw").await;
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("0 topics")
+    })
+    .await;
+    let (ok, _, err) = cli(
+        vec![
+            "acl".into(),
+            "add".into(),
+            "--allow".into(),
+            "User:dave".into(),
+            "--operation".into(),
+            "describe".into(),
+            "--topic".into(),
+            "two".into(),
+            "--broker".into(),
+            c.addr(1),
+            "--tls-ca".into(),
+            ca_file.display().to_string(),
+        ],
+        vec![("STRATA_TOKEN", admin_token.clone())],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
     for id in [1, 2] {
-        wait_until(Duration::from_secs(30), "dave logs in", || async {
+        wait_until(Duration::from_secs(30), "dave sees topic two", || async {
             let out = login(id, "dave-pw").await;
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("topic \"two\"")
         })
@@ -1065,7 +1097,7 @@ async fn tokens_certificates_and_sasl_scram_authenticate_and_only_super_users_ma
     add.extend(cert_flags.iter().map(|s| s.to_string()));
     let (ok, _, err) = cli(add, vec![], "carol-pw\n").await;
     assert!(
-        !ok && err.contains("User:alice may not manage users"),
+        !ok && err.contains("User:alice is not allowed Alter on Cluster"),
         "{err}"
     );
     // admin (a token) may; the listing shows mechanisms, never keys or the password.
@@ -1092,11 +1124,18 @@ async fn tokens_certificates_and_sasl_scram_authenticate_and_only_super_users_ma
     let script = r#"
 import json, sys, time
 from confluent_kafka import Consumer, KafkaError, Producer
-bootstrap, ca = sys.argv[1:3]
+bootstrap, ca, mode = sys.argv[1:4]
 def conf(mechanism, password):
     return {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL",
             "ssl.ca.location": ca, "sasl.mechanism": mechanism,
             "sasl.username": "carol", "sasl.password": password}
+if mode == "denied":
+    failed = []
+    p = Producer({**conf("SCRAM-SHA-512", "carol-pw"), "message.timeout.ms": 20000})
+    p.produce("sasl", b"no", on_delivery=lambda err, msg: failed.append(err.name() if err else None))
+    p.flush(30)
+    print(json.dumps({"denied": failed}))
+    sys.exit(0)
 p = Producer({**conf("SCRAM-SHA-512", "carol-pw"), "enable.idempotence": True, "acks": "all"})
 for i in range(10):
     p.produce("sasl", key=b"k%d" % i, value=b"scram-%d" % i)
@@ -1124,17 +1163,95 @@ assert auth, "no authentication error: %s" % errors
 seen["bad"] = auth[0]
 print(json.dumps(seen))
 "#;
-    let args = [b.kafka_addr.clone(), p.ca_file.display().to_string()];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .output()
+    let confluent = |mode: &str| {
+        let args = [
+            b.kafka_addr.clone(),
+            p.ca_file.display().to_string(),
+            mode.to_string(),
+        ];
+        let python = python.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(python)
+                    .arg("-c")
+                    .arg(script)
+                    .args(args)
+                    .output()
+                    .unwrap()
+            })
+            .await
             .unwrap()
-    })
-    .await
-    .unwrap();
+        }
+    };
+    // With authentication on, carol may do nothing until an ACL allows it: librdkafka
+    // reports the broker's TOPIC_AUTHORIZATION_FAILED, and no topic is created.
+    let out = confluent("denied").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["denied"],
+        serde_json::json!(["TOPIC_AUTHORIZATION_FAILED"])
+    );
+    // alice (a certificate) may not grant anything; admin grants carol her topic
+    // (created on first use) and her groups (by prefix).
+    let mut grant = with(&[
+        "acl",
+        "add",
+        "--allow",
+        "User:carol",
+        "--operation",
+        "write",
+        "--operation",
+        "read",
+        "--operation",
+        "create",
+        "--topic",
+        "sasl",
+    ]);
+    let mut as_alice = grant.clone();
+    as_alice.extend(cert_flags.iter().map(|s| s.to_string()));
+    let (ok, _, err) = cli(as_alice, vec![], "").await;
+    assert!(
+        !ok && err.contains("User:alice is not allowed Alter on Cluster"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(grant.clone(), admin_env.clone(), "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    grant = with(&[
+        "acl",
+        "add",
+        "--allow",
+        "User:carol",
+        "--operation",
+        "read",
+        "--group",
+        "g-",
+        "--prefixed",
+    ]);
+    let (ok, _, err) = cli(grant, admin_env.clone(), "").await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(
+        with(&["acl", "list", "--principal", "User:carol"]),
+        admin_env.clone(),
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Allow User:carol Read from * on Literal Topic \"sasl\"",
+            "Allow User:carol Write from * on Literal Topic \"sasl\"",
+            "Allow User:carol Create from * on Literal Topic \"sasl\"",
+            "Allow User:carol Read from * on Prefixed Group \"g-\"",
+        ]
+    );
+    let out = confluent("allowed").await;
     assert!(
         out.status.success(),
         "confluent-kafka over SASL_SSL: {}",
@@ -1163,6 +1280,66 @@ print(json.dumps(seen))
     let read = read_all(&client, "sasl", 0, 0).await;
     assert_eq!(read.len(), 10);
     assert_eq!(read[9], (9, Some(b"k9".to_vec()), b"scram-9".to_vec()));
+    // gRPC decides by the same ACLs: alice's certificate may not read carol's topic
+    // (PERMISSION_DENIED, naming the ACL to add), nor see it listed, until allowed.
+    let alice = Client::connect_with(&b.addr, &tls(&p.ca_file, Some(&p.client)))
+        .await
+        .unwrap();
+    let e = alice
+        .fetch("sasl", 0, 0, 1 << 20, 0, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("User:alice is not allowed Read on Topic \"sasl\"")
+            && e.contains("strata acl add"),
+        "{e}"
+    );
+    assert!(alice.list_topics().await.unwrap().is_empty());
+    let (ok, _, err) = cli(
+        with(&[
+            "acl",
+            "add",
+            "--allow",
+            "User:alice",
+            "--operation",
+            "read",
+            "--topic",
+            "sasl",
+        ]),
+        admin_env.clone(),
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(read_all(&alice, "sasl", 0, 0).await, read);
+    assert_eq!(alice.list_topics().await.unwrap().len(), 1);
+    // Removing the binding takes the right away again.
+    let (ok, out, err) = cli(
+        with(&[
+            "acl",
+            "remove",
+            "--allow",
+            "User:alice",
+            "--operation",
+            "read",
+            "--topic",
+            "sasl",
+        ]),
+        admin_env.clone(),
+        "",
+    )
+    .await;
+    assert!(
+        ok && out.starts_with("removed: Allow User:alice Read"),
+        "{err}{out}"
+    );
+    assert!(
+        alice
+            .fetch("sasl", 0, 0, 1 << 20, 0, Duration::ZERO)
+            .await
+            .is_err()
+    );
 
     // A new token works once the file reloads; a removed one stops working.
     let (ok, ci_token, err) = cli(
@@ -1329,6 +1506,23 @@ async fn no_secret_reaches_a_log_an_error_or_metrics() {
             "segment.bytes=4096",
             "--config",
             "local.retention.bytes=4096",
+        ],
+        admin.clone(),
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    shown.extend([out, err]);
+    let (ok, out, err) = run(
+        &[
+            "acl",
+            "add",
+            "--allow",
+            "User:alice",
+            "--operation",
+            "write",
+            "--topic",
+            "s",
         ],
         admin.clone(),
         "",

@@ -381,20 +381,41 @@ impl Acls {
         op: Operation,
         resource_type: ResourceType,
     ) -> bool {
-        let principal = principal.to_string();
-        let host = host.map(|h| h.to_string()).unwrap_or_default();
-        let mine = || {
-            self.0
-                .iter()
-                .filter(|b| b.resource_type == resource_type && b.applies_to(&principal, &host))
-        };
-        let denied_all = mine().any(|b| {
+        !self.denies_all(principal, host, op, resource_type)
+            && self
+                .mine(principal, host, resource_type)
+                .any(|b| b.permission == Permission::Allow && implies(b.operation, op))
+    }
+
+    /// Whether a deny binding refuses `principal` `op` on every resource of
+    /// `resource_type` (a literal `*`).
+    pub fn denies_all(
+        &self,
+        principal: &Principal,
+        host: Option<IpAddr>,
+        op: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
+        self.mine(principal, host, resource_type).any(|b| {
             b.permission == Permission::Deny
                 && (b.operation == op || b.operation == Operation::All)
                 && b.pattern == PatternType::Literal
                 && b.name == WILDCARD
-        });
-        !denied_all && mine().any(|b| b.permission == Permission::Allow && implies(b.operation, op))
+        })
+    }
+
+    /// The bindings of `resource_type` that apply to `principal` from `host`.
+    fn mine(
+        &self,
+        principal: &Principal,
+        host: Option<IpAddr>,
+        resource_type: ResourceType,
+    ) -> impl Iterator<Item = &AclBinding> {
+        let principal = principal.to_string();
+        let host = host.map(|h| h.to_string()).unwrap_or_default();
+        self.0
+            .iter()
+            .filter(move |b| b.resource_type == resource_type && b.applies_to(&principal, &host))
     }
 }
 

@@ -66,6 +66,7 @@ impl Caller {
 pub struct Store<'a> {
     security: &'a Security,
     member: Option<&'a Arc<Member>>,
+    metrics: &'a strata_partition::metrics::Metrics,
 }
 
 impl<'a> Store<'a> {
@@ -74,6 +75,7 @@ impl<'a> Store<'a> {
         Self {
             security: broker.security(),
             member,
+            metrics: broker.metrics(),
         }
     }
 
@@ -115,6 +117,7 @@ impl<'a> Store<'a> {
         if self.allowed(caller, op, resource_type, name) {
             return Ok(());
         }
+        self.metrics.authorization_denials.add(1);
         let why = denial(&caller.principal, op, resource_type, name);
         Err(match resource_type {
             ResourceType::Topic => BrokerError::TopicNotAuthorized(why),
@@ -131,7 +134,8 @@ impl<'a> Store<'a> {
         }
         self.with_acls(|a| {
             a.allows_any(&caller.principal, caller.host, op, resource_type)
-                || (a.is_empty() && self.security.allow_if_none)
+                || (self.security.allow_if_none
+                    && !a.denies_all(&caller.principal, caller.host, op, resource_type))
         })
     }
 
@@ -223,8 +227,10 @@ impl<'a> Store<'a> {
             .await
         {
             Ok(()) => {}
-            // Removed by someone else since we looked.
-            Err(BrokerError::InvalidRequest(_)) => return Ok(false),
+            // Refused: removed by someone else since we looked.
+            Err(BrokerError::Controller {
+                retriable: false, ..
+            }) => return Ok(false),
             Err(e) => return Err(e),
         }
         m.wait_for(|s| {
@@ -282,9 +288,12 @@ pub fn denial(
     resource_type: ResourceType,
     name: &str,
 ) -> String {
+    let flag = match resource_type {
+        ResourceType::Cluster => "--cluster".to_string(),
+        t => format!("--{} {name}", t.name().to_ascii_lowercase()),
+    };
     format!(
-        "{principal} is not allowed {op} on {resource_type} {name:?}: an ACL must allow it (`strata acl add --allow {principal} --operation {op} --{} {name}`, run by a super user)",
-        resource_type.name().to_ascii_lowercase()
+        "{principal} is not allowed {op} on {resource_type} {name:?}: an ACL must allow it (a super user runs `strata acl add --allow {principal} --operation {op} {flag}`)",
     )
 }
 

@@ -1019,3 +1019,277 @@ async fn only_a_super_user_manages_scram_users_over_kafka() {
         ResponseError::ResourceNotFound.code()
     );
 }
+
+// ---- ACLs ----
+
+fn acl_creation(
+    resource_type: i8,
+    name: &str,
+    pattern: i8,
+    principal: &str,
+    operation: i8,
+    permission: i8,
+) -> create_acls_request::AclCreation {
+    let mut c = create_acls_request::AclCreation::default();
+    c.resource_type = resource_type;
+    c.resource_name = StrBytes::from_string(name.to_string());
+    c.resource_pattern_type = pattern;
+    c.principal = StrBytes::from_string(principal.to_string());
+    c.host = StrBytes::from_static_str("*");
+    c.operation = operation;
+    c.permission_type = permission;
+    c
+}
+
+/// Kafka's codes: resource types, pattern types, operations and permissions.
+const TOPIC: i8 = 2;
+const GROUP: i8 = 3;
+const CLUSTER: i8 = 4;
+const ANY: i8 = 1;
+const MATCH: i8 = 2;
+const LITERAL: i8 = 3;
+const PREFIXED: i8 = 4;
+const READ: i8 = 3;
+const WRITE: i8 = 4;
+const ALTER: i8 = 7;
+const DENY: i8 = 2;
+const ALLOW: i8 = 3;
+
+async fn create_acls(
+    conn: &mut TcpStream,
+    acls: Vec<create_acls_request::AclCreation>,
+) -> Vec<i16> {
+    let mut r = CreateAclsRequest::default();
+    r.creations = acls;
+    let resp: CreateAclsResponse = call(conn, ApiKey::CreateAcls, 3, &r).await;
+    resp.results.iter().map(|r| r.error_code).collect()
+}
+
+async fn produce_code(conn: &mut TcpStream, topic: &str) -> i16 {
+    let r: ProduceResponse = call(
+        conn,
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, 0, -1, batch(&[b"v"])),
+    )
+    .await;
+    r.responses[0].partition_responses[0].error_code
+}
+
+async fn fetch_code(conn: &mut TcpStream, topic: &str) -> (i16, usize) {
+    let r: FetchResponse = call(
+        conn,
+        ApiKey::Fetch,
+        12,
+        &fetch_request(topic, 0, 1 << 20, -1),
+    )
+    .await;
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.records.as_ref().map_or(0, |b| b.len()))
+}
+
+/// The topics a Metadata request for all of them lists.
+async fn all_topics(conn: &mut TcpStream) -> Vec<String> {
+    let mut r = MetadataRequest::default();
+    r.topics = None;
+    let resp: MetadataResponse = call(conn, ApiKey::Metadata, 12, &r).await;
+    resp.topics
+        .iter()
+        .filter_map(|t| Some(t.name.as_ref()?.0.to_string()))
+        .collect()
+}
+
+async fn find_group(conn: &mut TcpStream, group: &str) -> i16 {
+    let mut r = FindCoordinatorRequest::default();
+    r.key = StrBytes::from_string(group.to_string());
+    let resp: FindCoordinatorResponse = call(conn, ApiKey::FindCoordinator, 3, &r).await;
+    resp.error_code
+}
+
+#[tokio::test]
+async fn acls_decide_what_an_authenticated_kafka_client_may_do() {
+    let k = sasl_broker().await;
+    let m = Mechanism::Sha512;
+    let mut admin = scram_login(&k, m, "admin", "admin-secret").await.unwrap();
+    let mut alice = scram_login(&k, m, "alice", "alice-secret").await.unwrap();
+    k.broker
+        .create_topic("orders", 1, 1, Default::default())
+        .await
+        .unwrap();
+    // A super user needs no ACL.
+    assert_eq!(produce_code(&mut admin, "orders").await, 0);
+
+    // With authentication on and no ACL, alice may do nothing: the topic is hidden,
+    // and each API answers the resource's *_AUTHORIZATION_FAILED.
+    let topic_denied = ResponseError::TopicAuthorizationFailed.code();
+    assert_eq!(metadata_topics(&mut alice).await, 0);
+    let mut want = metadata_request::MetadataRequestTopic::default();
+    want.name = Some(TopicName(StrBytes::from_static_str("orders")));
+    let mut md = MetadataRequest::default();
+    md.topics = Some(vec![want.clone()]);
+    let r: MetadataResponse = call(&mut alice, ApiKey::Metadata, 12, &md).await;
+    assert_eq!(r.topics[0].error_code, topic_denied);
+    // Nor may she create one by asking for it.
+    want.name = Some(TopicName(StrBytes::from_static_str("fresh")));
+    md.topics = Some(vec![want]);
+    md.allow_auto_topic_creation = true;
+    let r: MetadataResponse = call(&mut alice, ApiKey::Metadata, 12, &md).await;
+    assert_eq!(r.topics[0].error_code, topic_denied);
+    assert!(k.broker.topic("fresh").is_err(), "no topic was created");
+    assert_eq!(produce_code(&mut alice, "orders").await, topic_denied);
+    assert_eq!(fetch_code(&mut alice, "orders").await.0, topic_denied);
+    assert_eq!(
+        find_group(&mut alice, "g").await,
+        ResponseError::GroupAuthorizationFailed.code()
+    );
+    let r: InitProducerIdResponse = call(
+        &mut alice,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default(),
+    )
+    .await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    // And she may not grant herself anything.
+    let grant = vec![acl_creation(
+        TOPIC,
+        "orders",
+        LITERAL,
+        "User:alice",
+        WRITE,
+        ALLOW,
+    )];
+    assert_eq!(
+        create_acls(&mut alice, grant.clone()).await,
+        vec![ResponseError::ClusterAuthorizationFailed.code()]
+    );
+
+    // The admin grants: Write on orders, Read on every topic starting "ord", Read on
+    // group g. A malformed binding in the same request is refused on its own.
+    let codes = create_acls(
+        &mut admin,
+        vec![
+            grant[0].clone(),
+            acl_creation(TOPIC, "ord", PREFIXED, "User:alice", READ, ALLOW),
+            acl_creation(GROUP, "g", LITERAL, "User:alice", READ, ALLOW),
+            acl_creation(TOPIC, "orders", LITERAL, "alice", READ, ALLOW),
+        ],
+    )
+    .await;
+    assert_eq!(codes, vec![0, 0, 0, ResponseError::InvalidRequest.code()]);
+    assert_eq!(produce_code(&mut alice, "orders").await, 0);
+    assert_eq!(
+        fetch_code(&mut alice, "orders").await,
+        (0, 2 * batch(&[b"v"]).len())
+    );
+    assert_eq!(
+        all_topics(&mut alice).await,
+        vec!["orders"],
+        "Write and Read imply Describe"
+    );
+    assert_eq!(find_group(&mut alice, "g").await, 0);
+    assert_eq!(
+        find_group(&mut alice, "h").await,
+        ResponseError::GroupAuthorizationFailed.code()
+    );
+    let r: InitProducerIdResponse = call(
+        &mut alice,
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default(),
+    )
+    .await;
+    assert_eq!(
+        r.error_code, 0,
+        "Write on a topic starts an idempotent producer"
+    );
+
+    // A deny wins over the prefixed allow.
+    let deny = acl_creation(TOPIC, "orders", LITERAL, "User:alice", READ, DENY);
+    assert_eq!(create_acls(&mut admin, vec![deny]).await, vec![0]);
+    assert_eq!(fetch_code(&mut alice, "orders").await.0, topic_denied);
+    assert_eq!(
+        produce_code(&mut alice, "orders").await,
+        0,
+        "only Read is denied"
+    );
+
+    // DescribeAcls: every binding that covers "orders".
+    let mut d = DescribeAclsRequest::default();
+    d.resource_type_filter = TOPIC;
+    d.resource_name_filter = Some(StrBytes::from_static_str("orders"));
+    d.pattern_type_filter = MATCH;
+    d.principal_filter = None;
+    d.host_filter = None;
+    d.operation = ANY;
+    d.permission_type = ANY;
+    let r: DescribeAclsResponse = call(&mut admin, ApiKey::DescribeAcls, 3, &d).await;
+    assert_eq!(r.error_code, 0);
+    let mut seen: Vec<(String, i8, i8, i8)> = r
+        .resources
+        .iter()
+        .flat_map(|res| {
+            res.acls.iter().map(move |a| {
+                (
+                    res.resource_name.to_string(),
+                    res.pattern_type,
+                    a.operation,
+                    a.permission_type,
+                )
+            })
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("ord".into(), PREFIXED, READ, ALLOW),
+            ("orders".into(), LITERAL, READ, DENY),
+            ("orders".into(), LITERAL, WRITE, ALLOW),
+        ]
+    );
+    let r: DescribeAclsResponse = call(&mut alice, ApiKey::DescribeAcls, 3, &d).await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    // An operation code Strata does not know is refused, saying which exist.
+    d.operation = 13;
+    let r: DescribeAclsResponse = call(&mut admin, ApiKey::DescribeAcls, 3, &d).await;
+    assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+    assert!(r.error_message.unwrap().contains("IdempotentWrite"));
+
+    // Alter on the cluster makes alice an ACL manager too.
+    let ops = acl_creation(
+        CLUSTER,
+        "kafka-cluster",
+        LITERAL,
+        "User:alice",
+        ALTER,
+        ALLOW,
+    );
+    assert_eq!(create_acls(&mut admin, vec![ops]).await, vec![0]);
+    let mine = vec![acl_creation(GROUP, "h", LITERAL, "User:alice", READ, ALLOW)];
+    assert_eq!(create_acls(&mut alice, mine).await, vec![0]);
+    assert_eq!(find_group(&mut alice, "h").await, 0);
+
+    // DeleteAcls: everything of alice's on topics goes; she is refused again.
+    let mut f = delete_acls_request::DeleteAclsFilter::default();
+    f.resource_type_filter = TOPIC;
+    f.pattern_type_filter = ANY;
+    f.resource_name_filter = None;
+    f.principal_filter = Some(StrBytes::from_static_str("User:alice"));
+    f.host_filter = None;
+    f.operation = ANY;
+    f.permission_type = ANY;
+    let mut del = DeleteAclsRequest::default();
+    del.filters = vec![f];
+    let r: DeleteAclsResponse = call(&mut admin, ApiKey::DeleteAcls, 3, &del).await;
+    assert_eq!(r.filter_results[0].error_code, 0);
+    assert_eq!(r.filter_results[0].matching_acls.len(), 3);
+    assert_eq!(produce_code(&mut alice, "orders").await, topic_denied);
+    assert_eq!(find_group(&mut alice, "g").await, 0, "group bindings stay");
+}

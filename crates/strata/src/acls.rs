@@ -19,6 +19,9 @@ pub enum AclCommand {
         principal: Option<String>,
         #[command(flatten)]
         resource: Resource,
+        /// Only prefixed bindings of the name (without it: every binding covering it).
+        #[arg(long)]
+        prefixed: bool,
     },
     /// Remove bindings: the same flags as `add`, naming exactly what to remove.
     Remove(Binding),
@@ -42,6 +45,9 @@ pub struct Binding {
     host: String,
     #[command(flatten)]
     resource: Resource,
+    /// The name is a prefix: the binding covers every name that starts with it.
+    #[arg(long)]
+    prefixed: bool,
 }
 
 /// The resource: a topic, a group, or the cluster.
@@ -57,9 +63,6 @@ pub struct Resource {
     /// The cluster itself (user and ACL management, creating topics, idempotence).
     #[arg(long)]
     cluster: bool,
-    /// The name is a prefix: the binding covers every name that starts with it.
-    #[arg(long)]
-    prefixed: bool,
 }
 
 impl Resource {
@@ -71,10 +74,6 @@ impl Resource {
             (_, _, true) => Some(("cluster", strata_auth::acl::CLUSTER_NAME.to_string())),
             _ => None,
         }
-    }
-
-    fn pattern(&self) -> &'static str {
-        if self.prefixed { "prefixed" } else { "literal" }
     }
 }
 
@@ -97,7 +96,7 @@ impl Binding {
                 out.push(pb::Acl {
                     resource_type: resource_type.to_string(),
                     name: name.clone(),
-                    pattern: self.resource.pattern().to_string(),
+                    pattern: if self.prefixed { "prefixed" } else { "literal" }.to_string(),
                     principal: principal.clone(),
                     host: self.host.clone(),
                     operation: op.clone(),
@@ -122,19 +121,15 @@ pub async fn acl(command: AclCommand, broker: &BrokerArg) -> Result<()> {
         AclCommand::List {
             principal,
             resource,
+            prefixed,
         } => {
             let (resource_type, name) = resource.named().unzip();
             let filter = pb::AclFilter {
                 resource_type: resource_type.map(str::to_string),
                 // With a name, every binding that covers it (literal, * and prefixes).
-                pattern: name.as_ref().map(|_| {
-                    if resource.prefixed {
-                        "prefixed"
-                    } else {
-                        "match"
-                    }
-                    .to_string()
-                }),
+                pattern: name
+                    .as_ref()
+                    .map(|_| if prefixed { "prefixed" } else { "match" }.to_string()),
                 name,
                 principal,
                 ..Default::default()

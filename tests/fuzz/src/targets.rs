@@ -594,6 +594,43 @@ fn kafka_seeds() -> Vec<Vec<u8>> {
                     r.deletions = vec![d];
                     frame(key, v, &r)
                 }
+                ApiKey::CreateAcls => {
+                    let mut c = create_acls_request::AclCreation::default();
+                    c.resource_type = 2;
+                    c.resource_name = StrBytes::from_static_str("orders");
+                    c.resource_pattern_type = 3;
+                    c.principal = StrBytes::from_static_str("User:alice");
+                    c.host = StrBytes::from_static_str("*");
+                    c.operation = 3;
+                    c.permission_type = 3;
+                    let mut r = CreateAclsRequest::default();
+                    r.creations = vec![c];
+                    frame(key, v, &r)
+                }
+                ApiKey::DescribeAcls => {
+                    let mut r = DescribeAclsRequest::default();
+                    r.resource_type_filter = 1;
+                    r.resource_name_filter = Some(StrBytes::from_static_str("orders"));
+                    r.pattern_type_filter = 2;
+                    r.principal_filter = None;
+                    r.host_filter = None;
+                    r.operation = 1;
+                    r.permission_type = 1;
+                    frame(key, v, &r)
+                }
+                ApiKey::DeleteAcls => {
+                    let mut f = delete_acls_request::DeleteAclsFilter::default();
+                    f.resource_type_filter = 2;
+                    f.resource_name_filter = None;
+                    f.pattern_type_filter = 1;
+                    f.principal_filter = Some(StrBytes::from_static_str("User:alice"));
+                    f.host_filter = None;
+                    f.operation = 1;
+                    f.permission_type = 1;
+                    let mut r = DeleteAclsRequest::default();
+                    r.filters = vec![f];
+                    frame(key, v, &r)
+                }
                 other => panic!("no seed for {other:?}: add one"),
             };
             out.push(f.unwrap_or_else(|| panic!("{key:?} v{v} encodes")));
