@@ -161,6 +161,7 @@ pub struct Broker {
     /// Security settings, and a single broker's users and ACLs (a cluster keeps them
     /// in the controller).
     security: crate::security::Security,
+    quotas: crate::quotas::Quotas,
     _lock: File,
 }
 
@@ -277,6 +278,7 @@ impl Broker {
             .map_err(|e| BrokerError::io(format!("creating {}", staging_dir.display()), e))?;
         let deletions = crate::deletion::Deletions::open(data)?;
         let security = crate::security::Security::open(data, &config)?;
+        let quotas = config.quotas()?;
         let producer_ids = Arc::new(crate::producer_ids::ProducerIds::open(
             data,
             config.node_id,
@@ -336,6 +338,7 @@ impl Broker {
             metadata: Default::default(),
             producer_ids,
             security,
+            quotas,
             _lock: lock,
         };
         // A clean shutdown closed every log: trust the active segments' index files. The
@@ -382,6 +385,11 @@ impl Broker {
     /// [`crate::security::Store`].
     pub fn security(&self) -> &crate::security::Security {
         &self.security
+    }
+
+    /// Client quotas; see [`crate::quotas`].
+    pub fn quotas(&self) -> &crate::quotas::Quotas {
+        &self.quotas
     }
 
     pub fn config(&self) -> &BrokerConfig {

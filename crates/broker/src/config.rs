@@ -127,6 +127,18 @@ pub struct BrokerConfig {
     /// is on (the single-broker quick start); with authentication, denied unless a
     /// super user asks or an ACL allows it.
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// Connections one client address may hold open on each listener (Kafka's
+    /// `max.connections.per.ip`); one more is closed at once. 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Bytes per second each principal may produce (Kafka's `producer_byte_rate` client
+    /// quota for the default user); over it, answers carry a throttle time and the
+    /// connection waits it out. 0: no limit.
+    pub quota_producer_byte_rate: u64,
+    /// Bytes per second each principal may fetch (`consumer_byte_rate`). 0: no limit.
+    pub quota_consumer_byte_rate: u64,
+    /// Rates for named principals, overriding the two above:
+    /// `[quota_overrides."User:etl"]` with `producer_byte_rate` and `consumer_byte_rate`.
+    pub quota_overrides: BTreeMap<String, crate::quotas::QuotaRates>,
 }
 
 impl Default for BrokerConfig {
@@ -170,6 +182,10 @@ impl Default for BrokerConfig {
             grpc_auth_required: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: None,
+            max_connections_per_ip: 0,
+            quota_producer_byte_rate: 0,
+            quota_consumer_byte_rate: 0,
+            quota_overrides: BTreeMap::new(),
         }
     }
 }
@@ -304,6 +320,17 @@ impl BrokerConfig {
             .unwrap_or(!self.authenticates())
     }
 
+    /// The client quotas these settings make.
+    pub fn quotas(&self) -> Result<crate::quotas::Quotas, BrokerError> {
+        crate::quotas::Quotas::new(
+            crate::quotas::QuotaRates {
+                producer_byte_rate: self.quota_producer_byte_rate,
+                consumer_byte_rate: self.quota_consumer_byte_rate,
+            },
+            &self.quota_overrides,
+        )
+    }
+
     /// `super_users`, parsed.
     pub fn super_users(&self) -> Result<Vec<strata_auth::Principal>, BrokerError> {
         self.super_users
@@ -352,6 +379,7 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), BrokerError> {
         self.validate_tls()?;
         self.validate_auth()?;
+        self.quotas()?;
         let bad = |m: String| Err(BrokerError::InvalidConfig(m));
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad(format!(

@@ -17,6 +17,7 @@ pub mod config;
 pub mod deletion;
 pub mod groups;
 pub mod producer_ids;
+pub mod quotas;
 pub mod replication;
 pub mod security;
 pub mod tasks;

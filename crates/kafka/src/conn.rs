@@ -133,9 +133,10 @@ async fn serve_halves<R, W>(
             }
         };
         tracing::Span::current().record("principal", tracing::field::display(&principal));
-        let session = Arc::new(crate::Session {
-            caller: strata_broker::security::Caller::new(principal, Some(peer.ip())),
-        });
+        let session = Arc::new(crate::Session::new(strata_broker::security::Caller::new(
+            principal,
+            Some(peer.ip()),
+        )));
         let mut in_flight = InFlight::default();
         // A request that runs alone, read while others were in flight: it starts once
         // they are answered, and nothing more is read until then.
@@ -150,8 +151,11 @@ async fn serve_halves<R, W>(
                 tracing::info!(reason = %why, "closing kafka connection");
                 break;
             }
-            let room = parked.is_none() && in_flight.has_room();
+            let muted = session.muted();
+            let room = parked.is_none() && in_flight.has_room() && muted.is_none();
             tokio::select! {
+                // A throttled client's next request waits out its throttle time.
+                _ = tokio::time::sleep_until(muted.unwrap_or_else(tokio::time::Instant::now)), if muted.is_some() => {}
                 frame = frames.next(), if room => {
                     let frame = match frame {
                         None => break,

@@ -425,6 +425,19 @@ fn produce(ctx: &Arc<Context>, session: &Session, h: Header, r: ProduceRequest) 
     } else {
         None
     };
+    // The request's record bytes count against the principal's quota (KIP-219 from v6).
+    let bytes: usize = r
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+        .sum();
+    let (throttle_ms, delay) = session.throttle(
+        ctx,
+        strata_broker::quotas::Direction::Produce,
+        bytes as u64,
+        version >= 6,
+    );
     // Append every partition now, in request order; wait for the acknowledgements
     // together afterwards.
     let mut waits = Vec::new();
@@ -507,6 +520,10 @@ fn produce(ctx: &Arc<Context>, session: &Session, h: Header, r: ProduceRequest) 
         }
         let mut resp = ProduceResponse::default();
         resp.responses = by_topic;
+        resp.throttle_time_ms = throttle_ms;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Answer::Frame(response(id, version, &resp))
     })
 }
@@ -639,6 +656,17 @@ async fn fetch(ctx: &Context, caller: &Session, version: i16, r: FetchRequest) -
         let (parts, bytes, failed) = read_partitions(ctx, &wants, &denied, max_bytes).await;
         if bytes >= min_bytes || failed || tokio::time::Instant::now() >= deadline {
             resp.responses = assemble(ctx, version, &wants, parts, session);
+            // What it fetched counts against the principal's quota (KIP-219 from v8).
+            let (ms, delay) = caller.throttle(
+                ctx,
+                strata_broker::quotas::Direction::Fetch,
+                bytes as u64,
+                version >= 8,
+            );
+            resp.throttle_time_ms = ms;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             return resp;
         }
         // Wait until a partition's high watermark moves past what this pass saw (or

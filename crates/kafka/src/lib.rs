@@ -75,6 +75,66 @@ impl KafkaConfig {
 #[derive(Debug)]
 pub struct Session {
     pub caller: strata_broker::security::Caller,
+    /// Until when the connection reads no request: a client over its quota (KIP-219:
+    /// the answer goes out at once with `throttle_time_ms`, then the connection is
+    /// muted for that long).
+    muted_until: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Session {
+    pub fn new(caller: strata_broker::security::Caller) -> Self {
+        Self {
+            caller,
+            muted_until: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Records `bytes` moved against the principal's quota; the throttle time to
+    /// answer with (0 under the quota). A client of a version that knows throttle
+    /// times (KIP-219) gets its connection muted for it; an older one gets its answer
+    /// that much later (`delay`, for the handler to wait out).
+    pub fn throttle(
+        &self,
+        ctx: &Context,
+        direction: strata_broker::quotas::Direction,
+        bytes: u64,
+        kip219: bool,
+    ) -> (i32, std::time::Duration) {
+        let t = ctx
+            .broker
+            .quotas()
+            .record(&self.caller.principal, direction, bytes);
+        if t.is_zero() {
+            return (0, t);
+        }
+        let m = ctx.broker.metrics();
+        match direction {
+            strata_broker::quotas::Direction::Produce => m.quota_produce_throttled.add(1),
+            strata_broker::quotas::Direction::Fetch => m.quota_fetch_throttled.add(1),
+        }
+        let ms = t.as_millis().min(i32::MAX as u128) as i32;
+        if !kip219 {
+            return (ms, t);
+        }
+        let until = tokio::time::Instant::now() + t;
+        let mut muted = self.muted_until.lock();
+        if muted.is_none_or(|m| m < until) {
+            *muted = Some(until);
+        }
+        (ms, std::time::Duration::ZERO)
+    }
+
+    /// When reading may go on, if the connection is muted now.
+    pub(crate) fn muted(&self) -> Option<tokio::time::Instant> {
+        let mut muted = self.muted_until.lock();
+        match *muted {
+            Some(t) if t > tokio::time::Instant::now() => Some(t),
+            _ => {
+                *muted = None;
+                None
+            }
+        }
+    }
 }
 
 /// What every connection shares.
@@ -89,6 +149,8 @@ pub struct Context {
     /// This broker's replica manager once its cluster part runs (never, for a single
     /// broker): the metadata answers come from its controller's state.
     member: Arc<OnceLock<Arc<Member>>>,
+    /// Connections per client address (`max_connections_per_ip`).
+    connections: Arc<strata_tls::ConnectionLimit>,
 }
 
 impl Context {
@@ -98,7 +160,13 @@ impl Context {
         member: Arc<OnceLock<Arc<Member>>>,
     ) -> Result<Arc<Self>, String> {
         let (host, port) = split_host_port(&config.advertise)?;
+        let metrics = broker.metrics().clone();
+        let connections = strata_tls::ConnectionLimit::counted(
+            broker.config().max_connections_per_ip,
+            move || metrics.connections_refused.add(1),
+        );
         Ok(Arc::new(Self {
+            connections,
             broker,
             config,
             sessions: Default::default(),
@@ -254,7 +322,9 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, "kafka accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -262,11 +332,17 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = stop.changed() => break,
         };
+        let Some(permit) = ctx.connections.try_acquire(peer.ip()) else {
+            tracing::debug!(%peer, max = ctx.connections.max(), "kafka connection refused: too many from this address (max_connections_per_ip)");
+            continue;
+        };
         ctx.broker.metrics().kafka_connections.add(1);
         let ctx = ctx.clone();
         let stop = stop.clone();
         let tls = tls.clone();
         conns.spawn(async move {
+            // Held until the connection ends.
+            let _permit = permit;
             // The handshake runs on the connection's own task, within a deadline.
             let mut stopping = stop.clone();
             let shaken = tokio::select! {

@@ -1293,3 +1293,92 @@ async fn acls_decide_what_an_authenticated_kafka_client_may_do() {
     assert_eq!(produce_code(&mut alice, "orders").await, topic_denied);
     assert_eq!(find_group(&mut alice, "g").await, 0, "group bindings stay");
 }
+
+// ---- quotas and connection limits ----
+
+#[tokio::test]
+async fn a_client_over_its_quota_is_told_to_wait_and_its_connection_waits() {
+    let k = start_with(|c| {
+        c.quota_producer_byte_rate = 10_000;
+        c.quota_consumer_byte_rate = 10_000;
+    })
+    .await;
+    k.broker
+        .create_topic("q", 1, 1, Default::default())
+        .await
+        .unwrap();
+    let mut conn = TcpStream::connect(&k.addr).await.unwrap();
+    let big = vec![b'x'; 20_000];
+    let payload = batch(&[&big]);
+    let produce = |records: Bytes| produce_request("q", 0, -1, records);
+    // Within the first second's burst nothing is throttled.
+    let r: ProduceResponse =
+        call(&mut conn, ApiKey::Produce, 9, &produce(batch(&[b"small"]))).await;
+    assert_eq!(r.throttle_time_ms, 0);
+    // Twice the rate at once: answered at once (KIP-219), with the wait in it ...
+    let r: ProduceResponse = call(&mut conn, ApiKey::Produce, 9, &produce(payload.clone())).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 0,
+        "still served"
+    );
+    let first = r.throttle_time_ms;
+    assert!((900..=2100).contains(&first), "throttle {first} ms");
+    // ... and the connection reads nothing more until it has passed.
+    let sent = std::time::Instant::now();
+    let r: ProduceResponse = call(&mut conn, ApiKey::Produce, 9, &produce(payload.clone())).await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(first as u64 - 50),
+        "the muted connection answered after {waited:?}, throttle was {first} ms"
+    );
+    assert!(r.throttle_time_ms > 0);
+    // Fetching has its own rate.
+    let f: FetchResponse = call(
+        &mut conn,
+        ApiKey::Fetch,
+        12,
+        &fetch_request("q", 0, 1 << 20, -1),
+    )
+    .await;
+    assert!(f.responses[0].partitions[0].records.as_ref().unwrap().len() > 40_000);
+    assert!(f.throttle_time_ms > 0, "{}", f.throttle_time_ms);
+    let m = k.broker.metrics();
+    assert_eq!(m.quota_produce_throttled.get(), 2);
+    assert_eq!(m.quota_fetch_throttled.get(), 1);
+}
+
+#[tokio::test]
+async fn an_address_holding_max_connections_per_ip_gets_no_more() {
+    let k = start_with(|c| c.max_connections_per_ip = 2).await;
+    let mut a = TcpStream::connect(&k.addr).await.unwrap();
+    let mut b = TcpStream::connect(&k.addr).await.unwrap();
+    assert_eq!(api_versions(&mut a).await.error_code, 0);
+    assert_eq!(api_versions(&mut b).await.error_code, 0);
+    let mut c = TcpStream::connect(&k.addr).await.unwrap();
+    assert_closed(&mut c, "a third connection from 127.0.0.1").await;
+    assert_eq!(k.broker.metrics().connections_refused.get(), 1);
+    // Once one closes, its place is free again (the broker notices the close
+    // asynchronously: try until it has, within a deadline).
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut d = TcpStream::connect(&k.addr).await.unwrap();
+        let mut body = BytesMut::new();
+        let mut h = RequestHeader::default();
+        h.request_api_key = ApiKey::ApiVersions as i16;
+        h.request_api_version = 3;
+        h.encode(&mut body, ApiVersionsRequest::header_version(3))
+            .unwrap();
+        ApiVersionsRequest::default().encode(&mut body, 3).unwrap();
+        send_frame(&mut d, &body).await;
+        if read_frame(&mut d).await.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed connection's place was never freed"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(api_versions(&mut b).await.error_code, 0, "the others stay");
+}

@@ -127,6 +127,9 @@ metrics! {
     Counter kafka_bad_requests "strata_kafka_bad_requests_total" "Kafka connections closed for a frame that could not be answered (too large, unknown API or version, malformed).";
     Counter kafka_authentications "strata_kafka_authentications_total" "Kafka connections that authenticated with SASL.";
     Counter kafka_authentication_failures "strata_kafka_authentication_failures_total" "Kafka SASL authentications refused (wrong password, unknown user, malformed exchange).";
+    Counter connections_refused "strata_connections_refused_total" "Connections closed at accept because their client address held max_connections_per_ip already (gRPC and Kafka listeners).";
+    Counter quota_produce_throttled "strata_quota_produce_throttled_total" "Produce requests answered with a throttle time: their principal was over its producer_byte_rate.";
+    Counter quota_fetch_throttled "strata_quota_fetch_throttled_total" "Fetch requests answered with a throttle time: their principal was over its consumer_byte_rate.";
     Counter authorization_denials "strata_authorization_denials_total" "Requests (gRPC or Kafka) refused by the ACLs: a principal without the right to a topic, group or the cluster.";
     Histogram kafka_request_latency "strata_kafka_request_latency_seconds" "Time from reading a Kafka request to its answer being ready.";
 }

@@ -192,7 +192,12 @@ pub async fn run_node(
             }
         }
     };
-    let incoming = strata_tls::incoming(listener, grpc_tls, "grpc");
+    let metrics = broker.metrics().clone();
+    let limit =
+        strata_tls::ConnectionLimit::counted(broker.config().max_connections_per_ip, move || {
+            metrics.connections_refused.add(1)
+        });
+    let incoming = strata_tls::incoming_limited(listener, grpc_tls, "grpc", limit);
     if !clustered {
         health.set(true).await;
     }

@@ -205,6 +205,34 @@ fn produce_one(
     })
 }
 
+/// The bytes a produce request moves, for quotas.
+fn produce_bytes(r: &pb::ProduceRequest) -> u64 {
+    let records: usize = r
+        .records
+        .iter()
+        .map(|x| x.key.as_ref().map_or(0, |k| k.len()) + x.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    (r.batches.len() + records) as u64
+}
+
+/// Records `bytes` against `caller`'s quota: how long to hold its answer back.
+fn throttle(
+    broker: &Broker,
+    caller: &Caller,
+    direction: strata_broker::quotas::Direction,
+    bytes: u64,
+) -> Duration {
+    let t = broker.quotas().record(&caller.principal, direction, bytes);
+    if !t.is_zero() {
+        let m = broker.metrics();
+        match direction {
+            strata_broker::quotas::Direction::Produce => m.quota_produce_throttled.add(1),
+            strata_broker::quotas::Direction::Fetch => m.quota_fetch_throttled.add(1),
+        }
+    }
+    t
+}
+
 /// The streaming form of a failed produce: an answer with its status inside, the
 /// leader it names, whether the batch may have been written (`appended`: the error came
 /// after the append) and the error's kind.
@@ -339,6 +367,7 @@ fn fetch_response(
         high_watermark: hw,
         log_start_offset: start,
         next_offset: next,
+        throttle_time_ms: 0,
     })
 }
 
@@ -540,6 +569,12 @@ impl Strata for Service {
         let caller = caller(&request);
         let r = request.into_inner();
         self.authorize(&caller, Operation::Write, ResourceType::Topic, &r.topic)?;
+        let held = throttle(
+            &self.broker,
+            &caller,
+            strata_broker::quotas::Direction::Produce,
+            produce_bytes(&r),
+        );
         let partition = r.partition;
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
         tokio::select! {
@@ -549,10 +584,14 @@ impl Strata for Service {
         let answer = span
             .in_scope(|| produce_one(&self.broker, r))
             .map_err(|e| fail(&self.node, e, partition))?;
-        let resp = answer
+        let mut resp = answer
             .instrument(span)
             .await
             .map_err(|e| fail(&self.node, e, partition))?;
+        if !held.is_zero() {
+            resp.throttle_time_ms = held.as_millis() as u32;
+            tokio::time::sleep(held).await;
+        }
         Ok(Response::new(resp))
     }
 
@@ -625,6 +664,12 @@ impl Strata for Service {
                         );
                         continue;
                     }
+                    let held = throttle(
+                        &broker,
+                        &caller,
+                        strata_broker::quotas::Direction::Produce,
+                        produce_bytes(&r),
+                    );
                     // Appended here, before the next request is read: order is kept.
                     match produce_one(&broker, r) {
                         Ok(answer) => {
@@ -643,6 +688,14 @@ impl Strata for Service {
                             futures::future::ready(produce_error(&node, id, partition, e, false))
                                 .boxed(),
                         ),
+                    }
+                    // Over the quota: the stream reads nothing more until the throttle
+                    // time is waited out (as Kafka mutes a connection).
+                    if !held.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(held) => {}
+                            _ = broker.closing() => {}
+                        }
                     }
                 }
             }
@@ -670,7 +723,13 @@ impl Strata for Service {
             .fetch(&r.topic, r.partition, r.offset, r.max_bytes as usize, r.min_bytes as usize, wait)
             .instrument(tracing::debug_span!("fetch", topic = %r.topic, partition = r.partition, offset = r.offset))
             .await.map_err(|e| fail(&self.node, e, r.partition))?;
-        let resp = fetch_response(
+        let held = throttle(
+            &self.broker,
+            &caller,
+            strata_broker::quotas::Direction::Fetch,
+            f.batches.len() as u64,
+        );
+        let mut resp = fetch_response(
             &r.topic,
             r.partition,
             r.offset,
@@ -679,6 +738,10 @@ impl Strata for Service {
             f.log_start_offset,
             r.format,
         )?;
+        if !held.is_zero() {
+            resp.throttle_time_ms = held.as_millis() as u32;
+            tokio::time::sleep(held).await;
+        }
         Ok(Response::new(resp))
     }
 
@@ -701,6 +764,7 @@ impl Strata for Service {
         let node = self.node.clone();
         let max_bytes = fetch_size(r.max_bytes as usize);
         let metrics = self.broker.metrics().clone();
+        let broker = self.broker.clone();
         // Two answers ahead of the reader: enough to keep the stream busy, bounded memory.
         let (tx, rx) = mpsc::channel(2);
         let span = tracing::debug_span!("subscribe", topic = %r.topic, partition = r.partition, offset = r.offset);
@@ -737,14 +801,28 @@ impl Strata for Service {
                         continue;
                     }
                     metrics.fetch_bytes.add(batches.len() as u64);
-                    let resp =
+                    let held = throttle(
+                        &broker,
+                        &caller,
+                        strata_broker::quotas::Direction::Fetch,
+                        batches.len() as u64,
+                    );
+                    let mut resp =
                         fetch_response(&r.topic, r.partition, offset, batches, hw, start, r.format);
-                    if let Ok(resp) = &resp {
+                    if let Ok(resp) = &mut resp {
                         offset = resp.next_offset;
+                        resp.throttle_time_ms = held.as_millis() as u32;
                     }
                     let failed = resp.is_err();
                     if tx.send(resp).await.is_err() || failed {
                         return;
+                    }
+                    // Over the quota: the next answer waits out the throttle time.
+                    if !held.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(held) => {}
+                            _ = tx.closed() => return,
+                        }
                     }
                 }
             }

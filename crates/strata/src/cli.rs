@@ -85,7 +85,7 @@ impl BrokerArg {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a broker. With no flags: a single-node broker with data in ./strata-data.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Create, list, describe, alter and delete topics.
     Topic {
         #[command(subcommand)]
@@ -218,6 +218,17 @@ struct ServerArgs {
     /// with it].
     #[arg(long, env = "STRATA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
     allow_everyone_if_no_acl_found: Option<bool>,
+    /// Connections one client address may hold open on each listener (Kafka's
+    /// max.connections.per.ip) [default: 0, no limit].
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Bytes per second each principal may produce (Kafka's producer_byte_rate client
+    /// quota) [default: 0, no limit]; per-principal rates go in the config file.
+    #[arg(long, env = "STRATA_QUOTA_PRODUCER_BYTE_RATE")]
+    quota_producer_byte_rate: Option<u64>,
+    /// Bytes per second each principal may fetch (consumer_byte_rate) [default: 0].
+    #[arg(long, env = "STRATA_QUOTA_CONSUMER_BYTE_RATE")]
+    quota_consumer_byte_rate: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -403,7 +414,7 @@ pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Server(a) => {
             init_tracing("info,openraft=warn");
-            server(a).await
+            server(*a).await
         }
         Command::Topic { command, broker } => {
             init_tracing("warn");
@@ -509,6 +520,15 @@ async fn server(a: ServerArgs) -> Result<()> {
     }
     if let Some(v) = a.allow_everyone_if_no_acl_found {
         config.allow_everyone_if_no_acl_found = Some(v);
+    }
+    if let Some(v) = a.max_connections_per_ip {
+        config.max_connections_per_ip = v;
+    }
+    if let Some(v) = a.quota_producer_byte_rate {
+        config.quota_producer_byte_rate = v;
+    }
+    if let Some(v) = a.quota_consumer_byte_rate {
+        config.quota_consumer_byte_rate = v;
     }
     config.validate()?;
     strata_server::check_tls(&config)?;

@@ -495,8 +495,36 @@ pub fn incoming(
     tls: Option<Arc<ServerTls>>,
     name: &'static str,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
-    tokio::spawn(async move {
+    let limit = ConnectionLimit::new(0);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, tls, name, limit, tx, |c: Limited| {
+        c.conn
+    }));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// [`incoming`], refusing a connection from an address that already holds
+/// `limit`'s maximum (closed at once, before any handshake).
+pub fn incoming_limited(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    name: &'static str,
+    limit: Arc<ConnectionLimit>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Limited>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, tls, name, limit, tx, |c| c));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn accept_loop<T: Send + 'static>(
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    name: &'static str,
+    limit: Arc<ConnectionLimit>,
+    tx: tokio::sync::mpsc::Sender<io::Result<T>>,
+    wrap: fn(Limited) -> T,
+) {
+    {
         loop {
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
@@ -510,10 +538,18 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let Some(permit) = limit.try_acquire(peer.ip()) else {
+                tracing::debug!(listener = name, %peer, max = limit.max(), "connection refused: too many from this address");
+                continue;
+            };
             let Some(tls) = tls.clone() else {
                 // Plain text: nothing to wait for; the server takes it when it has room.
                 let _ = stream.set_nodelay(true);
-                if tx.send(Ok(Conn::Plain(stream))).await.is_err() {
+                let conn = Limited {
+                    conn: Conn::Plain(stream),
+                    _permit: permit,
+                };
+                if tx.send(Ok(wrap(conn))).await.is_err() {
                     return;
                 }
                 continue;
@@ -522,7 +558,11 @@ pub fn incoming(
             tokio::spawn(async move {
                 match handshake(stream, Some(&tls)).await {
                     Ok(conn) => {
-                        let _ = tx.send(Ok(conn)).await;
+                        let conn = Limited {
+                            conn,
+                            _permit: permit,
+                        };
+                        let _ = tx.send(Ok(wrap(conn))).await;
                     }
                     Err(e) => tracing::info!(
                         listener = name,
@@ -533,8 +573,145 @@ pub fn incoming(
                 }
             });
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// How many connections each client address may hold open on a listener (Kafka's
+/// `max.connections.per.ip`); 0 is no limit.
+pub struct ConnectionLimit {
+    max: usize,
+    open: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    refused: std::sync::atomic::AtomicU64,
+    on_refuse: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Default::default(),
+            refused: Default::default(),
+            on_refuse: None,
+        })
+    }
+
+    /// A limit that calls `on_refuse` for each connection it refuses (a metric).
+    pub fn counted(max: usize, on_refuse: impl Fn() + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Default::default(),
+            refused: Default::default(),
+            on_refuse: Some(Box::new(on_refuse)),
+        })
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A place for one more connection from `ip`, held until the permit is dropped;
+    /// `None` when `ip` already holds the maximum.
+    pub fn try_acquire(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ConnectionPermit> {
+        if self.max > 0 {
+            let mut open = self.open.lock();
+            let n = open.entry(ip).or_default();
+            if *n >= self.max {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(f) = &self.on_refuse {
+                    f();
+                }
+                return None;
+            }
+            *n += 1;
+        }
+        Some(ConnectionPermit {
+            limit: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in a [`ConnectionLimit`].
+pub struct ConnectionPermit {
+    limit: Arc<ConnectionLimit>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        if self.limit.max == 0 {
+            return;
+        }
+        let mut open = self.limit.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                // Addresses come and go: the map holds only those with connections.
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A [`Conn`] holding its place in a [`ConnectionLimit`] until it closes.
+pub struct Limited {
+    pub conn: Conn,
+    _permit: ConnectionPermit,
+}
+
+impl tonic::transport::server::Connected for Limited {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.conn.peer()
+    }
+}
+
+impl AsyncRead for Limited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Limited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
