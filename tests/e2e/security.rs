@@ -1653,3 +1653,136 @@ async fn no_secret_reaches_a_log_an_error_or_metrics() {
         assert!(hits.is_empty(), "{secret:?} shows in: {hits:#?}");
     }
 }
+
+/// Quotas as Kafka clients see them: confluent-kafka's throttle callback reports the
+/// broker's throttle time for producing and for fetching over the rate, while every
+/// record still arrives; a gRPC produce over the rate is held back by what its answer
+/// says; and one address holding `max_connections_per_ip` gRPC connections gets no
+/// more until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_throttle_kafka_and_grpc_clients_and_connections_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start_with(dir.path(), |c| {
+        c.quota_producer_byte_rate = 40_000;
+        c.quota_consumer_byte_rate = 40_000;
+        c.max_connections_per_ip = 6;
+    })
+    .await;
+    let python = tool("kafka-python-env.sh", "the Python Kafka clients and DuckDB");
+    let script = r#"
+import json, sys
+from confluent_kafka import Consumer, Producer
+bootstrap = sys.argv[1]
+throttles = {"produce": [], "fetch": []}
+def on(kind):
+    return lambda event: throttles[kind].append(event.throttle_time)
+p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+              "throttle_cb": on("produce")})
+for i in range(40):
+    p.produce("quota", value=(b"%03d" % i) + b"x" * 5000)
+    p.poll(0)
+assert p.flush(60) == 0
+p.poll(0)
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": "q",
+              "auto.offset.reset": "earliest",
+              "max.partition.fetch.bytes": 100000, "throttle_cb": on("fetch")})
+c.subscribe(["quota"])
+got = []
+while len(got) < 40:
+    m = c.poll(10)
+    assert m is not None, "nothing after %d records" % len(got)
+    assert m.error() is None, m.error()
+    got.append(m.value()[:3].decode())
+c.poll(0)
+c.close()
+print(json.dumps({"got": got, "throttles": throttles}))
+"#;
+    let bootstrap = b.kafka_addr.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .arg(bootstrap)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "confluent-kafka under quotas: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<String> = (0..40).map(|i| format!("{i:03}")).collect();
+    assert_eq!(
+        seen["got"],
+        serde_json::json!(want),
+        "every record, in order"
+    );
+    for kind in ["produce", "fetch"] {
+        let t = seen["throttles"][kind].as_array().unwrap();
+        assert!(
+            t.iter().any(|secs| secs.as_f64().unwrap() > 0.0),
+            "{kind}: librdkafka saw no throttle time: {t:?}"
+        );
+    }
+    let m = b.broker.metrics();
+    assert!(m.quota_produce_throttled.get() > 0 && m.quota_fetch_throttled.get() > 0);
+
+    // gRPC: 100 kB at once, 2.5 times the rate, is held back as long as it says.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", b.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = strata_proto::v1::strata_client::StrataClient::new(channel);
+    let produce = |n: usize| strata_proto::v1::ProduceRequest {
+        topic: "quota".into(),
+        records: vec![strata_proto::v1::Record {
+            value: Some(vec![b'y'; n].into()),
+            ..Default::default()
+        }],
+        acks: strata_proto::v1::Acks::Leader as i32,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let r = raw.produce(produce(100_000)).await.unwrap().into_inner();
+    let took = started.elapsed();
+    assert!(r.throttle_time_ms > 0, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(r.throttle_time_ms as u64),
+        "answered after {took:?}, throttle {} ms",
+        r.throttle_time_ms
+    );
+
+    // Six connections from 127.0.0.1 are let in (the one above is one); a seventh is
+    // closed at once, and the refusal counted.
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let c = Client::connect(&b.addr).await.unwrap();
+        c.who_am_i().await.unwrap();
+        open.push(c);
+    }
+    let refused_before = m.connections_refused.get();
+    let extra = match Client::connect(&b.addr).await {
+        Ok(c) => c.who_am_i().await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(extra.is_err(), "a seventh connection was let in");
+    assert!(m.connections_refused.get() > refused_before);
+    // One closes: a new one gets in.
+    drop(open.pop());
+    wait_until(Duration::from_secs(20), "a freed place to be taken", || {
+        let addr = b.addr.clone();
+        async move {
+            match Client::connect(&addr).await {
+                Ok(c) => c.who_am_i().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    drop(raw);
+    b.stop().await;
+}
