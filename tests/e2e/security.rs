@@ -661,20 +661,31 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
 
     // A SCRAM user made through broker 2 is the controller's: it logs in to the Kafka
     // listener of every broker (kcat over SASL_SSL), and a wrong password is refused.
-    let (ok, _, err) = cli(
-        vec![
-            "user".into(),
-            "add".into(),
-            "dave".into(),
-            "--password-stdin".into(),
-            "--mechanism".into(),
-            "SCRAM-SHA-512".into(),
-            "--broker".into(),
-            c.addr(2),
-            "--tls-ca".into(),
+    // The admin's CLI, through broker `id`.
+    let admin_cli = |id: u64, args: &[&str], stdin: &str| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--broker".to_string(),
+            c.addr(id),
+            "--tls-ca".to_string(),
             ca_file.display().to_string(),
+        ]);
+        let (env, stdin) = (
+            vec![("STRATA_TOKEN", admin_token.clone())],
+            stdin.to_string(),
+        );
+        async move { cli(v, env, &stdin).await }
+    };
+    let (ok, _, err) = admin_cli(
+        2,
+        &[
+            "user",
+            "add",
+            "dave",
+            "--password-stdin",
+            "--mechanism",
+            "SCRAM-SHA-512",
         ],
-        vec![("STRATA_TOKEN", admin_token.clone())],
         "dave-pw\n",
     )
     .await;
@@ -715,22 +726,18 @@ async fn brokers_replicate_over_tls_and_shut_out_a_broker_with_a_stranger_certif
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("0 topics")
     })
     .await;
-    let (ok, _, err) = cli(
-        vec![
-            "acl".into(),
-            "add".into(),
-            "--allow".into(),
-            "User:dave".into(),
-            "--operation".into(),
-            "describe".into(),
-            "--topic".into(),
-            "two".into(),
-            "--broker".into(),
-            c.addr(1),
-            "--tls-ca".into(),
-            ca_file.display().to_string(),
+    let (ok, _, err) = admin_cli(
+        1,
+        &[
+            "acl",
+            "add",
+            "--allow",
+            "User:dave",
+            "--operation",
+            "describe",
+            "--topic",
+            "two",
         ],
-        vec![("STRATA_TOKEN", admin_token.clone())],
         "",
     )
     .await;

@@ -55,10 +55,7 @@ pub async fn create_acls(
         }
         a
     };
-    let store = match ctx.store().and_then(|s| {
-        s.check_admin(&session.caller, Operation::Alter)?;
-        Ok(s)
-    }) {
+    let store = match ctx.admin(session, Operation::Alter) {
         Ok(s) => s,
         Err(e) => {
             let e = (errors::code(&e), e.to_string());
@@ -124,11 +121,7 @@ pub fn describe_acls(
 ) -> DescribeAclsResponse {
     let mut resp = DescribeAclsResponse::default();
     let found = ctx
-        .store()
-        .and_then(|s| {
-            s.check_admin(&session.caller, Operation::Describe)?;
-            Ok(s)
-        })
+        .admin(session, Operation::Describe)
         .map_err(|e| (errors::code(&e), e.to_string()))
         .and_then(|s| {
             let f = filter(
@@ -189,10 +182,7 @@ pub async fn delete_acls(
         f.error_message = Some(str(&msg));
         f
     };
-    let store = match ctx.store().and_then(|s| {
-        s.check_admin(&session.caller, Operation::Alter)?;
-        Ok(s)
-    }) {
+    let store = match ctx.admin(session, Operation::Alter) {
         Ok(s) => s,
         Err(e) => {
             let e = (errors::code(&e), e.to_string());

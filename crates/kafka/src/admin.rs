@@ -402,10 +402,7 @@ pub fn describe_user_scram_credentials(
     r: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
     let mut resp = DescribeUserScramCredentialsResponse::default();
-    let listed = ctx.store().and_then(|u| {
-        u.check_admin(&session.caller, Operation::Describe)?;
-        Ok(u.users())
-    });
+    let listed = ctx.admin(session, Operation::Describe).map(|u| u.users());
     let all = match listed {
         Ok(all) => all,
         Err(e) => {
@@ -469,10 +466,7 @@ pub async fn alter_user_scram_credentials(
     {
         *counts.entry(name.to_string()).or_default() += 1;
     }
-    let allowed = ctx.store().and_then(|u| {
-        u.check_admin(&session.caller, Operation::Alter)?;
-        Ok(u)
-    });
+    let allowed = ctx.admin(session, Operation::Alter);
     let answer = |user: &str, e: Option<(i16, String)>| {
         let mut a =
             alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default();

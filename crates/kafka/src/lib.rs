@@ -211,6 +211,18 @@ impl Context {
         ))
     }
 
+    /// Where users and ACLs live, once `session` may manage them (`op`: Alter to
+    /// change, Describe to read).
+    pub fn admin(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+    ) -> Result<strata_broker::security::Store<'_>, BrokerError> {
+        let store = self.store()?;
+        store.check_admin(&session.caller, op)?;
+        Ok(store)
+    }
+
     /// Whether `session` may do `op` on `(resource_type, name)`; the error says why
     /// not (with the code for the resource), or that the metadata is not ready yet.
     pub fn authorize(
