@@ -1341,12 +1341,12 @@ print(json.dumps(seen))
         ok && out.starts_with("removed: Allow User:alice Read"),
         "{err}{out}"
     );
-    assert!(
-        alice
-            .fetch("sasl", 0, 0, 1 << 20, 0, Duration::ZERO)
-            .await
-            .is_err()
-    );
+    let e = alice
+        .fetch("sasl", 0, 0, 1 << 20, 0, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("User:alice is not allowed Read"), "{e}");
 
     // A new token works once the file reloads; a removed one stops working.
     let (ok, ci_token, err) = cli(

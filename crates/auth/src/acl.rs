@@ -214,9 +214,21 @@ impl AclBinding {
             }
     }
 
-    fn applies_to(&self, principal: &str, host: &str) -> bool {
-        (self.principal == principal || self.principal == "User:*")
-            && (self.host == WILDCARD || self.host == host)
+    /// Whether the binding is for `principal` calling from `host` (compared as
+    /// addresses: an IPv4 client seen as `::ffff:a.b.c.d` is `a.b.c.d`).
+    fn applies_to(&self, principal: &Principal, host: Option<IpAddr>) -> bool {
+        let named = self.principal == "User:*"
+            || self
+                .principal
+                .strip_prefix("User:")
+                .is_some_and(|n| n == principal.name());
+        named
+            && (self.host == WILDCARD
+                || host.is_some_and(|h| {
+                    self.host
+                        .parse::<IpAddr>()
+                        .is_ok_and(|b| b.to_canonical() == h.to_canonical())
+                }))
     }
 }
 
@@ -347,13 +359,11 @@ impl Acls {
         if self.0.is_empty() {
             return Decision::NoAclFound;
         }
-        let principal = principal.to_string();
-        let host = host.map(|h| h.to_string()).unwrap_or_default();
         let mut named = false;
         let mut allowed = false;
         for b in self.0.iter().filter(|b| b.names(resource_type, name)) {
             named = true;
-            if !b.applies_to(&principal, &host) {
+            if !b.applies_to(principal, host) {
                 continue;
             }
             match b.permission {
@@ -411,11 +421,9 @@ impl Acls {
         host: Option<IpAddr>,
         resource_type: ResourceType,
     ) -> impl Iterator<Item = &AclBinding> {
-        let principal = principal.to_string();
-        let host = host.map(|h| h.to_string()).unwrap_or_default();
         self.0
             .iter()
-            .filter(move |b| b.resource_type == resource_type && b.applies_to(&principal, &host))
+            .filter(move |b| b.resource_type == resource_type && b.applies_to(principal, host))
     }
 }
 

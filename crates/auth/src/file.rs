@@ -78,11 +78,10 @@ impl<T: Serialize + DeserializeOwned + Clone + Default> SecurityFile<T> {
             ))
         };
         let dir = self.path.parent().expect("the file is under a directory");
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-            // The new directory's entry must survive a crash too.
-            sync_dir(dir.parent().expect("security/ is under the data directory")).map_err(io)?;
-        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        // The directory's own entry must survive a crash too (also when an earlier
+        // call made it and failed before syncing).
+        sync_dir(dir.parent().expect("security/ is under the data directory")).map_err(io)?;
         let tmp = self.path.with_extension("tmp");
         let bytes = serde_json::to_vec_pretty(value).expect("security state serialises");
         {

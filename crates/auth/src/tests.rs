@@ -335,9 +335,33 @@ fn acls_decide_as_kafka_does() {
         Allow,
     ));
     assert_eq!(acls.authorize(&carol, local, Read, Group, "g"), Denied);
+    assert_eq!(acls.authorize(&carol, None, Read, Group, "g"), Denied);
+    for seen_as in ["10.0.0.1", "::ffff:10.0.0.1"] {
+        // (A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.)
+        let h = Some(seen_as.parse().unwrap());
+        assert_eq!(acls.authorize(&carol, h, Read, Group, "g"), Allowed);
+    }
+
+    // Denying Read does not deny Describe (only All would).
+    acls.insert(binding(
+        Topic,
+        "orders",
+        Literal,
+        "User:alice",
+        "*",
+        Read,
+        Deny,
+    ));
+    assert_eq!(acls.authorize(&alice, local, Read, Topic, "orders"), Denied);
     assert_eq!(
-        acls.authorize(&carol, Some("10.0.0.1".parse().unwrap()), Read, Group, "g"),
+        acls.authorize(&alice, local, Describe, Topic, "orders"),
         Allowed
+    );
+    // A principal whose name starts with another's is not that principal.
+    let alice2 = Principal::user("alice2");
+    assert_eq!(
+        acls.authorize(&alice2, local, Describe, Topic, "orders"),
+        Denied
     );
 
     // AlterConfigs implies DescribeConfigs; a cluster binding.

@@ -84,6 +84,20 @@ impl Quotas {
         }
     }
 
+    /// Whether any quota is set.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// How long `principal` should still wait for what it moved already (without
+    /// recording anything).
+    pub fn owed(&self, principal: &Principal, direction: Direction) -> Duration {
+        if !self.on {
+            return Duration::ZERO;
+        }
+        self.record_at(principal, direction, 0, Instant::now())
+    }
+
     /// Records `bytes` moved for `principal`; how long its client should now wait.
     pub fn record(&self, principal: &Principal, direction: Direction, bytes: u64) -> Duration {
         if !self.on {

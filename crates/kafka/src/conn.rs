@@ -143,7 +143,9 @@ async fn serve_halves<R, W>(
         let mut parked: Option<Bytes> = None;
         let mut out = BytesMut::new();
         loop {
+            let muted = session.muted();
             if in_flight.is_empty()
+                && muted.is_none()
                 && let Some(frame) = parked.take()
                 && let Err(Close(why)) = in_flight.start(&ctx, &session, frame)
             {
@@ -151,7 +153,6 @@ async fn serve_halves<R, W>(
                 tracing::info!(reason = %why, "closing kafka connection");
                 break;
             }
-            let muted = session.muted();
             let room = parked.is_none() && in_flight.has_room() && muted.is_none();
             tokio::select! {
                 // A throttled client's next request waits out its throttle time.

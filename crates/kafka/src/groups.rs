@@ -15,7 +15,7 @@ use strata_groups::classic::{ClassicError, Join};
 
 use crate::errors;
 use crate::view::{BrokerView, View};
-use strata_auth::Operation;
+use strata_auth::{Operation, ResourceType};
 
 use crate::{Context, Session, str};
 
@@ -407,7 +407,7 @@ async fn committed(
     }
     // A topic the caller may not describe: asked for, its partitions answer
     // TOPIC_AUTHORIZATION_FAILED; in a listing of all, it is left out (as in Kafka).
-    let may = |t: &str| ctx.authorize_topic(session, Operation::Describe, t).is_ok();
+    let may = |t: &str| ctx.may(session, Operation::Describe, ResourceType::Topic, t);
     let (wanted, denied): (Option<Vec<_>>, Vec<_>) = match wanted {
         Some(w) => {
             let (ok, no): (Vec<_>, Vec<_>) = w.into_iter().partition(|(t, _)| may(t));
@@ -571,6 +571,13 @@ pub fn list_groups(
         }
     }
     let mut resp = ListGroupsResponse::default();
+    // Describe on the cluster lists every group; else those the caller may describe.
+    let all = ctx.may(
+        session,
+        Operation::Describe,
+        ResourceType::Cluster,
+        strata_auth::acl::CLUSTER_NAME,
+    );
     for (name, state, kind) in rows {
         let state_ok = version < 4
             || r.states_filter.is_empty()
@@ -582,9 +589,7 @@ pub fn list_groups(
             || r.types_filter.iter().any(|t| t.eq_ignore_ascii_case(kind));
         // Only the groups the caller may describe, as in Kafka.
         if !(state_ok && type_ok)
-            || ctx
-                .authorize_group(session, Operation::Describe, &name)
-                .is_err()
+            || (!all && !ctx.may(session, Operation::Describe, ResourceType::Group, &name))
         {
             continue;
         }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use strata_auth::Operation;
+use strata_auth::{Operation, ResourceType};
 use strata_broker::broker::{Fetched, OffsetQuery, ProduceOptions, Produced};
 use strata_broker::error::BrokerError;
 use strata_broker::groups::OFFSETS_TOPIC;
@@ -283,10 +283,7 @@ async fn metadata(
         None => {
             // Only the topics the caller may describe, as in Kafka.
             for t in ctx.topics(&view) {
-                if ctx
-                    .authorize_topic(session, Operation::Describe, &t.name)
-                    .is_ok()
-                {
+                if ctx.may(session, Operation::Describe, ResourceType::Topic, &t.name) {
                     resp.topics.push(topic_metadata(&t, &listed));
                 }
             }
@@ -634,16 +631,25 @@ async fn fetch(ctx: &Context, caller: &Session, version: i16, r: FetchRequest) -
         let n = wants.len();
         wants.rotate_left(r.session_epoch.max(0) as usize % n);
     }
-    // Read on each topic, checked once per request (a session's partitions included).
-    let mut denied = std::collections::BTreeSet::new();
+    // Read on each topic, checked once per request (a session's partitions included):
+    // the code each refused topic's partitions answer (not authorized, or retriable
+    // while a cluster member catches up).
+    let mut checked: BTreeMap<&str, Option<i16>> = BTreeMap::new();
     for w in &wants {
         if let Some(t) = &w.topic
-            && !denied.contains(t)
-            && ctx.authorize_topic(caller, Operation::Read, t).is_err()
+            && !checked.contains_key(t.as_str())
         {
-            denied.insert(t.clone());
+            let refused = ctx
+                .authorize_topic(caller, Operation::Read, t)
+                .err()
+                .map(|e| errors::code(&e));
+            checked.insert(t, refused);
         }
     }
+    let denied: BTreeMap<String, i16> = checked
+        .into_iter()
+        .filter_map(|(t, code)| Some((t.to_string(), code?)))
+        .collect();
     let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_FETCH_WAIT);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = r.min_bytes.max(0) as usize;
@@ -698,7 +704,7 @@ async fn fetch(ctx: &Context, caller: &Session, version: i16, r: FetchRequest) -
 async fn read_partitions(
     ctx: &Context,
     wants: &[Want],
-    denied: &std::collections::BTreeSet<String>,
+    denied: &BTreeMap<String, i16>,
     max_bytes: usize,
 ) -> (Vec<fetch_response::PartitionData>, usize, bool) {
     let mut out = Vec::with_capacity(wants.len());
@@ -715,8 +721,8 @@ async fn read_partitions(
                 pd.error_code = ResponseError::UnknownTopicId.code();
                 failed = true;
             }
-            Some(topic) if denied.contains(topic) => {
-                pd.error_code = ResponseError::TopicAuthorizationFailed.code();
+            Some(topic) if denied.contains_key(topic) => {
+                pd.error_code = denied[topic];
                 failed = true;
             }
             // Once the answer is full, the rest are answered without records (their

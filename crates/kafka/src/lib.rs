@@ -236,6 +236,19 @@ impl Context {
             .authorize(&session.caller, op, resource_type, name)
     }
 
+    /// Whether `session` may do `op` on `(resource_type, name)`, for filtering a
+    /// listing (not counted as a refusal; false while the metadata is not ready).
+    pub fn may(
+        &self,
+        session: &Session,
+        op: strata_auth::Operation,
+        resource_type: strata_auth::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.store()
+            .is_ok_and(|s| s.allowed(&session.caller, op, resource_type, name))
+    }
+
     /// [`Context::authorize`] on a topic.
     pub fn authorize_topic(
         &self,

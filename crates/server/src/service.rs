@@ -205,8 +205,11 @@ fn produce_one(
     })
 }
 
-/// The bytes a produce request moves, for quotas.
-fn produce_bytes(r: &pb::ProduceRequest) -> u64 {
+/// The bytes a produce request moves, for quotas (not counted with none set).
+fn produce_bytes(broker: &Broker, r: &pb::ProduceRequest) -> u64 {
+    if !broker.quotas().is_on() {
+        return 0;
+    }
     let records: usize = r
         .records
         .iter()
@@ -569,12 +572,20 @@ impl Strata for Service {
         let caller = caller(&request);
         let r = request.into_inner();
         self.authorize(&caller, Operation::Write, ResourceType::Topic, &r.topic)?;
+        // Over the quota, the produce waits before it is appended: concurrent calls
+        // each wait out their share of the debt, so they cannot outrun the rate.
         let held = throttle(
             &self.broker,
             &caller,
             strata_broker::quotas::Direction::Produce,
-            produce_bytes(&r),
+            produce_bytes(&self.broker, &r),
         );
+        if !held.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(held) => {}
+                _ = self.broker.closing() => return Err(status(BrokerError::ShuttingDown)),
+            }
+        }
         let partition = r.partition;
         let span = tracing::debug_span!("produce", topic = %r.topic, partition = r.partition);
         tokio::select! {
@@ -588,10 +599,7 @@ impl Strata for Service {
             .instrument(span)
             .await
             .map_err(|e| fail(&self.node, e, partition))?;
-        if !held.is_zero() {
-            resp.throttle_time_ms = held.as_millis() as u32;
-            tokio::time::sleep(held).await;
-        }
+        resp.throttle_time_ms = held.as_millis() as u32;
         Ok(Response::new(resp))
     }
 
@@ -668,7 +676,7 @@ impl Strata for Service {
                         &broker,
                         &caller,
                         strata_broker::quotas::Direction::Produce,
-                        produce_bytes(&r),
+                        produce_bytes(&broker, &r),
                     );
                     // Appended here, before the next request is read: order is kept.
                     match produce_one(&broker, r) {
@@ -711,6 +719,18 @@ impl Strata for Service {
         let caller = caller(&request);
         let r = request.into_inner();
         self.authorize(&caller, Operation::Read, ResourceType::Topic, &r.topic)?;
+        // A caller still in debt from earlier fetches waits it out before this one
+        // reads (concurrent calls cannot outrun the rate).
+        let owed = self
+            .broker
+            .quotas()
+            .owed(&caller.principal, strata_broker::quotas::Direction::Fetch);
+        if !owed.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(owed) => {}
+                _ = self.broker.closing() => return Err(status(BrokerError::ShuttingDown)),
+            }
+        }
         let wait = Duration::from_millis(r.max_wait_ms as u64).min(MAX_WAIT);
         if r.leader_epoch.is_some() {
             self.broker
@@ -772,6 +792,18 @@ impl Strata for Service {
             async move {
                 let mut offset = r.offset;
                 loop {
+                    // Read is checked per answer: revoking it ends the subscription.
+                    if let Err(s) = authorize(
+                        &broker,
+                        &node,
+                        &caller,
+                        Operation::Read,
+                        ResourceType::Topic,
+                        &r.topic,
+                    ) {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
                     // Leadership moved: the subscriber goes to the new leader.
                     let read = match p.check_leader(None) {
                         Ok(()) => p.read_any(offset, max_bytes).await,
@@ -1125,11 +1157,15 @@ impl Strata for Service {
             .iter()
             .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
             .collect();
-        let offsets = self
+        let mut offsets = self
             .broker
             .committed_offsets(&r.group, wanted)
             .await
             .map_err(|e| self.fail_group(e))?;
+        // Asked for all: only the topics the caller may describe (as Kafka's OffsetFetch).
+        let store = self.store()?;
+        offsets
+            .retain(|(t, ..)| store.allowed(&caller, Operation::Describe, ResourceType::Topic, t));
         Ok(Response::new(pb::FetchCommittedOffsetsResponse {
             offsets: offset_entries(offsets),
         }))
@@ -1181,9 +1217,15 @@ impl Strata for Service {
                     assignments: topic_partitions(m.assignment),
                 })
                 .collect(),
+            // Offsets and lag only of the topics the caller may describe.
             offsets: d
                 .offsets
                 .into_iter()
+                .filter(|o| {
+                    self.store().is_ok_and(|s| {
+                        s.allowed(&caller, Operation::Describe, ResourceType::Topic, &o.topic)
+                    })
+                })
                 .map(|o| pb::PartitionLag {
                     topic: o.topic,
                     partition: o.partition,
