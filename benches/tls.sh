@@ -21,7 +21,7 @@ for name in broker client; do
   openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
     -days 2 -out "$pki/$name.pem" -extfile "$pki/ext.cnf" 2>/dev/null
 done
-server_tls=(--tls-cert "$pki/broker.pem" --tls-key "$pki/broker.key" --tls-ca "$pki/ca.pem" --tls-client-auth required)
+server_tls=(--tls-cert "$pki/broker.pem" --tls-key "$pki/broker.key" --tls-ca "$pki/ca.pem" --tls-client-auth required --super-user User:client)
 client_tls=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/client.pem" --tls-key "$pki/client.key")
 
 one() {

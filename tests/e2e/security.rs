@@ -63,6 +63,9 @@ async fn tls_broker(dir: &Path, p: &Pki) -> TestBroker {
         c.tls_key_file = Some(key);
         c.tls_ca_file = Some(ca);
         c.tls_client_auth = "required".into();
+        // Client certificates make principals, so ACLs are enforced: alice, the test
+        // client, may do everything.
+        c.super_users = vec!["User:alice".into()];
     })
     .await
 }
@@ -217,6 +220,8 @@ async fn certificate_rotation_under_load_keeps_open_connections() {
             p.ca_file.to_str().unwrap(),
             "--tls-client-auth",
             "required",
+            "--super-user",
+            "User:alice",
         ],
         &[],
     );

@@ -303,6 +303,14 @@ impl BrokerConfig {
         !self.kafka_sasl_mechanisms.is_empty() || self.grpc_auth_required
     }
 
+    /// Whether clients may prove who they are in any way (SASL, tokens, client
+    /// certificates): then principals mean something, and ACLs are enforced.
+    pub fn identifies_clients(&self) -> bool {
+        self.authenticates()
+            || self.grpc_token_file.is_some()
+            || (self.tls() && self.tls_client_auth != "none")
+    }
+
     /// The SASL mechanisms the Kafka listener offers.
     pub fn sasl_mechanisms(&self) -> Result<Vec<strata_auth::SaslMechanism>, BrokerError> {
         self.kafka_sasl_mechanisms
@@ -317,7 +325,7 @@ impl BrokerConfig {
     /// See `allow_everyone_if_no_acl_found`.
     pub fn allow_everyone_if_no_acl_found(&self) -> bool {
         self.allow_everyone_if_no_acl_found
-            .unwrap_or(!self.authenticates())
+            .unwrap_or(!self.identifies_clients())
     }
 
     /// The client quotas these settings make.
@@ -348,6 +356,16 @@ impl BrokerConfig {
         if self.authenticates() && self.super_users.is_empty() {
             return Err(BrokerError::InvalidConfig(
                 "authentication is on (kafka_sasl_mechanisms or grpc_auth_required) but super_users is empty: nobody could manage users; name the admin principal, e.g. super_users = [\"User:admin\"] (--super-user User:admin)".into(),
+            ));
+        }
+        // Principals that mean something, and nobody to grant them anything: every
+        // request would be refused.
+        if self.identifies_clients()
+            && self.super_users.is_empty()
+            && self.allow_everyone_if_no_acl_found != Some(true)
+        {
+            return Err(BrokerError::InvalidConfig(
+                "clients are identified (client certificates or a token file) but super_users is empty: with ACLs enforced nobody could be granted anything; name the admin principal (super_users = [\"User:admin\"], --super-user User:admin), or set allow_everyone_if_no_acl_found = true to leave what no ACL names open".into(),
             ));
         }
         // A cluster's brokers talk over the gRPC port; without TLS client certificates
@@ -509,6 +527,27 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.sasl_mechanisms().unwrap().len(), 2);
         assert_eq!(c.super_users().unwrap()[0].to_string(), "User:admin");
+        assert!(
+            !c.allow_everyone_if_no_acl_found(),
+            "closed with authentication"
+        );
+
+        // Tokens (or client certificates) identify clients too: ACLs are enforced, so
+        // someone must be able to grant, or everything be left open on purpose.
+        bad("grpc_token_file = \"t\"", "super_users is empty");
+        let open: BrokerConfig =
+            toml::from_str("grpc_token_file = \"t\"\nallow_everyone_if_no_acl_found = true")
+                .unwrap();
+        open.validate().unwrap();
+        assert!(open.allow_everyone_if_no_acl_found());
+        let closed: BrokerConfig =
+            toml::from_str("grpc_token_file = \"t\"\nsuper_users = [\"User:ops\"]").unwrap();
+        closed.validate().unwrap();
+        assert!(!closed.allow_everyone_if_no_acl_found());
+        // The quick start: no way to tell clients apart, everything open.
+        let quick = BrokerConfig::default();
+        quick.validate().unwrap();
+        assert!(quick.allow_everyone_if_no_acl_found());
     }
 
     #[test]
@@ -536,12 +575,14 @@ mod tests {
             ),
             "requested or required",
         );
-        let c: BrokerConfig = toml::from_str(&format!(
-            "{with_cert}tls_ca_file = \"ca.pem\"\ntls_client_auth = \"required\""
-        ))
-        .unwrap();
+        // Client certificates name principals: someone must grant them access.
+        let mtls = format!("{with_cert}tls_ca_file = \"ca.pem\"\ntls_client_auth = \"required\"");
+        bad(&mtls, "super_users is empty");
+        let c: BrokerConfig =
+            toml::from_str(&format!("{mtls}\nsuper_users = [\"User:admin\"]")).unwrap();
         c.validate().unwrap();
         assert!(c.tls());
+        assert!(!c.allow_everyone_if_no_acl_found());
     }
 
     #[test]
